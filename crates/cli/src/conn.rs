@@ -1,0 +1,196 @@
+//! Reaching the cluster: the client library's [`AdminClient`] for flag and audit calls (it
+//! retries across endpoints with one request id per write), and raw generated clients for the
+//! calls it does not offer: membership changes (which must reach the leader: a follower answers
+//! `NOT_LEADER` with the leader's address, which is followed), per-node status, dry runs,
+//! server-side evaluation, audit pages by seq and the change feed.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use tonic::transport::{Channel, Endpoint};
+use tonic_types::StatusExt;
+use vexil_client::{AdminClient, Consistency, ReadOpts};
+use vexil_proto::v1 as pb;
+use vexil_proto::v1::cluster_client::ClusterClient;
+
+use crate::endpoints::normalise;
+use crate::errors::{self, Subject};
+use crate::{ConsistencyArg, Failure};
+
+/// Time to open a connection to one node before giving up on it.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// Deadline of one ordinary call.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Deadline of a per-node status probe (`cluster status` shows a slow node as unreachable).
+pub const STATUS_TIMEOUT: Duration = Duration::from_millis(1_500);
+/// How long a leader-bound call keeps looking for a leader (elections, forwarding hops).
+pub const LEADER_SEARCH: Duration = Duration::from_secs(15);
+/// Rounds over the endpoints a read makes while every node is unavailable (a node restarting,
+/// an election), with a short growing pause between rounds.
+pub const ANY_ROUNDS: u32 = 3;
+/// Deadline of a membership change (joint consensus is two commits) or a snapshot build.
+pub const LONG_CALL_TIMEOUT: Duration = Duration::from_secs(120);
+
+pub struct Conn {
+    /// Normalised (`http://host:port`) endpoint URLs, in the order given.
+    pub endpoints: Vec<String>,
+    pub admin: AdminClient,
+    pub read: ReadOpts,
+}
+
+impl Conn {
+    pub fn new(endpoints: Vec<String>, consistency: Option<ConsistencyArg>) -> Result<Conn, Failure> {
+        let endpoints: Vec<String> = endpoints.iter().map(|e| normalise(e)).collect();
+        for e in &endpoints {
+            Endpoint::from_shared(e.clone())
+                .map_err(|err| Failure::Usage(format!("endpoint {e:?} is not a valid address: {err}")))?;
+        }
+        let read = ReadOpts {
+            consistency: match consistency {
+                None => Consistency::Unspecified,
+                Some(ConsistencyArg::Linearizable) => Consistency::Linearizable,
+                Some(ConsistencyArg::Lease) => Consistency::Lease,
+                Some(ConsistencyArg::Stale) => Consistency::Stale,
+            },
+            min_revision: 0,
+        };
+        let admin =
+            AdminClient::new(endpoints.clone()).map_err(|e| errors::from_client(e, Subject::Cluster))?.with_read(read);
+        Ok(Conn { endpoints, admin, read })
+    }
+
+    pub fn read_options(&self) -> pb::ReadOptions {
+        pb::ReadOptions { consistency: self.read.consistency as i32, min_revision: self.read.min_revision }
+    }
+
+    /// A lazily connected channel to one node with a per-call deadline.
+    pub fn channel(url: &str, timeout: Duration) -> Result<Channel, Failure> {
+        Ok(Endpoint::from_shared(normalise(url))
+            .map_err(|e| Failure::Usage(format!("{url:?} is not a valid address: {e}")))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .timeout(timeout)
+            .tcp_nodelay(true)
+            .connect_lazy())
+    }
+
+    /// One node's own status, within [`STATUS_TIMEOUT`].
+    pub async fn status_of(url: &str) -> Result<pb::StatusResponse, tonic::Status> {
+        let ch = Self::channel(url, STATUS_TIMEOUT).map_err(|f| tonic::Status::invalid_argument(f.to_string()))?;
+        let mut client = ClusterClient::new(ch);
+        match tokio::time::timeout(STATUS_TIMEOUT + CONNECT_TIMEOUT, client.status(pb::StatusRequest {})).await {
+            Ok(r) => r.map(tonic::Response::into_inner),
+            Err(_) => Err(tonic::Status::deadline_exceeded("the node did not answer in time")),
+        }
+    }
+
+    /// The status of the first endpoint that answers, with its URL.
+    pub async fn any_status(&self) -> Result<(String, pb::StatusResponse), Failure> {
+        let mut last = String::new();
+        for url in &self.endpoints {
+            match Self::status_of(url).await {
+                Ok(s) => return Ok((url.clone(), s)),
+                Err(e) => last = format!("{url}: {}", e.message()),
+            }
+        }
+        Err(Failure::Failed(format!(
+            "no endpoint answered ({last}); check that the nodes run and that --endpoints / VEXIL_ENDPOINTS point at their API ports"
+        )))
+    }
+
+    /// The leader's status, asked of the leader itself (only it knows every member's lag).
+    pub async fn leader_status(&self) -> Result<pb::StatusResponse, Failure> {
+        let deadline = Instant::now() + LEADER_SEARCH;
+        loop {
+            let (_, s) = self.any_status().await?;
+            if s.leader_id != 0 && !s.leader_api_addr.is_empty() {
+                if s.leader_id == s.node_id {
+                    return Ok(s);
+                }
+                if let Ok(l) = Self::status_of(&s.leader_api_addr).await
+                    && l.leader_id == l.node_id
+                {
+                    return Ok(l);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(Failure::Failed(format!(
+                    "no leader within {}s; a majority of voters must run and reach each other (see `vexilctl cluster status`)",
+                    LEADER_SEARCH.as_secs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Runs `call` on the leader: found through any node's status, then followed through
+    /// `NOT_LEADER` answers; retried while there is no leader or it is unreachable, for up to
+    /// [`LEADER_SEARCH`]. Only for calls that are safe to repeat (membership changes that
+    /// already hold are accepted again by openraft).
+    pub async fn on_leader<T, F, Fut>(&self, timeout: Duration, subject: Subject<'_>, mut call: F) -> Result<T, Failure>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let deadline = Instant::now() + LEADER_SEARCH;
+        let mut target: Option<String> = None;
+        loop {
+            let url = match target.take() {
+                Some(u) => u,
+                None => match self.any_status().await {
+                    Ok((_, s)) if !s.leader_api_addr.is_empty() => normalise(&s.leader_api_addr),
+                    Ok((url, _)) => url,
+                    Err(f) if Instant::now() >= deadline => return Err(f),
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        continue;
+                    }
+                },
+            };
+            match call(Self::channel(&url, timeout)?).await {
+                Ok(r) => return Ok(r.into_inner()),
+                Err(status) => {
+                    let details = status.get_error_details();
+                    let info = details.error_info();
+                    let why = info.map(|i| i.reason.as_str()).unwrap_or("");
+                    let retryable = status.code() == tonic::Code::Unavailable && why != "LEASE_EXPIRED";
+                    if !retryable || Instant::now() >= deadline {
+                        return Err(errors::from_status(&status, subject));
+                    }
+                    target = info
+                        .and_then(|i| i.metadata.get("leader_api_addr"))
+                        .filter(|a| !a.is_empty())
+                        .map(|a| normalise(a));
+                    if target.is_none() {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs a read-only `call` on the endpoints in turn until one answers; a refusal (anything
+    /// but "unavailable") is final.
+    pub async fn on_any<T, F, Fut>(&self, timeout: Duration, subject: Subject<'_>, mut call: F) -> Result<T, Failure>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let mut last: Option<tonic::Status> = None;
+        for round in 0..ANY_ROUNDS {
+            if round > 0 {
+                tokio::time::sleep(Duration::from_millis(300 * u64::from(round))).await;
+            }
+            for url in &self.endpoints {
+                match call(Self::channel(url, timeout)?).await {
+                    Ok(r) => return Ok(r.into_inner()),
+                    Err(s) if s.code() == tonic::Code::Unavailable || s.code() == tonic::Code::DeadlineExceeded => {
+                        last = Some(s)
+                    }
+                    Err(s) => return Err(errors::from_status(&s, subject)),
+                }
+            }
+        }
+        let s = last.unwrap_or_else(|| tonic::Status::unavailable("no endpoint"));
+        Err(errors::from_status(&s, subject))
+    }
+}

@@ -1,0 +1,108 @@
+//! What the cluster said, turned into what the operator should do next.
+//!
+//! Every error the cluster returns carries a stable `ErrorInfo` reason; the client library
+//! parses it into [`vexil_client::Error`]. This module is the one place that maps those to
+//! messages: each says what happened and the command (or flag) that fixes it.
+
+use vexil_client::Error;
+
+use crate::Failure;
+
+/// What the failed call was about, so messages can name it.
+#[derive(Debug, Clone, Copy)]
+pub enum Subject<'a> {
+    Flag { namespace: &'a str, key: &'a str },
+    Namespace(&'a str),
+    Audit,
+    Cluster,
+}
+
+/// A failure from a raw gRPC status (calls made with the generated clients).
+pub fn from_status(status: &tonic::Status, subject: Subject<'_>) -> Failure {
+    from_client(Error::from_status(status), subject)
+}
+
+/// A failure from a client-library error.
+pub fn from_client(e: Error, subject: Subject<'_>) -> Failure {
+    let (ns, key) = match subject {
+        Subject::Flag { namespace, key } => (namespace, key),
+        Subject::Namespace(ns) => (ns, ""),
+        _ => ("", ""),
+    };
+    let msg = match e {
+        Error::Config(m) => return Failure::Usage(format!("{m}; check --endpoints or VEXIL_ENDPOINTS")),
+        Error::Invalid { field, problem } => {
+            format!("the cluster refused the input: `{field}`: {problem}; fix it and run the command again")
+        }
+        Error::NotFound { .. } if matches!(subject, Subject::Flag { .. }) => {
+            format!("flag {ns}/{key} does not exist; see the flags of the namespace with `vexilctl flag list {ns}`")
+        }
+        Error::NotFound { namespace, key } => format!("{namespace}/{key} was not found"),
+        Error::AlreadyExists { current } => format!(
+            "flag {ns}/{key} already exists{}; change it with `vexilctl flag update {ns} {key}`",
+            current.map(|v| format!(" (at version {v})")).unwrap_or_default()
+        ),
+        Error::VersionMismatch { current, .. } => format!(
+            "flag {ns}/{key} is at version {current}; re-read it (`vexilctl flag get {ns} {key}`) and retry with --expected-version {current}"
+        ),
+        Error::RequestIdReused { message } => {
+            format!("the request id was already used for a different change ({message}); run the command again")
+        }
+        Error::Unavailable { reason, message, attempts } => match reason.as_deref() {
+            Some("WRITE_OUTCOME_UNKNOWN") => format!(
+                "the cluster did not confirm the change in time, so it may or may not have happened ({message}); check with a read before retrying"
+            ),
+            Some("LEASE_EXPIRED") => format!(
+                "{message}; retry against another node (--endpoints), or pass --consistency stale to read this node's possibly stale state"
+            ),
+            Some("NO_LEADER") | Some("NOT_LEADER") => format!(
+                "the cluster has no reachable leader after {attempts} attempt(s) ({message}); check `vexilctl cluster status` and that a majority of voters run"
+            ),
+            _ => format!(
+                "cannot reach the cluster after {attempts} attempt(s): {message}; check that the nodes run and that --endpoints / VEXIL_ENDPOINTS point at their API ports"
+            ),
+        },
+        Error::Server { code, reason, message } => match reason.as_deref() {
+            Some("MEMBERSHIP") => format!("{message}; see the current members with `vexilctl cluster status`"),
+            Some("ALREADY_INITIALIZED") => {
+                "the cluster is already initialised; nothing was changed (see `vexilctl cluster status`)".to_string()
+            }
+            Some("REVISION_COMPACTED") => format!("{message}; start again from a newer revision"),
+            _ => format!(
+                "the cluster failed the request ({code:?}{}): {message}",
+                reason.map(|r| format!(", {r}")).unwrap_or_default()
+            ),
+        },
+    };
+    Failure::Failed(msg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_mismatch_says_which_version_to_retry_with() {
+        let f = from_client(
+            Error::VersionMismatch { current: 7, expected: Some(3) },
+            Subject::Flag { namespace: "shop", key: "banner" },
+        );
+        assert_eq!(f.exit_code(), 1);
+        assert!(f.to_string().contains("flag shop/banner is at version 7"), "{f}");
+        assert!(f.to_string().contains("--expected-version 7"), "{f}");
+    }
+
+    #[test]
+    fn unreachable_points_at_the_endpoints() {
+        let f = from_client(
+            Error::Unavailable { reason: None, message: "connection refused".into(), attempts: 3 },
+            Subject::Cluster,
+        );
+        assert!(f.to_string().contains("--endpoints"), "{f}");
+        let f = from_client(
+            Error::NotFound { namespace: "a".into(), key: "b".into() },
+            Subject::Flag { namespace: "a", key: "b" },
+        );
+        assert!(f.to_string().contains("vexilctl flag list a"), "{f}");
+    }
+}

@@ -1,0 +1,171 @@
+//! The `vexilctl` command tree and what each command does; `main.rs` only parses and calls
+//! [`run`].
+//!
+//! One module per command group: `cluster` (membership, status, snapshots), `flag` (one flag:
+//! reads, writes, history, rollback, server-side evaluation), `apply` (`apply` and `export`:
+//! a namespace as one flagd document), `audit` (list, tail, verify the hash chain) and `eval`
+//! (offline evaluation of a local file). `endpoints` resolves where the cluster is, `conn`
+//! reaches it (any node, or the leader for membership changes), `errors` turns what the
+//! cluster said into a message that says what to do next, `output` renders tables and JSON.
+//!
+//! Exit codes scripts can rely on: 0 when the command did its job (an evaluation that reports
+//! an error such as `FLAG_NOT_FOUND` still did its job), 1 when the operation failed (the
+//! cluster refused it or could not be reached, an input file is missing or invalid, the audit
+//! chain does not verify), 2 for bad usage (clap uses 2 for its own usage errors too).
+
+pub mod apply;
+pub mod audit;
+pub mod cluster;
+pub mod conn;
+pub mod endpoints;
+pub mod errors;
+pub mod eval;
+pub mod flag;
+pub mod output;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "vexilctl", version, about = "Operate a Vexil cluster and its feature flags")]
+pub struct Cli {
+    /// Output format: a human table, or JSON for scripts.
+    #[arg(long, value_enum, global = true, default_value_t = Output::Table)]
+    pub output: Output,
+    /// Node API addresses (`host:port`, comma-separated). Default: `VEXIL_ENDPOINTS`, then the
+    /// config file, then the three local nodes 127.0.0.1:7001-7003.
+    #[arg(long, global = true, env = "VEXIL_ENDPOINTS", value_delimiter = ',', value_name = "HOST:PORT,...")]
+    pub endpoints: Option<Vec<String>>,
+    /// Config file (TOML: `endpoints = [...]`, `consistency = "..."`). Default:
+    /// `$XDG_CONFIG_HOME/vexil/vexilctl.toml` or `~/.config/vexil/vexilctl.toml`, if present.
+    #[arg(long, global = true, env = "VEXILCTL_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    /// Read consistency: `linearizable`, `lease`, or `stale` (whatever the node you ask has
+    /// applied; use it to inspect one node, e.g. `audit verify` on a suspect node).
+    #[arg(long, value_enum, global = true)]
+    pub consistency: Option<ConsistencyArg>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConsistencyArg {
+    Linearizable,
+    Lease,
+    Stale,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Cluster membership and health: status, init, add-learner, promote, demote, remove, snapshot.
+    #[command(subcommand)]
+    Cluster(cluster::ClusterCommand),
+    /// One flag: get, list, create, update, enable, disable, delete, history, rollback, eval.
+    #[command(subcommand)]
+    Flag(flag::FlagCommand),
+    /// Make a namespace match a flagd document, atomically (`--dry-run` shows the diff only).
+    Apply(apply::ApplyArgs),
+    /// Write a namespace as a flagd document that `apply` accepts unchanged.
+    Export(apply::ExportArgs),
+    /// The hash-chained audit log: list, tail (--follow), verify.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Evaluate a flag offline against a local flagd file (no cluster needed).
+    Eval(eval::EvalArgs),
+}
+
+/// A failed command: what to tell the user and which exit code to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Bad usage (exit 2).
+    Usage(String),
+    /// A missing or invalid input (exit 1).
+    Input(String),
+    /// The operation failed: refused by the cluster, unreachable, or a check that did not pass
+    /// (exit 1).
+    Failed(String),
+}
+
+impl Failure {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Usage(_) => 2,
+            Failure::Input(_) | Failure::Failed(_) => 1,
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::Usage(m) | Failure::Input(m) | Failure::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+/// What every networked command is given: where the cluster is and how to print.
+pub struct Ctx {
+    pub conn: conn::Conn,
+    pub output: Output,
+}
+
+/// Runs a parsed command line, printing its output, and returns the process exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match &cli.command {
+        Command::Eval(args) => eval::run(args, cli.output, unix_now_secs()),
+        _ => run_networked(&cli),
+    };
+    match result {
+        Ok(text) => {
+            if !text.is_empty() {
+                println!("{text}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            eprintln!("vexilctl: {failure}");
+            ExitCode::from(failure.exit_code())
+        }
+    }
+}
+
+fn run_networked(cli: &Cli) -> Result<String, Failure> {
+    let settings =
+        endpoints::resolve(cli.endpoints.as_deref(), cli.config.as_deref(), endpoints::default_config_path())?;
+    let consistency = cli.consistency.or(settings.consistency);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Failed(format!("cannot start the async runtime: {e}")))?;
+    runtime.block_on(async {
+        let ctx = Ctx { conn: conn::Conn::new(settings.endpoints, consistency)?, output: cli.output };
+        match &cli.command {
+            Command::Cluster(c) => cluster::run(c, &ctx).await,
+            Command::Flag(c) => flag::run(c, &ctx).await,
+            Command::Apply(a) => apply::run_apply(a, &ctx).await,
+            Command::Export(a) => apply::run_export(a, &ctx).await,
+            Command::Audit(c) => audit::run(c, &ctx).await,
+            Command::Eval(_) => Err(Failure::Usage("eval runs offline".into())),
+        }
+    })
+}
+
+/// The binary may read the clock; the evaluator never does (it is given this).
+fn unix_now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+/// Unix milliseconds now (for reports that age flags).
+pub(crate) fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}

@@ -1,0 +1,481 @@
+//! Typed admin calls: flag writes and reads, namespace documents, the audit log, cluster
+//! status. Any node serves them (followers forward writes to the leader).
+//!
+//! Retries: a call that fails with a retryable error (the node is unreachable, there is no
+//! leader, a write's outcome is unknown) is sent again, to the next endpoint (or to the leader a
+//! `NOT_LEADER` error names), up to [`limits::ADMIN_ATTEMPTS_MAX`] attempts with exponential
+//! backoff and jitter. Every attempt of one logical write carries the same `request_id`, which
+//! the cluster's state machine remembers, so a write retried after a lost reply applies once and
+//! the retry returns the first result.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use tonic::transport::Channel;
+use tonic_types::StatusExt;
+use vexil_proto::v1 as proto;
+use vexil_proto::v1::audit_client::AuditClient;
+use vexil_proto::v1::cluster_client::ClusterClient;
+use vexil_proto::v1::flags_client::FlagsClient;
+
+use crate::error::Error;
+use crate::limits;
+use crate::transport::{Endpoints, backoff};
+
+pub use proto::Consistency;
+
+/// Options of one write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriteOpts {
+    /// Why: recorded in the audit entry.
+    pub reason: String,
+    /// The idempotency key. Leave `None` to get a fresh random one per call (reused by that
+    /// call's retries); set it to make retries of your own (e.g. after a crash) idempotent too.
+    pub request_id: Option<String>,
+}
+
+impl WriteOpts {
+    pub fn reason(reason: impl Into<String>) -> WriteOpts {
+        WriteOpts { reason: reason.into(), request_id: None }
+    }
+
+    pub fn with_request_id(mut self, request_id: impl Into<String>) -> WriteOpts {
+        self.request_id = Some(request_id.into());
+        self
+    }
+}
+
+/// Consistency of reads (see SPEC "Consistency").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadOpts {
+    /// `Unspecified` uses the server's default for the call.
+    pub consistency: Consistency,
+    /// Wait until the serving node has applied this revision (read-your-writes).
+    pub min_revision: u64,
+}
+
+impl ReadOpts {
+    fn to_proto(self) -> proto::ReadOptions {
+        proto::ReadOptions { consistency: self.consistency as i32, min_revision: self.min_revision }
+    }
+}
+
+/// What a flag write created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteResult {
+    /// The revision of the write (wait for it with `Client::wait_for_revision`).
+    pub revision: u64,
+    pub leader_id: u64,
+    /// The flag's version after the write (0 after a delete).
+    pub version: u64,
+}
+
+/// What applying a namespace document did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApplyResult {
+    pub revision: u64,
+    pub created: u32,
+    pub updated: u32,
+    pub deleted: u32,
+    pub unchanged: u32,
+}
+
+/// A read's data with the header saying which revision it reflects and who served it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReadResult<T> {
+    pub value: T,
+    pub header: proto::ReadHeader,
+}
+
+/// Which audit entries to list.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub from_revision: u64,
+    /// 0: no upper bound.
+    pub to_revision: u64,
+    /// Empty: every namespace.
+    pub namespace: String,
+    /// Empty: every key.
+    pub key: String,
+    /// Stop after this many entries (0: all).
+    pub limit: usize,
+}
+
+/// The typed admin client. Cheap to clone; clones share channels.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    endpoints: Arc<Endpoints>,
+    read: ReadOpts,
+    attempts_max: u32,
+}
+
+/// A fresh idempotency key: 128 random bits in hex.
+pub fn new_request_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// The leader's address from a `NOT_LEADER` status, when the node knew it.
+fn leader_hint(status: &tonic::Status) -> Option<String> {
+    let details = status.get_error_details();
+    let info = details.error_info()?;
+    info.metadata.get("leader_api_addr").filter(|a| !a.is_empty()).cloned()
+}
+
+impl AdminClient {
+    /// A client for these endpoints (`http://host:port` or `host:port`). Channels connect
+    /// lazily, so this succeeds with every node down; it must be called inside a Tokio runtime.
+    pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> Result<AdminClient, Error> {
+        let urls: Vec<String> = endpoints.into_iter().map(Into::into).collect();
+        Ok(AdminClient {
+            endpoints: Arc::new(Endpoints::for_unary(&urls)?),
+            read: ReadOpts::default(),
+            attempts_max: limits::ADMIN_ATTEMPTS_MAX,
+        })
+    }
+
+    /// The same client with other read options for its reads.
+    pub fn with_read(&self, read: ReadOpts) -> AdminClient {
+        AdminClient { read, ..self.clone() }
+    }
+
+    /// The same client with fewer attempts per call (at least 1, at most the limit).
+    pub fn with_attempts(&self, attempts: u32) -> AdminClient {
+        AdminClient { attempts_max: attempts.clamp(1, limits::ADMIN_ATTEMPTS_MAX), ..self.clone() }
+    }
+
+    /// Runs `call` against the endpoints until it succeeds, fails for good, or the attempts
+    /// run out. `call` must be idempotent across attempts (writes reuse their request id).
+    async fn retry<T, F, Fut>(&self, what: &'static str, mut call: F) -> Result<T, Error>
+    where
+        F: FnMut(Channel) -> Fut,
+        Fut: Future<Output = Result<T, tonic::Status>>,
+    {
+        let mut hinted: Option<usize> = None;
+        let mut last: Option<Error> = None;
+        let mut rotation = 0u32;
+        for attempt in 0..self.attempts_max {
+            if let Some(i) = hinted.take() {
+                // A follower named the leader: go there next.
+                self.endpoints.prefer(i);
+                rotation = 0;
+            }
+            let (i, url, channel) = self.endpoints.pick(rotation);
+            rotation += 1;
+            match call(channel).await {
+                Ok(v) => {
+                    self.endpoints.prefer(i);
+                    return Ok(v);
+                }
+                Err(status) => {
+                    let err = Error::from_status(&status);
+                    if !err.is_retryable() {
+                        return Err(err);
+                    }
+                    tracing::debug!(call = what, endpoint = url, attempt, error = %err, "retrying");
+                    hinted = leader_hint(&status).and_then(|addr| self.endpoints.index_of(&addr));
+                    last = Some(err);
+                    if attempt + 1 < self.attempts_max {
+                        tokio::time::sleep(backoff(attempt, limits::ADMIN_BACKOFF_MIN, limits::ADMIN_BACKOFF_MAX))
+                            .await;
+                    }
+                }
+            }
+        }
+        let (reason, message) = match last {
+            Some(e) => (e.reason().map(str::to_string), e.to_string()),
+            None => (None, "no attempt was made".to_string()),
+        };
+        tracing::warn!(call = what, attempts = self.attempts_max, "giving up: {message}");
+        Err(Error::Unavailable { reason, message, attempts: self.attempts_max })
+    }
+
+    fn write_options(opts: &WriteOpts) -> proto::WriteOptions {
+        proto::WriteOptions {
+            request_id: opts.request_id.clone().unwrap_or_else(new_request_id),
+            reason: opts.reason.clone(),
+        }
+    }
+
+    fn write_result(r: proto::WriteFlagResponse) -> WriteResult {
+        let h = r.header.unwrap_or_default();
+        WriteResult { revision: h.revision, leader_id: h.leader_id, version: r.version }
+    }
+
+    /// Creates a flag (`AlreadyExists` if the key is taken). `spec_json` is flagd's flag object
+    /// plus governance fields.
+    pub async fn create_flag(
+        &self,
+        namespace: &str,
+        key: &str,
+        spec_json: &str,
+        opts: WriteOpts,
+    ) -> Result<WriteResult, Error> {
+        let req = proto::CreateFlagRequest {
+            namespace: namespace.into(),
+            key: key.into(),
+            spec_json: spec_json.into(),
+            options: Some(Self::write_options(&opts)),
+        };
+        self.retry("create_flag", |ch| {
+            let req = req.clone();
+            async move { FlagsClient::new(ch).create_flag(req).await }
+        })
+        .await
+        .map(|r| Self::write_result(r.into_inner()))
+    }
+
+    /// Replaces a flag's definition; with `expected_version`, only if the flag is at that
+    /// version (`VersionMismatch { current }` otherwise).
+    pub async fn update_flag(
+        &self,
+        namespace: &str,
+        key: &str,
+        spec_json: &str,
+        expected_version: Option<u64>,
+        opts: WriteOpts,
+    ) -> Result<WriteResult, Error> {
+        let req = proto::UpdateFlagRequest {
+            namespace: namespace.into(),
+            key: key.into(),
+            spec_json: spec_json.into(),
+            expected_version,
+            options: Some(Self::write_options(&opts)),
+        };
+        self.retry("update_flag", |ch| {
+            let req = req.clone();
+            async move { FlagsClient::new(ch).update_flag(req).await }
+        })
+        .await
+        .map(|r| Self::write_result(r.into_inner()))
+    }
+
+    /// The kill switch: enables or disables a flag without touching its definition.
+    pub async fn set_flag_state(
+        &self,
+        namespace: &str,
+        key: &str,
+        enabled: bool,
+        expected_version: Option<u64>,
+        opts: WriteOpts,
+    ) -> Result<WriteResult, Error> {
+        let req = proto::SetFlagStateRequest {
+            namespace: namespace.into(),
+            key: key.into(),
+            enabled,
+            expected_version,
+            options: Some(Self::write_options(&opts)),
+        };
+        self.retry("set_flag_state", |ch| {
+            let req = req.clone();
+            async move { FlagsClient::new(ch).set_flag_state(req).await }
+        })
+        .await
+        .map(|r| Self::write_result(r.into_inner()))
+    }
+
+    pub async fn delete_flag(
+        &self,
+        namespace: &str,
+        key: &str,
+        expected_version: Option<u64>,
+        opts: WriteOpts,
+    ) -> Result<WriteResult, Error> {
+        let req = proto::DeleteFlagRequest {
+            namespace: namespace.into(),
+            key: key.into(),
+            expected_version,
+            options: Some(Self::write_options(&opts)),
+        };
+        self.retry("delete_flag", |ch| {
+            let req = req.clone();
+            async move { FlagsClient::new(ch).delete_flag(req).await }
+        })
+        .await
+        .map(|r| Self::write_result(r.into_inner()))
+    }
+
+    /// Makes a namespace match a whole flagd document, atomically (one revision).
+    pub async fn apply_namespace(
+        &self,
+        namespace: &str,
+        document_json: &str,
+        opts: WriteOpts,
+    ) -> Result<ApplyResult, Error> {
+        let req = proto::ApplyNamespaceRequest {
+            namespace: namespace.into(),
+            document_json: document_json.into(),
+            options: Some(Self::write_options(&opts)),
+            dry_run: false,
+        };
+        let r = self
+            .retry("apply_namespace", |ch| {
+                let req = req.clone();
+                async move { FlagsClient::new(ch).apply_namespace(req).await }
+            })
+            .await?
+            .into_inner();
+        Ok(ApplyResult {
+            revision: r.header.map_or(0, |h| h.revision),
+            created: r.created,
+            updated: r.updated,
+            deleted: r.deleted,
+            unchanged: r.unchanged,
+        })
+    }
+
+    pub async fn get_flag(&self, namespace: &str, key: &str) -> Result<ReadResult<proto::Flag>, Error> {
+        let req =
+            proto::GetFlagRequest { namespace: namespace.into(), key: key.into(), read: Some(self.read.to_proto()) };
+        let r = self
+            .retry("get_flag", |ch| {
+                let req = req.clone();
+                async move { FlagsClient::new(ch).get_flag(req).await }
+            })
+            .await?
+            .into_inner();
+        let flag = r.flag.ok_or_else(|| Error::NotFound { namespace: namespace.into(), key: key.into() })?;
+        Ok(ReadResult { value: flag, header: r.header.unwrap_or_default() })
+    }
+
+    /// Every flag of a namespace, in key order (all pages; later pages are read at least at
+    /// the first page's revision).
+    pub async fn list_flags(&self, namespace: &str) -> Result<ReadResult<Vec<proto::Flag>>, Error> {
+        let mut flags = Vec::new();
+        let mut header: Option<proto::ReadHeader> = None;
+        let mut after_key = String::new();
+        loop {
+            let mut read = self.read;
+            read.min_revision = read.min_revision.max(header.map_or(0, |h| h.revision));
+            let req = proto::ListFlagsRequest {
+                namespace: namespace.into(),
+                after_key: after_key.clone(),
+                limit: limits::LIST_PAGE_SIZE,
+                read: Some(read.to_proto()),
+            };
+            let page = self
+                .retry("list_flags", |ch| {
+                    let req = req.clone();
+                    async move { FlagsClient::new(ch).list_flags(req).await }
+                })
+                .await?
+                .into_inner();
+            header.get_or_insert(page.header.unwrap_or_default());
+            flags.extend(page.flags);
+            if page.next_after_key.is_empty() {
+                return Ok(ReadResult { value: flags, header: header.unwrap_or_default() });
+            }
+            after_key = page.next_after_key;
+        }
+    }
+
+    pub async fn list_namespaces(&self) -> Result<ReadResult<Vec<String>>, Error> {
+        let req = proto::ListNamespacesRequest { read: Some(self.read.to_proto()) };
+        let r = self
+            .retry("list_namespaces", |ch| async move { FlagsClient::new(ch).list_namespaces(req).await })
+            .await?
+            .into_inner();
+        Ok(ReadResult { value: r.namespaces, header: r.header.unwrap_or_default() })
+    }
+
+    /// Audit entries matching `filter`, in commit order (all pages, up to `filter.limit`).
+    pub async fn list_audit(&self, filter: &AuditFilter) -> Result<ReadResult<Vec<proto::AuditEntry>>, Error> {
+        let mut entries: Vec<proto::AuditEntry> = Vec::new();
+        let mut header: Option<proto::ReadHeader> = None;
+        loop {
+            let want = if filter.limit == 0 {
+                limits::LIST_PAGE_SIZE
+            } else {
+                (filter.limit - entries.len()).min(limits::LIST_PAGE_SIZE as usize) as u32
+            };
+            let mut read = self.read;
+            read.min_revision = read.min_revision.max(header.map_or(0, |h| h.revision));
+            let req = proto::ListAuditRequest {
+                from_revision: filter.from_revision,
+                to_revision: filter.to_revision,
+                namespace: filter.namespace.clone(),
+                key: filter.key.clone(),
+                after_seq: entries.last().map_or(0, |e| e.seq),
+                limit: want,
+                read: Some(read.to_proto()),
+            };
+            let page = self
+                .retry("list_audit", |ch| {
+                    let req = req.clone();
+                    async move { AuditClient::new(ch).list_audit(req).await }
+                })
+                .await?
+                .into_inner();
+            header.get_or_insert(page.header.unwrap_or_default());
+            let n = page.entries.len();
+            entries.extend(page.entries);
+            if n < want as usize || (filter.limit != 0 && entries.len() >= filter.limit) {
+                return Ok(ReadResult { value: entries, header: header.unwrap_or_default() });
+            }
+        }
+    }
+
+    /// The status of whichever node answers first (role, leader, applied index, members).
+    pub async fn cluster_status(&self) -> Result<proto::StatusResponse, Error> {
+        self.retry("cluster_status", |ch| async move { ClusterClient::new(ch).status(proto::StatusRequest {}).await })
+            .await
+            .map(tonic::Response::into_inner)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_unique_hex() {
+        let a = new_request_id();
+        let b = new_request_id();
+        assert_eq!(a.len(), 32);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+
+    #[tokio::test]
+    async fn every_attempt_of_a_write_reuses_one_request_id_and_stops_at_the_limit() {
+        let admin = AdminClient::new(["http://127.0.0.1:1", "http://127.0.0.1:2"]).unwrap().with_attempts(3);
+        let opts = AdminClient::write_options(&WriteOpts::reason("r"));
+        let seen = std::sync::Mutex::new(Vec::new());
+        let err = admin
+            .retry("test", |_ch| {
+                seen.lock().unwrap().push(opts.request_id.clone());
+                async {
+                    Err::<(), _>(tonic::Status::with_error_details(
+                        tonic::Code::Unavailable,
+                        "no leader",
+                        tonic_types::ErrorDetails::with_error_info(
+                            crate::error::reason::NO_LEADER,
+                            crate::error::ERROR_DOMAIN,
+                            std::collections::HashMap::<String, String>::new(),
+                        ),
+                    ))
+                }
+            })
+            .await
+            .unwrap_err();
+        let seen = seen.into_inner().unwrap();
+        assert_eq!(seen.len(), 3);
+        assert!(seen.iter().all(|id| *id == seen[0]));
+        assert!(matches!(err, Error::Unavailable { attempts: 3, .. }), "{err:?}");
+        assert_eq!(err.reason(), Some("NO_LEADER"));
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_not_retried() {
+        let admin = AdminClient::new(["127.0.0.1:1"]).unwrap();
+        let mut calls = 0;
+        let err = admin
+            .retry("test", |_ch| {
+                calls += 1;
+                async { Err::<(), _>(tonic::Status::invalid_argument("bad")) }
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(calls, 1);
+        assert!(matches!(err, Error::Invalid { .. }));
+    }
+}

@@ -1,0 +1,332 @@
+//! The client: configuration ([`ClientBuilder`]), the state shared by evaluation and the
+//! background tasks ([`Shared`]), and the handle applications hold ([`Client`]).
+//!
+//! Tasks: the watcher (`watcher.rs`) keeps the local copy current; the disk cache writer
+//! (`disk_cache.rs`, when configured) persists it. Both stop when the last `Client` clone is
+//! dropped, or on [`Client::close`], which also writes the disk cache one last time.
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use arc_swap::ArcSwap;
+use serde_json::{Map, Value};
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use vexil_model::eval::EvalContext;
+
+use crate::admin::AdminClient;
+use crate::error::Error;
+use crate::eval::{EvaluationDetails, Namespace};
+use crate::status::{ChangeEvent, Status, StatusState, UpdateKind};
+use crate::store::{DataSource, FlagChange, Snapshot};
+use crate::{disk_cache, limits, transport, watcher};
+
+/// Everything evaluation and the background tasks share.
+pub(crate) struct Shared {
+    /// The watched namespaces, in configuration order (the first is the default).
+    pub(crate) names: Arc<[Box<str>]>,
+    /// The current local copy. Evaluation loads it lock-free; only the watcher stores.
+    pub(crate) snapshot: ArcSwap<Snapshot>,
+    pub(crate) status: watch::Sender<StatusState>,
+    pub(crate) events: broadcast::Sender<ChangeEvent>,
+}
+
+impl Shared {
+    pub(crate) fn new(names: Arc<[Box<str>]>) -> Shared {
+        Shared {
+            snapshot: ArcSwap::from_pointee(Snapshot::empty(names.clone())),
+            names,
+            status: watch::channel(StatusState::default()).0,
+            events: broadcast::channel(limits::CHANGE_EVENTS_CAPACITY).0,
+        }
+    }
+
+    /// Makes `snap` the current state, then tells subscribers, then status readers. In that
+    /// order: a subscriber that reads flags on an event sees the new state, and once a status
+    /// wait (`wait_for_revision`, `wait_synced`) returns, every event up to that revision has
+    /// been sent, so a subscription taken afterwards never receives an older event.
+    pub(crate) fn publish(&self, snap: Snapshot, kind: UpdateKind, changes: Vec<FlagChange>) {
+        let revision = snap.revision();
+        let source = snap.source();
+        self.snapshot.store(Arc::new(snap));
+        tracing::debug!(revision, ?kind, changes = changes.len(), "local copy updated");
+        // No subscriber is fine.
+        let _ = self.events.send(ChangeEvent { revision, kind, changes });
+        self.status.send_modify(|s| {
+            s.revision = revision;
+            s.source = source;
+            s.data_version += 1;
+            if source == Some(DataSource::Cluster) {
+                s.confirmed_at = Some((Instant::now(), SystemTime::now()));
+            }
+        });
+    }
+
+    /// The cluster confirmed the copy current up to `revision` without a change.
+    pub(crate) fn confirm(&self, revision: u64) {
+        let current = self.snapshot.load();
+        if let Some(next) = current.advance(revision) {
+            self.snapshot.store(Arc::new(next));
+        }
+        let revision = self.snapshot.load().revision();
+        self.status.send_modify(|s| {
+            s.revision = revision;
+            s.confirmed_at = Some((Instant::now(), SystemTime::now()));
+        });
+    }
+}
+
+/// Configures and starts a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientBuilder {
+    endpoints: Vec<String>,
+    namespaces: Vec<String>,
+    disk_cache: Option<PathBuf>,
+    init_timeout: Duration,
+}
+
+impl ClientBuilder {
+    /// A client of the cluster reachable at these nodes (`http://host:port` or `host:port`;
+    /// any node will do, list several for failover).
+    pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> ClientBuilder {
+        ClientBuilder {
+            endpoints: endpoints.into_iter().map(Into::into).collect(),
+            namespaces: Vec::new(),
+            disk_cache: None,
+            init_timeout: limits::INIT_TIMEOUT_DEFAULT,
+        }
+    }
+
+    /// Adds a namespace to keep a live copy of. The first one added is the client's default
+    /// namespace (what `client.bool_value(..)` reads); reach the others with
+    /// [`Client::namespace`].
+    pub fn namespace(mut self, namespace: impl Into<String>) -> ClientBuilder {
+        let ns = namespace.into();
+        if !self.namespaces.contains(&ns) {
+            self.namespaces.push(ns);
+        }
+        self
+    }
+
+    /// Keeps the last good state in this file (written atomically after changes) and starts
+    /// from it when the cluster cannot be reached.
+    pub fn disk_cache(mut self, path: impl Into<PathBuf>) -> ClientBuilder {
+        self.disk_cache = Some(path.into());
+        self
+    }
+
+    /// How long [`ClientBuilder::connect`] waits for the cluster's state (default 5 s).
+    pub fn init_timeout(mut self, timeout: Duration) -> ClientBuilder {
+        self.init_timeout = timeout;
+        self
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        if self.namespaces.is_empty() {
+            return Err(Error::Config("at least one namespace is required".into()));
+        }
+        if self.namespaces.len() > limits::NAMESPACES_MAX {
+            return Err(Error::Config(format!(
+                "{} namespaces given; the limit is {}",
+                self.namespaces.len(),
+                limits::NAMESPACES_MAX
+            )));
+        }
+        if let Some(bad) = self.namespaces.iter().find(|n| vexil_model::flag::validate_namespace(n).is_err()) {
+            return Err(Error::Config(format!("{bad:?} is not a valid namespace name")));
+        }
+        Ok(())
+    }
+
+    /// Starts the client and returns at once: it serves the disk cache (if configured and
+    /// present) or the callers' defaults until the cluster's state arrives. Must be called
+    /// inside a Tokio runtime (it spawns the watcher).
+    pub fn start(self) -> Result<Client, Error> {
+        self.check()?;
+        let endpoints = transport::parse_endpoints(&self.endpoints)?;
+        let admin = AdminClient::new(self.endpoints.clone())?;
+        let names: Arc<[Box<str>]> = self.namespaces.iter().map(|n| Box::from(n.as_str())).collect();
+        let shared = Arc::new(Shared::new(names));
+        if let Some(path) = &self.disk_cache {
+            disk_cache::load_into(&shared, path);
+        }
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let mut tasks = Vec::new();
+        if let Some(path) = self.disk_cache {
+            let written = shared.status.borrow().data_version;
+            tasks.push(tokio::spawn(disk_cache::run_writer(shared.clone(), path, written, shutdown_rx.clone())));
+        }
+        tasks.push(tokio::spawn(watcher::run(shared.clone(), endpoints, shutdown_rx)));
+        let default = Namespace { shared: shared.clone(), index: 0 };
+        Ok(Client {
+            inner: Arc::new(ClientInner {
+                shared,
+                default,
+                admin,
+                init_timeout: self.init_timeout,
+                shutdown: shutdown_tx,
+                tasks: Mutex::new(tasks),
+            }),
+        })
+    }
+
+    /// Starts the client and waits (up to the init timeout) for the cluster's state. Returns
+    /// the client either way: check [`Client::status`] for what it is serving.
+    pub async fn connect(self) -> Result<Client, Error> {
+        let client = self.start()?;
+        let timeout = client.inner.init_timeout;
+        if !client.wait_synced(timeout).await {
+            let st = client.status();
+            tracing::warn!(
+                ready = st.ready,
+                error = st.last_error.as_deref().unwrap_or(""),
+                "no state from the cluster within {timeout:?}; serving {}",
+                if st.ready { "the disk cache" } else { "the callers' defaults" }
+            );
+        }
+        Ok(client)
+    }
+}
+
+struct ClientInner {
+    shared: Arc<Shared>,
+    default: Namespace,
+    admin: AdminClient,
+    init_timeout: Duration,
+    /// Dropping it (with the last `Client`) stops the tasks.
+    shutdown: watch::Sender<bool>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// A live, local copy of some namespaces' flags, evaluated in-process, plus typed admin calls.
+/// Cheap to clone (clones share everything).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client").field("namespaces", &self.inner.shared.names).finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    pub fn builder<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> ClientBuilder {
+        ClientBuilder::new(endpoints)
+    }
+
+    /// The default namespace (the first configured).
+    pub fn default_namespace(&self) -> &Namespace {
+        &self.inner.default
+    }
+
+    /// A handle on another watched namespace; `None` if this client does not watch it.
+    pub fn namespace(&self, name: &str) -> Option<Namespace> {
+        let index = self.inner.shared.names.iter().position(|n| &**n == name)?;
+        Some(Namespace { shared: self.inner.shared.clone(), index })
+    }
+
+    #[inline]
+    pub fn bool_value(&self, key: &str, ctx: &EvalContext<'_>, default: bool) -> bool {
+        self.inner.default.bool_value(key, ctx, default)
+    }
+
+    #[inline]
+    pub fn int_value(&self, key: &str, ctx: &EvalContext<'_>, default: i64) -> i64 {
+        self.inner.default.int_value(key, ctx, default)
+    }
+
+    #[inline]
+    pub fn float_value(&self, key: &str, ctx: &EvalContext<'_>, default: f64) -> f64 {
+        self.inner.default.float_value(key, ctx, default)
+    }
+
+    pub fn string_value(&self, key: &str, ctx: &EvalContext<'_>, default: &str) -> String {
+        self.inner.default.string_value(key, ctx, default)
+    }
+
+    pub fn object_value(&self, key: &str, ctx: &EvalContext<'_>, default: &Map<String, Value>) -> Map<String, Value> {
+        self.inner.default.object_value(key, ctx, default)
+    }
+
+    pub fn bool_details(&self, key: &str, ctx: &EvalContext<'_>, default: bool) -> EvaluationDetails<bool> {
+        self.inner.default.bool_details(key, ctx, default)
+    }
+
+    pub fn int_details(&self, key: &str, ctx: &EvalContext<'_>, default: i64) -> EvaluationDetails<i64> {
+        self.inner.default.int_details(key, ctx, default)
+    }
+
+    pub fn float_details(&self, key: &str, ctx: &EvalContext<'_>, default: f64) -> EvaluationDetails<f64> {
+        self.inner.default.float_details(key, ctx, default)
+    }
+
+    pub fn string_details(&self, key: &str, ctx: &EvalContext<'_>, default: &str) -> EvaluationDetails<String> {
+        self.inner.default.string_details(key, ctx, default)
+    }
+
+    pub fn object_details(
+        &self,
+        key: &str,
+        ctx: &EvalContext<'_>,
+        default: &Map<String, Value>,
+    ) -> EvaluationDetails<Map<String, Value>> {
+        self.inner.default.object_details(key, ctx, default)
+    }
+
+    /// The current local copy (every watched namespace at one revision).
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.inner.shared.snapshot.load_full()
+    }
+
+    /// Readiness and staleness.
+    pub fn status(&self) -> Status {
+        self.inner.shared.status.borrow().to_status()
+    }
+
+    /// Change events from now on, one per applied update, in revision order.
+    pub fn subscribe(&self) -> broadcast::Receiver<ChangeEvent> {
+        self.inner.shared.events.subscribe()
+    }
+
+    /// The typed admin client for the same endpoints.
+    pub fn admin(&self) -> &AdminClient {
+        &self.inner.admin
+    }
+
+    async fn wait_status(&self, timeout: Duration, done: impl FnMut(&StatusState) -> bool) -> bool {
+        let mut rx = self.inner.shared.status.subscribe();
+        matches!(tokio::time::timeout(timeout, rx.wait_for(done)).await, Ok(Ok(_)))
+    }
+
+    /// Waits until there is flag data (cluster or disk cache); `false` on timeout.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        self.wait_status(timeout, |s| s.source.is_some()).await
+    }
+
+    /// Waits until the state comes from the cluster; `false` on timeout.
+    pub async fn wait_synced(&self, timeout: Duration) -> bool {
+        self.wait_status(timeout, |s| s.source == Some(DataSource::Cluster)).await
+    }
+
+    /// Waits until the local copy reflects `revision` (e.g. a write's `WriteResult::revision`:
+    /// read-your-writes); `false` on timeout.
+    pub async fn wait_for_revision(&self, revision: u64, timeout: Duration) -> bool {
+        self.wait_status(timeout, |s| s.source == Some(DataSource::Cluster) && s.revision >= revision).await
+    }
+
+    /// Stops the watcher, writes the disk cache one last time (if configured) and waits for
+    /// both. Evaluations keep serving the last state afterwards.
+    pub async fn close(&self) {
+        self.inner.shutdown.send_replace(true);
+        let tasks: Vec<JoinHandle<()>> = match self.inner.tasks.lock() {
+            Ok(mut t) => t.drain(..).collect(),
+            Err(poisoned) => poisoned.into_inner().drain(..).collect(),
+        };
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}

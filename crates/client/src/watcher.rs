@@ -1,0 +1,188 @@
+//! The background task that keeps the local copy current from the cluster's watch stream.
+//!
+//! Protocol (see `proto/vexil/v1/watch.proto`):
+//!
+//! 1. The first stream of a process asks for `initial_snapshot`: the full state of the
+//!    watched namespaces at some revision R, which replaces whatever the client had (nothing,
+//!    or the disk cache). Changes follow, each revision's in one `ChangeBatch`.
+//! 2. Each batch is applied atomically and only if its revision is greater than the last
+//!    applied one ([`Snapshot::apply_batch`]); progress messages move the revision forward
+//!    without a change.
+//! 3. When a stream breaks (node killed, connection lost, keep-alive unanswered, a batch that
+//!    would go backwards), the watcher moves to the next endpoint and resumes with
+//!    `after_revision` = the last applied revision, without a snapshot. The serving node waits
+//!    until it has applied that revision, then streams every later change: nothing is missed,
+//!    nothing applied twice. Consecutive failures back off exponentially with jitter; a stream
+//!    that delivered something resets the backoff.
+//! 4. `OUT_OF_RANGE` / `REVISION_COMPACTED` means the changes after our revision are no longer
+//!    retained: the watcher asks for a snapshot again (step 1) — except that a snapshot older
+//!    than what is already applied is refused, so the local copy never goes back in time within
+//!    a process.
+//!
+//! Architecture invariant: the watcher is the only writer of the shared snapshot, and it never
+//! waits on evaluation; evaluation never waits on it.
+
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tonic::Code;
+use tonic::transport::{Channel, Endpoint};
+use tonic_types::StatusExt;
+use vexil_proto::v1 as proto;
+use vexil_proto::v1::watch_client::WatchClient;
+use vexil_proto::v1::watch_response::Kind;
+
+use crate::client::Shared;
+use crate::error::reason;
+use crate::limits;
+use crate::status::UpdateKind;
+use crate::store::{self, DataSource};
+use crate::transport::{backoff, watch_channel};
+
+/// How one stream ended.
+#[derive(Debug)]
+enum End {
+    /// The process is shutting down.
+    Shutdown,
+    /// Resync with a snapshot (the revision we would resume from is compacted).
+    Compacted,
+    /// Try the next endpoint; `delivered` says whether this stream applied anything.
+    Failed { delivered: bool, error: String },
+}
+
+/// Runs until `shutdown` flips (or its sender is dropped).
+pub(crate) async fn run(shared: Arc<Shared>, endpoints: Vec<(String, Endpoint)>, mut shutdown: watch::Receiver<bool>) {
+    let channels: Vec<(String, Channel)> = endpoints.iter().map(|(url, e)| (url.clone(), watch_channel(e))).collect();
+    let namespaces: Vec<String> = shared.names.iter().map(|n| n.to_string()).collect();
+    // Spread many clients over the nodes.
+    let mut index = rand::random_range(0..channels.len());
+    // Whether this process already holds the cluster's state (and can resume from it).
+    let mut synced = false;
+    let mut failures = 0u32;
+    let mut streams = 0u64;
+    loop {
+        let (url, channel) = &channels[index];
+        let request = if synced {
+            proto::WatchRequest {
+                namespaces: namespaces.clone(),
+                after_revision: shared.snapshot.load().revision(),
+                initial_snapshot: false,
+            }
+        } else {
+            proto::WatchRequest { namespaces: namespaces.clone(), after_revision: 0, initial_snapshot: true }
+        };
+        tracing::debug!(endpoint = %url, after_revision = request.after_revision, snapshot = request.initial_snapshot, "opening watch stream");
+        let end = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => End::Shutdown,
+            end = stream(&shared, url, channel.clone(), request, &mut synced, &mut streams) => end,
+        };
+        shared.status.send_modify(|s| {
+            s.connected = false;
+            s.endpoint = None;
+        });
+        let delay = match end {
+            End::Shutdown => return,
+            End::Compacted => {
+                tracing::info!(endpoint = %url, "changes after our revision are compacted; resyncing with a snapshot");
+                synced = false;
+                failures = 0;
+                limits::WATCH_BACKOFF_MIN
+            }
+            End::Failed { delivered, error } => {
+                if delivered {
+                    failures = 0;
+                } else {
+                    failures = failures.saturating_add(1);
+                }
+                tracing::warn!(endpoint = %url, error = %error, "watch stream failed; trying the next node");
+                shared.status.send_modify(|s| s.last_error = Some(format!("{url}: {error}")));
+                index = (index + 1) % channels.len();
+                backoff(failures, limits::WATCH_BACKOFF_MIN, limits::WATCH_BACKOFF_MAX)
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|stop| *stop) => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+fn is_compacted(status: &tonic::Status) -> bool {
+    status.code() == Code::OutOfRange
+        && status.get_error_details().error_info().is_some_and(|i| i.reason == reason::REVISION_COMPACTED)
+}
+
+fn failed(delivered: bool, status: &tonic::Status) -> End {
+    if is_compacted(status) {
+        End::Compacted
+    } else {
+        End::Failed { delivered, error: format!("{:?}: {}", status.code(), status.message()) }
+    }
+}
+
+/// One watch stream, from opening to its end.
+async fn stream(
+    shared: &Shared,
+    url: &str,
+    channel: Channel,
+    request: proto::WatchRequest,
+    synced: &mut bool,
+    streams: &mut u64,
+) -> End {
+    let mut client = WatchClient::new(channel).max_decoding_message_size(limits::WATCH_MESSAGE_BYTES_MAX);
+    let mut messages = match client.watch(request).await {
+        Ok(r) => r.into_inner(),
+        Err(status) => return failed(false, &status),
+    };
+    *streams += 1;
+    let reconnects = streams.saturating_sub(1);
+    shared.status.send_modify(|s| {
+        s.connected = true;
+        s.endpoint = Some(url.to_string());
+        s.last_error = None;
+        s.reconnects = reconnects;
+    });
+    tracing::info!(endpoint = %url, revision = shared.snapshot.load().revision(), "watch stream open");
+    let mut delivered = false;
+    loop {
+        let msg = match messages.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => return End::Failed { delivered, error: "the server ended the stream".into() },
+            Err(status) => return failed(delivered, &status),
+        };
+        match msg.kind {
+            Some(Kind::Snapshot(snap)) => {
+                let current = shared.snapshot.load();
+                if *synced && snap.revision < current.revision() {
+                    return End::Failed {
+                        delivered,
+                        error: format!(
+                            "the node sent a snapshot at revision {}, older than the applied revision {}",
+                            snap.revision,
+                            current.revision()
+                        ),
+                    };
+                }
+                let (next, changes) =
+                    current.replace(snap.revision, DataSource::Cluster, store::states_from_proto(&snap));
+                shared.publish(next, UpdateKind::Snapshot, changes);
+                *synced = true;
+                tracing::info!(endpoint = %url, revision = snap.revision, "state received from the cluster");
+            }
+            Some(Kind::Changes(batch)) => {
+                if !*synced {
+                    return End::Failed { delivered, error: "the node sent changes before a snapshot".into() };
+                }
+                match shared.snapshot.load().apply_batch(&batch) {
+                    Ok((next, changes)) => shared.publish(next, UpdateKind::Changes, changes),
+                    Err(e) => return End::Failed { delivered, error: format!("refused a change batch: {e}") },
+                }
+            }
+            Some(Kind::Progress(p)) if *synced => shared.confirm(p.revision),
+            Some(Kind::Progress(_)) | None => {}
+        }
+        delivered = true;
+    }
+}

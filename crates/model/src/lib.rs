@@ -1,0 +1,23 @@
+//! Vexil's pure data model, shared by the server, the client library and the CLI.
+//!
+//! Nothing here does IO or reads a clock: time is always an argument. That keeps evaluation a
+//! pure function of (flag, namespace evaluators, context, time), so the server and every client
+//! agree bit for bit.
+//!
+//! - [`flag`]: the flag definition (flagd's flag object plus governance fields) and its
+//!   validation.
+//! - [`document`]: a whole namespace document (flagd's file format) and its validation.
+//! - [`audit`]: the audit entry and its SHA-256 hash chain.
+//! - [`limits`]: every bound on input.
+
+pub mod audit;
+pub mod document;
+pub mod eval;
+pub mod flag;
+pub mod limits;
+pub mod stale;
+
+pub use audit::{AuditAction, AuditEntry, ChainError, ChainVerifier};
+pub use document::{DocumentDiff, FieldChange, NamespaceDocument};
+pub use eval::{CompiledFlag, CompiledNamespace, EvalContext, Resolution};
+pub use flag::{FlagSpec, FlagState, Lifecycle, ValidationError, VariantType};

@@ -1,0 +1,837 @@
+//! Executing committed entries: the state machine's logic, independent of the storage engine.
+//!
+//! [`Txn`] buffers every read and write of one `apply` call over a read-only view of the
+//! stored state ([`KvRead`]); the caller then commits [`Txn::into_writes`] as ONE atomic write
+//! (a RocksDB write batch, or a map update in the simulation's in-memory store). So a flag
+//! change, its audit entries, its deduplication record and the new applied log id become
+//! visible together or not at all.
+//!
+//! Architecture invariant: applying an entry is a pure function of the entry and the stored
+//! state. No clock, no randomness, no iteration over unordered maps: every replica computes the
+//! same flags, the same responses and the same audit hash chain.
+
+use std::collections::BTreeMap;
+
+use openraft::EntryPayload;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use vexil_model::audit::{GENESIS_HASH, Hash};
+use vexil_model::{AuditAction, AuditEntry, FlagSpec, NamespaceDocument};
+
+use crate::codec::{self, CodecError};
+use crate::limits::DEDUP_REQUESTS_RETAINED;
+use crate::types::{Command, Entry, LogId, Outcome, Request, Response, StoredMembership, WriteError};
+
+/// The logical tables of the state machine. Each is a RocksDB column family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    /// `namespace ‖ 0 ‖ key` → [`FlagRecord`].
+    Flags,
+    /// `namespace` → [`NamespaceRecord`].
+    Namespaces,
+    /// `revision ‖ seq` → [`AuditEntry`].
+    Audit,
+    /// `request_id` → [`DedupRecord`].
+    Requests,
+    /// `revision ‖ request_id` → empty; oldest-first index for pruning `Requests`.
+    RequestsByRevision,
+    /// Named singletons: see the `META_*` keys.
+    Meta,
+}
+
+impl Table {
+    pub const ALL: [Table; 6] =
+        [Table::Flags, Table::Namespaces, Table::Audit, Table::Requests, Table::RequestsByRevision, Table::Meta];
+
+    /// The column family that holds this table.
+    pub fn cf_name(self) -> &'static str {
+        match self {
+            Table::Flags => "sm_flags",
+            Table::Namespaces => "sm_namespaces",
+            Table::Audit => "sm_audit",
+            Table::Requests => "sm_requests",
+            Table::RequestsByRevision => "sm_requests_by_rev",
+            Table::Meta => "sm_meta",
+        }
+    }
+
+    pub fn id(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_id(id: u8) -> Option<Table> {
+        Table::ALL.get(usize::from(id)).copied()
+    }
+}
+
+/// `Meta` key: the last applied [`LogId`].
+pub const META_APPLIED: &[u8] = b"applied";
+/// `Meta` key: the last applied [`StoredMembership`].
+pub const META_MEMBERSHIP: &[u8] = b"membership";
+/// `Meta` key: the [`AuditHead`].
+pub const META_AUDIT_HEAD: &[u8] = b"audit_head";
+/// `Meta` key: how many request ids `Requests` holds.
+pub const META_REQUESTS_COUNT: &[u8] = b"requests_count";
+/// `Meta` key: the revision where the next prune of `RequestsByRevision` starts.
+pub const META_REQUESTS_PRUNE_FROM: &[u8] = b"requests_prune_from";
+
+/// A stored flag: the canonical spec JSON plus the bookkeeping the cluster sets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FlagRecord {
+    pub spec_json: String,
+    /// +1 on every change; 1 at creation.
+    pub version: u64,
+    pub created_revision: u64,
+    pub mod_revision: u64,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+    pub updated_by: String,
+}
+
+/// A namespace's document-level parts: `$evaluators` and flag-set `metadata`, as canonical JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NamespaceRecord {
+    pub evaluators_json: String,
+    pub metadata_json: String,
+    pub mod_revision: u64,
+}
+
+/// The end of the audit chain: the last entry's seq, hash and revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    pub seq: u64,
+    pub hash: Hash,
+    pub revision: u64,
+}
+
+impl Default for AuditHead {
+    fn default() -> Self {
+        Self { seq: 0, hash: GENESIS_HASH, revision: 0 }
+    }
+}
+
+/// What a request id resolved to the first time, and a fingerprint of the command it carried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupRecord {
+    pub fingerprint: Hash,
+    pub response: Response,
+}
+
+/// Errors reading or decoding stored state. Any of these means the store is damaged or
+/// unreadable; the state machine stops rather than diverge from its peers.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("storage engine: {0}")]
+    Engine(String),
+    #[error("corrupt value in {table:?}: {source}")]
+    Corrupt { table: Table, source: CodecError },
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("snapshot: {0}")]
+    Snapshot(String),
+}
+
+impl From<CodecError> for StoreError {
+    fn from(source: CodecError) -> Self {
+        StoreError::Corrupt { table: Table::Meta, source }
+    }
+}
+
+/// Key-value pairs in key order.
+pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// A read-only, consistent view of the stored tables.
+pub trait KvRead {
+    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
+    /// Up to `limit` entries with keys `>= start` that start with `prefix`, in key order.
+    fn scan(&self, table: Table, prefix: &[u8], start: &[u8], limit: usize) -> Result<KvPairs, StoreError>;
+}
+
+/// One atomic write: `None` deletes.
+pub type Writes = BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>;
+
+/// Buffered reads and writes over a [`KvRead`] view.
+pub struct Txn<'a, R: KvRead + ?Sized> {
+    base: &'a R,
+    writes: Writes,
+}
+
+impl<'a, R: KvRead + ?Sized> Txn<'a, R> {
+    pub fn new(base: &'a R) -> Self {
+        Self { base, writes: BTreeMap::new() }
+    }
+
+    pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.writes.get(&(table, key.to_vec())) {
+            Some(v) => Ok(v.clone()),
+            None => self.base.get(table, key),
+        }
+    }
+
+    pub fn get_decoded<T: serde::de::DeserializeOwned>(
+        &self,
+        table: Table,
+        key: &[u8],
+    ) -> Result<Option<T>, StoreError> {
+        self.get(table, key)?
+            .map(|bytes| codec::decode(&bytes).map_err(|source| StoreError::Corrupt { table, source }))
+            .transpose()
+    }
+
+    pub fn put(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>) {
+        self.writes.insert((table, key), Some(value));
+    }
+
+    pub fn put_encoded<T: Serialize>(&mut self, table: Table, key: Vec<u8>, value: &T) -> Result<(), StoreError> {
+        let bytes = codec::encode(value).map_err(|source| StoreError::Corrupt { table, source })?;
+        self.put(table, key, bytes);
+        Ok(())
+    }
+
+    pub fn delete(&mut self, table: Table, key: Vec<u8>) {
+        self.writes.insert((table, key), None);
+    }
+
+    /// Every entry under `prefix`, merging buffered writes over the stored view.
+    pub fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
+        let mut out: BTreeMap<Vec<u8>, Vec<u8>> =
+            self.base.scan(table, prefix, prefix, usize::MAX)?.into_iter().collect();
+        let lo = (table, prefix.to_vec());
+        for ((t, k), v) in self.writes.range(lo..) {
+            if *t != table || !k.starts_with(prefix) {
+                break;
+            }
+            match v {
+                Some(v) => out.insert(k.clone(), v.clone()),
+                None => out.remove(k),
+            };
+        }
+        Ok(out)
+    }
+
+    /// The first `limit` live keys of a table at or after `start`, merging buffered writes.
+    fn first_keys(&self, table: Table, start: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
+        // Deleted-in-this-txn keys may hide stored ones, so over-read by what we deleted.
+        let deleted = self.writes.iter().filter(|((t, _), v)| *t == table && v.is_none()).count();
+        let mut keys: BTreeMap<Vec<u8>, ()> =
+            self.base.scan(table, &[], start, limit + deleted)?.into_iter().map(|(k, _)| (k, ())).collect();
+        for ((t, k), v) in &self.writes {
+            if *t == table && k.as_slice() >= start {
+                match v {
+                    Some(_) => keys.insert(k.clone(), ()),
+                    None => keys.remove(k),
+                };
+            }
+        }
+        Ok(keys.into_keys().take(limit).collect())
+    }
+
+    pub fn into_writes(self) -> Writes {
+        self.writes
+    }
+}
+
+/// The state machine's view of itself between `apply` calls.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SmState {
+    pub applied: Option<LogId>,
+    pub membership: StoredMembership,
+    pub audit_head: AuditHead,
+    pub requests_count: u64,
+    /// Every `RequestsByRevision` key below this revision is pruned: the next prune starts here
+    /// instead of scanning over the deletions (tombstones) of all earlier prunes.
+    pub requests_prune_from: u64,
+}
+
+impl SmState {
+    /// Loads the singletons from a stored view.
+    pub fn load<R: KvRead + ?Sized>(view: &R) -> Result<Self, StoreError> {
+        let txn = Txn::new(view);
+        Ok(SmState {
+            applied: txn.get_decoded(Table::Meta, META_APPLIED)?,
+            membership: txn.get_decoded(Table::Meta, META_MEMBERSHIP)?.unwrap_or_default(),
+            audit_head: txn.get_decoded(Table::Meta, META_AUDIT_HEAD)?.unwrap_or_default(),
+            requests_count: txn.get_decoded(Table::Meta, META_REQUESTS_COUNT)?.unwrap_or(0),
+            requests_prune_from: txn.get_decoded(Table::Meta, META_REQUESTS_PRUNE_FROM)?.unwrap_or(0),
+        })
+    }
+
+    fn store<R: KvRead + ?Sized>(&self, txn: &mut Txn<'_, R>) -> Result<(), StoreError> {
+        match &self.applied {
+            Some(applied) => txn.put_encoded(Table::Meta, META_APPLIED.to_vec(), applied)?,
+            None => txn.delete(Table::Meta, META_APPLIED.to_vec()),
+        }
+        txn.put_encoded(Table::Meta, META_MEMBERSHIP.to_vec(), &self.membership)?;
+        txn.put_encoded(Table::Meta, META_AUDIT_HEAD.to_vec(), &self.audit_head)?;
+        txn.put_encoded(Table::Meta, META_REQUESTS_COUNT.to_vec(), &self.requests_count)?;
+        txn.put_encoded(Table::Meta, META_REQUESTS_PRUNE_FROM.to_vec(), &self.requests_prune_from)?;
+        Ok(())
+    }
+}
+
+/// Applies `entries` in order on top of `view`, returning the writes to commit atomically, the
+/// new in-memory state and one response per entry. `state` is not modified; the caller swaps
+/// in the returned state only after the writes are committed.
+pub fn apply_entries<R: KvRead + ?Sized>(
+    view: &R,
+    state: &SmState,
+    entries: impl IntoIterator<Item = Entry>,
+) -> Result<(Writes, SmState, Vec<Response>), StoreError> {
+    let mut txn = Txn::new(view);
+    let mut st = state.clone();
+    let mut responses = Vec::new();
+    for entry in entries {
+        let revision = entry.log_id.index;
+        let response = match entry.payload {
+            EntryPayload::Blank => Response { revision, outcome: Ok(Outcome::None) },
+            EntryPayload::Normal(request) => apply_request(&mut txn, &mut st, revision, &request)?,
+            EntryPayload::Membership(membership) => {
+                let after = membership_summary(&membership);
+                let before = membership_summary(st.membership.membership());
+                st.membership = StoredMembership::new(Some(entry.log_id), membership);
+                let mut audit = Auditor {
+                    txn: &mut txn,
+                    st: &mut st,
+                    revision,
+                    time_ms: 0,
+                    actor: "raft",
+                    reason: "",
+                    request_id: "",
+                };
+                audit.record(AuditAction::MembershipChange, "", "", 0, Some(before), Some(after))?;
+                Response { revision, outcome: Ok(Outcome::None) }
+            }
+        };
+        st.applied = Some(entry.log_id);
+        responses.push(response);
+    }
+    st.store(&mut txn)?;
+    Ok((txn.into_writes(), st, responses))
+}
+
+/// A stable, human-readable description of a membership config for the audit log.
+fn membership_summary(m: &openraft::Membership<u64, crate::types::NodeInfo>) -> String {
+    let configs: Vec<Vec<u64>> = m.get_joint_config().iter().map(|c| c.iter().copied().collect()).collect();
+    let nodes: BTreeMap<String, String> = m.nodes().map(|(id, n)| (id.to_string(), n.to_string())).collect();
+    serde_json::json!({ "voters": configs, "nodes": nodes }).to_string()
+}
+
+fn apply_request<R: KvRead + ?Sized>(
+    txn: &mut Txn<'_, R>,
+    st: &mut SmState,
+    revision: u64,
+    request: &Request,
+) -> Result<Response, StoreError> {
+    let fingerprint = (!request.request_id.is_empty()).then(|| fingerprint(request)).transpose()?;
+    if let Some(fp) = fingerprint {
+        let previous: Option<DedupRecord> = txn.get_decoded(Table::Requests, request.request_id.as_bytes())?;
+        if let Some(previous) = previous {
+            if previous.fingerprint == fp {
+                return Ok(previous.response);
+            }
+            let err = WriteError::RequestIdReused { request_id: request.request_id.clone() };
+            return Ok(Response { revision, outcome: Err(err) });
+        }
+    }
+
+    let outcome = {
+        let mut audit = Auditor {
+            txn: &mut *txn,
+            st: &mut *st,
+            revision,
+            time_ms: request.time_ms,
+            actor: &request.actor,
+            reason: &request.reason,
+            request_id: &request.request_id,
+        };
+        execute(&mut audit, &request.command)?
+    };
+    let response = Response { revision, outcome };
+
+    if let Some(fp) = fingerprint {
+        let record = DedupRecord { fingerprint: fp, response: response.clone() };
+        txn.put_encoded(Table::Requests, request.request_id.as_bytes().to_vec(), &record)?;
+        txn.put(Table::RequestsByRevision, codec::request_by_revision_key(revision, &request.request_id), Vec::new());
+        st.requests_count += 1;
+        prune_requests(txn, st)?;
+    }
+    Ok(response)
+}
+
+/// Forgets the oldest request ids beyond [`DEDUP_REQUESTS_RETAINED`] (a few per entry, so the
+/// work per apply stays bounded).
+fn prune_requests<R: KvRead + ?Sized>(txn: &mut Txn<'_, R>, st: &mut SmState) -> Result<(), StoreError> {
+    const PRUNE_PER_ENTRY_MAX: usize = 4;
+    let excess = st.requests_count.saturating_sub(DEDUP_REQUESTS_RETAINED);
+    if excess == 0 {
+        return Ok(());
+    }
+    let n = usize::try_from(excess).unwrap_or(usize::MAX).min(PRUNE_PER_ENTRY_MAX);
+    let start = codec::u64_key(st.requests_prune_from);
+    for key in txn.first_keys(Table::RequestsByRevision, &start, n)? {
+        st.requests_prune_from = codec::parse_u64_key(&key).unwrap_or(st.requests_prune_from);
+        let request_id = key.get(8..).unwrap_or_default().to_vec();
+        txn.delete(Table::Requests, request_id);
+        txn.delete(Table::RequestsByRevision, key);
+        st.requests_count -= 1;
+    }
+    Ok(())
+}
+
+fn fingerprint(request: &Request) -> Result<Hash, StoreError> {
+    let bytes = codec::encode(&request.command)?;
+    Ok(Sha256::digest(&bytes).into())
+}
+
+/// Appends audit entries for one request and holds what every entry of it shares.
+struct Auditor<'t, 'a, R: KvRead + ?Sized> {
+    txn: &'t mut Txn<'a, R>,
+    st: &'t mut SmState,
+    revision: u64,
+    time_ms: i64,
+    actor: &'t str,
+    reason: &'t str,
+    request_id: &'t str,
+}
+
+impl<R: KvRead + ?Sized> Auditor<'_, '_, R> {
+    fn record(
+        &mut self,
+        action: AuditAction,
+        namespace: &str,
+        key: &str,
+        version: u64,
+        before: Option<String>,
+        after: Option<String>,
+    ) -> Result<(), StoreError> {
+        let head = self.st.audit_head;
+        let entry = AuditEntry {
+            seq: head.seq + 1,
+            revision: self.revision,
+            time_ms: self.time_ms,
+            version,
+            actor: self.actor.to_string(),
+            action,
+            namespace: namespace.to_string(),
+            key: key.to_string(),
+            before,
+            after,
+            reason: self.reason.to_string(),
+            request_id: self.request_id.to_string(),
+            prev_hash: head.hash,
+            hash: [0; 32],
+        }
+        .seal();
+        self.txn.put_encoded(Table::Audit, codec::audit_key(entry.revision, entry.seq).to_vec(), &entry)?;
+        self.st.audit_head = AuditHead { seq: entry.seq, hash: entry.hash, revision: entry.revision };
+        Ok(())
+    }
+
+    fn get_flag(&self, namespace: &str, key: &str) -> Result<Option<FlagRecord>, StoreError> {
+        self.txn.get_decoded(Table::Flags, &codec::flag_key(namespace, key))
+    }
+
+    fn put_flag(&mut self, namespace: &str, key: &str, record: &FlagRecord) -> Result<(), StoreError> {
+        self.txn.put_encoded(Table::Flags, codec::flag_key(namespace, key), record)
+    }
+
+    fn new_record(&self, spec_json: String) -> FlagRecord {
+        FlagRecord {
+            spec_json,
+            version: 1,
+            created_revision: self.revision,
+            mod_revision: self.revision,
+            created_at_ms: self.time_ms,
+            updated_at_ms: self.time_ms,
+            updated_by: self.actor.to_string(),
+        }
+    }
+
+    fn next_record(&self, old: &FlagRecord, spec_json: String) -> FlagRecord {
+        FlagRecord {
+            spec_json,
+            version: old.version + 1,
+            mod_revision: self.revision,
+            updated_at_ms: self.time_ms,
+            updated_by: self.actor.to_string(),
+            ..old.clone()
+        }
+    }
+}
+
+/// Parses a spec that the proposer validated. A failure here means the proposer and this
+/// replica disagree on validation (e.g. a mixed-version cluster); it is reported, not applied,
+/// identically on every replica of the same version.
+fn parse_spec(key: &str, json: &str) -> Result<FlagSpec, WriteError> {
+    FlagSpec::from_json(key, json).map_err(|e| WriteError::Invalid { field: e.field, problem: e.problem })
+}
+
+fn check_version(namespace: &str, key: &str, expected: Option<u64>, current: u64) -> Result<(), WriteError> {
+    match expected {
+        Some(expected) if expected != current => {
+            Err(WriteError::VersionMismatch { namespace: namespace.into(), key: key.into(), expected, current })
+        }
+        _ => Ok(()),
+    }
+}
+
+fn not_found(namespace: &str, key: &str) -> WriteError {
+    WriteError::NotFound { namespace: namespace.into(), key: key.into() }
+}
+
+type CommandResult = Result<Result<Outcome, WriteError>, StoreError>;
+
+fn execute<R: KvRead + ?Sized>(a: &mut Auditor<'_, '_, R>, command: &Command) -> CommandResult {
+    match command {
+        Command::CreateFlag { namespace, key, spec_json } => {
+            let spec = match parse_spec(key, spec_json) {
+                Ok(spec) => spec,
+                Err(e) => return Ok(Err(e)),
+            };
+            if let Some(existing) = a.get_flag(namespace, key)? {
+                let err = WriteError::AlreadyExists {
+                    namespace: namespace.clone(),
+                    key: key.clone(),
+                    version: existing.version,
+                };
+                return Ok(Err(err));
+            }
+            let canonical = spec.to_json();
+            let record = a.new_record(canonical.clone());
+            a.put_flag(namespace, key, &record)?;
+            a.record(AuditAction::FlagCreate, namespace, key, record.version, None, Some(canonical))?;
+            Ok(Ok(Outcome::Flag { version: record.version }))
+        }
+        Command::UpdateFlag { namespace, key, spec_json, expected_version } => {
+            let spec = match parse_spec(key, spec_json) {
+                Ok(spec) => spec,
+                Err(e) => return Ok(Err(e)),
+            };
+            let Some(old) = a.get_flag(namespace, key)? else { return Ok(Err(not_found(namespace, key))) };
+            if let Err(e) = check_version(namespace, key, *expected_version, old.version) {
+                return Ok(Err(e));
+            }
+            let canonical = spec.to_json();
+            let record = a.next_record(&old, canonical.clone());
+            a.put_flag(namespace, key, &record)?;
+            a.record(AuditAction::FlagUpdate, namespace, key, record.version, Some(old.spec_json), Some(canonical))?;
+            Ok(Ok(Outcome::Flag { version: record.version }))
+        }
+        Command::SetFlagState { namespace, key, state, expected_version } => {
+            let Some(old) = a.get_flag(namespace, key)? else { return Ok(Err(not_found(namespace, key))) };
+            if let Err(e) = check_version(namespace, key, *expected_version, old.version) {
+                return Ok(Err(e));
+            }
+            let mut spec = match parse_spec(key, &old.spec_json) {
+                Ok(spec) => spec,
+                Err(e) => return Ok(Err(e)),
+            };
+            if spec.state == *state {
+                // Already in that state: nothing changes, so nothing is audited.
+                return Ok(Ok(Outcome::Flag { version: old.version }));
+            }
+            spec.state = *state;
+            let canonical = spec.to_json();
+            let record = a.next_record(&old, canonical.clone());
+            a.put_flag(namespace, key, &record)?;
+            a.record(AuditAction::FlagSetState, namespace, key, record.version, Some(old.spec_json), Some(canonical))?;
+            Ok(Ok(Outcome::Flag { version: record.version }))
+        }
+        Command::DeleteFlag { namespace, key, expected_version } => {
+            let Some(old) = a.get_flag(namespace, key)? else { return Ok(Err(not_found(namespace, key))) };
+            if let Err(e) = check_version(namespace, key, *expected_version, old.version) {
+                return Ok(Err(e));
+            }
+            a.txn.delete(Table::Flags, codec::flag_key(namespace, key));
+            a.record(AuditAction::FlagDelete, namespace, key, 0, Some(old.spec_json), None)?;
+            Ok(Ok(Outcome::Flag { version: 0 }))
+        }
+        Command::ApplyNamespace { namespace, document_json } => apply_namespace(a, namespace, document_json),
+        Command::RecordMembershipChange { description } => {
+            a.record(AuditAction::MembershipChange, "", "", 0, None, Some(description.clone()))?;
+            Ok(Ok(Outcome::None))
+        }
+    }
+}
+
+fn apply_namespace<R: KvRead + ?Sized>(
+    a: &mut Auditor<'_, '_, R>,
+    namespace: &str,
+    document_json: &str,
+) -> CommandResult {
+    let doc = match NamespaceDocument::from_json(document_json) {
+        Ok(doc) => doc,
+        Err(e) => return Ok(Err(WriteError::Invalid { field: e.field, problem: e.problem })),
+    };
+    let prefix = codec::namespace_prefix(namespace);
+    let mut current: BTreeMap<String, FlagRecord> = BTreeMap::new();
+    for (k, v) in a.txn.scan_prefix(Table::Flags, &prefix)? {
+        let key = codec::split_flag_key(&k).map(|(_, key)| key.to_string()).unwrap_or_default();
+        let record = codec::decode(&v).map_err(|source| StoreError::Corrupt { table: Table::Flags, source })?;
+        current.insert(key, record);
+    }
+    let (mut created, mut updated, mut deleted, mut unchanged) = (0u32, 0u32, 0u32, 0u32);
+    for (key, spec) in &doc.flags {
+        let canonical = spec.to_json();
+        match current.remove(key) {
+            None => {
+                let record = a.new_record(canonical.clone());
+                a.put_flag(namespace, key, &record)?;
+                a.record(AuditAction::FlagCreate, namespace, key, record.version, None, Some(canonical))?;
+                created += 1;
+            }
+            Some(old) if old.spec_json == canonical => unchanged += 1,
+            Some(old) => {
+                let record = a.next_record(&old, canonical.clone());
+                a.put_flag(namespace, key, &record)?;
+                a.record(
+                    AuditAction::FlagUpdate,
+                    namespace,
+                    key,
+                    record.version,
+                    Some(old.spec_json),
+                    Some(canonical),
+                )?;
+                updated += 1;
+            }
+        }
+    }
+    for (key, old) in current {
+        a.txn.delete(Table::Flags, codec::flag_key(namespace, &key));
+        a.record(AuditAction::FlagDelete, namespace, &key, 0, Some(old.spec_json), None)?;
+        deleted += 1;
+    }
+
+    let evaluators_json = serde_json::to_string(&doc.evaluators).unwrap_or_default();
+    let metadata_json = serde_json::to_string(&doc.metadata).unwrap_or_default();
+    let old: NamespaceRecord = a.txn.get_decoded(Table::Namespaces, namespace.as_bytes())?.unwrap_or_default();
+    let empty = |s: &str| s.is_empty() || s == "{}";
+    let same = (old.evaluators_json == evaluators_json || (empty(&old.evaluators_json) && empty(&evaluators_json)))
+        && (old.metadata_json == metadata_json || (empty(&old.metadata_json) && empty(&metadata_json)));
+    if !same {
+        let record = NamespaceRecord { evaluators_json, metadata_json, mod_revision: a.revision };
+        let describe = |r: &NamespaceRecord| {
+            format!(
+                "{{\"$evaluators\":{},\"metadata\":{}}}",
+                if r.evaluators_json.is_empty() { "{}" } else { &r.evaluators_json },
+                if r.metadata_json.is_empty() { "{}" } else { &r.metadata_json }
+            )
+        };
+        let (before, after) = (describe(&old), describe(&record));
+        a.txn.put_encoded(Table::Namespaces, namespace.as_bytes().to_vec(), &record)?;
+        a.record(AuditAction::NamespaceUpdate, namespace, "", 0, Some(before), Some(after))?;
+    }
+    Ok(Ok(Outcome::Applied { created, updated, deleted, unchanged }))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, LogId};
+    use std::cell::RefCell;
+    use vexil_model::{ChainVerifier, FlagState};
+
+    /// An in-memory table set for testing the logic without RocksDB.
+    #[derive(Default)]
+    pub struct MemKv(pub RefCell<BTreeMap<TableKey, Vec<u8>>>);
+
+    type TableKey = (Table, Vec<u8>);
+
+    impl KvRead for MemKv {
+        fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(self.0.borrow().get(&(table, key.to_vec())).cloned())
+        }
+        fn scan(&self, table: Table, prefix: &[u8], start: &[u8], limit: usize) -> Result<KvPairs, StoreError> {
+            Ok(self
+                .0
+                .borrow()
+                .range((table, start.to_vec())..)
+                .take_while(|((t, k), _)| *t == table && k.starts_with(prefix))
+                .take(limit)
+                .map(|((_, k), v)| (k.clone(), v.clone()))
+                .collect())
+        }
+    }
+
+    impl MemKv {
+        fn commit(&self, writes: Writes) {
+            let mut m = self.0.borrow_mut();
+            for (k, v) in writes {
+                match v {
+                    Some(v) => m.insert(k, v),
+                    None => m.remove(&k),
+                };
+            }
+        }
+    }
+
+    struct Harness {
+        kv: MemKv,
+        st: SmState,
+        index: u64,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            Harness { kv: MemKv::default(), st: SmState::default(), index: 0 }
+        }
+
+        fn run(&mut self, request_id: &str, command: Command) -> Response {
+            self.index += 1;
+            let req = Request {
+                request_id: request_id.into(),
+                actor: "alice".into(),
+                reason: "test".into(),
+                time_ms: 1_000 * self.index as i64,
+                command,
+            };
+            let entry = Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
+                payload: EntryPayload::Normal(req),
+            };
+            let (writes, st, mut responses) = apply_entries(&self.kv, &self.st, [entry]).expect("apply");
+            self.kv.commit(writes);
+            self.st = st;
+            responses.pop().expect("one response per entry")
+        }
+
+        fn flag(&self, key: &str) -> Option<FlagRecord> {
+            Txn::new(&self.kv).get_decoded(Table::Flags, &codec::flag_key("ns", key)).expect("read")
+        }
+
+        fn audit(&self) -> Vec<AuditEntry> {
+            self.kv
+                .scan(Table::Audit, &[], &[], usize::MAX)
+                .expect("scan")
+                .into_iter()
+                .map(|(_, v)| codec::decode(&v).expect("decode"))
+                .collect()
+        }
+    }
+
+    const ON: &str = r#"{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on"}"#;
+    const OFF: &str = r#"{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off"}"#;
+
+    fn create(key: &str, spec: &str) -> Command {
+        Command::CreateFlag { namespace: "ns".into(), key: key.into(), spec_json: spec.into() }
+    }
+    fn update(key: &str, spec: &str, expected_version: Option<u64>) -> Command {
+        Command::UpdateFlag { namespace: "ns".into(), key: key.into(), spec_json: spec.into(), expected_version }
+    }
+
+    #[test]
+    fn create_update_delete_with_versions_revisions_and_audit() {
+        let mut h = Harness::new();
+        assert_eq!(h.run("", create("f", ON)).outcome, Ok(Outcome::Flag { version: 1 }));
+        assert_eq!(h.run("", update("f", OFF, Some(1))).outcome, Ok(Outcome::Flag { version: 2 }));
+        let rec = h.flag("f").expect("exists");
+        assert_eq!((rec.version, rec.created_revision, rec.mod_revision), (2, 1, 2));
+        assert_eq!((rec.created_at_ms, rec.updated_at_ms), (1_000, 2_000));
+        assert_eq!(
+            h.run("", Command::DeleteFlag { namespace: "ns".into(), key: "f".into(), expected_version: None }).outcome,
+            Ok(Outcome::Flag { version: 0 })
+        );
+        assert!(h.flag("f").is_none());
+        let audit = h.audit();
+        let actions: Vec<_> = audit.iter().map(|e| (e.revision, e.action)).collect();
+        assert_eq!(
+            actions,
+            vec![(1, AuditAction::FlagCreate), (2, AuditAction::FlagUpdate), (3, AuditAction::FlagDelete)]
+        );
+        let mut v = ChainVerifier::new();
+        audit.iter().for_each(|e| v.push(e).expect("chain verifies"));
+        assert_eq!(h.st.audit_head.seq, 3);
+    }
+
+    #[test]
+    fn compare_and_set_rejects_stale_versions_without_writing() {
+        let mut h = Harness::new();
+        h.run("", create("f", ON));
+        h.run("", update("f", OFF, Some(1)));
+        let r = h.run("", update("f", ON, Some(1)));
+        assert_eq!(
+            r.outcome,
+            Err(WriteError::VersionMismatch { namespace: "ns".into(), key: "f".into(), expected: 1, current: 2 })
+        );
+        assert_eq!(h.flag("f").expect("exists").version, 2);
+        assert_eq!(h.audit().len(), 2, "a failed compare-and-set is not audited");
+    }
+
+    #[test]
+    fn create_of_existing_and_update_of_missing_fail() {
+        let mut h = Harness::new();
+        h.run("", create("f", ON));
+        assert!(matches!(h.run("", create("f", OFF)).outcome, Err(WriteError::AlreadyExists { version: 1, .. })));
+        assert!(matches!(h.run("", update("g", OFF, None)).outcome, Err(WriteError::NotFound { .. })));
+    }
+
+    #[test]
+    fn a_repeated_request_id_returns_the_first_response() {
+        let mut h = Harness::new();
+        let first = h.run("req-1", create("f", ON));
+        let again = h.run("req-1", create("f", ON));
+        assert_eq!(again, first, "same revision and outcome, not AlreadyExists");
+        assert_eq!(h.audit().len(), 1);
+        let reused = h.run("req-1", create("g", ON));
+        assert!(matches!(reused.outcome, Err(WriteError::RequestIdReused { .. })));
+        assert!(h.flag("g").is_none());
+    }
+
+    #[test]
+    fn set_state_is_audited_only_when_it_changes() {
+        let mut h = Harness::new();
+        h.run("", create("f", ON));
+        let off = |v| Command::SetFlagState {
+            namespace: "ns".into(),
+            key: "f".into(),
+            state: FlagState::Disabled,
+            expected_version: v,
+        };
+        assert_eq!(h.run("", off(Some(1))).outcome, Ok(Outcome::Flag { version: 2 }));
+        assert_eq!(h.run("", off(None)).outcome, Ok(Outcome::Flag { version: 2 }));
+        assert_eq!(h.audit().len(), 2);
+        assert!(h.flag("f").expect("exists").spec_json.contains("DISABLED"));
+    }
+
+    #[test]
+    fn apply_namespace_creates_updates_deletes_in_one_revision() {
+        let mut h = Harness::new();
+        h.run("", create("keep", ON));
+        h.run("", create("change", ON));
+        h.run("", create("drop", ON));
+        let doc =
+            format!(r#"{{"flags":{{"keep":{ON},"change":{OFF},"new":{ON}}},"$evaluators":{{"beta":{{"==":[1,1]}}}}}}"#);
+        let r = h.run("", Command::ApplyNamespace { namespace: "ns".into(), document_json: doc.clone() });
+        assert_eq!(r.outcome, Ok(Outcome::Applied { created: 1, updated: 1, deleted: 1, unchanged: 1 }));
+        assert!(h.flag("drop").is_none() && h.flag("new").is_some());
+        let at_4: Vec<_> = h.audit().into_iter().filter(|e| e.revision == 4).map(|e| e.action).collect();
+        assert_eq!(at_4.len(), 4, "create + update + delete + namespace update, all at revision 4");
+        let again = h.run("", Command::ApplyNamespace { namespace: "ns".into(), document_json: doc });
+        assert_eq!(again.outcome, Ok(Outcome::Applied { created: 0, updated: 0, deleted: 0, unchanged: 3 }));
+        assert!(h.audit().iter().all(|e| e.revision != 5), "a no-op apply writes no audit entries");
+    }
+
+    #[test]
+    fn an_invalid_document_changes_nothing() {
+        let mut h = Harness::new();
+        h.run("", create("keep", ON));
+        let doc = r#"{"flags":{"a":{"state":"ENABLED","variants":{"x":1},"defaultVariant":"nope"}}}"#;
+        let r = h.run("", Command::ApplyNamespace { namespace: "ns".into(), document_json: doc.into() });
+        assert!(matches!(r.outcome, Err(WriteError::Invalid { ref field, .. }) if field == "flags.a.defaultVariant"));
+        assert!(h.flag("keep").is_some());
+        assert_eq!(h.audit().len(), 1);
+    }
+
+    #[test]
+    fn old_request_ids_are_pruned_beyond_the_retention_bound() {
+        let mut h = Harness::new();
+        // Pretend the table is one short of full: "a" fills it, "b" must evict "a".
+        h.st.requests_count = DEDUP_REQUESTS_RETAINED - 1;
+        h.run("a", create("f1", ON));
+        h.run("b", create("f2", ON));
+        assert_eq!(h.st.requests_count, DEDUP_REQUESTS_RETAINED, "{:?}", h.st);
+        let ids: Vec<_> = h.kv.scan(Table::Requests, &[], &[], 10).expect("scan").into_iter().map(|(k, _)| k).collect();
+        assert_eq!(ids, vec![b"b".to_vec()]);
+        assert_eq!(h.st.requests_prune_from, 1, "the next prune starts at the revision of the last one");
+    }
+}

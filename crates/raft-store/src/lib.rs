@@ -1,0 +1,41 @@
+//! Vexil's Raft storage: the openraft type config, the RocksDB log store and state machine,
+//! and snapshots. No networking lives here (see `vexil-server`).
+//!
+//! - [`types`]: `TypeConfig`, the proposed [`Request`]/[`Command`] and the [`Response`].
+//! - [`apply`]: executing committed entries, independent of the storage engine.
+//! - [`log_store`], [`state_machine`], [`snapshot`]: the RocksDB implementation of openraft's
+//!   storage traits, with the durability rules written at each sync.
+//! - [`reader`]: consistent reads of the applied state for the server.
+//!
+//! Architecture invariant: one RocksDB database per node holds the log, the vote and the state
+//! machine (see [`db`]), so one write-ahead log orders every write.
+
+pub mod apply;
+pub mod codec;
+pub mod db;
+pub mod limits;
+pub mod log_store;
+pub mod mem;
+pub mod reader;
+pub mod runtime;
+pub mod snapshot;
+pub mod snapshot_data;
+pub mod state_machine;
+pub mod types;
+
+use std::path::Path;
+
+pub use apply::{AuditHead, FlagRecord, NamespaceRecord, StoreError};
+pub use log_store::LogStore;
+pub use reader::{AuditQuery, NamespaceState, StateReader, ViewSource};
+pub use state_machine::StateMachineStore;
+pub use types::{Command, NodeId, NodeInfo, Outcome, Raft, Request, Response, TypeConfig, WriteError};
+
+/// Opens (or creates) a node's storage under `data_dir`: the database in `data_dir/db`,
+/// snapshots in `data_dir/snapshots`.
+pub fn open(data_dir: &Path) -> Result<(LogStore, StateMachineStore), StoreError> {
+    std::fs::create_dir_all(data_dir)?;
+    let db = db::open(&data_dir.join("db"))?;
+    let sm = StateMachineStore::open(db.clone(), data_dir)?;
+    Ok((LogStore::new(db), sm))
+}

@@ -1,0 +1,15 @@
+//! Bounds of the storage layer, each a named constant.
+
+/// Request ids remembered for deduplication. A retry that arrives after this many newer
+/// deduplicated writes is applied again; at the flag-write rates Vexil is built for, that is days.
+pub const DEDUP_REQUESTS_RETAINED: u64 = 100_000;
+
+/// Log entries read from RocksDB per `limited_get_log_entries` call (bounds one replication
+/// message and the memory it needs).
+pub const LOG_READ_BATCH_MAX: u64 = 1_024;
+
+/// Bytes per record batch when streaming a snapshot into the state machine.
+pub const SNAPSHOT_INSTALL_BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
+
+/// Largest single key or value a snapshot file may hold (guards against a corrupt length).
+pub const SNAPSHOT_RECORD_BYTES_MAX: usize = 64 * 1024 * 1024;

@@ -1,0 +1,302 @@
+//! The state machine in RocksDB (openraft's `RaftStateMachine`) and its snapshots.
+//!
+//! `apply` runs [`crate::apply::apply_entries`] and commits its writes as one RocksDB write
+//! batch, WAL on but not synced: the entries themselves are already synced in the log, so a
+//! crash can lose only a suffix of applied state (with `applied` moving back in the same batch),
+//! and openraft re-applies that suffix from the log on restart.
+//!
+//! Snapshots are files in `<data>/snapshots/` (see [`crate::snapshot`]). Installing one replaces
+//! every state-machine table. To make that crash-safe without holding the state in memory, the
+//! install writes a synced marker naming the (already durable) snapshot file, replaces the tables
+//! in bounded batches, then clears the marker in a synced batch. A node that finds the marker at
+//! open installs the file again before serving, so a half-installed state never survives a crash.
+
+use std::fs;
+use std::io::SeekFrom;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use openraft::storage::{RaftStateMachine, Snapshot};
+use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
+use rocksdb::{DB, IteratorMode, WriteBatch, WriteOptions};
+use tokio::io::AsyncSeekExt;
+use tokio::sync::watch;
+
+use crate::apply::{self, SmState, StoreError, Table, Writes};
+use crate::db::{CF_RAFT_META, DbView, cf, engine};
+use crate::limits::SNAPSHOT_INSTALL_BATCH_BYTES_MAX;
+use crate::snapshot::{self, SNAPSHOT_SUFFIX, SnapshotReader, TMP_SUFFIX};
+use crate::snapshot_data::SnapshotData;
+use crate::types::{Entry, LogId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
+
+/// `raft_meta` key: the snapshot file an unfinished install was loading.
+const KEY_INSTALLING: &[u8] = b"sm_installing";
+
+fn sm_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
+    StorageError::from_io_error(ErrorSubject::StateMachine, verb, std::io::Error::other(e.to_string()))
+}
+
+fn snap_err(verb: ErrorVerb, e: impl std::fmt::Display) -> StorageError {
+    StorageError::from_io_error(ErrorSubject::Snapshot(None), verb, std::io::Error::other(e.to_string()))
+}
+
+pub(crate) struct SmShared {
+    pub(crate) db: Arc<DB>,
+    snapshot_dir: PathBuf,
+    state: Mutex<SmState>,
+    /// The last applied revision, for readers that wait for one.
+    applied_tx: watch::Sender<u64>,
+}
+
+/// The RocksDB state machine. Cheap to clone: clones share the database and state.
+#[derive(Clone)]
+pub struct StateMachineStore {
+    pub(crate) shared: Arc<SmShared>,
+}
+
+impl StateMachineStore {
+    /// Opens the state machine over `db`, finishing any snapshot install a crash interrupted.
+    pub fn open(db: Arc<DB>, data_dir: &Path) -> Result<Self, StoreError> {
+        let snapshot_dir = data_dir.join("snapshots");
+        fs::create_dir_all(&snapshot_dir)?;
+        for entry in fs::read_dir(&snapshot_dir)? {
+            let path = entry?.path();
+            if path.to_string_lossy().ends_with(TMP_SUFFIX) {
+                fs::remove_file(&path)?;
+            }
+        }
+        let state = SmState::load(&DbView { db: &db, snapshot: None })?;
+        let (applied_tx, _) = watch::channel(state.applied.map(|l| l.index).unwrap_or(0));
+        let sm =
+            StateMachineStore { shared: Arc::new(SmShared { db, snapshot_dir, state: Mutex::new(state), applied_tx }) };
+
+        if let Some(name) = sm.shared.db.get_cf(cf(&sm.shared.db, CF_RAFT_META), KEY_INSTALLING).map_err(engine)? {
+            let path = sm.shared.snapshot_dir.join(String::from_utf8_lossy(&name).as_ref());
+            tracing::warn!(path = %path.display(), "finishing a snapshot install interrupted by a crash");
+            sm.restore_from_file(&path)?;
+        } else if let Some((path, meta)) = sm.current_snapshot_file()? {
+            // A received snapshot can be durable while the crash came before its install began.
+            let applied = sm.state().applied;
+            if meta.last_log_id > applied {
+                tracing::warn!(path = %path.display(), "installing a received snapshot newer than the applied state");
+                sm.restore_from_file(&path)?;
+            }
+        }
+        Ok(sm)
+    }
+
+    pub(crate) fn state(&self) -> SmState {
+        self.shared.state.lock().expect("state machine state lock poisoned").clone()
+    }
+
+    /// A receiver of the last applied revision.
+    pub fn applied_revision(&self) -> watch::Receiver<u64> {
+        self.shared.applied_tx.subscribe()
+    }
+
+    fn commit(&self, writes: Writes, sync: bool) -> Result<(), StoreError> {
+        let db = &self.shared.db;
+        let mut batch = WriteBatch::default();
+        for ((table, key), value) in writes {
+            let handle = cf(db, table.cf_name());
+            match value {
+                Some(v) => batch.put_cf(handle, key, v),
+                None => batch.delete_cf(handle, key),
+            }
+        }
+        let mut opts = WriteOptions::default();
+        opts.set_sync(sync);
+        db.write_opt(batch, &opts).map_err(engine)
+    }
+
+    fn set_state(&self, state: SmState) {
+        let applied = state.applied.map(|l| l.index).unwrap_or(0);
+        *self.shared.state.lock().expect("state machine state lock poisoned") = state;
+        self.shared.applied_tx.send_replace(applied);
+    }
+
+    /// The newest complete snapshot file and its meta.
+    fn current_snapshot_file(&self) -> Result<Option<(PathBuf, SnapshotMeta)>, StoreError> {
+        let mut best: Option<(PathBuf, SnapshotMeta)> = None;
+        for entry in fs::read_dir(&self.shared.snapshot_dir)? {
+            let path = entry?.path();
+            if !path.to_string_lossy().ends_with(SNAPSHOT_SUFFIX) {
+                continue;
+            }
+            let (_, meta) = SnapshotReader::open(&path)?;
+            if best.as_ref().is_none_or(|(_, b)| meta.last_log_id > b.last_log_id) {
+                best = Some((path, meta));
+            }
+        }
+        Ok(best)
+    }
+
+    /// Deletes every snapshot file older than `keep`.
+    fn remove_older_snapshots(&self, keep: &Path) -> Result<(), StoreError> {
+        let (_, keep_meta) = SnapshotReader::open(keep)?;
+        for entry in fs::read_dir(&self.shared.snapshot_dir)? {
+            let path = entry?.path();
+            if path == keep || !path.to_string_lossy().ends_with(SNAPSHOT_SUFFIX) {
+                continue;
+            }
+            let older = match SnapshotReader::open(&path) {
+                Ok((_, meta)) => meta.last_log_id <= keep_meta.last_log_id,
+                Err(_) => true,
+            };
+            if older {
+                fs::remove_file(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces every state-machine table with the contents of a verified snapshot file.
+    fn restore_from_file(&self, path: &Path) -> Result<(), StoreError> {
+        // Check the whole file before touching the state machine.
+        snapshot::verify_file(path)?;
+        let db = &self.shared.db;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut sync = WriteOptions::default();
+        sync.set_sync(true);
+        // Durability: the marker is on disk before the first table is cleared, so a crash from
+        // here on leads to a re-install at the next open, never to a half-installed state.
+        db.put_cf_opt(cf(db, CF_RAFT_META), KEY_INSTALLING, name.as_bytes(), &sync).map_err(engine)?;
+
+        for table in Table::ALL {
+            let handle = cf(db, table.cf_name());
+            let mut batch = WriteBatch::default();
+            for item in db.iterator_cf(handle, IteratorMode::Start) {
+                let (k, _) = item.map_err(engine)?;
+                batch.delete_cf(handle, k);
+                if batch.size_in_bytes() >= SNAPSHOT_INSTALL_BATCH_BYTES_MAX {
+                    db.write(std::mem::take(&mut batch)).map_err(engine)?;
+                }
+            }
+            db.write(batch).map_err(engine)?;
+        }
+
+        let (mut reader, _) = SnapshotReader::open(path)?;
+        let mut batch = WriteBatch::default();
+        while let Some((table, k, v)) = reader.next_record()? {
+            batch.put_cf(cf(db, table.cf_name()), k, v);
+            if batch.size_in_bytes() >= SNAPSHOT_INSTALL_BATCH_BYTES_MAX {
+                db.write(std::mem::take(&mut batch)).map_err(engine)?;
+            }
+        }
+        batch.delete_cf(cf(db, CF_RAFT_META), KEY_INSTALLING);
+        // Durability: the last batch clears the marker and is synced, which also makes every
+        // earlier batch of this install durable (one WAL, written in order).
+        db.write_opt(batch, &sync).map_err(engine)?;
+        self.set_state(SmState::load(&DbView { db, snapshot: None })?);
+        Ok(())
+    }
+
+    fn build_snapshot_blocking(&self) -> Result<(PathBuf, SnapshotMeta), StoreError> {
+        let db = &self.shared.db;
+        let snap = db.snapshot();
+        let view = DbView { db, snapshot: Some(&snap) };
+        let state = SmState::load(&view)?;
+        let unique = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let snapshot_id = match state.applied {
+            Some(l) => format!("{}-{}-{unique}", l.leader_id.term, l.index),
+            None => format!("0-0-{unique}"),
+        };
+        let meta = SnapshotMeta { last_log_id: state.applied, last_membership: state.membership.clone(), snapshot_id };
+        let path =
+            snapshot::write_snapshot(&view, &meta, &self.shared.snapshot_dir, &snapshot::file_stem(&meta.snapshot_id))?;
+        self.remove_older_snapshots(&path)?;
+        Ok((path, meta))
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError> {
+        let this = self.clone();
+        let (path, meta) = tokio::task::spawn_blocking(move || this.build_snapshot_blocking())
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        let file = tokio::fs::File::open(&path).await.map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        tracing::info!(snapshot_id = %meta.snapshot_id, last_log_id = ?meta.last_log_id, "built snapshot");
+        Ok(Snapshot { meta, snapshot: Box::new(SnapshotData::File(file)) })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachineStore {
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), StorageError> {
+        let st = self.state();
+        Ok((st.applied, st.membership))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Response>, StorageError>
+    where
+        I: IntoIterator<Item = Entry> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let state = self.state();
+        let db = &self.shared.db;
+        let (writes, new_state, responses) = apply::apply_entries(&DbView { db, snapshot: None }, &state, entries)
+            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.commit(writes, false).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.set_state(new_state);
+        Ok(responses)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn begin_receiving_snapshot(&mut self) -> Result<Box<SnapshotData>, StorageError> {
+        let unique = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let path = self.shared.snapshot_dir.join(format!("receiving-{unique}{TMP_SUFFIX}"));
+        let file = tokio::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+            .await
+            .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        Ok(Box::new(SnapshotData::File(file)))
+    }
+
+    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Box<SnapshotData>) -> Result<(), StorageError> {
+        // Copy what we received into our own durable file first; the received handle may be a
+        // temporary file (or, in tests, another node's snapshot).
+        let stem = snapshot::file_stem(&meta.snapshot_id);
+        let final_path = self.shared.snapshot_dir.join(format!("{stem}{SNAPSHOT_SUFFIX}"));
+        let tmp_path = self.shared.snapshot_dir.join(format!("{stem}{SNAPSHOT_SUFFIX}{TMP_SUFFIX}"));
+        let mut src = *snapshot;
+        src.seek(SeekFrom::Start(0)).await.map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        let mut dst = tokio::fs::File::create(&tmp_path).await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        tokio::io::copy(&mut src, &mut dst).await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        // Durability: the file is complete on disk, and renamed into place durably, before the
+        // state machine is touched.
+        dst.sync_all().await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        drop(dst);
+        tokio::fs::rename(&tmp_path, &final_path).await.map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        snapshot::sync_dir(&self.shared.snapshot_dir).map_err(|e| snap_err(ErrorVerb::Write, e))?;
+
+        let this = self.clone();
+        let path = final_path.clone();
+        tokio::task::spawn_blocking(move || -> Result<(), StoreError> {
+            this.restore_from_file(&path)?;
+            this.remove_older_snapshots(&path)
+        })
+        .await
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?
+        .map_err(|e| snap_err(ErrorVerb::Write, e))?;
+        tracing::info!(snapshot_id = %meta.snapshot_id, last_log_id = ?meta.last_log_id, "installed snapshot");
+        Ok(())
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot<TypeConfig>>, StorageError> {
+        let Some((path, meta)) = self.current_snapshot_file().map_err(|e| snap_err(ErrorVerb::Read, e))? else {
+            return Ok(None);
+        };
+        let file = tokio::fs::File::open(&path).await.map_err(|e| snap_err(ErrorVerb::Read, e))?;
+        Ok(Some(Snapshot { meta, snapshot: Box::new(SnapshotData::File(file)) }))
+    }
+}

@@ -1,0 +1,148 @@
+//! The openraft type configuration and the commands the state machine executes.
+//!
+//! A [`Request`] is what the leader proposes: one [`Command`] plus who asked, why, when and
+//! under which `request_id`. Time is stamped by the proposer so that applying an entry is a
+//! pure function of the entry and the prior state: every replica derives identical flags and an
+//! identical audit chain. A [`Response`] is what applying it produced, and is also what a
+//! repeated `request_id` returns.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use vexil_model::FlagState;
+
+openraft::declare_raft_types!(
+    /// Vexil's Raft types: u64 node ids, [`NodeInfo`] addresses, snapshots that are files on
+    /// RocksDB nodes (never held in memory whole), and a runtime whose RNG can be seeded.
+    pub TypeConfig:
+        D = Request,
+        R = Response,
+        NodeId = u64,
+        Node = NodeInfo,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = crate::snapshot_data::SnapshotData,
+        AsyncRuntime = crate::runtime::VexilRuntime,
+);
+
+pub type NodeId = u64;
+pub type LogId = openraft::LogId<NodeId>;
+pub type Vote = openraft::Vote<NodeId>;
+pub type Entry = openraft::Entry<TypeConfig>;
+pub type StoredMembership = openraft::StoredMembership<NodeId, NodeInfo>;
+pub type SnapshotMeta = openraft::SnapshotMeta<NodeId, NodeInfo>;
+pub type StorageError = openraft::StorageError<NodeId>;
+pub type Raft = openraft::Raft<TypeConfig>;
+
+/// Where a cluster member listens: the internal Raft port and the public API port.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub raft_addr: String,
+    pub api_addr: String,
+}
+
+impl fmt::Display for NodeInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "api={} raft={}", self.api_addr, self.raft_addr)
+    }
+}
+
+/// A state change proposed through Raft.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// Client-chosen id; a repeated id returns the first [`Response`] instead of applying
+    /// again. Empty means "no deduplication".
+    pub request_id: String,
+    /// The authenticated principal, recorded as the audit `actor`.
+    pub actor: String,
+    /// Free text recorded in the audit entry.
+    pub reason: String,
+    /// Unix milliseconds on the proposing leader's clock.
+    pub time_ms: i64,
+    pub command: Command,
+}
+
+/// The state changes Vexil knows. JSON travels as canonical strings (bincode cannot carry
+/// `serde_json::Value`); the server validated it before proposing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Command {
+    CreateFlag {
+        namespace: String,
+        key: String,
+        spec_json: String,
+    },
+    UpdateFlag {
+        namespace: String,
+        key: String,
+        spec_json: String,
+        expected_version: Option<u64>,
+    },
+    SetFlagState {
+        namespace: String,
+        key: String,
+        state: FlagState,
+        expected_version: Option<u64>,
+    },
+    DeleteFlag {
+        namespace: String,
+        key: String,
+        expected_version: Option<u64>,
+    },
+    /// Make a namespace match a whole flagd document in one change.
+    ApplyNamespace {
+        namespace: String,
+        document_json: String,
+    },
+    /// Record who asked for a membership change (the change itself is Raft's own entry, which
+    /// is audited with actor `raft`); `description` is JSON naming the request and its revision.
+    RecordMembershipChange {
+        description: String,
+    },
+}
+
+impl Command {
+    pub fn namespace(&self) -> &str {
+        match self {
+            Command::CreateFlag { namespace, .. }
+            | Command::UpdateFlag { namespace, .. }
+            | Command::SetFlagState { namespace, .. }
+            | Command::DeleteFlag { namespace, .. }
+            | Command::ApplyNamespace { namespace, .. } => namespace,
+            Command::RecordMembershipChange { .. } => "",
+        }
+    }
+}
+
+/// The result of applying one log entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// The log index of the entry: the revision the change created (or would have).
+    pub revision: u64,
+    pub outcome: Result<Outcome, WriteError>,
+}
+
+/// What a successful command did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Blank and membership entries.
+    None,
+    /// A single flag changed; `version` is its new version (0 after a delete).
+    Flag { version: u64 },
+    /// A namespace document was applied.
+    Applied { created: u32, updated: u32, deleted: u32, unchanged: u32 },
+}
+
+/// Why a well-formed command did not apply. Decided deterministically by the state machine,
+/// so every replica agrees.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum WriteError {
+    #[error("flag {namespace}/{key} does not exist")]
+    NotFound { namespace: String, key: String },
+    #[error("flag {namespace}/{key} already exists (version {version})")]
+    AlreadyExists { namespace: String, key: String, version: u64 },
+    #[error("flag {namespace}/{key} is at version {current}, not the expected {expected}")]
+    VersionMismatch { namespace: String, key: String, expected: u64, current: u64 },
+    #[error("`{field}`: {problem}")]
+    Invalid { field: String, problem: String },
+    #[error("request_id {request_id:?} was already used for a different request")]
+    RequestIdReused { request_id: String },
+}

@@ -1,0 +1,51 @@
+//! `vexil.v1.Audit`: listing the hash-chained audit log.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use vexil_proto::v1 as pb;
+use vexil_proto::v1::audit_server::Audit;
+use vexil_proto::v1::{Consistency, ListAuditRequest, ListAuditResponse};
+use vexil_raft_store::AuditQuery;
+
+use super::{check_key, check_namespace, page_size, read_barrier};
+use crate::error::ServerError;
+use crate::node::Node;
+
+pub struct AuditApi {
+    pub node: Arc<Node>,
+}
+
+#[tonic::async_trait]
+impl Audit for AuditApi {
+    #[tracing::instrument(skip_all, fields(node = self.node.id, ns = %req.get_ref().namespace, key = %req.get_ref().key))]
+    async fn list_audit(&self, req: Request<ListAuditRequest>) -> Result<Response<ListAuditResponse>, Status> {
+        let r = req.into_inner();
+        if !r.namespace.is_empty() {
+            check_namespace(&r.namespace)?;
+        }
+        if !r.key.is_empty() {
+            if r.namespace.is_empty() {
+                return Err(ServerError::invalid("namespace", "is required when `key` is given").into());
+            }
+            check_key(&r.key)?;
+        }
+        if r.to_revision != 0 && r.to_revision < r.from_revision {
+            return Err(ServerError::invalid("to_revision", "must not be below from_revision").into());
+        }
+        let header = read_barrier(&self.node, r.read, Consistency::Linearizable).await?;
+        let query = AuditQuery {
+            from_revision: r.from_revision,
+            to_revision: (r.to_revision != 0).then_some(r.to_revision),
+            namespace: r.namespace,
+            key: r.key,
+            after_seq: r.after_seq,
+            limit: page_size(r.limit),
+        };
+        let (revision, entries) = self.node.reader.list_audit(&query).map_err(ServerError::from)?;
+        Ok(Response::new(ListAuditResponse {
+            header: header(revision),
+            entries: entries.into_iter().map(pb::AuditEntry::from).collect(),
+        }))
+    }
+}

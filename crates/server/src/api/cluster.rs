@@ -1,0 +1,223 @@
+//! `vexil.v1.Cluster`: initialisation, status and membership changes.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use openraft::ChangeMembers;
+use tonic::{Request, Response, Status};
+use vexil_proto::v1::cluster_server::Cluster;
+use vexil_proto::v1::{
+    AddLearnerRequest, ChangeMembershipRequest, InitRequest, InitResponse, Member, MembershipResponse,
+    RemoveNodeRequest, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+};
+use vexil_raft_store::{Command, NodeId, NodeInfo};
+
+use super::write_header;
+use crate::error::ServerError;
+use crate::node::Node;
+
+pub struct ClusterApi {
+    pub node: Arc<Node>,
+}
+
+fn member(id: NodeId, info: &NodeInfo) -> Member {
+    Member { node_id: id, api_addr: info.api_addr.clone(), raft_addr: info.raft_addr.clone() }
+}
+
+fn from_member(m: &Member, field: &str) -> Result<(NodeId, NodeInfo), ServerError> {
+    if m.node_id == 0 {
+        return Err(ServerError::invalid(format!("{field}.node_id"), "must be positive"));
+    }
+    if m.api_addr.is_empty() || m.raft_addr.is_empty() {
+        return Err(ServerError::invalid(field, "api_addr and raft_addr are both required"));
+    }
+    Ok((m.node_id, NodeInfo { api_addr: m.api_addr.clone(), raft_addr: m.raft_addr.clone() }))
+}
+
+impl ClusterApi {
+    /// Audits who asked for a membership change that has committed. Raft's own membership
+    /// entries are audited too (actor `raft`); this entry adds the actor, reason and request id.
+    /// The change has already happened, so a failure here is logged, not returned.
+    async fn record(&self, options: Option<vexil_proto::v1::WriteOptions>, what: serde_json::Value) {
+        const ATTEMPTS: usize = 3;
+        let mut options = options.unwrap_or_default();
+        if options.request_id.is_empty() {
+            // Derived from the change's revision, so a retry below is applied at most once.
+            options.request_id = format!("membership-record-{}", what["revision"]);
+        }
+        let command = Command::RecordMembershipChange { description: what.to_string() };
+        let req = match super::request(&self.node, Some(options), command) {
+            Ok(req) => req,
+            Err(e) => {
+                tracing::error!(error = %e, change = %what, "membership change committed but its actor cannot be audited");
+                return;
+            }
+        };
+        for attempt in 1..=ATTEMPTS {
+            match self.node.write(req.clone()).await {
+                Ok(_) => return,
+                Err(e) if attempt == ATTEMPTS => {
+                    tracing::error!(error = %e, change = %what, "membership change committed but its actor could not be audited");
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, attempt, "retrying the audit record of a membership change");
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+
+    fn membership_response(&self, revision: u64) -> MembershipResponse {
+        let m = self.node.metrics();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let mut resp = MembershipResponse {
+            header: write_header(revision, m.current_leader.unwrap_or(0)),
+            voters: vec![],
+            learners: vec![],
+        };
+        for (id, info) in membership.nodes() {
+            if voters.contains(id) {
+                resp.voters.push(member(*id, info))
+            } else {
+                resp.learners.push(member(*id, info))
+            }
+        }
+        resp
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for ClusterApi {
+    #[tracing::instrument(skip_all, fields(node = self.node.id))]
+    async fn init(&self, req: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
+        let r = req.into_inner();
+        if r.members.is_empty() {
+            return Err(ServerError::invalid("members", "must list at least one voter").into());
+        }
+        let mut members = BTreeMap::new();
+        for (i, m) in r.members.iter().enumerate() {
+            let (id, info) = from_member(m, &format!("members[{i}]"))?;
+            if members.insert(id, info).is_some() {
+                return Err(ServerError::invalid(
+                    format!("members[{i}].node_id"),
+                    format!("node id {id} is listed twice"),
+                )
+                .into());
+            }
+        }
+        if !members.contains_key(&self.node.id) {
+            return Err(ServerError::invalid("members", format!("must include this node ({})", self.node.id)).into());
+        }
+        self.node.initialize(members).await?;
+        tracing::info!("cluster initialised through the API");
+        Ok(Response::new(InitResponse {}))
+    }
+
+    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        let m = self.node.metrics();
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        let last_log_index = m.last_log_index.unwrap_or(0);
+        let head = self.node.reader.audit_head().map_err(ServerError::from)?;
+        let leader = self.node.leader();
+        let mut resp = StatusResponse {
+            node_id: self.node.id,
+            role: self.node.role().into(),
+            term: m.current_term,
+            leader_id: m.current_leader.unwrap_or(0),
+            leader_api_addr: leader.map(|(_, i)| i.api_addr).unwrap_or_default(),
+            last_log_index,
+            applied_index: m.last_applied.map(|l| l.index).unwrap_or(0),
+            voters: vec![],
+            learners: vec![],
+            lag: Default::default(),
+            audit_seq: head.seq,
+            audit_head_hash: hex::encode(head.hash),
+        };
+        for (id, info) in membership.nodes() {
+            if voters.contains(id) {
+                resp.voters.push(member(*id, info))
+            } else {
+                resp.learners.push(member(*id, info))
+            }
+        }
+        if let Some(replication) = &m.replication {
+            for (id, matched) in replication {
+                resp.lag.insert(*id, last_log_index.saturating_sub(matched.map(|l| l.index).unwrap_or(0)));
+            }
+        }
+        Ok(Response::new(resp))
+    }
+
+    #[tracing::instrument(skip_all, fields(node = self.node.id))]
+    async fn add_learner(&self, req: Request<AddLearnerRequest>) -> Result<Response<MembershipResponse>, Status> {
+        let r = req.into_inner();
+        let m = r.member.ok_or_else(|| ServerError::invalid("member", "is required"))?;
+        let (id, info) = from_member(&m, "member")?;
+        let revision = self.node.add_learner(id, info.clone(), r.blocking).await?;
+        let what = serde_json::json!({"request": "add_learner", "node_id": id, "api_addr": info.api_addr,
+                                      "raft_addr": info.raft_addr, "revision": revision});
+        self.record(r.options, what).await;
+        tracing::info!(learner = id, "learner added");
+        Ok(Response::new(self.membership_response(revision)))
+    }
+
+    #[tracing::instrument(skip_all, fields(node = self.node.id))]
+    async fn change_membership(
+        &self,
+        req: Request<ChangeMembershipRequest>,
+    ) -> Result<Response<MembershipResponse>, Status> {
+        let r = req.into_inner();
+        if r.voters.is_empty() {
+            return Err(ServerError::invalid("voters", "must name at least one voter").into());
+        }
+        let voters: BTreeSet<NodeId> = r.voters.iter().copied().collect();
+        let revision = self.node.change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()), r.retain).await?;
+        let what = serde_json::json!({"request": "change_membership", "voters": voters, "retain": r.retain,
+                                      "revision": revision});
+        self.record(r.options, what).await;
+        tracing::info!(?voters, "voters changed");
+        Ok(Response::new(self.membership_response(revision)))
+    }
+
+    #[tracing::instrument(skip_all, fields(node = self.node.id))]
+    async fn remove_node(&self, req: Request<RemoveNodeRequest>) -> Result<Response<MembershipResponse>, Status> {
+        let r = req.into_inner();
+        let revision = self.node.remove_node(r.node_id).await?;
+        let what = serde_json::json!({"request": "remove_node", "node_id": r.node_id, "revision": revision});
+        self.record(r.options, what).await;
+        tracing::info!(removed = r.node_id, "node removed");
+        Ok(Response::new(self.membership_response(revision)))
+    }
+
+    #[tracing::instrument(skip_all, fields(node = self.node.id))]
+    async fn snapshot(&self, _req: Request<SnapshotRequest>) -> Result<Response<SnapshotResponse>, Status> {
+        let target = self.node.metrics().last_applied.map(|l| l.index).unwrap_or(0);
+        let deadline = tokio::time::Instant::now()
+            + std::time::Duration::from_millis(self.node.config.raft.write_timeout_ms.max(30_000));
+        // openraft drops a trigger that arrives while it is already building a snapshot (which
+        // may end below `target`), so trigger again until one covers `target`.
+        loop {
+            self.node.raft.trigger().snapshot().await.map_err(|e| ServerError::Raft(e.to_string()))?;
+            let waited = self
+                .node
+                .raft
+                .wait(Some(std::time::Duration::from_millis(500)))
+                .metrics(|m| m.snapshot.is_some_and(|s| s.index >= target), "snapshot built")
+                .await;
+            if let Ok(m) = waited {
+                let last_included_index = m.snapshot.map(|s| s.index).unwrap_or(0);
+                tracing::info!(last_included_index, "snapshot built on request");
+                return Ok(Response::new(SnapshotResponse { last_included_index }));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let have = self.node.metrics().snapshot.map(|s| s.index).unwrap_or(0);
+                return Err(ServerError::Raft(format!(
+                    "no snapshot covering revision {target} was built in time (latest covers {have})"
+                ))
+                .into());
+            }
+        }
+    }
+}

@@ -1,0 +1,211 @@
+//! `vexil.v1.Flags`: flag writes (through Raft) and reads (behind the read barrier).
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+use vexil_model::{FlagSpec, FlagState, NamespaceDocument};
+use vexil_proto::v1::flags_server::Flags;
+use vexil_proto::v1::{
+    ApplyNamespaceRequest, ApplyNamespaceResponse, Consistency, CreateFlagRequest, DeleteFlagRequest, FieldChange,
+    Flag, FlagDiff, GetFlagRequest, GetFlagResponse, ListFlagsRequest, ListFlagsResponse, ListNamespacesRequest,
+    ListNamespacesResponse, SetFlagStateRequest, UpdateFlagRequest, WriteFlagResponse,
+};
+use vexil_raft_store::{Command, FlagRecord, Outcome, WriteError};
+
+use super::{check_key, check_namespace, page_size, read_barrier, request, write_header};
+use crate::error::ServerError;
+use crate::node::Node;
+
+pub struct FlagsApi {
+    pub node: Arc<Node>,
+}
+
+pub(crate) fn to_proto(namespace: &str, key: &str, r: FlagRecord) -> Flag {
+    Flag {
+        namespace: namespace.into(),
+        key: key.into(),
+        spec_json: r.spec_json,
+        version: r.version,
+        created_revision: r.created_revision,
+        mod_revision: r.mod_revision,
+        created_at_ms: r.created_at_ms,
+        updated_at_ms: r.updated_at_ms,
+        updated_by: r.updated_by,
+    }
+}
+
+impl FlagsApi {
+    /// Proposes a single-flag command and shapes the reply.
+    async fn write_flag(
+        &self,
+        options: Option<vexil_proto::v1::WriteOptions>,
+        command: Command,
+    ) -> Result<WriteFlagResponse, ServerError> {
+        let (resp, leader) = self.node.write(request(&self.node, options, command)?).await?;
+        match resp.outcome {
+            Ok(Outcome::Flag { version }) => {
+                Ok(WriteFlagResponse { header: write_header(resp.revision, leader), version })
+            }
+            Ok(other) => Err(ServerError::Raft(format!("unexpected outcome {other:?} for a flag write"))),
+            Err(e) => Err(ServerError::Write(e)),
+        }
+    }
+
+    /// Validates a definition, including its targeting against the namespace's current
+    /// `$evaluators`, and returns its canonical JSON.
+    fn validated_spec(&self, ns: &str, key: &str, spec_json: &str) -> Result<String, ServerError> {
+        check_namespace(ns)?;
+        check_key(key)?;
+        let spec = FlagSpec::from_json(key, spec_json)?;
+        let (_, record) = self.node.reader.get_namespace(ns)?;
+        let evaluators =
+            record.map(|r| serde_json::from_str(&r.evaluators_json).unwrap_or_default()).unwrap_or_default();
+        vexil_model::eval::validate_targeting(&spec, &evaluators)?;
+        Ok(spec.to_json())
+    }
+}
+
+#[tonic::async_trait]
+impl Flags for FlagsApi {
+    #[tracing::instrument(skip_all, fields(node = self.node.id, ns = %req.get_ref().namespace, key = %req.get_ref().key))]
+    async fn create_flag(&self, req: Request<CreateFlagRequest>) -> Result<Response<WriteFlagResponse>, Status> {
+        let r = req.into_inner();
+        let spec_json = self.validated_spec(&r.namespace, &r.key, &r.spec_json)?;
+        let command = Command::CreateFlag { namespace: r.namespace, key: r.key, spec_json };
+        Ok(Response::new(self.write_flag(r.options, command).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(node = self.node.id, ns = %req.get_ref().namespace, key = %req.get_ref().key))]
+    async fn update_flag(&self, req: Request<UpdateFlagRequest>) -> Result<Response<WriteFlagResponse>, Status> {
+        let r = req.into_inner();
+        let spec_json = self.validated_spec(&r.namespace, &r.key, &r.spec_json)?;
+        let command =
+            Command::UpdateFlag { namespace: r.namespace, key: r.key, spec_json, expected_version: r.expected_version };
+        Ok(Response::new(self.write_flag(r.options, command).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(node = self.node.id, ns = %req.get_ref().namespace, key = %req.get_ref().key))]
+    async fn set_flag_state(&self, req: Request<SetFlagStateRequest>) -> Result<Response<WriteFlagResponse>, Status> {
+        let r = req.into_inner();
+        check_namespace(&r.namespace)?;
+        check_key(&r.key)?;
+        let state = if r.enabled { FlagState::Enabled } else { FlagState::Disabled };
+        let command =
+            Command::SetFlagState { namespace: r.namespace, key: r.key, state, expected_version: r.expected_version };
+        Ok(Response::new(self.write_flag(r.options, command).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(node = self.node.id, ns = %req.get_ref().namespace, key = %req.get_ref().key))]
+    async fn delete_flag(&self, req: Request<DeleteFlagRequest>) -> Result<Response<WriteFlagResponse>, Status> {
+        let r = req.into_inner();
+        check_namespace(&r.namespace)?;
+        check_key(&r.key)?;
+        let command = Command::DeleteFlag { namespace: r.namespace, key: r.key, expected_version: r.expected_version };
+        Ok(Response::new(self.write_flag(r.options, command).await?))
+    }
+
+    #[tracing::instrument(skip_all, fields(node = self.node.id, ns = %req.get_ref().namespace, key = %req.get_ref().key))]
+    async fn get_flag(&self, req: Request<GetFlagRequest>) -> Result<Response<GetFlagResponse>, Status> {
+        let r = req.into_inner();
+        check_namespace(&r.namespace)?;
+        check_key(&r.key)?;
+        let header = read_barrier(&self.node, r.read, Consistency::Lease).await?;
+        let (revision, record) = self.node.reader.get_flag(&r.namespace, &r.key).map_err(ServerError::from)?;
+        let record = record.ok_or_else(|| {
+            ServerError::Write(WriteError::NotFound { namespace: r.namespace.clone(), key: r.key.clone() })
+        })?;
+        Ok(Response::new(GetFlagResponse {
+            header: header(revision),
+            flag: Some(to_proto(&r.namespace, &r.key, record)),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(node = self.node.id, ns = %req.get_ref().namespace))]
+    async fn list_flags(&self, req: Request<ListFlagsRequest>) -> Result<Response<ListFlagsResponse>, Status> {
+        let r = req.into_inner();
+        check_namespace(&r.namespace)?;
+        let limit = page_size(r.limit);
+        let header = read_barrier(&self.node, r.read, Consistency::Lease).await?;
+        let (revision, flags) =
+            self.node.reader.list_flags(&r.namespace, &r.after_key, limit).map_err(ServerError::from)?;
+        let next_after_key =
+            if flags.len() == limit { flags.last().map(|(k, _)| k.clone()).unwrap_or_default() } else { String::new() };
+        let flags = flags.into_iter().map(|(k, rec)| to_proto(&r.namespace, &k, rec)).collect();
+        Ok(Response::new(ListFlagsResponse { header: header(revision), flags, next_after_key }))
+    }
+
+    #[tracing::instrument(skip_all, fields(node = self.node.id))]
+    async fn list_namespaces(
+        &self,
+        req: Request<ListNamespacesRequest>,
+    ) -> Result<Response<ListNamespacesResponse>, Status> {
+        let r = req.into_inner();
+        let header = read_barrier(&self.node, r.read, Consistency::Lease).await?;
+        let (revision, namespaces) = self.node.reader.list_namespaces().map_err(ServerError::from)?;
+        Ok(Response::new(ListNamespacesResponse { header: header(revision), namespaces }))
+    }
+
+    #[tracing::instrument(skip_all, fields(node = self.node.id, ns = %req.get_ref().namespace))]
+    async fn apply_namespace(
+        &self,
+        req: Request<ApplyNamespaceRequest>,
+    ) -> Result<Response<ApplyNamespaceResponse>, Status> {
+        let r = req.into_inner();
+        check_namespace(&r.namespace)?;
+        let doc = NamespaceDocument::from_json(&r.document_json).map_err(ServerError::from)?;
+        vexil_model::eval::validate_document(&doc).map_err(ServerError::from)?;
+        if r.dry_run {
+            let _linearizable = read_barrier(&self.node, None, Consistency::Linearizable).await?;
+            let (revision, current) = super::current_document(&self.node, &r.namespace)?;
+            return Ok(Response::new(dry_run_response(revision, &vexil_model::document::diff(&current, &doc))));
+        }
+        let command = Command::ApplyNamespace { namespace: r.namespace, document_json: r.document_json };
+        let (resp, leader) = self.node.write(request(&self.node, r.options, command)?).await?;
+        match resp.outcome {
+            Ok(Outcome::Applied { created, updated, deleted, unchanged }) => {
+                Ok(Response::new(ApplyNamespaceResponse {
+                    header: write_header(resp.revision, leader),
+                    created,
+                    updated,
+                    deleted,
+                    unchanged,
+                    ..Default::default()
+                }))
+            }
+            Ok(other) => Err(ServerError::Raft(format!("unexpected outcome {other:?} for an apply")).into()),
+            Err(e) => Err(ServerError::Write(e).into()),
+        }
+    }
+}
+
+fn dry_run_response(revision: u64, d: &vexil_model::DocumentDiff) -> ApplyNamespaceResponse {
+    let json = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string()).unwrap_or_default();
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    let mut diff: Vec<FlagDiff> = Vec::new();
+    diff.extend(d.added.iter().map(|k| FlagDiff { key: k.clone(), change: "added".into(), fields: vec![] }));
+    diff.extend(d.changed.iter().map(|(k, fields)| {
+        FlagDiff {
+            key: k.clone(),
+            change: "changed".into(),
+            fields: fields
+                .iter()
+                .map(|f| FieldChange {
+                    field: f.field.clone(),
+                    before_json: json(&f.before),
+                    after_json: json(&f.after),
+                })
+                .collect(),
+        }
+    }));
+    diff.extend(d.removed.iter().map(|k| FlagDiff { key: k.clone(), change: "removed".into(), fields: vec![] }));
+    ApplyNamespaceResponse {
+        header: None,
+        created: count(d.added.len()),
+        updated: count(d.changed.len()),
+        deleted: count(d.removed.len()),
+        unchanged: count(d.unchanged),
+        diff,
+        settings_changed: d.settings_changed,
+        dry_run_revision: revision,
+    }
+}

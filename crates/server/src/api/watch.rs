@@ -1,0 +1,191 @@
+//! `vexil.v1.Watch`: the change feed, replayed from the audit log and then followed live.
+//!
+//! The audit log is the feed: every state change is an audit entry written in the same batch
+//! as the change, keyed by revision, so "changes after revision R" is a key-range scan and a
+//! resumed stream can neither skip nor repeat a change. Each stream is one task that alternates
+//! between catching up from the audit table and waiting for the node's applied revision to move.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use vexil_model::{AuditAction, AuditEntry};
+use vexil_proto::v1::watch_response::Kind;
+use vexil_proto::v1::watch_server::Watch;
+use vexil_proto::v1::{
+    Change, ChangeBatch, Flag, NamespaceState, Progress, WatchRequest, WatchResponse, WatchSnapshot,
+};
+
+use super::check_namespace;
+use super::flags::to_proto as flag_to_proto;
+use crate::error::ServerError;
+use crate::limits::{WATCH_BATCH_ENTRIES_MAX, WATCH_BUFFER_MESSAGES, WATCH_NAMESPACES_MAX, WATCH_PROGRESS_INTERVAL_MS};
+use crate::node::Node;
+
+pub struct WatchApi {
+    pub node: Arc<Node>,
+    /// One permit per open stream (`limits::WATCH_STREAMS_MAX`).
+    pub slots: Arc<Semaphore>,
+}
+
+type Sender = mpsc::Sender<Result<WatchResponse, Status>>;
+
+#[tonic::async_trait]
+impl Watch for WatchApi {
+    type WatchStream = ReceiverStream<Result<WatchResponse, Status>>;
+
+    #[tracing::instrument(skip_all, fields(node = self.node.id, after = req.get_ref().after_revision))]
+    async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
+        let r = req.into_inner();
+        if r.namespaces.len() > WATCH_NAMESPACES_MAX {
+            return Err(ServerError::invalid("namespaces", format!("lists more than {WATCH_NAMESPACES_MAX}")).into());
+        }
+        for (i, ns) in r.namespaces.iter().enumerate() {
+            check_namespace(ns).map_err(|_| {
+                ServerError::invalid(format!("namespaces[{i}]"), format!("{ns:?} is not a valid namespace"))
+            })?;
+        }
+        let permit = self.slots.clone().try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted("this node serves the most watch streams it allows; connect to another node")
+        })?;
+        let (tx, rx) = mpsc::channel(WATCH_BUFFER_MESSAGES);
+        tokio::spawn(stream(self.node.clone(), r, tx, permit));
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+async fn stream(node: Arc<Node>, req: WatchRequest, tx: Sender, _permit: OwnedSemaphorePermit) {
+    let outcome = tokio::select! {
+        r = follow(&node, &req, &tx) => r,
+        () = tx.closed() => Ok(()),
+    };
+    if let Err(status) = outcome {
+        let _ = tx.send(Err(status)).await;
+    }
+}
+
+async fn send(tx: &Sender, kind: Kind) -> Result<(), Status> {
+    // A closed channel means the client went away; `stream` notices through `tx.closed()`.
+    let _ = tx.send(Ok(WatchResponse { kind: Some(kind) })).await;
+    Ok(())
+}
+
+async fn follow(node: &Node, req: &WatchRequest, tx: &Sender) -> Result<(), Status> {
+    let filter: BTreeSet<&str> = req.namespaces.iter().map(String::as_str).collect();
+    let mut applied = node.reader.applied_revision();
+    // Resuming on a node that is behind: wait until it has what the client already has.
+    let ready = applied.wait_for(|a| *a >= req.after_revision).await.map(|_| ());
+    ready.map_err(|_| Status::unavailable("this node is shutting down; resume on another node"))?;
+    let mut cursor = req.after_revision;
+
+    if req.initial_snapshot {
+        let (revision, states) = node.reader.namespace_states(&req.namespaces).map_err(ServerError::from)?;
+        let namespaces = states
+            .into_iter()
+            .map(|s| NamespaceState {
+                flags: s.flags.into_iter().map(|(k, rec)| flag_to_proto(&s.namespace, &k, rec)).collect(),
+                evaluators_json: json_or_empty(&s.record.evaluators_json),
+                metadata_json: json_or_empty(&s.record.metadata_json),
+                namespace: s.namespace,
+            })
+            .collect();
+        send(tx, Kind::Snapshot(WatchSnapshot { revision, namespaces })).await?;
+        cursor = cursor.max(revision);
+    }
+
+    let progress_every = Duration::from_millis(WATCH_PROGRESS_INTERVAL_MS);
+    loop {
+        // Catch up from the audit log, whole revisions at a time.
+        loop {
+            let (entries, seen) =
+                node.reader.changes_after(cursor, WATCH_BATCH_ENTRIES_MAX).map_err(ServerError::from)?;
+            let caught_up = entries.len() < WATCH_BATCH_ENTRIES_MAX;
+            for batch in group_by_revision(entries, &filter, node) {
+                send(tx, Kind::Changes(batch)).await?;
+            }
+            cursor = cursor.max(seen);
+            if caught_up {
+                break;
+            }
+        }
+        // Live: wait for the applied revision to move past the cursor, or say we are current.
+        let moved = async { applied.wait_for(|a| *a > cursor).await.map(|_| ()) };
+        match tokio::time::timeout(progress_every, moved).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(_)) => return Err(Status::unavailable("this node is shutting down; resume on another node")),
+            Err(_) => send(tx, Kind::Progress(Progress { revision: cursor })).await?,
+        }
+    }
+}
+
+fn json_or_empty(s: &str) -> String {
+    if s.is_empty() { "{}".into() } else { s.to_string() }
+}
+
+/// Turns audit entries into one batch per revision, keeping the watched namespaces' flag and
+/// namespace changes (membership changes are not part of the flag feed).
+fn group_by_revision(entries: Vec<AuditEntry>, filter: &BTreeSet<&str>, node: &Node) -> Vec<ChangeBatch> {
+    let mut batches: Vec<ChangeBatch> = Vec::new();
+    for e in entries {
+        if e.action == AuditAction::MembershipChange || (!filter.is_empty() && !filter.contains(e.namespace.as_str())) {
+            continue;
+        }
+        let change = to_change(e, node);
+        match batches.last_mut() {
+            Some(b) if b.revision == change.revision => b.changes.push(change),
+            _ => batches.push(ChangeBatch { revision: change.revision, changes: vec![change] }),
+        }
+    }
+    batches
+}
+
+fn to_change(e: AuditEntry, node: &Node) -> Change {
+    let mut change = Change {
+        revision: e.revision,
+        seq: e.seq,
+        action: e.action.as_str().into(),
+        namespace: e.namespace.clone(),
+        key: e.key.clone(),
+        flag: None,
+        evaluators_json: String::new(),
+        metadata_json: String::new(),
+    };
+    match (e.action, &e.after) {
+        (AuditAction::NamespaceUpdate, Some(after)) => {
+            // `after` is {"$evaluators": {...}, "metadata": {...}}.
+            let v: serde_json::Value = serde_json::from_str(after).unwrap_or_default();
+            change.evaluators_json = v.get("$evaluators").map(|x| x.to_string()).unwrap_or_else(|| "{}".into());
+            change.metadata_json = v.get("metadata").map(|x| x.to_string()).unwrap_or_else(|| "{}".into());
+        }
+        (_, Some(after)) => {
+            // Creation bookkeeping is not in the audit entry; the current record has it while
+            // the flag is the same incarnation (created at or before this change).
+            let (created_revision, created_at_ms) = if e.action == AuditAction::FlagCreate {
+                (e.revision, e.time_ms)
+            } else {
+                match node.reader.get_flag(&e.namespace, &e.key) {
+                    Ok((_, Some(cur))) if cur.created_revision <= e.revision => {
+                        (cur.created_revision, cur.created_at_ms)
+                    }
+                    _ => (0, 0),
+                }
+            };
+            change.flag = Some(Flag {
+                namespace: e.namespace,
+                key: e.key,
+                spec_json: after.clone(),
+                version: e.version,
+                created_revision,
+                mod_revision: e.revision,
+                created_at_ms,
+                updated_at_ms: e.time_ms,
+                updated_by: e.actor,
+            });
+        }
+        (_, None) => {}
+    }
+    change
+}

@@ -1,0 +1,26 @@
+//! Bounds of the server, each a named constant. Input bounds on flags live in
+//! `vexil_model::limits`.
+
+/// Items per page of a list when the request does not say.
+pub const LIST_PAGE_DEFAULT: usize = 100;
+/// Most items per page of a list.
+pub const LIST_PAGE_MAX: usize = 1_000;
+/// Largest gRPC message accepted on the public port (a whole namespace document plus framing).
+pub const API_MESSAGE_BYTES_MAX: usize = vexil_model::limits::DOCUMENT_BYTES_MAX + 1024 * 1024;
+/// Largest gRPC message on the Raft port (a batch of entries or a snapshot chunk).
+pub const RAFT_MESSAGE_BYTES_MAX: usize = 256 * 1024 * 1024;
+/// Concurrent HTTP/2 streams per connection on the public port.
+pub const API_CONCURRENT_STREAMS_MAX: u32 = 1_024;
+/// Open watch streams per node.
+pub const WATCH_STREAMS_MAX: usize = 10_000;
+/// Namespaces one watch may name.
+pub const WATCH_NAMESPACES_MAX: usize = 256;
+/// Audit entries read per catch-up step of a watch (a revision larger than this is still
+/// delivered whole).
+pub const WATCH_BATCH_ENTRIES_MAX: usize = 1_024;
+/// Messages buffered per watch stream before the stream waits for its client.
+pub const WATCH_BUFFER_MESSAGES: usize = 64;
+/// How often an idle watch says "nothing changed up to revision R".
+pub const WATCH_PROGRESS_INTERVAL_MS: u64 = 5_000;
+/// Largest evaluation context, as JSON.
+pub const CONTEXT_BYTES_MAX: usize = 64 * 1024;

@@ -1,0 +1,231 @@
+//! The Raft transport, client side: openraft's `RaftNetwork` over tonic, plus the follower →
+//! leader calls (forwarded writes and read-index requests).
+//!
+//! Every RPC is bounded by a timeout: TCP in a partition can swallow a response forever, and an
+//! unbounded RPC would wedge replication to that peer. Channels are cached per address and
+//! reconnect on their own.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, RemoteError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse, VoteRequest,
+    VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use tonic::transport::{Channel, Endpoint};
+use vexil_proto::vexil::raft::v1::RaftPayload;
+use vexil_proto::vexil::raft::v1::raft_transport_client::RaftTransportClient;
+use vexil_raft_store::codec;
+use vexil_raft_store::{NodeId, NodeInfo, Request, Response, TypeConfig};
+
+/// Metadata header carrying the cluster secret on every Raft RPC.
+pub const SECRET_HEADER: &str = "x-vexil-cluster-secret";
+
+/// A forwarded write's answer from the (supposed) leader.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ForwardReply {
+    Applied(Response),
+    NotLeader { leader: Option<(NodeId, NodeInfo)> },
+    Timeout,
+    Failed(String),
+}
+
+/// A read-index request's answer.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum ReadIndexReply {
+    Index(u64),
+    NotLeader { leader: Option<(NodeId, NodeInfo)> },
+    Failed(String),
+}
+
+/// Makes a lazily connecting channel to `host:port`: plain TCP in production, simulated
+/// connections in the simulation.
+pub type ChannelFactory = Arc<dyn Fn(&str, Duration) -> Result<Channel, String> + Send + Sync>;
+
+/// Channels over TCP.
+pub fn tcp_channels() -> ChannelFactory {
+    Arc::new(|addr, connect_timeout| {
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| e.to_string())?
+            .connect_timeout(connect_timeout)
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(10))
+            .keep_alive_while_idle(true);
+        Ok(endpoint.connect_lazy())
+    })
+}
+
+/// Channels to peers' Raft ports, shared by the Raft network and forwarding.
+#[derive(Clone)]
+pub struct Peers {
+    channels: Arc<Mutex<HashMap<String, Channel>>>,
+    factory: ChannelFactory,
+    secret: Arc<str>,
+    connect_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot reach {addr}: {message}")]
+    Unreachable { addr: String, message: String },
+    #[error("rpc to {addr} failed: {message}")]
+    Rpc { addr: String, message: String },
+    #[error("rpc to {addr} timed out after {ms} ms")]
+    Timeout { addr: String, ms: u128 },
+    #[error("bad payload from {addr}: {message}")]
+    Payload { addr: String, message: String },
+}
+
+impl Peers {
+    pub fn new(secret: &str, connect_timeout: Duration, factory: ChannelFactory) -> Self {
+        Peers { channels: Arc::new(Mutex::new(HashMap::new())), factory, secret: secret.into(), connect_timeout }
+    }
+
+    fn channel(&self, addr: &str) -> Result<Channel, TransportError> {
+        let mut map = self.channels.lock().expect("peer channel map lock poisoned");
+        if let Some(ch) = map.get(addr) {
+            return Ok(ch.clone());
+        }
+        let ch = (self.factory)(addr, self.connect_timeout)
+            .map_err(|message| TransportError::Unreachable { addr: addr.into(), message })?;
+        map.insert(addr.to_string(), ch.clone());
+        Ok(ch)
+    }
+
+    /// One bounded unary call: encode `req`, call `method` on `addr`, decode the answer.
+    pub async fn call<Req: Serialize, Resp: serde::de::DeserializeOwned>(
+        &self,
+        addr: &str,
+        method: Method,
+        req: &Req,
+        timeout: Duration,
+    ) -> Result<Resp, TransportError> {
+        let data =
+            codec::encode(req).map_err(|e| TransportError::Payload { addr: addr.into(), message: e.to_string() })?;
+        let mut request = tonic::Request::new(RaftPayload { data });
+        request.set_timeout(timeout);
+        if !self.secret.is_empty() {
+            let value = self.secret.parse().map_err(|_| TransportError::Payload {
+                addr: addr.into(),
+                message: "cluster secret is not a valid header value".into(),
+            })?;
+            request.metadata_mut().insert(SECRET_HEADER, value);
+        }
+        let mut client = RaftTransportClient::new(self.channel(addr)?).max_decoding_message_size(256 * 1024 * 1024);
+        let call = async {
+            match method {
+                Method::AppendEntries => client.append_entries(request).await,
+                Method::Vote => client.vote(request).await,
+                Method::InstallSnapshot => client.install_snapshot(request).await,
+                Method::ForwardWrite => client.forward_write(request).await,
+                Method::ReadIndex => client.read_index(request).await,
+            }
+        };
+        let reply = match tokio::time::timeout(timeout, call).await {
+            Err(_) => return Err(TransportError::Timeout { addr: addr.into(), ms: timeout.as_millis() }),
+            Ok(Err(status)) if status.code() == tonic::Code::Unavailable => {
+                return Err(TransportError::Unreachable { addr: addr.into(), message: status.message().into() });
+            }
+            Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => {
+                return Err(TransportError::Timeout { addr: addr.into(), ms: timeout.as_millis() });
+            }
+            Ok(Err(status)) => {
+                return Err(TransportError::Rpc {
+                    addr: addr.into(),
+                    message: format!("{:?}: {}", status.code(), status.message()),
+                });
+            }
+            Ok(Ok(reply)) => reply.into_inner(),
+        };
+        codec::decode(&reply.data).map_err(|e| TransportError::Payload { addr: addr.into(), message: e.to_string() })
+    }
+
+    /// Forwards a write to the node believed to lead.
+    pub async fn forward_write(
+        &self,
+        leader: &NodeInfo,
+        req: &Request,
+        timeout: Duration,
+    ) -> Result<ForwardReply, TransportError> {
+        self.call(&leader.raft_addr, Method::ForwardWrite, req, timeout).await
+    }
+
+    /// Asks the node believed to lead for a read index.
+    pub async fn read_index(&self, leader: &NodeInfo, timeout: Duration) -> Result<ReadIndexReply, TransportError> {
+        self.call(&leader.raft_addr, Method::ReadIndex, &(), timeout).await
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub enum Method {
+    AppendEntries,
+    Vote,
+    InstallSnapshot,
+    ForwardWrite,
+    ReadIndex,
+}
+
+/// openraft's network factory: one [`PeerClient`] per target.
+#[derive(Clone)]
+pub struct Network {
+    pub peers: Peers,
+}
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
+        PeerClient { peers: self.peers.clone(), target, addr: node.raft_addr.clone() }
+    }
+}
+
+pub struct PeerClient {
+    peers: Peers,
+    target: NodeId,
+    addr: String,
+}
+
+type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>;
+
+impl PeerClient {
+    async fn send<Req, Resp, E>(&self, method: Method, req: &Req, timeout: Duration) -> RpcResult<Resp, E>
+    where
+        Req: Serialize,
+        Resp: serde::de::DeserializeOwned,
+        E: std::error::Error + serde::de::DeserializeOwned,
+    {
+        let result: Result<Resp, RaftError<NodeId, E>> =
+            self.peers.call(&self.addr, method, req, timeout).await.map_err(|e| match e {
+                // Unreachable makes openraft back off before retrying this peer.
+                TransportError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+                _ => RPCError::Network(NetworkError::new(&e)),
+            })?;
+        result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
+    }
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<AppendEntriesResponse<NodeId>> {
+        self.send(Method::AppendEntries, &rpc, option.hard_ttl()).await
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> RpcResult<InstallSnapshotResponse<NodeId>, InstallSnapshotError> {
+        self.send(Method::InstallSnapshot, &rpc, option.hard_ttl()).await
+    }
+
+    async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
+        self.send(Method::Vote, &rpc, option.hard_ttl()).await
+    }
+}

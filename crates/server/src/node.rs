@@ -1,0 +1,453 @@
+//! One Vexil node: storage, the Raft instance, the write path and the read barrier.
+//!
+//! Writes: a write is proposed on the leader with `client_write`, which returns once the entry
+//! is committed by a quorum and applied locally; only then is the client answered. A write that
+//! reaches a follower is forwarded to the leader over the Raft port; if the leader is unknown or
+//! changes mid-flight the client gets UNAVAILABLE with a leader hint and can retry with the same
+//! `request_id` (the state machine applies it at most once).
+//!
+//! Reads: see [`Node::read_barrier`].
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, RaftError};
+use openraft::storage::{RaftLogStorage, RaftStateMachine};
+use openraft::{ChangeMembers, RaftMetrics, ServerState};
+use vexil_proto::v1::Consistency;
+use vexil_raft_store::types::Vote;
+use vexil_raft_store::{NodeId, NodeInfo, Raft, Request, Response, StateReader, TypeConfig};
+
+use crate::config::Config;
+use crate::error::{LeaderHint, ServerError};
+use crate::metrics::Metrics;
+use crate::network::{ChannelFactory, ForwardReply, Network, Peers, ReadIndexReply, tcp_channels};
+use crate::read_index::ReadGate;
+
+pub struct Node {
+    pub id: NodeId,
+    pub config: Config,
+    pub raft: Raft,
+    pub reader: StateReader,
+    pub peers: Peers,
+    pub reads: ReadGate,
+    pub metrics: Metrics,
+    clock: Clock,
+    pub(crate) faults: InjectedFaults,
+}
+
+/// Unix milliseconds now. Injected so the simulation can run on simulated time.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The wall clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0)
+    })
+}
+
+/// What a node runs on besides its configuration: storage, how it reaches peers, and a clock.
+/// Production uses [`Node::start`] (RocksDB, TCP, the system clock); the simulation supplies
+/// in-memory storage, simulated connections and simulated time.
+pub struct Environment<LS, SM> {
+    pub log_store: LS,
+    pub state_machine: SM,
+    pub reader: StateReader,
+    pub channels: ChannelFactory,
+    pub clock: Clock,
+    /// Bugs to inject; always [`InjectedFaults::default`] (none) outside the simulation.
+    pub faults: InjectedFaults,
+}
+
+/// Known bugs the deterministic simulation injects to prove its checkers catch them. Not
+/// reachable from configuration or the command line: only code that builds an [`Environment`]
+/// itself (the simulation) can set them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct InjectedFaults {
+    /// Serve `lease` reads at the last applied index with no lease check at all.
+    pub lease_reads_skip_check: bool,
+}
+
+/// How many times a write follows a changing leader before giving up.
+const FORWARD_ATTEMPTS_MAX: usize = 3;
+
+impl Node {
+    /// Opens RocksDB storage under `data_dir` and starts the Raft instance over TCP (servers are
+    /// started by the caller).
+    pub async fn start(config: Config) -> anyhow::Result<Arc<Node>> {
+        let (log_store, state_machine) = vexil_raft_store::open(&config.data_dir)?;
+        let reader = StateReader::new(&state_machine);
+        let env = Environment {
+            log_store,
+            state_machine,
+            reader,
+            channels: tcp_channels(),
+            clock: system_clock(),
+            faults: InjectedFaults::default(),
+        };
+        Self::start_with(config, env).await
+    }
+
+    /// Starts a node on the given storage, connections and clock.
+    pub async fn start_with<LS, SM>(config: Config, env: Environment<LS, SM>) -> anyhow::Result<Arc<Node>>
+    where
+        LS: RaftLogStorage<TypeConfig>,
+        SM: RaftStateMachine<TypeConfig>,
+    {
+        let Environment { mut log_store, state_machine: mut sm, reader, channels, clock, faults } = env;
+        Self::never_resume_leadership(config.node_id, &mut log_store).await?;
+        Self::committed_covers_applied(&mut log_store, &mut sm).await?;
+        let r = &config.raft;
+        let raft_config = openraft::Config {
+            cluster_name: "vexil".into(),
+            heartbeat_interval: r.heartbeat_interval_ms,
+            election_timeout_min: r.election_timeout_min_ms,
+            election_timeout_max: r.election_timeout_max_ms,
+            install_snapshot_timeout: r.install_snapshot_timeout_ms,
+            snapshot_max_chunk_size: r.snapshot_chunk_bytes,
+            snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(r.snapshot_logs_since_last),
+            max_in_snapshot_log_to_keep: r.max_in_snapshot_log_to_keep,
+            ..Default::default()
+        };
+        let raft_config = Arc::new(raft_config.validate()?);
+        let peers = Peers::new(&config.cluster.secret, Duration::from_millis(r.rpc_timeout_ms), channels);
+        let network = Network { peers: peers.clone() };
+        let reads = ReadGate::new(Duration::from_millis(r.read_lease_ms));
+        let raft = Raft::new(config.node_id, raft_config, network, log_store, sm).await?;
+        let node = Arc::new(Node {
+            id: config.node_id,
+            config,
+            raft,
+            reader,
+            peers,
+            reads,
+            metrics: Metrics::new(),
+            clock,
+            faults,
+        });
+        node.bootstrap_if_configured().await?;
+        Ok(node)
+    }
+
+    /// Initialises the cluster from `cluster.initial_members`, exactly once: only the lowest
+    /// listed id does it, and only if this node has never been initialised (openraft refuses
+    /// to initialise a node with any log or vote, so a restart never re-bootstraps).
+    async fn bootstrap_if_configured(&self) -> anyhow::Result<()> {
+        if !self.config.cluster.bootstrap {
+            return Ok(());
+        }
+        let members = self.config.initial_members()?;
+        let lowest = members.iter().map(|(id, _)| *id).min();
+        if lowest != Some(self.id) {
+            return Ok(());
+        }
+        if self.raft.is_initialized().await? {
+            tracing::info!("cluster already initialised; bootstrap skipped");
+            return Ok(());
+        }
+        match self.initialize(members.into_iter().collect()).await {
+            Ok(()) => tracing::info!("initialised a new cluster"),
+            Err(ServerError::AlreadyInitialized) => tracing::info!("cluster already initialised; bootstrap skipped"),
+            Err(e) => return Err(e.into()),
+        }
+        Ok(())
+    }
+
+    pub async fn initialize(&self, members: BTreeMap<NodeId, NodeInfo>) -> Result<(), ServerError> {
+        match self.raft.initialize(members).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Err(ServerError::AlreadyInitialized),
+            Err(e) => Err(ServerError::Raft(e.to_string())),
+        }
+    }
+
+    /// Unix milliseconds on this node's clock (stamped into proposed writes).
+    pub fn now_ms(&self) -> i64 {
+        (self.clock)()
+    }
+
+    pub fn metrics(&self) -> RaftMetrics<NodeId, NodeInfo> {
+        self.raft.metrics().borrow().clone()
+    }
+
+    /// The leader this node knows of, with its addresses.
+    pub fn leader(&self) -> Option<(NodeId, NodeInfo)> {
+        let m = self.metrics();
+        let id = m.current_leader?;
+        let info = m.membership_config.membership().get_node(&id)?.clone();
+        Some((id, info))
+    }
+
+    fn hint(leader: Option<(NodeId, NodeInfo)>) -> ServerError {
+        match leader {
+            Some((id, info)) => ServerError::NotLeader(Some(LeaderHint { id, api_addr: info.api_addr })),
+            None => ServerError::NoLeader,
+        }
+    }
+
+    fn write_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.raft.write_timeout_ms)
+    }
+
+    /// Proposes `req` on this node if it leads.
+    pub async fn write_local(&self, req: Request) -> Result<Result<Response, Option<(NodeId, NodeInfo)>>, ServerError> {
+        let timeout = self.write_timeout();
+        match tokio::time::timeout(timeout, self.raft.client_write(req)).await {
+            Err(_) => Err(ServerError::WriteOutcomeUnknown(self.config.raft.write_timeout_ms)),
+            Ok(Ok(resp)) => Ok(Ok(resp.data)),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader {
+                leader_id,
+                leader_node,
+            })))) => Ok(Err(leader_id.zip(leader_node))),
+            Ok(Err(e)) => Err(ServerError::Raft(e.to_string())),
+        }
+    }
+
+    /// Proposes a write, forwarding it to the leader when this node does not lead. Returns once
+    /// the write is committed and applied on the leader.
+    pub async fn write(&self, req: Request) -> Result<(Response, NodeId), ServerError> {
+        let result = self.write_inner(req).await;
+        self.metrics.write(result.as_ref().is_ok_and(|(r, _)| r.outcome.is_ok()));
+        result
+    }
+
+    async fn write_inner(&self, req: Request) -> Result<(Response, NodeId), ServerError> {
+        let mut leader = match self.write_local(req.clone()).await? {
+            Ok(resp) => return Ok((resp, self.id)),
+            Err(leader) => leader,
+        };
+        for _ in 0..FORWARD_ATTEMPTS_MAX {
+            let Some((leader_id, info)) = leader.clone() else { return Err(ServerError::NoLeader) };
+            if leader_id == self.id {
+                // Metrics lag behind elections by a moment; ask our own Raft again.
+                match self.write_local(req.clone()).await? {
+                    Ok(resp) => return Ok((resp, self.id)),
+                    Err(next) => {
+                        leader = next;
+                        continue;
+                    }
+                }
+            }
+            match self.peers.forward_write(&info, &req, self.write_timeout()).await {
+                Ok(ForwardReply::Applied(resp)) => return Ok((resp, leader_id)),
+                Ok(ForwardReply::NotLeader { leader: next }) => leader = next,
+                Ok(ForwardReply::Timeout) => {
+                    return Err(ServerError::WriteOutcomeUnknown(self.config.raft.write_timeout_ms));
+                }
+                Ok(ForwardReply::Failed(msg)) => return Err(ServerError::Raft(msg)),
+                Err(e) => {
+                    // The request may or may not have reached the leader: only a retry with the
+                    // same request_id is safe, so say so.
+                    tracing::warn!(error = %e, leader = leader_id, "forwarding a write failed");
+                    return Err(ServerError::WriteOutcomeUnknown(self.config.raft.write_timeout_ms));
+                }
+            }
+        }
+        Err(Self::hint(leader))
+    }
+
+    /// openraft's read index on the leader: `max(committed, first log id of this leadership)`,
+    /// confirmed by a quorum. `Err` carries openraft's answer when this node does not lead.
+    pub async fn leader_read_index(&self) -> Result<u64, RaftError<NodeId, CheckIsLeaderError<NodeId, NodeInfo>>> {
+        let (read_log_id, _applied) = self.raft.get_read_log_id().await?;
+        Ok(read_log_id.map(|l| l.index).unwrap_or(0))
+    }
+
+    /// Makes a node that led before it stopped start as a follower that must win a new election.
+    ///
+    /// openraft resumes leading at once, in the same term, when the stored vote is this node's
+    /// committed vote. But entries a leader acknowledged may be committed on followers while its
+    /// own copy was never synced, so after a machine crash its log can lack acknowledged entries:
+    /// resuming in the same term it would serve read indexes that miss them, and propose new
+    /// entries under log ids the followers already hold with other contents. Downgrading the
+    /// stored vote to an uncommitted one for the same term (this node still voted for itself in
+    /// that term, so it grants no other vote in it) forces a new election in a higher term, whose
+    /// winner holds every committed entry and commits its own first entry before serving reads.
+    /// Found by the deterministic simulation (`tests/sim`, `crashes.rs`).
+    async fn never_resume_leadership<LS: RaftLogStorage<TypeConfig>>(
+        id: NodeId,
+        log_store: &mut LS,
+    ) -> anyhow::Result<()> {
+        if let Some(vote) = log_store.read_vote().await?
+            && vote.is_committed()
+            && vote.leader_id().voted_for() == Some(id)
+        {
+            log_store.save_vote(&Vote::new(vote.leader_id().term, id)).await?;
+            tracing::info!(node_id = id, term = vote.leader_id().term, "led before stopping; will stand for election");
+        }
+        Ok(())
+    }
+
+    /// Raises the stored commit index to what the state machine has applied or snapshotted.
+    ///
+    /// The commit index is saved without a sync, while a snapshot file is synced on its own, so
+    /// after a machine crash the snapshot (or the state installed from it) can cover entries past
+    /// the stored commit index. Those entries were committed (only committed entries are
+    /// applied), so this restores a fact, and openraft's startup invariant `snapshot <=
+    /// committed` holds. Found by the deterministic simulation (`snapshot_catchup.rs`).
+    async fn committed_covers_applied<LS, SM>(log_store: &mut LS, sm: &mut SM) -> anyhow::Result<()>
+    where
+        LS: RaftLogStorage<TypeConfig>,
+        SM: RaftStateMachine<TypeConfig>,
+    {
+        let (applied, _) = sm.applied_state().await?;
+        let snapshot = sm.get_current_snapshot().await?.and_then(|s| s.meta.last_log_id);
+        let covered = applied.max(snapshot);
+        if covered > log_store.read_committed().await? {
+            log_store.save_committed(covered).await?;
+        }
+        Ok(())
+    }
+
+    /// A quorum-confirmed read index from the leader (this node or, for followers and learners,
+    /// the leader over the Raft port).
+    pub async fn read_index(&self) -> Result<u64, ServerError> {
+        let timeout = self.write_timeout();
+        match tokio::time::timeout(timeout, self.leader_read_index()).await {
+            Err(_) => {
+                return Err(ServerError::ReadTimeout(
+                    self.config.raft.write_timeout_ms,
+                    "leadership was not confirmed".into(),
+                ));
+            }
+            Ok(Ok(index)) => return Ok(index),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {}
+            Ok(Err(e)) => return Err(ServerError::Raft(e.to_string())),
+        }
+        let Some((leader_id, info)) = self.leader() else { return Err(ServerError::NoLeader) };
+        if leader_id == self.id {
+            return Err(ServerError::NoLeader);
+        }
+        match self.peers.read_index(&info, timeout).await {
+            Ok(ReadIndexReply::Index(i)) => Ok(i),
+            Ok(ReadIndexReply::NotLeader { leader }) => Err(Self::hint(leader)),
+            Ok(ReadIndexReply::Failed(msg)) => Err(ServerError::ReadTimeout(self.config.raft.write_timeout_ms, msg)),
+            Err(e) => Err(ServerError::ReadTimeout(
+                self.config.raft.write_timeout_ms,
+                format!("the leader is unreachable: {e}"),
+            )),
+        }
+    }
+
+    /// Waits until this node has applied `revision`, within the read timeout.
+    pub async fn wait_applied(&self, revision: u64) -> Result<(), ServerError> {
+        let mut rx = self.reader.applied_revision();
+        let timeout = self.write_timeout();
+        let result =
+            tokio::time::timeout(timeout, rx.wait_for(|applied| *applied >= revision)).await.map(|r| r.is_ok());
+        match result {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(ServerError::Raft("the state machine stopped".into())),
+            Err(_) => Err(ServerError::ReadTimeout(
+                self.config.raft.write_timeout_ms,
+                format!(
+                    "this node has applied revision {} and revision {revision} did not arrive in time",
+                    *rx.borrow()
+                ),
+            )),
+        }
+    }
+
+    /// Makes a read safe at `requested` consistency (or `default` when unspecified), then waits
+    /// for `min_revision`. Returns the level actually used. See `read_index.rs`.
+    ///
+    /// - LINEARIZABLE: a read index from a round that began after the read arrived, then wait
+    ///   until applied.
+    /// - LEASE: the read lease's index while the lease is valid (no round trip), else a fresh
+    ///   round; UNAVAILABLE when the lease has expired and cannot be renewed.
+    /// - STALE: no check.
+    pub async fn read_barrier(
+        self: &Arc<Self>,
+        requested: Consistency,
+        default: Consistency,
+        min_revision: u64,
+    ) -> Result<Consistency, ServerError> {
+        let level = if requested == Consistency::Unspecified { default } else { requested };
+        let used = match level {
+            Consistency::Stale => Consistency::Stale,
+            Consistency::Lease => {
+                let index = self.lease_read_index().await?;
+                self.wait_applied(index).await?;
+                Consistency::Lease
+            }
+            Consistency::Linearizable | Consistency::Unspecified => {
+                let index = self.shared_read_index().await?;
+                self.wait_applied(index).await?;
+                Consistency::Linearizable
+            }
+        };
+        if min_revision > 0 {
+            self.wait_applied(min_revision).await?;
+        }
+        self.metrics.read(match used {
+            Consistency::Stale => "stale",
+            Consistency::Lease => "lease",
+            _ => "linearizable",
+        });
+        Ok(used)
+    }
+
+    /// Changes the voter set through joint consensus (new voters must be learners already).
+    pub async fn change_membership(
+        &self,
+        change: ChangeMembers<NodeId, NodeInfo>,
+        retain: bool,
+    ) -> Result<u64, ServerError> {
+        match self.raft.change_membership(change, retain).await {
+            Ok(resp) => Ok(resp.log_id.index),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(Self::hint(f.leader_id.zip(f.leader_node)))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(ServerError::Membership(e.to_string()))
+            }
+            Err(e) => Err(ServerError::Raft(e.to_string())),
+        }
+    }
+
+    pub async fn add_learner(&self, id: NodeId, info: NodeInfo, blocking: bool) -> Result<u64, ServerError> {
+        match self.raft.add_learner(id, info, blocking).await {
+            Ok(resp) => Ok(resp.log_id.index),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+                Err(Self::hint(f.leader_id.zip(f.leader_node)))
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
+                Err(ServerError::Membership(e.to_string()))
+            }
+            Err(e) => Err(ServerError::Raft(e.to_string())),
+        }
+    }
+
+    /// Removes a node: a voter is first demoted (joint consensus), then the learner dropped.
+    pub async fn remove_node(&self, id: NodeId) -> Result<u64, ServerError> {
+        let membership = self.metrics().membership_config.membership().clone();
+        let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
+        if voters.contains(&id) {
+            if voters.len() == 1 {
+                return Err(ServerError::Membership(format!(
+                    "node {id} is the last voter; removing it would destroy the cluster"
+                )));
+            }
+            // `retain = false`: the demoted voter is dropped from the membership entirely.
+            self.change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false).await
+        } else if membership.get_node(&id).is_some() {
+            self.change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false).await
+        } else {
+            Err(ServerError::Membership(format!("node {id} is not a member")))
+        }
+    }
+
+    pub fn role(&self) -> &'static str {
+        match self.metrics().state {
+            ServerState::Leader => "leader",
+            ServerState::Follower => "follower",
+            ServerState::Candidate => "candidate",
+            ServerState::Learner => "learner",
+            ServerState::Shutdown => "shutdown",
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! Bad input gets INVALID_ARGUMENT naming the field and the problem, and nothing is written.
+
+mod common;
+
+use common::{TestCluster, linearizable, spec};
+use tonic::Code;
+use vexil_proto::v1::{ApplyNamespaceRequest, CreateFlagRequest, GetFlagRequest, UpdateFlagRequest};
+use vexil_server::error::{error_info, reason};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_definitions_are_rejected_with_the_field_and_nothing_is_written() {
+    let cluster = TestCluster::start(3).await;
+    let mut c = cluster.flags(2).await;
+    let huge = "x".repeat(vexil_model::limits::FLAG_BYTES_MAX + 10);
+    let cases: Vec<(&str, &str, String, &str)> = vec![
+        ("invalid key", "bad key!", spec("k"), "key"),
+        ("reserved key", "$flagd", spec("k"), "key"),
+        ("bad namespace", "ok", spec("k"), "namespace"),
+        (
+            "mixed-type variants",
+            "mixed",
+            r#"{"state":"ENABLED","variants":{"a":true,"b":"yes"},"defaultVariant":"a"}"#.into(),
+            "variants.b",
+        ),
+        (
+            "defaultVariant names no variant",
+            "dv",
+            r#"{"state":"ENABLED","variants":{"a":true},"defaultVariant":"c"}"#.into(),
+            "defaultVariant",
+        ),
+        ("oversized definition", "big", format!(r#"{{"state":"ENABLED","variants":{{"a":"{huge}"}}}}"#), "flag"),
+        ("malformed JSON", "broken", r#"{"state":"ENABLED","variants":"#.into(), "flag"),
+        ("missing state", "nostate", r#"{"variants":{"a":1}}"#.into(), "state"),
+    ];
+    for (what, key, spec_json, field) in cases {
+        let namespace = if what == "bad namespace" { "Bad NS" } else { "ns" };
+        let err = c
+            .create_flag(CreateFlagRequest { namespace: namespace.into(), key: key.into(), spec_json, options: None })
+            .await
+            .expect_err(what);
+        assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
+        let (why, meta) = error_info(&err).unwrap_or_else(|| panic!("{what}: no error info"));
+        assert_eq!(why, reason::INVALID_FIELD);
+        assert_eq!(meta.get("field").map(String::as_str), Some(field), "{what}: {}", err.message());
+        assert!(err.message().contains(field), "{what}: message should name the field: {}", err.message());
+    }
+
+    // An update with a bad definition leaves the flag as it was.
+    c.create_flag(CreateFlagRequest {
+        namespace: "ns".into(),
+        key: "good".into(),
+        spec_json: spec("v1"),
+        options: None,
+    })
+    .await
+    .expect("create");
+    let err = c
+        .update_flag(UpdateFlagRequest {
+            namespace: "ns".into(),
+            key: "good".into(),
+            spec_json: r#"{"state":"ENABLED","variants":{"a":1},"defaultVariant":"b"}"#.into(),
+            ..Default::default()
+        })
+        .await
+        .expect_err("bad update");
+    assert_eq!(err.code(), Code::InvalidArgument);
+
+    // A document with one bad flag applies nothing at all.
+    let doc = r#"{"flags":{"new-one":{"state":"ENABLED","variants":{"a":1},"defaultVariant":"a"},
+                             "bad":{"state":"ENABLED","variants":{"a":1,"b":"s"}}}}"#;
+    let err = c
+        .apply_namespace(ApplyNamespaceRequest {
+            namespace: "ns".into(),
+            document_json: doc.into(),
+            options: None,
+            dry_run: false,
+        })
+        .await
+        .expect_err("bad document");
+    assert_eq!(error_info(&err).expect("info").1.get("field").map(String::as_str), Some("flags.bad.variants.b"));
+    let missing = c
+        .get_flag(GetFlagRequest { namespace: "ns".into(), key: "new-one".into(), read: None })
+        .await
+        .expect_err("not applied");
+    assert_eq!(missing.code(), Code::NotFound);
+
+    let good = c
+        .get_flag(GetFlagRequest { namespace: "ns".into(), key: "good".into(), read: linearizable() })
+        .await
+        .expect("get");
+    assert_eq!(good.into_inner().flag.expect("flag").version, 1);
+    let log = cluster.audit_log(1, 0).await;
+    let flag_entries: Vec<_> = log.iter().filter(|e| e.action.starts_with("flag.")).collect();
+    assert_eq!(flag_entries.len(), 1, "only the one valid create is audited: {log:?}");
+}

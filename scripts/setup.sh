@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Installs what a fresh machine lacks to build Vexil: libclang (bindgen needs it for RocksDB's
+# bindings) and a C++ compiler. Needs root or sudo for apt-get; does nothing when all is there.
+set -euo pipefail
+missing=()
+# libclang itself (libclang.so / libclang-NN.so.N), not libclang-cpp, which some images carry alone.
+ls /usr/lib/llvm-*/lib/libclang.so /usr/lib/*-linux-gnu/libclang-[0-9]*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
+command -v c++ >/dev/null 2>&1 || missing+=(g++)
+command -v cargo >/dev/null 2>&1 || { echo "setup: cargo is not installed; install Rust 1.95 (rustup) first" >&2; exit 1; }
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "setup: installing ${missing[*]}" >&2
+    sudo_cmd=""
+    [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${missing[@]}" >&2
+fi

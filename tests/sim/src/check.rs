@@ -1,0 +1,415 @@
+//! The checkers, cheapest first. Each returns human-readable violations; an empty list means
+//! the run is correct.
+//!
+//! 1. Provenance: every value a read returned was written by an op that did not definitely
+//!    fail, with the version and revision that write reported.
+//! 2. Per-client monotonic revisions for acknowledged writes and linearizable reads.
+//! 3. Linearizability per key of writes and `linearizable` reads (Wing–Gong search), then the
+//!    same with `lease` reads added under the lease bound.
+//! 4. The audit logs of all members after the heal: identical, hash chain valid, and every
+//!    acknowledged write present at its revision (no acknowledged write lost), no definitely
+//!    failed write present.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use vexil_model::{AuditAction, AuditEntry, ChainVerifier};
+use vexil_proto::v1 as pb;
+use vexil_raft_store::NodeId;
+
+use crate::history::{Level, Op, OpKind, Ret};
+use crate::linearizability::{self, ModelOp, ModelRet, TimedOp, ValueIds, Verdict};
+use crate::workload::{Finale, NAMESPACE};
+
+/// Slack added to the lease bound: simulated hosts advance in 1 ms ticks.
+pub const LEASE_SLACK_US: i64 = 2_000;
+
+/// A checker's finding, tagged by checker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub checker: &'static str,
+    pub detail: String,
+}
+
+fn violation(checker: &'static str, detail: impl Into<String>) -> Violation {
+    Violation { checker, detail: detail.into() }
+}
+
+/// Every value read was written (by an op that did not definitely fail), with matching
+/// version and revision when the write was acknowledged.
+pub fn provenance(ops: &[Op]) -> Vec<Violation> {
+    let mut writers: BTreeMap<(&str, &str), &Op> = BTreeMap::new();
+    for op in ops {
+        if let Some(v) = op.kind.written_value() {
+            writers.insert((op.key.as_str(), v), op);
+        }
+    }
+    let mut out = Vec::new();
+    for op in ops {
+        let Some((_, Ret::Read { flag: Some(seen), .. })) = &op.ret else { continue };
+        match writers.get(&(op.key.as_str(), seen.value.as_str())) {
+            None => out.push(violation("provenance", format!("read returned a value nobody wrote: {op}"))),
+            Some(w) => match &w.ret {
+                Some((_, Ret::Written { version, revision }))
+                    if (*version, *revision) != (seen.version, seen.mod_revision) =>
+                {
+                    out.push(violation(
+                        "provenance",
+                        format!("read saw version {} revision {} of a write that reported version {version} revision {revision}: {op} / {w}", seen.version, seen.mod_revision),
+                    ))
+                }
+                Some((_, r)) if r.is_definite() && !matches!(r, Ret::Written { .. }) => out.push(violation(
+                    "provenance",
+                    format!("read saw the value of a write that definitely failed: {op} / {w}"),
+                )),
+                _ => {}
+            },
+        }
+    }
+    out
+}
+
+/// Per client, the revisions of acknowledged writes and linearizable reads never go back.
+pub fn monotonic(ops: &[Op]) -> Vec<Violation> {
+    let mut last: BTreeMap<&str, (u64, &Op)> = BTreeMap::new();
+    let mut out = Vec::new();
+    for op in ops {
+        let revision = match (&op.kind, &op.ret) {
+            (_, Some((_, Ret::Written { revision, .. }))) => *revision,
+            (OpKind::Read { level: Level::Linearizable }, Some((_, Ret::Read { flag: Some(_), revision, .. }))) => {
+                *revision
+            }
+            _ => continue,
+        };
+        if let Some((prev, prev_op)) = last.get(op.client.as_str())
+            && revision < *prev
+        {
+            out.push(violation(
+                "monotonic",
+                format!("revision went back from {prev} ({prev_op}) to {revision} ({op})"),
+            ));
+        }
+        last.insert(&op.client, (revision, op));
+    }
+    out
+}
+
+/// Which writes took effect, from the audit log after the heal: a write of unknown outcome took
+/// effect exactly when its request id is audited. `None` when no complete audit log was read.
+pub type Applied = Option<BTreeSet<String>>;
+
+/// The model's view of one key's ops; `lease_us = None` leaves `lease` reads out. With `applied`,
+/// writes of unknown outcome become definite: ones never audited are left out (they did not
+/// take effect), audited ones must be placed.
+fn model_ops(ops: &[&Op], lease_us: Option<i64>, applied: &Applied) -> Vec<TimedOp> {
+    let mut ids = ValueIds::default();
+    let mut out = Vec::new();
+    for op in ops {
+        let (invoke, ret) = (op.invoke as i64, op.ret.as_ref().map(|(t, r)| (*t as i64, r)));
+        let model = match &op.kind {
+            OpKind::Read { level } => {
+                let Some((t, Ret::Read { flag, .. })) = ret else { continue };
+                let shift = match (level, lease_us) {
+                    (Level::Linearizable, _) => 0,
+                    (Level::Lease, Some(lease)) => lease + LEASE_SLACK_US,
+                    _ => continue,
+                };
+                let seen = flag.as_ref().map(|f| (ids.id(&f.value), f.version));
+                let read = ModelOp::Read { seen };
+                out.push(TimedOp {
+                    id: op.id,
+                    invoke: invoke - shift,
+                    ret: Some(t),
+                    op: read,
+                    result: ModelRet::ReadDone,
+                    took_effect: false,
+                });
+                continue;
+            }
+            OpKind::Create { value } => ModelOp::Create { value: ids.id(value) },
+            OpKind::Update { value, expected } => ModelOp::Update { value: ids.id(value), expected: *expected },
+            OpKind::Delete { expected } => ModelOp::Delete { expected: *expected },
+        };
+        let definite = |result| (result, ret.map(|(t, _)| t), false);
+        let (result, ret, took_effect) = match ret.map(|(_, r)| r) {
+            Some(Ret::Written { version, .. }) => definite(ModelRet::Ok { version: *version }),
+            Some(Ret::NotFound) => definite(ModelRet::NotFound),
+            Some(Ret::Exists) => definite(ModelRet::Exists),
+            Some(Ret::VersionMismatch { current }) => definite(ModelRet::Mismatch { current: *current }),
+            // Unknown outcome: open until the end, unless the audit log settles it.
+            _ => match applied {
+                Some(audited) if audited.contains(&op.request_id) => (ModelRet::Open, None, true),
+                Some(_) => continue,
+                None => (ModelRet::Open, None, false),
+            },
+        };
+        out.push(TimedOp { id: op.id, invoke, ret, op: model, result, took_effect });
+    }
+    out
+}
+
+fn describe(ops: &[Op], key: &str, f: &linearizability::Failure) -> String {
+    let by_id: BTreeMap<usize, &Op> = ops.iter().map(|o| (o.id, o)).collect();
+    let mut s = format!(
+        "key {key}: no linearization; placed {} ops, ending in state {:?}; none of these fits next:",
+        f.placed.len(),
+        f.state
+    );
+    for id in &f.stuck {
+        if let Some(op) = by_id.get(id) {
+            s.push_str(&format!("\n    {op}"));
+        }
+    }
+    if let Some(last) = f.placed.last().and_then(|id| by_id.get(id)) {
+        s.push_str(&format!("\n  last placed: {last}"));
+    }
+    s
+}
+
+/// Linearizability per key; then the lease bound for `lease` reads.
+pub fn linearizable(ops: &[Op], lease_ms: u64, applied: &Applied) -> (Vec<Violation>, usize) {
+    let mut by_key: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
+    for op in ops {
+        by_key.entry(&op.key).or_default().push(op);
+    }
+    let mut out = Vec::new();
+    let mut inconclusive = 0;
+    for (key, key_ops) in by_key {
+        match linearizability::check(&model_ops(&key_ops, None, applied)) {
+            Verdict::NotLinearizable(f) => {
+                out.push(violation("linearizability", describe(ops, key, &f)));
+                continue;
+            }
+            Verdict::Inconclusive => {
+                inconclusive += 1;
+                continue;
+            }
+            Verdict::Linearizable => {}
+        }
+        match linearizability::check(&model_ops(&key_ops, Some(lease_ms as i64 * 1000), applied)) {
+            Verdict::NotLinearizable(f) => out.push(violation("lease-bound", describe(ops, key, &f))),
+            Verdict::Inconclusive => inconclusive += 1,
+            Verdict::Linearizable => {}
+        }
+    }
+    (out, inconclusive)
+}
+
+fn from_proto(e: &pb::AuditEntry) -> Result<AuditEntry, String> {
+    let hash = |b: &[u8]| <[u8; 32]>::try_from(b).map_err(|_| format!("seq {}: hash is not 32 bytes", e.seq));
+    Ok(AuditEntry {
+        seq: e.seq,
+        revision: e.revision,
+        time_ms: e.time_ms,
+        version: e.version,
+        actor: e.actor.clone(),
+        action: AuditAction::parse(&e.action).ok_or_else(|| format!("seq {}: unknown action {}", e.seq, e.action))?,
+        namespace: e.namespace.clone(),
+        key: e.key.clone(),
+        before: e.before.clone(),
+        after: e.after.clone(),
+        reason: e.reason.clone(),
+        request_id: e.request_id.clone(),
+        prev_hash: hash(&e.prev_hash)?,
+        hash: hash(&e.hash)?,
+    })
+}
+
+/// The audit logs after the heal: identical on every member, chain valid, and in agreement with
+/// what clients were told.
+pub fn audit(ops: &[Op], finale: &Finale) -> Vec<Violation> {
+    let mut out = Vec::new();
+    for (node, key) in &finale.unrecovered {
+        out.push(violation("recovery", format!("after the heal, node {node} served no read of {key}")));
+    }
+    let mut reference: Option<(NodeId, &Vec<pb::AuditEntry>)> = None;
+    for (node, log) in &finale.audit {
+        let log = match log {
+            Ok(log) => log,
+            Err(e) => {
+                out.push(violation("recovery", format!("node {node}: audit log unreadable after the heal: {e}")));
+                continue;
+            }
+        };
+        let mut verifier = ChainVerifier::new();
+        for e in log {
+            match from_proto(e).map(|entry| verifier.push(&entry).map_err(|err| err.to_string())) {
+                Ok(Ok(())) => {}
+                Ok(Err(err)) | Err(err) => {
+                    out.push(violation("audit-chain", format!("node {node}: {err}")));
+                    break;
+                }
+            }
+        }
+        match reference {
+            None => reference = Some((*node, log)),
+            Some((ref_node, ref_log)) if ref_log != log => {
+                let at =
+                    ref_log.iter().zip(log.iter()).position(|(a, b)| a != b).unwrap_or(ref_log.len().min(log.len()));
+                out.push(violation(
+                    "audit-identical",
+                    format!(
+                        "nodes {ref_node} and {node} differ at entry {at} ({} vs {} entries up to revision {})",
+                        ref_log.len(),
+                        log.len(),
+                        finale.revision
+                    ),
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    let Some((node, log)) = reference else { return out };
+    let audited: BTreeMap<&str, &pb::AuditEntry> = log
+        .iter()
+        .filter(|e| e.namespace == NAMESPACE && !e.request_id.is_empty())
+        .map(|e| (e.request_id.as_str(), e))
+        .collect();
+    let mut seen_ids = BTreeSet::new();
+    for op in ops {
+        if !op.kind.is_write() {
+            continue;
+        }
+        seen_ids.insert(op.request_id.as_str());
+        let entry = audited.get(op.request_id.as_str());
+        match (&op.ret, entry) {
+            (Some((_, Ret::Written { .. })), None) => out.push(violation(
+                "lost-write",
+                format!("acknowledged write missing from node {node}'s audit log after the heal: {op}"),
+            )),
+            (Some((_, Ret::Written { revision, .. })), Some(e)) if e.revision != *revision => out.push(violation(
+                "lost-write",
+                format!("acknowledged at revision {revision} but audited at {}: {op}", e.revision),
+            )),
+            (Some((_, r)), Some(e)) if r.is_definite() && !matches!(r, Ret::Written { .. }) => out.push(violation(
+                "audit-agreement",
+                format!("a write that definitely failed is audited at revision {}: {op}", e.revision),
+            )),
+            (_, Some(e)) if e.key != op.key || e.namespace != NAMESPACE => out.push(violation(
+                "audit-agreement",
+                format!("audited under {}/{} but sent for {}: {op}", e.namespace, e.key, op.key),
+            )),
+            _ => {}
+        }
+    }
+    for id in audited.keys() {
+        if !seen_ids.contains(id) {
+            out.push(violation("audit-agreement", format!("audit entry for a request nobody sent: {id}")));
+        }
+    }
+    out
+}
+
+/// The request ids audited on the first member whose log could be read, if every member's
+/// could.
+pub fn applied(finale: Option<&Finale>) -> Applied {
+    let finale = finale?;
+    let mut logs = finale.audit.values();
+    let first = logs.next()?.as_ref().ok()?;
+    if logs.any(|l| l.is_err()) || !finale.unrecovered.is_empty() {
+        return None;
+    }
+    Some(first.iter().filter(|e| !e.request_id.is_empty()).map(|e| e.request_id.clone()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::history::Seen;
+
+    fn entry(seq: u64, revision: u64, prev_hash: [u8; 32], request_id: &str) -> AuditEntry {
+        AuditEntry {
+            seq,
+            revision,
+            time_ms: 0,
+            version: 1,
+            actor: "anonymous".into(),
+            action: AuditAction::FlagCreate,
+            namespace: NAMESPACE.into(),
+            key: "flag-0".into(),
+            before: None,
+            after: Some("{}".into()),
+            reason: String::new(),
+            request_id: request_id.into(),
+            prev_hash,
+            hash: [0; 32],
+        }
+        .seal()
+    }
+
+    fn to_proto(e: &AuditEntry) -> pb::AuditEntry {
+        pb::AuditEntry {
+            seq: e.seq,
+            revision: e.revision,
+            time_ms: e.time_ms,
+            version: e.version,
+            actor: e.actor.clone(),
+            action: e.action.as_str().into(),
+            namespace: e.namespace.clone(),
+            key: e.key.clone(),
+            before: e.before.clone(),
+            after: e.after.clone(),
+            reason: e.reason.clone(),
+            request_id: e.request_id.clone(),
+            prev_hash: e.prev_hash.to_vec(),
+            hash: e.hash.to_vec(),
+        }
+    }
+
+    fn write(id: usize, request_id: &str, revision: u64) -> Op {
+        Op {
+            id,
+            client: "c1".into(),
+            node: 1,
+            key: "flag-0".into(),
+            request_id: request_id.into(),
+            kind: OpKind::Create { value: request_id.into() },
+            invoke: 0,
+            ret: Some((10, Ret::Written { version: 1, revision })),
+        }
+    }
+
+    fn finale(logs: Vec<Vec<pb::AuditEntry>>) -> Finale {
+        Finale {
+            members: (1..=logs.len() as u64).collect(),
+            audit: logs.into_iter().enumerate().map(|(i, l)| (i as u64 + 1, Ok(l))).collect(),
+            revision: 5,
+            unrecovered: vec![],
+        }
+    }
+
+    fn checkers(v: &[Violation]) -> Vec<&'static str> {
+        v.iter().map(|v| v.checker).collect()
+    }
+
+    #[test]
+    fn the_audit_checker_accepts_a_valid_chain_and_flags_tampering_divergence_and_loss() {
+        let first = entry(1, 2, [0; 32], "a");
+        let second = entry(2, 3, first.hash, "b");
+        let good = vec![to_proto(&first), to_proto(&second)];
+        let ops = [write(0, "a", 2), write(1, "b", 3)];
+        assert!(audit(&ops, &finale(vec![good.clone(), good.clone()])).is_empty());
+
+        let mut tampered = good.clone();
+        tampered[1].after = Some("{\"x\":1}".into());
+        let found = checkers(&audit(&ops, &finale(vec![good.clone(), tampered])));
+        assert!(found.contains(&"audit-chain") && found.contains(&"audit-identical"), "{found:?}");
+
+        let lost = [write(0, "a", 2), write(1, "b", 3), write(2, "c", 4)];
+        assert_eq!(checkers(&audit(&lost, &finale(vec![good.clone()]))), vec!["lost-write"]);
+    }
+
+    #[test]
+    fn provenance_flags_values_nobody_wrote() {
+        let mut read = write(1, "", 0);
+        read.kind = OpKind::Read { level: Level::Stale };
+        read.ret = Some((
+            20,
+            Ret::Read {
+                flag: Some(Seen { value: "ghost".into(), version: 1, mod_revision: 2 }),
+                revision: 2,
+                served_by: 1,
+            },
+        ));
+        assert_eq!(checkers(&provenance(&[write(0, "a", 2), read])), vec!["provenance"]);
+    }
+}
