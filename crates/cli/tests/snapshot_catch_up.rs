@@ -30,7 +30,10 @@ async fn a_learner_joining_after_10000_writes_catches_up_by_snapshot() {
     let ep = c.endpoints(&[1, 2, 3]);
     let admin = AdminClient::new(ep.split(',').map(str::to_string)).expect("admin client");
 
-    // 9,500 flag writes as 95 namespace documents, and 500 single writes, in parallel.
+    // 9,500 flag writes as 95 namespace documents in parallel, then 500 single writes one after
+    // another. The leader batches concurrent writes into shared log entries, so it is the
+    // sequential writes that make the log long enough (500 entries) for openraft to purge it
+    // (it purges in batches of 256 entries).
     let mut tasks = tokio::task::JoinSet::new();
     for a in 0..APPLIES {
         let admin = admin.clone();
@@ -41,20 +44,14 @@ async fn a_learner_joining_after_10000_writes_catches_up_by_snapshot() {
             admin.apply_namespace(&format!("bulk-{a}"), &doc, WriteOpts::reason("bulk")).await.map(|_| ())
         });
     }
-    for i in 0..SINGLE_WRITES {
-        let admin = admin.clone();
-        tasks.spawn(async move {
-            let key = format!("single-{i}");
-            admin.create_flag("single", &key, &bool_flag(i).to_string(), WriteOpts::reason("one")).await.map(|_| ())
-        });
-        if tasks.len() >= 32 {
-            tasks.join_next().await.expect("task").expect("join").expect("write");
-        }
-    }
     while let Some(r) = tasks.join_next().await {
         r.expect("join").expect("write");
     }
-    // With a snapshot every 200 entries keeping 10 behind it, the log's first ~500 entries are
+    for i in 0..SINGLE_WRITES {
+        let key = format!("single-{i}");
+        admin.create_flag("single", &key, &bool_flag(i).to_string(), WriteOpts::reason("one")).await.expect("write");
+    }
+    // With a snapshot every 200 entries keeping 10 behind it, the log's first ~256 entries are
     // purged by now: a new member can only get them inside a snapshot (asserted below from the
     // learner's own log).
     c.start_outsider(4);

@@ -316,7 +316,21 @@ fn membership_summary(m: &openraft::Membership<u64, crate::types::NodeInfo>) -> 
     serde_json::json!({ "voters": configs, "nodes": nodes }).to_string()
 }
 
+/// Applies one entry's request: a single client request, or each request of a batch in order.
 fn apply_request<R: KvRead + ?Sized>(
+    txn: &mut Txn<'_, R>,
+    st: &mut SmState,
+    revision: u64,
+    request: &Request,
+) -> Result<Response, StoreError> {
+    let Command::Batch { requests } = &request.command else { return apply_one(txn, st, revision, request) };
+    let responses =
+        requests.iter().map(|sub| apply_one(txn, st, revision, sub)).collect::<Result<Vec<_>, StoreError>>()?;
+    Ok(Response { revision, outcome: Ok(Outcome::Batch(responses)) })
+}
+
+/// Applies one client request: deduplication, then the command with its audit entries.
+fn apply_one<R: KvRead + ?Sized>(
     txn: &mut Txn<'_, R>,
     st: &mut SmState,
     revision: u64,
@@ -551,6 +565,11 @@ fn execute<R: KvRead + ?Sized>(a: &mut Auditor<'_, '_, R>, command: &Command) ->
             a.record(AuditAction::MembershipChange, "", "", 0, None, Some(description.clone()))?;
             Ok(Ok(Outcome::None))
         }
+        // `apply_request` unpacks a batch; one inside a batch is refused.
+        Command::Batch { .. } => Ok(Err(WriteError::Invalid {
+            field: "command".into(),
+            problem: "a batch cannot contain another batch".into(),
+        })),
     }
 }
 
@@ -820,6 +839,61 @@ pub(crate) mod tests {
         assert!(matches!(r.outcome, Err(WriteError::Invalid { ref field, .. }) if field == "flags.a.defaultVariant"));
         assert!(h.flag("keep").is_some());
         assert_eq!(h.audit().len(), 1);
+    }
+
+    fn sub(request_id: &str, command: Command) -> Request {
+        Request { request_id: request_id.into(), actor: "bob".into(), reason: "batched".into(), time_ms: 7, command }
+    }
+
+    fn batch_responses(r: Response) -> Vec<Response> {
+        match r.outcome {
+            Ok(Outcome::Batch(responses)) => responses,
+            other => panic!("expected a batch outcome, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_batch_applies_each_request_in_order_at_one_revision() {
+        let mut h = Harness::new();
+        h.run("", create("f", ON));
+        let requests = vec![
+            sub("", update("f", OFF, Some(1))),
+            // Compare-and-set against the version before the first request of the batch: it lost.
+            sub("", update("f", ON, Some(1))),
+            sub("r-g", create("g", ON)),
+            // The same request id and command again within the batch: the first response.
+            sub("r-g", create("g", ON)),
+            sub("", Command::Batch { requests: vec![sub("", create("h", ON))] }),
+            sub("", Command::DeleteFlag { namespace: "ns".into(), key: "f".into(), expected_version: Some(2) }),
+        ];
+        let r = h.run("", Command::Batch { requests });
+        assert_eq!(r.revision, 2);
+        let responses = batch_responses(r);
+        let outcomes: Vec<_> = responses.iter().map(|r| (r.revision, r.outcome.clone())).collect();
+        assert_eq!(outcomes[0], (2, Ok(Outcome::Flag { version: 2 })));
+        assert_eq!(
+            outcomes[1],
+            (2, Err(WriteError::VersionMismatch { namespace: "ns".into(), key: "f".into(), expected: 1, current: 2 }))
+        );
+        assert_eq!(outcomes[2], (2, Ok(Outcome::Flag { version: 1 })));
+        assert_eq!(outcomes[3], outcomes[2], "a repeated request id in one batch answers like the first");
+        assert!(matches!(&outcomes[4].1, Err(WriteError::Invalid { field, .. }) if field == "command"));
+        assert_eq!(outcomes[5], (2, Ok(Outcome::Flag { version: 0 })));
+        assert!(h.flag("f").is_none() && h.flag("g").is_some() && h.flag("h").is_none());
+
+        let audit = h.audit();
+        let at_2: Vec<_> = audit.iter().filter(|e| e.revision == 2).map(|e| (e.key.as_str(), e.action)).collect();
+        assert_eq!(
+            at_2,
+            vec![("f", AuditAction::FlagUpdate), ("g", AuditAction::FlagCreate), ("f", AuditAction::FlagDelete)]
+        );
+        assert!(audit.iter().filter(|e| e.revision == 2).all(|e| e.actor == "bob" && e.reason == "batched"));
+        let mut v = ChainVerifier::new();
+        audit.iter().for_each(|e| v.push(e).expect("chain verifies"));
+
+        // A retry in a later entry still finds the response the batch gave.
+        assert_eq!(h.run("r-g", create("g", ON)), responses[2].clone());
+        assert_eq!(h.audit().len(), audit.len());
     }
 
     #[test]

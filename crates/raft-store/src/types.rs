@@ -61,6 +61,26 @@ pub struct Request {
     pub command: Command,
 }
 
+impl Request {
+    /// About how many bytes this request takes in a log entry (its strings plus framing), for
+    /// bounding batches without encoding them.
+    pub fn approx_bytes(&self) -> usize {
+        const FRAMING: usize = 64;
+        let strings = self.request_id.len() + self.actor.len() + self.reason.len();
+        let command = match &self.command {
+            Command::CreateFlag { namespace, key, spec_json }
+            | Command::UpdateFlag { namespace, key, spec_json, .. } => namespace.len() + key.len() + spec_json.len(),
+            Command::SetFlagState { namespace, key, .. } | Command::DeleteFlag { namespace, key, .. } => {
+                namespace.len() + key.len()
+            }
+            Command::ApplyNamespace { namespace, document_json } => namespace.len() + document_json.len(),
+            Command::RecordMembershipChange { description } => description.len(),
+            Command::Batch { requests } => requests.iter().map(Request::approx_bytes).sum(),
+        };
+        FRAMING + strings + command
+    }
+}
+
 /// The state changes Vexil knows. JSON travels as canonical strings (bincode cannot carry
 /// `serde_json::Value`); the server validated it before proposing.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -97,6 +117,15 @@ pub enum Command {
     RecordMembershipChange {
         description: String,
     },
+    /// Several client requests proposed as ONE log entry (the leader's write batcher groups the
+    /// writes that queue while earlier ones are in flight). They apply in order, each as if it
+    /// were its own entry at this revision: its own deduplication record, audit entries and
+    /// [`Response`] (in [`Outcome::Batch`]); one failing does not affect the others. The
+    /// batch's own `request_id` is ignored (the proposer leaves it empty), and a batch never
+    /// contains a batch.
+    Batch {
+        requests: Vec<Request>,
+    },
 }
 
 impl Command {
@@ -107,7 +136,7 @@ impl Command {
             | Command::SetFlagState { namespace, .. }
             | Command::DeleteFlag { namespace, .. }
             | Command::ApplyNamespace { namespace, .. } => namespace,
-            Command::RecordMembershipChange { .. } => "",
+            Command::RecordMembershipChange { .. } | Command::Batch { .. } => "",
         }
     }
 }
@@ -129,6 +158,8 @@ pub enum Outcome {
     Flag { version: u64 },
     /// A namespace document was applied.
     Applied { created: u32, updated: u32, deleted: u32, unchanged: u32 },
+    /// A [`Command::Batch`]: one response per request, in order.
+    Batch(Vec<Response>),
 }
 
 /// Why a well-formed command did not apply. Decided deterministically by the state machine,

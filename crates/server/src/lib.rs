@@ -3,12 +3,14 @@
 //!
 //! - [`config`]: the TOML file, `VEXIL_*` variables and flags.
 //! - [`node`]: storage + Raft, the write path (with forwarding) and the read barrier.
+//! - [`batcher`]: groups concurrent writes into one Raft entry.
 //! - [`network`], [`raft_service`]: the Raft transport, client and server sides.
 //! - [`api`]: the public `vexil.v1` services.
 //! - [`error`]: the one mapping from server errors to gRPC statuses.
 
 pub mod admin;
 pub mod api;
+pub mod batcher;
 pub mod config;
 pub mod error;
 pub mod limits;

@@ -24,3 +24,14 @@ pub const WATCH_BUFFER_MESSAGES: usize = 64;
 pub const WATCH_PROGRESS_INTERVAL_MS: u64 = 5_000;
 /// Largest evaluation context, as JSON.
 pub const CONTEXT_BYTES_MAX: usize = 64 * 1024;
+/// Client requests in one Raft entry (see `batcher.rs`).
+pub const WRITE_BATCH_REQUESTS_MAX: usize = 256;
+/// Approximate bytes of the requests in one Raft entry. With openraft's default of 300 entries
+/// per AppendEntries this keeps a replication message well below [`RAFT_MESSAGE_BYTES_MAX`]; a
+/// single larger request (a namespace document) still goes alone.
+pub const WRITE_BATCH_BYTES_MAX: usize = 512 * 1024;
+/// Entries of batched writes being proposed at once. While they are all in flight, new writes
+/// queue and go together into the next entry.
+pub const WRITE_BATCHES_IN_FLIGHT: usize = 2;
+/// Writes waiting for a batch on one node before callers wait to enqueue.
+pub const WRITE_QUEUE_MAX: usize = 4_096;

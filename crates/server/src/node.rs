@@ -1,10 +1,12 @@
 //! One Vexil node: storage, the Raft instance, the write path and the read barrier.
 //!
-//! Writes: a write is proposed on the leader with `client_write`, which returns once the entry
-//! is committed by a quorum and applied locally; only then is the client answered. A write that
-//! reaches a follower is forwarded to the leader over the Raft port; if the leader is unknown or
-//! changes mid-flight the client gets UNAVAILABLE with a leader hint and can retry with the same
-//! `request_id` (the state machine applies it at most once).
+//! Writes: a write is proposed on the leader through the write batcher (`batcher.rs`), which
+//! groups the writes that queue while earlier ones are in flight into one Raft entry and
+//! returns once that entry is committed by a quorum and applied locally; only then is the
+//! client answered. A write that reaches a follower is forwarded to the leader over the Raft
+//! port; if the leader is unknown or changes mid-flight the client gets UNAVAILABLE with a
+//! leader hint and can retry with the same `request_id` (the state machine applies it at most
+//! once).
 //!
 //! Reads: see [`Node::read_barrier`].
 
@@ -12,13 +14,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, ForwardToLeader, InitializeError, RaftError};
+use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
 use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{ChangeMembers, RaftMetrics, ServerState};
 use vexil_proto::v1::Consistency;
 use vexil_raft_store::types::Vote;
 use vexil_raft_store::{NodeId, NodeInfo, Raft, Request, Response, StateReader, TypeConfig};
 
+use crate::batcher::{Proposed, WriteBatcher};
 use crate::config::Config;
 use crate::error::{LeaderHint, ServerError};
 use crate::metrics::Metrics;
@@ -33,6 +36,7 @@ pub struct Node {
     pub peers: Peers,
     pub reads: ReadGate,
     pub metrics: Metrics,
+    batcher: WriteBatcher,
     clock: Clock,
     pub(crate) faults: InjectedFaults,
 }
@@ -118,6 +122,7 @@ impl Node {
         let network = Network { peers: peers.clone() };
         let reads = ReadGate::new(Duration::from_millis(r.read_lease_ms));
         let raft = Raft::new(config.node_id, raft_config, network, log_store, sm).await?;
+        let batcher = WriteBatcher::start(raft.clone(), Duration::from_millis(config.raft.write_timeout_ms));
         let node = Arc::new(Node {
             id: config.node_id,
             config,
@@ -126,6 +131,7 @@ impl Node {
             peers,
             reads,
             metrics: Metrics::new(),
+            batcher,
             clock,
             faults,
         });
@@ -193,18 +199,9 @@ impl Node {
         Duration::from_millis(self.config.raft.write_timeout_ms)
     }
 
-    /// Proposes `req` on this node if it leads.
-    pub async fn write_local(&self, req: Request) -> Result<Result<Response, Option<(NodeId, NodeInfo)>>, ServerError> {
-        let timeout = self.write_timeout();
-        match tokio::time::timeout(timeout, self.raft.client_write(req)).await {
-            Err(_) => Err(ServerError::WriteOutcomeUnknown(self.config.raft.write_timeout_ms)),
-            Ok(Ok(resp)) => Ok(Ok(resp.data)),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader {
-                leader_id,
-                leader_node,
-            })))) => Ok(Err(leader_id.zip(leader_node))),
-            Ok(Err(e)) => Err(ServerError::Raft(e.to_string())),
-        }
+    /// Proposes `req` on this node if it leads (batched with other writes; see `batcher.rs`).
+    pub async fn write_local(&self, req: Request) -> Result<Proposed, ServerError> {
+        self.batcher.propose(req).await
     }
 
     /// Proposes a write, forwarding it to the leader when this node does not lead. Returns once
