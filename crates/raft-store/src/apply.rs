@@ -154,11 +154,13 @@ pub type Writes = BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>;
 pub struct Txn<'a, R: KvRead + ?Sized> {
     base: &'a R,
     writes: Writes,
+    /// The audit entries written, in order (published to readers after the commit).
+    audit: Vec<AuditEntry>,
 }
 
 impl<'a, R: KvRead + ?Sized> Txn<'a, R> {
     pub fn new(base: &'a R) -> Self {
-        Self { base, writes: BTreeMap::new() }
+        Self { base, writes: BTreeMap::new(), audit: Vec::new() }
     }
 
     pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -226,6 +228,13 @@ impl<'a, R: KvRead + ?Sized> Txn<'a, R> {
         Ok(keys.into_keys().take(limit).collect())
     }
 
+    /// Writes an audit entry and remembers it.
+    fn put_audit(&mut self, entry: AuditEntry) -> Result<(), StoreError> {
+        self.put_encoded(Table::Audit, codec::audit_key(entry.revision, entry.seq).to_vec(), &entry)?;
+        self.audit.push(entry);
+        Ok(())
+    }
+
     pub fn into_writes(self) -> Writes {
         self.writes
     }
@@ -269,14 +278,26 @@ impl SmState {
     }
 }
 
-/// Applies `entries` in order on top of `view`, returning the writes to commit atomically, the
-/// new in-memory state and one response per entry. `state` is not modified; the caller swaps
-/// in the returned state only after the writes are committed.
+/// What applying a run of entries produced.
+#[derive(Debug)]
+pub struct Applied {
+    /// To commit as ONE atomic write.
+    pub writes: Writes,
+    /// The state after the entries, to swap in once `writes` is committed.
+    pub state: SmState,
+    /// One per entry.
+    pub responses: Vec<Response>,
+    /// The audit entries `writes` adds, in order (for [`crate::feed::AppliedFeed`]).
+    pub audit: Vec<AuditEntry>,
+}
+
+/// Applies `entries` in order on top of `view`. `state` is not modified; the caller swaps in
+/// the returned state only after the writes are committed.
 pub fn apply_entries<R: KvRead + ?Sized>(
     view: &R,
     state: &SmState,
     entries: impl IntoIterator<Item = Entry>,
-) -> Result<(Writes, SmState, Vec<Response>), StoreError> {
+) -> Result<Applied, StoreError> {
     let mut txn = Txn::new(view);
     let mut st = state.clone();
     let mut responses = Vec::new();
@@ -306,7 +327,7 @@ pub fn apply_entries<R: KvRead + ?Sized>(
         responses.push(response);
     }
     st.store(&mut txn)?;
-    Ok((txn.into_writes(), st, responses))
+    Ok(Applied { writes: txn.writes, state: st, responses, audit: txn.audit })
 }
 
 /// A stable, human-readable description of a membership config for the audit log.
@@ -436,8 +457,8 @@ impl<R: KvRead + ?Sized> Auditor<'_, '_, R> {
             hash: [0; 32],
         }
         .seal();
-        self.txn.put_encoded(Table::Audit, codec::audit_key(entry.revision, entry.seq).to_vec(), &entry)?;
         self.st.audit_head = AuditHead { seq: entry.seq, hash: entry.hash, revision: entry.revision };
+        self.txn.put_audit(entry)?;
         Ok(())
     }
 
@@ -708,10 +729,11 @@ pub(crate) mod tests {
                 log_id: LogId::new(CommittedLeaderId::new(1, 1), self.index),
                 payload: EntryPayload::Normal(req),
             };
-            let (writes, st, mut responses) = apply_entries(&self.kv, &self.st, [entry]).expect("apply");
-            self.kv.commit(writes);
-            self.st = st;
-            responses.pop().expect("one response per entry")
+            let mut applied = apply_entries(&self.kv, &self.st, [entry]).expect("apply");
+            assert_eq!(applied.audit.len(), applied.writes.keys().filter(|(t, _)| *t == Table::Audit).count());
+            self.kv.commit(applied.writes);
+            self.st = applied.state;
+            applied.responses.pop().expect("one response per entry")
         }
 
         fn flag(&self, key: &str) -> Option<FlagRecord> {

@@ -6,6 +6,7 @@
 //! - [`log_store`], [`state_machine`], [`snapshot`]: the RocksDB implementation of openraft's
 //!   storage traits, with the durability rules written at each sync.
 //! - [`reader`]: consistent reads of the applied state for the server.
+//! - [`feed`]: the applied revision and the latest audit entries, published after each apply.
 //!
 //! Architecture invariant: one RocksDB database per node holds the log, the vote and the state
 //! machine (see [`db`]), so one write-ahead log orders every write.
@@ -13,6 +14,7 @@
 pub mod apply;
 pub mod codec;
 pub mod db;
+pub mod feed;
 pub mod limits;
 pub mod log_store;
 pub mod mem;

@@ -13,3 +13,7 @@ pub const SNAPSHOT_INSTALL_BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 
 /// Largest single key or value a snapshot file may hold (guards against a corrupt length).
 pub const SNAPSHOT_RECORD_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// Audit entries of the latest revisions a node keeps in memory for the change feed
+/// (`feed.rs`); a watch further behind reads the audit table.
+pub const RECENT_AUDIT_ENTRIES_MAX: usize = 4_096;

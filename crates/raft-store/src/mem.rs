@@ -22,9 +22,10 @@ use std::time::Duration;
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage, RaftStateMachine, Snapshot};
 use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, RaftSnapshotBuilder};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
-use tokio::sync::watch;
+use vexil_model::AuditEntry;
 
 use crate::apply::{self, KvPairs, KvRead, SmState, StoreError, Table, Writes};
+use crate::feed::AppliedFeed;
 use crate::reader::{StateReader, ViewSource};
 use crate::snapshot::{self, SnapshotReader};
 use crate::snapshot_data::SnapshotData;
@@ -98,13 +99,9 @@ impl MemDisk {
             let d = self.lock();
             SmState::load(&TablesView(&d.current.tables))?
         };
-        let (applied_tx, applied_rx) = watch::channel(state.applied.map(|l| l.index).unwrap_or(0));
-        let sm = MemStateMachine {
-            disk: self.clone(),
-            state: Arc::new(Mutex::new(state)),
-            applied_tx: Arc::new(applied_tx),
-        };
-        let reader = StateReader::from_source(Arc::new(MemSource { disk: self.clone() }), applied_rx);
+        let feed = Arc::new(AppliedFeed::new(state.applied.map(|l| l.index).unwrap_or(0)));
+        let sm = MemStateMachine { disk: self.clone(), state: Arc::new(Mutex::new(state)), feed: feed.clone() };
+        let reader = StateReader::from_source(Arc::new(MemSource { disk: self.clone() }), feed);
         Ok((MemLogStore { disk: self.clone() }, sm, reader))
     }
 
@@ -248,7 +245,7 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
 pub struct MemStateMachine {
     disk: MemDisk,
     state: Arc<Mutex<SmState>>,
-    applied_tx: Arc<watch::Sender<u64>>,
+    feed: Arc<AppliedFeed>,
 }
 
 impl MemStateMachine {
@@ -256,10 +253,10 @@ impl MemStateMachine {
         self.state.lock().expect("mem sm state lock poisoned").clone()
     }
 
-    fn set_state(&self, st: SmState) {
+    fn set_state(&self, st: SmState, audit: Vec<AuditEntry>) {
         let applied = st.applied.map(|l| l.index).unwrap_or(0);
         *self.state.lock().expect("mem sm state lock poisoned") = st;
-        self.applied_tx.send_replace(applied);
+        self.feed.publish(applied, audit);
     }
 
     fn commit(tables: &mut Tables, writes: Writes) {
@@ -309,15 +306,15 @@ impl RaftStateMachine<TypeConfig> for MemStateMachine {
         I::IntoIter: OptionalSend,
     {
         let state = self.state();
-        let (new_state, responses) = {
+        let applied = {
             let mut d = self.disk.lock();
-            let (writes, new_state, responses) = apply::apply_entries(&TablesView(&d.current.tables), &state, entries)
+            let mut applied = apply::apply_entries(&TablesView(&d.current.tables), &state, entries)
                 .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-            Self::commit(&mut d.current.tables, writes);
-            (new_state, responses)
+            Self::commit(&mut d.current.tables, std::mem::take(&mut applied.writes));
+            applied
         };
-        self.set_state(new_state);
-        Ok(responses)
+        self.set_state(applied.state, applied.audit);
+        Ok(applied.responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
@@ -347,7 +344,9 @@ impl RaftStateMachine<TypeConfig> for MemStateMachine {
         }
         // Like the RocksDB install, which ends with a synced batch.
         self.disk.sync();
-        self.set_state(st);
+        let applied = st.applied.map(|l| l.index).unwrap_or(0);
+        *self.state.lock().expect("mem sm state lock poisoned") = st;
+        self.feed.reset(applied);
         Ok(())
     }
 

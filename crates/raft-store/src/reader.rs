@@ -11,10 +11,12 @@ use rocksdb::{DB, SnapshotWithThreadMode};
 use tokio::sync::watch;
 use vexil_model::AuditEntry;
 
-use crate::apply::{AuditHead, FlagRecord, KvPairs, KvRead, NamespaceRecord, SmState, StoreError, Table};
+use crate::apply::{AuditHead, FlagRecord, KvPairs, KvRead, META_APPLIED, NamespaceRecord, SmState, StoreError, Table};
 use crate::codec;
 use crate::db::DbView;
+use crate::feed::AppliedFeed;
 use crate::state_machine::StateMachineStore;
+use crate::types::LogId;
 
 /// Something that can hand out a consistent, point-in-time view of the state-machine tables.
 pub trait ViewSource: Send + Sync + 'static {
@@ -51,7 +53,7 @@ impl ViewSource for RocksSource {
 #[derive(Clone)]
 pub struct StateReader {
     source: Arc<dyn ViewSource>,
-    applied: watch::Receiver<u64>,
+    feed: Arc<AppliedFeed>,
 }
 
 /// One namespace's whole state, for snapshots of the change feed.
@@ -85,24 +87,27 @@ fn decode<T: serde::de::DeserializeOwned>(table: Table, bytes: &[u8]) -> Result<
 impl StateReader {
     /// A reader of a RocksDB state machine.
     pub fn new(sm: &StateMachineStore) -> Self {
-        Self { source: Arc::new(RocksSource { db: sm.shared.db.clone() }), applied: sm.applied_revision() }
+        Self { source: Arc::new(RocksSource { db: sm.shared.db.clone() }), feed: sm.shared.feed.clone() }
     }
 
-    /// A reader over any view source (the simulation's in-memory store), with the receiver of
-    /// its applied revision.
-    pub fn from_source(source: Arc<dyn ViewSource>, applied: watch::Receiver<u64>) -> Self {
-        Self { source, applied }
+    /// A reader over any view source (the simulation's in-memory store), with the feed its
+    /// state machine publishes to.
+    pub fn from_source(source: Arc<dyn ViewSource>, feed: Arc<AppliedFeed>) -> Self {
+        Self { source, feed }
     }
 
     /// A receiver of the last applied revision, for readers that wait for one.
     pub fn applied_revision(&self) -> watch::Receiver<u64> {
-        self.applied.clone()
+        self.feed.subscribe()
     }
 
     fn with_view<T>(&self, f: impl FnOnce(&dyn KvRead, u64) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let view = self.source.view();
-        let st = SmState::load(&*view)?;
-        f(&*view, st.applied.map(|l| l.index).unwrap_or(0))
+        // Only the applied log id: reads are hot, and the other singletons (the membership
+        // above all) cost a decode each.
+        let applied: Option<LogId> =
+            view.get(Table::Meta, META_APPLIED)?.map(|b| decode(Table::Meta, &b)).transpose()?;
+        f(&*view, applied.map(|l| l.index).unwrap_or(0))
     }
 
     /// The last applied revision.
@@ -247,7 +252,12 @@ impl StateReader {
     /// `max_entries`. Returns the entries and the revision up to which the caller has now seen
     /// everything: the applied revision when the page reached the end, else the last complete
     /// revision of the page.
+    ///
+    /// Recent revisions come from memory ([`AppliedFeed`]), older ones from the audit table.
     pub fn changes_after(&self, after_revision: u64, max_entries: usize) -> Result<(Vec<AuditEntry>, u64), StoreError> {
+        if let Some(recent) = self.feed.changes_after(after_revision, max_entries) {
+            return Ok(recent);
+        }
         self.with_view(|view, applied| {
             let start = codec::audit_key(after_revision.saturating_add(1), 0);
             let mut entries: Vec<AuditEntry> = Vec::new();

@@ -22,9 +22,11 @@ use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftSnapshotBuilder};
 use rocksdb::{DB, IteratorMode, WriteBatch, WriteOptions};
 use tokio::io::AsyncSeekExt;
 use tokio::sync::watch;
+use vexil_model::AuditEntry;
 
 use crate::apply::{self, SmState, StoreError, Table, Writes};
 use crate::db::{CF_RAFT_META, DbView, cf, engine};
+use crate::feed::AppliedFeed;
 use crate::limits::SNAPSHOT_INSTALL_BATCH_BYTES_MAX;
 use crate::snapshot::{self, SNAPSHOT_SUFFIX, SnapshotReader, TMP_SUFFIX};
 use crate::snapshot_data::SnapshotData;
@@ -45,8 +47,8 @@ pub(crate) struct SmShared {
     pub(crate) db: Arc<DB>,
     snapshot_dir: PathBuf,
     state: Mutex<SmState>,
-    /// The last applied revision, for readers that wait for one.
-    applied_tx: watch::Sender<u64>,
+    /// The last applied revision and the latest audit entries, for readers.
+    pub(crate) feed: Arc<AppliedFeed>,
 }
 
 /// The RocksDB state machine. Cheap to clone: clones share the database and state.
@@ -67,9 +69,8 @@ impl StateMachineStore {
             }
         }
         let state = SmState::load(&DbView { db: &db, snapshot: None })?;
-        let (applied_tx, _) = watch::channel(state.applied.map(|l| l.index).unwrap_or(0));
-        let sm =
-            StateMachineStore { shared: Arc::new(SmShared { db, snapshot_dir, state: Mutex::new(state), applied_tx }) };
+        let feed = Arc::new(AppliedFeed::new(state.applied.map(|l| l.index).unwrap_or(0)));
+        let sm = StateMachineStore { shared: Arc::new(SmShared { db, snapshot_dir, state: Mutex::new(state), feed }) };
 
         if let Some(name) = sm.shared.db.get_cf(cf(&sm.shared.db, CF_RAFT_META), KEY_INSTALLING).map_err(engine)? {
             let path = sm.shared.snapshot_dir.join(String::from_utf8_lossy(&name).as_ref());
@@ -92,7 +93,7 @@ impl StateMachineStore {
 
     /// A receiver of the last applied revision.
     pub fn applied_revision(&self) -> watch::Receiver<u64> {
-        self.shared.applied_tx.subscribe()
+        self.shared.feed.subscribe()
     }
 
     fn commit(&self, writes: Writes, sync: bool) -> Result<(), StoreError> {
@@ -110,10 +111,11 @@ impl StateMachineStore {
         db.write_opt(batch, &opts).map_err(engine)
     }
 
-    fn set_state(&self, state: SmState) {
+    /// Swaps in the state after a committed apply and publishes its audit entries.
+    fn set_state(&self, state: SmState, audit: Vec<AuditEntry>) {
         let applied = state.applied.map(|l| l.index).unwrap_or(0);
         *self.shared.state.lock().expect("state machine state lock poisoned") = state;
-        self.shared.applied_tx.send_replace(applied);
+        self.shared.feed.publish(applied, audit);
     }
 
     /// The newest complete snapshot file and its meta.
@@ -188,7 +190,10 @@ impl StateMachineStore {
         // Durability: the last batch clears the marker and is synced, which also makes every
         // earlier batch of this install durable (one WAL, written in order).
         db.write_opt(batch, &sync).map_err(engine)?;
-        self.set_state(SmState::load(&DbView { db, snapshot: None })?);
+        let state = SmState::load(&DbView { db, snapshot: None })?;
+        let applied = state.applied.map(|l| l.index).unwrap_or(0);
+        *self.shared.state.lock().expect("state machine state lock poisoned") = state;
+        self.shared.feed.reset(applied);
         Ok(())
     }
 
@@ -238,11 +243,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     {
         let state = self.state();
         let db = &self.shared.db;
-        let (writes, new_state, responses) = apply::apply_entries(&DbView { db, snapshot: None }, &state, entries)
+        let applied = apply::apply_entries(&DbView { db, snapshot: None }, &state, entries)
             .map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        self.commit(writes, false).map_err(|e| sm_err(ErrorVerb::Write, e))?;
-        self.set_state(new_state);
-        Ok(responses)
+        self.commit(applied.writes, false).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        self.set_state(applied.state, applied.audit);
+        Ok(applied.responses)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

@@ -1,0 +1,188 @@
+//! What the state machine tells readers after each apply: the applied revision, and the audit
+//! entries of the last revisions, kept in memory.
+//!
+//! The change feed (`Watch`) follows a node's applied revision. Reading each new revision's
+//! audit entries back from RocksDB costs every open stream an iterator per revision, and it was
+//! the slowest step between a leader applying a write and a watcher receiving it. The state
+//! machine already holds those entries when it applies them, so it publishes them here, and
+//! [`AppliedFeed::changes_after`] answers from memory while the requested revision is recent;
+//! a stream that fell further behind reads the audit table as before.
+//!
+//! Ordering: the state machine commits a batch, THEN publishes its entries, THEN announces the
+//! new applied revision. So a reader woken by the announcement finds the entries here, and
+//! every entry here is committed locally.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+
+use tokio::sync::watch;
+use vexil_model::AuditEntry;
+
+use crate::limits::RECENT_AUDIT_ENTRIES_MAX;
+
+/// Shared by a state machine (which publishes) and its readers.
+pub struct AppliedFeed {
+    applied: watch::Sender<u64>,
+    recent: Mutex<Recent>,
+}
+
+/// Every audit entry with `floor < revision <= through`, oldest first.
+struct Recent {
+    entries: VecDeque<AuditEntry>,
+    floor: u64,
+    through: u64,
+}
+
+impl AppliedFeed {
+    /// A feed for a state machine that has applied up to `applied`; nothing is held yet.
+    pub fn new(applied: u64) -> Self {
+        let (tx, _) = watch::channel(applied);
+        Self { applied: tx, recent: Mutex::new(Recent { entries: VecDeque::new(), floor: applied, through: applied }) }
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        self.recent.lock().expect("applied feed lock poisoned")
+    }
+
+    /// A receiver of the last applied revision.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.applied.subscribe()
+    }
+
+    /// Records that everything up to `applied` is committed, with `entries` the audit entries
+    /// of the revisions after the previous call (in order), then announces `applied`.
+    pub fn publish(&self, applied: u64, entries: Vec<AuditEntry>) {
+        {
+            let mut r = self.recent();
+            if applied < r.through {
+                // Applied state never moves back while the process runs; a caller that says
+                // so has replaced the state: start over.
+                *r = Recent { entries: VecDeque::new(), floor: applied, through: applied };
+            }
+            r.entries.extend(entries);
+            r.through = applied;
+            // Drop the oldest revisions whole: a revision is delivered all or nothing.
+            while r.entries.len() > RECENT_AUDIT_ENTRIES_MAX {
+                let Some(oldest) = r.entries.pop_front() else { break };
+                r.floor = oldest.revision;
+                while r.entries.front().is_some_and(|e| e.revision == oldest.revision) {
+                    r.entries.pop_front();
+                }
+            }
+        }
+        self.applied.send_replace(applied);
+    }
+
+    /// After a snapshot install replaced the state: nothing before `applied` is held.
+    pub fn reset(&self, applied: u64) {
+        *self.recent() = Recent { entries: VecDeque::new(), floor: applied, through: applied };
+        self.applied.send_replace(applied);
+    }
+
+    /// The audit entries with revision > `after`, whole revisions, about `max_entries` at most
+    /// (one larger revision is delivered whole), and the revision up to which the caller has
+    /// then seen everything. `None` when `after` is older than what is held.
+    pub fn changes_after(&self, after: u64, max_entries: usize) -> Option<(Vec<AuditEntry>, u64)> {
+        let r = self.recent();
+        if after < r.floor {
+            return None;
+        }
+        let start = r.entries.partition_point(|e| e.revision <= after);
+        let mut out: Vec<AuditEntry> = r.entries.range(start..).take(max_entries.saturating_add(1)).cloned().collect();
+        if out.len() <= max_entries {
+            return Some((out, r.through.max(after)));
+        }
+        let last = out.last().map_or(after, |e| e.revision);
+        out.retain(|e| e.revision != last);
+        if out.is_empty() {
+            let whole = r.entries.range(start..).take_while(|e| e.revision == last).cloned().collect();
+            return Some((whole, last));
+        }
+        Some((out, last - 1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vexil_model::AuditAction;
+
+    fn entry(revision: u64, seq: u64) -> AuditEntry {
+        AuditEntry {
+            seq,
+            revision,
+            time_ms: 0,
+            version: 1,
+            actor: String::new(),
+            action: AuditAction::FlagCreate,
+            namespace: "ns".into(),
+            key: format!("k{seq}"),
+            before: None,
+            after: None,
+            reason: String::new(),
+            request_id: String::new(),
+            prev_hash: [0; 32],
+            hash: [0; 32],
+        }
+    }
+
+    fn revisions(v: &[AuditEntry]) -> Vec<(u64, u64)> {
+        v.iter().map(|e| (e.revision, e.seq)).collect()
+    }
+
+    #[test]
+    fn serves_whole_revisions_after_a_cursor_and_says_how_far_it_got() {
+        let feed = AppliedFeed::new(10);
+        let mut rx = feed.subscribe();
+        feed.publish(11, vec![entry(11, 1), entry(11, 2)]);
+        // Revision 12 wrote no audit entry (a blank entry); 13 wrote three.
+        feed.publish(13, vec![entry(13, 3), entry(13, 4), entry(13, 5)]);
+        assert_eq!(*rx.borrow_and_update(), 13);
+
+        let (got, seen) = feed.changes_after(10, 100).expect("held");
+        assert_eq!((revisions(&got), seen), (vec![(11, 1), (11, 2), (13, 3), (13, 4), (13, 5)], 13));
+        let (got, seen) = feed.changes_after(11, 100).expect("held");
+        assert_eq!((revisions(&got).len(), seen), (3, 13));
+        assert_eq!(feed.changes_after(13, 100).map(|(v, s)| (v.len(), s)), Some((0, 13)));
+        assert!(feed.changes_after(9, 100).is_none(), "older than what is held");
+
+        // A page ends on a whole revision...
+        let (got, seen) = feed.changes_after(10, 3).expect("held");
+        assert_eq!((revisions(&got), seen), (vec![(11, 1), (11, 2)], 12));
+        // ...and one revision larger than a page comes whole.
+        let (got, seen) = feed.changes_after(11, 2).expect("held");
+        assert_eq!((revisions(&got).len(), seen), (3, 13));
+    }
+
+    #[test]
+    fn forgets_the_oldest_revisions_whole_and_then_refuses_them() {
+        let feed = AppliedFeed::new(0);
+        let per = 4;
+        let revisions_held = RECENT_AUDIT_ENTRIES_MAX / per;
+        let mut seq = 0;
+        for rev in 1..=(revisions_held as u64 + 2) {
+            let batch = (0..per)
+                .map(|_| {
+                    seq += 1;
+                    entry(rev, seq)
+                })
+                .collect();
+            feed.publish(rev, batch);
+        }
+        // Revisions 1 and 2 were dropped to stay within the bound (and not half of one).
+        assert!(feed.changes_after(1, usize::MAX).is_none());
+        let (got, _) = feed.changes_after(2, usize::MAX).expect("held from revision 3");
+        assert_eq!(got.first().map(|e| (e.revision, e.seq)), Some((3, 9)));
+        assert_eq!(got.len(), revisions_held * per);
+    }
+
+    #[test]
+    fn a_reset_drops_everything_before_the_new_state() {
+        let feed = AppliedFeed::new(0);
+        feed.publish(5, vec![entry(5, 1)]);
+        feed.reset(100);
+        assert!(feed.changes_after(5, 10).is_none());
+        assert_eq!(feed.changes_after(100, 10).map(|(v, s)| (v.len(), s)), Some((0, 100)));
+        assert_eq!(*feed.subscribe().borrow(), 100);
+    }
+}
