@@ -22,7 +22,7 @@ clients=1,16,64,256
 repeats=3
 vexil_bin=
 etcd_bin=$(command -v etcd || true)
-out=$root/target/compare-etcd
+out=${CARGO_TARGET_DIR:-$root/target}/compare-etcd
 
 while [ $# -gt 0 ]; do
     case $1 in
@@ -48,7 +48,7 @@ eval "$(scripts/rocksdb-env.sh)"
 cargo build --release -q -p vexil-benches --bin loadgen
 if [ -z "$vexil_bin" ]; then
     cargo build --release -q -p vexil-server --bin vexil
-    vexil_bin=$root/target/release/vexil
+    vexil_bin=${CARGO_TARGET_DIR:-$root/target}/release/vexil
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/compare-etcd.XXXXXX")
@@ -65,7 +65,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 mkdir -p "$out"
-loadgen=$root/target/release/loadgen
+loadgen=${CARGO_TARGET_DIR:-$root/target}/release/loadgen
 common=(--duration "$duration" --clients "$clients" --failover-repeats "$repeats" --heartbeat-ms 100)
 
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'),"\

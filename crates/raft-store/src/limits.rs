@@ -14,6 +14,10 @@ pub const SNAPSHOT_INSTALL_BATCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Largest single key or value a snapshot file may hold (guards against a corrupt length).
 pub const SNAPSHOT_RECORD_BYTES_MAX: usize = 64 * 1024 * 1024;
 
+/// Largest total size of the write-ahead log before RocksDB flushes memtables to free it: what
+/// a restart replays at most.
+pub const WAL_BYTES_MAX: u64 = 128 * 1024 * 1024;
+
 /// Audit entries of the latest revisions a node keeps in memory for the change feed
 /// (`feed.rs`); a watch further behind reads the audit table.
 pub const RECENT_AUDIT_ENTRIES_MAX: usize = 4_096;

@@ -6,6 +6,12 @@ use clap::Parser;
 use tracing_subscriber::EnvFilter;
 use vexil_server::{Args, Config};
 
+/// mimalloc instead of glibc's allocator: the write path allocates many small, short-lived
+/// values (JSON trees, keys, audit entries), and glibc's malloc/free took about a sixth of the
+/// leader's CPU under load (`perf record`, benches/README.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let args = Args::parse();
     let config = match Config::load(&args) {
