@@ -494,9 +494,8 @@ impl<R: KvRead + ?Sized> Auditor<'_, '_, R> {
     }
 }
 
-/// Parses a spec that the proposer validated. A failure here means the proposer and this
-/// replica disagree on validation (e.g. a mixed-version cluster); it is reported, not applied,
-/// identically on every replica of the same version.
+/// Parses a stored spec (to change its state). A failure means a record this version cannot
+/// read (written by a newer one); it is reported, not applied, identically everywhere.
 fn parse_spec(key: &str, json: &str) -> Result<FlagSpec, WriteError> {
     FlagSpec::from_json(key, json).map_err(|e| WriteError::Invalid { field: e.field, problem: e.problem })
 }
@@ -518,11 +517,8 @@ type CommandResult = Result<Result<Outcome, WriteError>, StoreError>;
 
 fn execute<R: KvRead + ?Sized>(a: &mut Auditor<'_, '_, R>, command: &Command) -> CommandResult {
     match command {
+        // The definition is stored as the proposer sent it: see `Command::CreateFlag`.
         Command::CreateFlag { namespace, key, spec_json } => {
-            let spec = match parse_spec(key, spec_json) {
-                Ok(spec) => spec,
-                Err(e) => return Ok(Err(e)),
-            };
             if let Some(existing) = a.get_flag(namespace, key)? {
                 let err = WriteError::AlreadyExists {
                     namespace: namespace.clone(),
@@ -531,22 +527,18 @@ fn execute<R: KvRead + ?Sized>(a: &mut Auditor<'_, '_, R>, command: &Command) ->
                 };
                 return Ok(Err(err));
             }
-            let canonical = spec.to_json();
+            let canonical = spec_json.clone();
             let record = a.new_record(canonical.clone());
             a.put_flag(namespace, key, &record)?;
             a.record(AuditAction::FlagCreate, namespace, key, record.version, None, Some(canonical))?;
             Ok(Ok(Outcome::Flag { version: record.version }))
         }
         Command::UpdateFlag { namespace, key, spec_json, expected_version } => {
-            let spec = match parse_spec(key, spec_json) {
-                Ok(spec) => spec,
-                Err(e) => return Ok(Err(e)),
-            };
             let Some(old) = a.get_flag(namespace, key)? else { return Ok(Err(not_found(namespace, key))) };
             if let Err(e) = check_version(namespace, key, *expected_version, old.version) {
                 return Ok(Err(e));
             }
-            let canonical = spec.to_json();
+            let canonical = spec_json.clone();
             let record = a.next_record(&old, canonical.clone());
             a.put_flag(namespace, key, &record)?;
             a.record(AuditAction::FlagUpdate, namespace, key, record.version, Some(old.spec_json), Some(canonical))?;
@@ -753,11 +745,20 @@ pub(crate) mod tests {
     const ON: &str = r#"{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on"}"#;
     const OFF: &str = r#"{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off"}"#;
 
+    /// What a proposer sends: the canonical JSON of a validated definition.
+    fn canonical(key: &str, spec: &str) -> String {
+        FlagSpec::from_json(key, spec).expect("valid test flag").to_json()
+    }
     fn create(key: &str, spec: &str) -> Command {
-        Command::CreateFlag { namespace: "ns".into(), key: key.into(), spec_json: spec.into() }
+        Command::CreateFlag { namespace: "ns".into(), key: key.into(), spec_json: canonical(key, spec) }
     }
     fn update(key: &str, spec: &str, expected_version: Option<u64>) -> Command {
-        Command::UpdateFlag { namespace: "ns".into(), key: key.into(), spec_json: spec.into(), expected_version }
+        Command::UpdateFlag {
+            namespace: "ns".into(),
+            key: key.into(),
+            spec_json: canonical(key, spec),
+            expected_version,
+        }
     }
 
     #[test]

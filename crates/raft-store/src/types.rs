@@ -82,7 +82,15 @@ impl Request {
 }
 
 /// The state changes Vexil knows. JSON travels as canonical strings (bincode cannot carry
-/// `serde_json::Value`); the server validated it before proposing.
+/// `serde_json::Value`).
+///
+/// Contract for `CreateFlag` and `UpdateFlag`: `spec_json` is the canonical JSON
+/// (`FlagSpec::to_json`) of a definition the proposer validated (`FlagSpec::from_json` and the
+/// targeting check against the namespace's `$evaluators`). The state machine stores it as it
+/// is, without parsing it again: validation is stateless and was done once, and storing the
+/// proposed bytes keeps every replica identical even when replicas of different versions would
+/// judge a definition differently. The state-dependent checks (exists, version) are decided in
+/// apply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Command {
     CreateFlag {
