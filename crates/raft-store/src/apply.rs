@@ -1,7 +1,7 @@
 //! Executing committed entries: the state machine's logic, independent of the storage engine.
 //!
 //! [`Txn`] buffers every read and write of one `apply` call over a read-only view of the
-//! stored state ([`KvRead`]); the caller then commits [`Txn::into_writes`] as ONE atomic write
+//! stored state ([`KvRead`]); the caller then commits [`Txn::into_parts`] as ONE atomic write
 //! (a RocksDB write batch, or a map update in the simulation's in-memory store). So a flag
 //! change, its audit entries, its deduplication record and the new applied log id become
 //! visible together or not at all.
@@ -235,8 +235,9 @@ impl<'a, R: KvRead + ?Sized> Txn<'a, R> {
         Ok(())
     }
 
-    pub fn into_writes(self) -> Writes {
-        self.writes
+    /// The writes to commit atomically, and the audit entries among them in order.
+    pub fn into_parts(self) -> (Writes, Vec<AuditEntry>) {
+        (self.writes, self.audit)
     }
 }
 
@@ -253,11 +254,17 @@ pub struct SmState {
 }
 
 impl SmState {
+    /// Loads only the last applied log id (what every read needs; the other singletons, the
+    /// membership above all, cost a decode each).
+    pub fn load_applied<R: KvRead + ?Sized>(view: &R) -> Result<Option<LogId>, StoreError> {
+        Txn::new(view).get_decoded(Table::Meta, META_APPLIED)
+    }
+
     /// Loads the singletons from a stored view.
     pub fn load<R: KvRead + ?Sized>(view: &R) -> Result<Self, StoreError> {
         let txn = Txn::new(view);
         Ok(SmState {
-            applied: txn.get_decoded(Table::Meta, META_APPLIED)?,
+            applied: Self::load_applied(view)?,
             membership: txn.get_decoded(Table::Meta, META_MEMBERSHIP)?.unwrap_or_default(),
             audit_head: txn.get_decoded(Table::Meta, META_AUDIT_HEAD)?.unwrap_or_default(),
             requests_count: txn.get_decoded(Table::Meta, META_REQUESTS_COUNT)?.unwrap_or(0),
@@ -327,7 +334,8 @@ pub fn apply_entries<R: KvRead + ?Sized>(
         responses.push(response);
     }
     st.store(&mut txn)?;
-    Ok(Applied { writes: txn.writes, state: st, responses, audit: txn.audit })
+    let (writes, audit) = txn.into_parts();
+    Ok(Applied { writes, state: st, responses, audit })
 }
 
 /// A stable, human-readable description of a membership config for the audit log.

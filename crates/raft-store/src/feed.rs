@@ -88,18 +88,37 @@ impl AppliedFeed {
             return None;
         }
         let start = r.entries.partition_point(|e| e.revision <= after);
-        let mut out: Vec<AuditEntry> = r.entries.range(start..).take(max_entries.saturating_add(1)).cloned().collect();
-        if out.len() <= max_entries {
-            return Some((out, r.through.max(after)));
-        }
-        let last = out.last().map_or(after, |e| e.revision);
-        out.retain(|e| e.revision != last);
-        if out.is_empty() {
-            let whole = r.entries.range(start..).take_while(|e| e.revision == last).cloned().collect();
-            return Some((whole, last));
-        }
-        Some((out, last - 1))
+        let mut page: Vec<AuditEntry> = r.entries.range(start..).take(max_entries.saturating_add(1)).cloned().collect();
+        Some(match trim_to_whole_revisions(&mut page, max_entries) {
+            PageEnd::Complete => (page, r.through.max(after)),
+            PageEnd::Through(revision) => (page, revision),
+            PageEnd::Whole(revision) => {
+                (r.entries.range(start..).take_while(|e| e.revision == revision).cloned().collect(), revision)
+            }
+        })
     }
+}
+
+/// How a page of the change feed ends. A revision's entries come from one atomic batch, so a
+/// page holds whole revisions only.
+pub(crate) enum PageEnd {
+    /// The page holds everything after the cursor.
+    Complete,
+    /// The page was cut after this revision; everything up to it is in the page.
+    Through(u64),
+    /// This one revision is larger than a page: the caller delivers it whole, alone.
+    Whole(u64),
+}
+
+/// Cuts `page` (the first `max_entries + 1` entries after a cursor, in order) back to whole
+/// revisions. Shared by the in-memory feed and the audit-table scan.
+pub(crate) fn trim_to_whole_revisions(page: &mut Vec<AuditEntry>, max_entries: usize) -> PageEnd {
+    if page.len() <= max_entries {
+        return PageEnd::Complete;
+    }
+    let last = page.last().map_or(0, |e| e.revision);
+    page.retain(|e| e.revision != last);
+    if page.is_empty() { PageEnd::Whole(last) } else { PageEnd::Through(last - 1) }
 }
 
 #[cfg(test)]

@@ -11,12 +11,11 @@ use rocksdb::{DB, SnapshotWithThreadMode};
 use tokio::sync::watch;
 use vexil_model::AuditEntry;
 
-use crate::apply::{AuditHead, FlagRecord, KvPairs, KvRead, META_APPLIED, NamespaceRecord, SmState, StoreError, Table};
+use crate::apply::{AuditHead, FlagRecord, KvPairs, KvRead, NamespaceRecord, SmState, StoreError, Table};
 use crate::codec;
 use crate::db::DbView;
-use crate::feed::AppliedFeed;
+use crate::feed::{AppliedFeed, PageEnd, trim_to_whole_revisions};
 use crate::state_machine::StateMachineStore;
-use crate::types::LogId;
 
 /// Something that can hand out a consistent, point-in-time view of the state-machine tables.
 pub trait ViewSource: Send + Sync + 'static {
@@ -103,10 +102,7 @@ impl StateReader {
 
     fn with_view<T>(&self, f: impl FnOnce(&dyn KvRead, u64) -> Result<T, StoreError>) -> Result<T, StoreError> {
         let view = self.source.view();
-        // Only the applied log id: reads are hot, and the other singletons (the membership
-        // above all) cost a decode each.
-        let applied: Option<LogId> =
-            view.get(Table::Meta, META_APPLIED)?.map(|b| decode(Table::Meta, &b)).transpose()?;
+        let applied = SmState::load_applied(&*view)?;
         f(&*view, applied.map(|l| l.index).unwrap_or(0))
     }
 
@@ -264,25 +260,20 @@ impl StateReader {
             for (_, v) in view.scan(Table::Audit, &[], &start, max_entries + 1)? {
                 entries.push(decode(Table::Audit, &v)?);
             }
-            if entries.len() <= max_entries {
-                return Ok((entries, applied.max(after_revision)));
-            }
-            let last = entries.last().map(|e| e.revision).unwrap_or(after_revision);
-            entries.retain(|e| e.revision != last);
-            if entries.is_empty() {
-                // One revision holds more than a page: deliver it whole.
-                let from = codec::audit_key(last, 0);
-                let to = last.saturating_add(1);
-                for (_, v) in view.scan(Table::Audit, &[], &from, usize::MAX)? {
-                    let e: AuditEntry = decode(Table::Audit, &v)?;
-                    if e.revision >= to {
-                        break;
+            match trim_to_whole_revisions(&mut entries, max_entries) {
+                PageEnd::Complete => Ok((entries, applied.max(after_revision))),
+                PageEnd::Through(revision) => Ok((entries, revision)),
+                PageEnd::Whole(revision) => {
+                    for (_, v) in view.scan(Table::Audit, &[], &codec::audit_key(revision, 0), usize::MAX)? {
+                        let e: AuditEntry = decode(Table::Audit, &v)?;
+                        if e.revision > revision {
+                            break;
+                        }
+                        entries.push(e);
                     }
-                    entries.push(e);
+                    Ok((entries, revision))
                 }
-                return Ok((entries, last));
             }
-            Ok((entries, last - 1))
         })
     }
 
