@@ -5,8 +5,9 @@
 //!   call; each entry is an `UpdateFlag` of a ~300-byte definition (over 1,000 flags) with a
 //!   request id, so one entry = one flag change + one hash-chained audit entry + one
 //!   deduplication record, committed as one RocksDB write batch (WAL on, not synced), exactly
-//!   as a node applies. Measured once the deduplication table is full, so each entry also
-//!   prunes the oldest request ids. `apply_without_request_id/N`: the same without request ids.
+//!   as a node applies. Measured after two generations of deduplication records, so the table
+//!   is as full as it gets and one generation was already dropped by a range deletion.
+//!   `apply_without_request_id/N`: the same without request ids.
 //! - `append/N` and `append_unsynced/N`: what `LogStore::append` does for a batch of N entries
 //!   (bincode-encode each entry, one write batch into the `raft_log` column family, then
 //!   `flush_wal(true)`, the sync that must finish before openraft may count the entries),
@@ -66,13 +67,12 @@ fn bench_apply(c: &mut Criterion) {
     rt.block_on(sm.apply(vec![seed])).expect("the seed applies");
     let mut next = 2u64;
 
-    // Without request ids first: no deduplication record, nothing to prune.
-    // Then with request ids, after enough writes that the deduplication table is full
-    // (DEDUP_REQUESTS_RETAINED), so every entry also prunes the oldest ids, as on any node
-    // that has taken that many writes.
+    // Without request ids first: no deduplication record. Then with request ids, after two
+    // generations of them (DEDUP_GENERATION_REQUESTS each), as on any node that has taken that
+    // many writes: two generations stored, the first dropped, every lookup reads two.
     for (name, with_id) in [("apply_without_request_id", false), ("apply", true)] {
         if with_id {
-            let full = next + vexil_raft_store::limits::DEDUP_REQUESTS_RETAINED;
+            let full = next + 2 * vexil_raft_store::limits::DEDUP_GENERATION_REQUESTS;
             while next <= full {
                 let entries: Vec<Entry> = (next..next + 1000).map(|i| update(i, &keys, true)).collect();
                 next += 1000;

@@ -153,17 +153,13 @@ impl FlagSpec {
         }
         let value: Value =
             serde_json::from_str(json).map_err(|e| ValidationError::new("flag", format!("malformed JSON: {e}")))?;
-        Self::from_value(key, &value, "")
+        // The text is within the limit, so its compact form is too: no need to measure again.
+        Self::validate_value(key, &value, "")
     }
 
     /// Validates a parsed flag object. `path` prefixes field names in errors (`flags.<key>`
     /// inside a document, empty for a lone flag).
     pub fn from_value(key: &str, value: &Value, path: &str) -> VResult<Self> {
-        let field = |name: &str| if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
-        validate_flag_key(key).map_err(|p| ValidationError::new(field("key"), p))?;
-        let obj = value.as_object().ok_or_else(|| {
-            ValidationError::new(if path.is_empty() { "flag" } else { path }, "must be a JSON object")
-        })?;
         let size = serde_json::to_vec(value).map(|v| v.len()).unwrap_or(usize::MAX);
         if size > limits::FLAG_BYTES_MAX {
             return Err(ValidationError::new(
@@ -171,6 +167,16 @@ impl FlagSpec {
                 format!("definition is {size} bytes; the limit is {}", limits::FLAG_BYTES_MAX),
             ));
         }
+        Self::validate_value(key, value, path)
+    }
+
+    /// [`FlagSpec::from_value`] without the size check, for a value whose size is known.
+    fn validate_value(key: &str, value: &Value, path: &str) -> VResult<Self> {
+        let field = |name: &str| if path.is_empty() { name.to_string() } else { format!("{path}.{name}") };
+        validate_flag_key(key).map_err(|p| ValidationError::new(field("key"), p))?;
+        let obj = value.as_object().ok_or_else(|| {
+            ValidationError::new(if path.is_empty() { "flag" } else { path }, "must be a JSON object")
+        })?;
         for name in obj.keys() {
             if !KNOWN_FLAG_FIELDS.contains(&name.as_str()) {
                 return Err(ValidationError::new(

@@ -19,7 +19,7 @@ use vexil_model::audit::{GENESIS_HASH, Hash};
 use vexil_model::{AuditAction, AuditEntry, FlagSpec, NamespaceDocument};
 
 use crate::codec::{self, CodecError};
-use crate::limits::DEDUP_REQUESTS_RETAINED;
+use crate::limits::DEDUP_GENERATION_REQUESTS;
 use crate::types::{Command, Entry, LogId, Outcome, Request, Response, StoredMembership, WriteError};
 
 /// The logical tables of the state machine. Each is a RocksDB column family.
@@ -31,17 +31,14 @@ pub enum Table {
     Namespaces,
     /// `revision ‖ seq` → [`AuditEntry`].
     Audit,
-    /// `request_id` → [`DedupRecord`].
+    /// `generation ‖ request_id` → [`DedupRecord`] (see [`dedup_generation`]).
     Requests,
-    /// `revision ‖ request_id` → empty; oldest-first index for pruning `Requests`.
-    RequestsByRevision,
     /// Named singletons: see the `META_*` keys.
     Meta,
 }
 
 impl Table {
-    pub const ALL: [Table; 6] =
-        [Table::Flags, Table::Namespaces, Table::Audit, Table::Requests, Table::RequestsByRevision, Table::Meta];
+    pub const ALL: [Table; 5] = [Table::Flags, Table::Namespaces, Table::Audit, Table::Requests, Table::Meta];
 
     /// The column family that holds this table.
     pub fn cf_name(self) -> &'static str {
@@ -50,7 +47,6 @@ impl Table {
             Table::Namespaces => "sm_namespaces",
             Table::Audit => "sm_audit",
             Table::Requests => "sm_requests",
-            Table::RequestsByRevision => "sm_requests_by_rev",
             Table::Meta => "sm_meta",
         }
     }
@@ -70,10 +66,8 @@ pub const META_APPLIED: &[u8] = b"applied";
 pub const META_MEMBERSHIP: &[u8] = b"membership";
 /// `Meta` key: the [`AuditHead`].
 pub const META_AUDIT_HEAD: &[u8] = b"audit_head";
-/// `Meta` key: how many request ids `Requests` holds.
-pub const META_REQUESTS_COUNT: &[u8] = b"requests_count";
-/// `Meta` key: the revision where the next prune of `RequestsByRevision` starts.
-pub const META_REQUESTS_PRUNE_FROM: &[u8] = b"requests_prune_from";
+/// `Meta` key: how many deduplication records were ever written (numbers the next one).
+pub const META_REQUESTS_SEQ: &[u8] = b"requests_seq";
 
 /// A stored flag: the canonical spec JSON plus the bookkeeping the cluster sets.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -147,8 +141,32 @@ pub trait KvRead {
     fn scan(&self, table: Table, prefix: &[u8], start: &[u8], limit: usize) -> Result<KvPairs, StoreError>;
 }
 
-/// One atomic write: `None` deletes.
-pub type Writes = BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>;
+/// One atomic write: first `deleted_ranges`, then `keys` (`None` deletes one key).
+#[derive(Debug, Default)]
+pub struct Writes {
+    /// `(table, from, to)`: every key in `from..to` is deleted.
+    pub deleted_ranges: Vec<(Table, Vec<u8>, Vec<u8>)>,
+    pub keys: BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>,
+}
+
+impl Writes {
+    /// Commits these writes to an ordered in-memory table set (the simulation's store).
+    pub fn apply_to(self, tables: &mut BTreeMap<(Table, Vec<u8>), Vec<u8>>) {
+        for (table, from, to) in self.deleted_ranges {
+            tables.retain(|(t, k), _| *t != table || k.as_slice() < from.as_slice() || k.as_slice() >= to.as_slice());
+        }
+        for (k, v) in self.keys {
+            match v {
+                Some(v) => tables.insert(k, v),
+                None => tables.remove(&k),
+            };
+        }
+    }
+
+    fn range_deleted(&self, table: Table, key: &[u8]) -> bool {
+        self.deleted_ranges.iter().any(|(t, from, to)| *t == table && from.as_slice() <= key && key < to.as_slice())
+    }
+}
 
 /// Buffered reads and writes over a [`KvRead`] view.
 pub struct Txn<'a, R: KvRead + ?Sized> {
@@ -160,12 +178,13 @@ pub struct Txn<'a, R: KvRead + ?Sized> {
 
 impl<'a, R: KvRead + ?Sized> Txn<'a, R> {
     pub fn new(base: &'a R) -> Self {
-        Self { base, writes: BTreeMap::new(), audit: Vec::new() }
+        Self { base, writes: Writes::default(), audit: Vec::new() }
     }
 
     pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.writes.get(&(table, key.to_vec())) {
+        match self.writes.keys.get(&(table, key.to_vec())) {
             Some(v) => Ok(v.clone()),
+            None if self.writes.range_deleted(table, key) => Ok(None),
             None => self.base.get(table, key),
         }
     }
@@ -181,7 +200,7 @@ impl<'a, R: KvRead + ?Sized> Txn<'a, R> {
     }
 
     pub fn put(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>) {
-        self.writes.insert((table, key), Some(value));
+        self.writes.keys.insert((table, key), Some(value));
     }
 
     pub fn put_encoded<T: Serialize>(&mut self, table: Table, key: Vec<u8>, value: &T) -> Result<(), StoreError> {
@@ -191,15 +210,28 @@ impl<'a, R: KvRead + ?Sized> Txn<'a, R> {
     }
 
     pub fn delete(&mut self, table: Table, key: Vec<u8>) {
-        self.writes.insert((table, key), None);
+        self.writes.keys.insert((table, key), None);
+    }
+
+    /// Deletes every key in `from..to`: those stored, and those written earlier in this txn.
+    /// Keys written after this call are kept.
+    pub fn delete_range(&mut self, table: Table, from: Vec<u8>, to: Vec<u8>) {
+        self.writes
+            .keys
+            .retain(|(t, k), _| *t != table || k.as_slice() < from.as_slice() || k.as_slice() >= to.as_slice());
+        self.writes.deleted_ranges.push((table, from, to));
     }
 
     /// Every entry under `prefix`, merging buffered writes over the stored view.
     pub fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
-        let mut out: BTreeMap<Vec<u8>, Vec<u8>> =
-            self.base.scan(table, prefix, prefix, usize::MAX)?.into_iter().collect();
+        let mut out: BTreeMap<Vec<u8>, Vec<u8>> = self
+            .base
+            .scan(table, prefix, prefix, usize::MAX)?
+            .into_iter()
+            .filter(|(k, _)| !self.writes.range_deleted(table, k))
+            .collect();
         let lo = (table, prefix.to_vec());
-        for ((t, k), v) in self.writes.range(lo..) {
+        for ((t, k), v) in self.writes.keys.range(lo..) {
             if *t != table || !k.starts_with(prefix) {
                 break;
             }
@@ -209,23 +241,6 @@ impl<'a, R: KvRead + ?Sized> Txn<'a, R> {
             };
         }
         Ok(out)
-    }
-
-    /// The first `limit` live keys of a table at or after `start`, merging buffered writes.
-    fn first_keys(&self, table: Table, start: &[u8], limit: usize) -> Result<Vec<Vec<u8>>, StoreError> {
-        // Deleted-in-this-txn keys may hide stored ones, so over-read by what we deleted.
-        let deleted = self.writes.iter().filter(|((t, _), v)| *t == table && v.is_none()).count();
-        let mut keys: BTreeMap<Vec<u8>, ()> =
-            self.base.scan(table, &[], start, limit + deleted)?.into_iter().map(|(k, _)| (k, ())).collect();
-        for ((t, k), v) in &self.writes {
-            if *t == table && k.as_slice() >= start {
-                match v {
-                    Some(_) => keys.insert(k.clone(), ()),
-                    None => keys.remove(k),
-                };
-            }
-        }
-        Ok(keys.into_keys().take(limit).collect())
     }
 
     /// Writes an audit entry and remembers it.
@@ -247,10 +262,8 @@ pub struct SmState {
     pub applied: Option<LogId>,
     pub membership: StoredMembership,
     pub audit_head: AuditHead,
-    pub requests_count: u64,
-    /// Every `RequestsByRevision` key below this revision is pruned: the next prune starts here
-    /// instead of scanning over the deletions (tombstones) of all earlier prunes.
-    pub requests_prune_from: u64,
+    /// Deduplication records ever written: the next one is number `requests_seq`.
+    pub requests_seq: u64,
 }
 
 impl SmState {
@@ -267,8 +280,7 @@ impl SmState {
             applied: Self::load_applied(view)?,
             membership: txn.get_decoded(Table::Meta, META_MEMBERSHIP)?.unwrap_or_default(),
             audit_head: txn.get_decoded(Table::Meta, META_AUDIT_HEAD)?.unwrap_or_default(),
-            requests_count: txn.get_decoded(Table::Meta, META_REQUESTS_COUNT)?.unwrap_or(0),
-            requests_prune_from: txn.get_decoded(Table::Meta, META_REQUESTS_PRUNE_FROM)?.unwrap_or(0),
+            requests_seq: txn.get_decoded(Table::Meta, META_REQUESTS_SEQ)?.unwrap_or(0),
         })
     }
 
@@ -279,8 +291,7 @@ impl SmState {
         }
         txn.put_encoded(Table::Meta, META_MEMBERSHIP.to_vec(), &self.membership)?;
         txn.put_encoded(Table::Meta, META_AUDIT_HEAD.to_vec(), &self.audit_head)?;
-        txn.put_encoded(Table::Meta, META_REQUESTS_COUNT.to_vec(), &self.requests_count)?;
-        txn.put_encoded(Table::Meta, META_REQUESTS_PRUNE_FROM.to_vec(), &self.requests_prune_from)?;
+        txn.put_encoded(Table::Meta, META_REQUESTS_SEQ.to_vec(), &self.requests_seq)?;
         Ok(())
     }
 }
@@ -366,15 +377,14 @@ fn apply_one<R: KvRead + ?Sized>(
     request: &Request,
 ) -> Result<Response, StoreError> {
     let fingerprint = (!request.request_id.is_empty()).then(|| fingerprint(request)).transpose()?;
-    if let Some(fp) = fingerprint {
-        let previous: Option<DedupRecord> = txn.get_decoded(Table::Requests, request.request_id.as_bytes())?;
-        if let Some(previous) = previous {
-            if previous.fingerprint == fp {
-                return Ok(previous.response);
-            }
-            let err = WriteError::RequestIdReused { request_id: request.request_id.clone() };
-            return Ok(Response { revision, outcome: Err(err) });
+    if let Some(fp) = fingerprint
+        && let Some(previous) = remembered_request(txn, st, &request.request_id)?
+    {
+        if previous.fingerprint == fp {
+            return Ok(previous.response);
         }
+        let err = WriteError::RequestIdReused { request_id: request.request_id.clone() };
+        return Ok(Response { revision, outcome: Err(err) });
     }
 
     let outcome = {
@@ -393,31 +403,52 @@ fn apply_one<R: KvRead + ?Sized>(
 
     if let Some(fp) = fingerprint {
         let record = DedupRecord { fingerprint: fp, response: response.clone() };
-        txn.put_encoded(Table::Requests, request.request_id.as_bytes().to_vec(), &record)?;
-        txn.put(Table::RequestsByRevision, codec::request_by_revision_key(revision, &request.request_id), Vec::new());
-        st.requests_count += 1;
-        prune_requests(txn, st)?;
+        remember_request(txn, st, &request.request_id, &record)?;
     }
     Ok(response)
 }
 
-/// Forgets the oldest request ids beyond [`DEDUP_REQUESTS_RETAINED`] (a few per entry, so the
-/// work per apply stays bounded).
-fn prune_requests<R: KvRead + ?Sized>(txn: &mut Txn<'_, R>, st: &mut SmState) -> Result<(), StoreError> {
-    const PRUNE_PER_ENTRY_MAX: usize = 4;
-    let excess = st.requests_count.saturating_sub(DEDUP_REQUESTS_RETAINED);
-    if excess == 0 {
-        return Ok(());
+/// The generation a deduplication record numbered `seq` belongs to.
+///
+/// Request ids are remembered in generations of [`DEDUP_GENERATION_REQUESTS`] records: a
+/// lookup sees the current generation and the one before it, and the first record of a new
+/// generation drops the generation before those two with ONE range deletion. So an id is
+/// remembered for at least that many newer deduplicated writes (at most twice that many), at
+/// the cost of one extra point lookup, instead of an index and a delete per forgotten id.
+pub fn dedup_generation(seq: u64) -> u64 {
+    seq / DEDUP_GENERATION_REQUESTS
+}
+
+/// The first response to `request_id`, if it is still remembered.
+fn remembered_request<R: KvRead + ?Sized>(
+    txn: &Txn<'_, R>,
+    st: &SmState,
+    request_id: &str,
+) -> Result<Option<DedupRecord>, StoreError> {
+    let current = dedup_generation(st.requests_seq);
+    for generation in [Some(current), current.checked_sub(1)].into_iter().flatten() {
+        if let Some(record) = txn.get_decoded(Table::Requests, &codec::request_key(generation, request_id))? {
+            return Ok(Some(record));
+        }
     }
-    let n = usize::try_from(excess).unwrap_or(usize::MAX).min(PRUNE_PER_ENTRY_MAX);
-    let start = codec::u64_key(st.requests_prune_from);
-    for key in txn.first_keys(Table::RequestsByRevision, &start, n)? {
-        st.requests_prune_from = codec::parse_u64_key(&key).unwrap_or(st.requests_prune_from);
-        let request_id = key.get(8..).unwrap_or_default().to_vec();
-        txn.delete(Table::Requests, request_id);
-        txn.delete(Table::RequestsByRevision, key);
-        st.requests_count -= 1;
+    Ok(None)
+}
+
+/// Stores the deduplication record of `request_id`, dropping the generation that falls out of
+/// the window when this record starts a new one.
+fn remember_request<R: KvRead + ?Sized>(
+    txn: &mut Txn<'_, R>,
+    st: &mut SmState,
+    request_id: &str,
+    record: &DedupRecord,
+) -> Result<(), StoreError> {
+    let generation = dedup_generation(st.requests_seq);
+    if st.requests_seq.is_multiple_of(DEDUP_GENERATION_REQUESTS) && generation >= 2 {
+        let forgotten = generation - 2;
+        txn.delete_range(Table::Requests, codec::u64_key(forgotten).to_vec(), codec::u64_key(forgotten + 1).to_vec());
     }
+    txn.put_encoded(Table::Requests, codec::request_key(generation, request_id), record)?;
+    st.requests_seq += 1;
     Ok(())
 }
 
@@ -695,13 +726,7 @@ pub(crate) mod tests {
 
     impl MemKv {
         fn commit(&self, writes: Writes) {
-            let mut m = self.0.borrow_mut();
-            for (k, v) in writes {
-                match v {
-                    Some(v) => m.insert(k, v),
-                    None => m.remove(&k),
-                };
-            }
+            writes.apply_to(&mut self.0.borrow_mut());
         }
     }
 
@@ -730,7 +755,7 @@ pub(crate) mod tests {
                 payload: EntryPayload::Normal(req),
             };
             let mut applied = apply_entries(&self.kv, &self.st, [entry]).expect("apply");
-            assert_eq!(applied.audit.len(), applied.writes.keys().filter(|(t, _)| *t == Table::Audit).count());
+            assert_eq!(applied.audit.len(), applied.writes.keys.keys().filter(|(t, _)| *t == Table::Audit).count());
             self.kv.commit(applied.writes);
             self.st = applied.state;
             applied.responses.pop().expect("one response per entry")
@@ -928,15 +953,58 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn old_request_ids_are_pruned_beyond_the_retention_bound() {
+    fn request_ids_are_forgotten_a_whole_generation_at_a_time() {
+        const G: u64 = DEDUP_GENERATION_REQUESTS;
         let mut h = Harness::new();
-        // Pretend the table is one short of full: "a" fills it, "b" must evict "a".
-        h.st.requests_count = DEDUP_REQUESTS_RETAINED - 1;
-        h.run("a", create("f1", ON));
+        let ids = |h: &Harness| -> Vec<(u64, Vec<u8>)> {
+            h.kv.scan(Table::Requests, &[], &[], 10)
+                .expect("scan")
+                .into_iter()
+                .map(|(k, _)| (codec::parse_u64_key(&k).expect("generation prefix"), k[8..].to_vec()))
+                .collect()
+        };
+        // "a" is the last record of generation 0.
+        h.st.requests_seq = G - 1;
+        let first_a = h.run("a", create("f1", ON));
+        // "b" opens generation 1: "a" (generation 0) is still remembered.
         h.run("b", create("f2", ON));
-        assert_eq!(h.st.requests_count, DEDUP_REQUESTS_RETAINED, "{:?}", h.st);
-        let ids: Vec<_> = h.kv.scan(Table::Requests, &[], &[], 10).expect("scan").into_iter().map(|(k, _)| k).collect();
-        assert_eq!(ids, vec![b"b".to_vec()]);
-        assert_eq!(h.st.requests_prune_from, 1, "the next prune starts at the revision of the last one");
+        assert_eq!(h.run("a", create("f1", ON)), first_a, "the previous generation is still consulted");
+        assert_eq!(ids(&h), vec![(0, b"a".to_vec()), (1, b"b".to_vec())]);
+        // Once generation 2 is current, generation 0 is not consulted; its first record drops it.
+        h.st.requests_seq = 2 * G;
+        h.run("c", create("f3", ON));
+        assert_eq!(ids(&h), vec![(1, b"b".to_vec()), (2, b"c".to_vec())]);
+        let again = h.run("a", create("f1", ON));
+        assert!(
+            matches!(again.outcome, Err(WriteError::AlreadyExists { .. })),
+            "a forgotten id is applied again: {again:?}"
+        );
+        assert_eq!(h.st.requests_seq, 2 * G + 2);
+    }
+
+    #[test]
+    fn a_range_deletion_hides_stored_and_earlier_keys_but_not_later_ones() {
+        let kv = MemKv::default();
+        kv.0.borrow_mut().insert((Table::Requests, b"k1".to_vec()), b"stored".to_vec());
+        kv.0.borrow_mut().insert((Table::Requests, b"k5".to_vec()), b"stored".to_vec());
+        let mut txn = Txn::new(&kv);
+        txn.put(Table::Requests, b"k2".to_vec(), b"before".to_vec());
+        txn.put(Table::Flags, b"k2".to_vec(), b"other table".to_vec());
+        txn.delete_range(Table::Requests, b"k0".to_vec(), b"k5".to_vec());
+        txn.put(Table::Requests, b"k3".to_vec(), b"after".to_vec());
+        assert_eq!(txn.get(Table::Requests, b"k1").expect("get"), None);
+        assert_eq!(txn.get(Table::Requests, b"k2").expect("get"), None);
+        assert_eq!(txn.get(Table::Requests, b"k3").expect("get"), Some(b"after".to_vec()));
+        assert_eq!(txn.get(Table::Requests, b"k5").expect("get"), Some(b"stored".to_vec()), "`to` is exclusive");
+        assert_eq!(txn.get(Table::Flags, b"k2").expect("get"), Some(b"other table".to_vec()));
+        let seen: Vec<_> = txn.scan_prefix(Table::Requests, b"k").expect("scan").into_keys().collect();
+        assert_eq!(seen, vec![b"k3".to_vec(), b"k5".to_vec()]);
+        let (writes, _) = txn.into_parts();
+        kv.commit(writes);
+        let left: Vec<_> = kv.0.borrow().keys().cloned().collect();
+        assert_eq!(
+            left,
+            vec![(Table::Flags, b"k2".to_vec()), (Table::Requests, b"k3".to_vec()), (Table::Requests, b"k5".to_vec())]
+        );
     }
 }

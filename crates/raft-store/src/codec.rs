@@ -89,9 +89,10 @@ pub fn parse_u64_key(k: &[u8]) -> Option<u64> {
     Some(u64::from_be_bytes(k.get(..8)?.try_into().ok()?))
 }
 
-/// Key of a deduplication index entry: `revision ‖ request_id`.
-pub fn request_by_revision_key(revision: u64, request_id: &str) -> Vec<u8> {
-    let mut k = revision.to_be_bytes().to_vec();
+/// Key of a deduplication record: `generation ‖ request_id`, so a generation is a key range.
+pub fn request_key(generation: u64, request_id: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + request_id.len());
+    k.extend_from_slice(&generation.to_be_bytes());
     k.extend_from_slice(request_id.as_bytes());
     k
 }

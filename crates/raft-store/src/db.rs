@@ -9,8 +9,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rocksdb::{
-    ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options, ReadOptions,
-    SnapshotWithThreadMode,
+    BlockBasedOptions, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType, Direction, IteratorMode, Options,
+    ReadOptions, SnapshotWithThreadMode,
 };
 
 use crate::apply::{KvPairs, KvRead, StoreError, Table};
@@ -20,6 +20,9 @@ use crate::limits::WAL_BYTES_MAX;
 pub const CF_RAFT_LOG: &str = "raft_log";
 /// Column family of Raft's own state: the vote, the last purged log id, the committed log id.
 pub const CF_RAFT_META: &str = "raft_meta";
+
+/// Tables read by whole key in the write path (the others are only scanned).
+const POINT_LOOKUP_TABLES: [Table; 3] = [Table::Flags, Table::Namespaces, Table::Requests];
 
 pub fn open(path: &Path) -> Result<Arc<DB>, StoreError> {
     let mut opts = Options::default();
@@ -38,6 +41,16 @@ pub fn open(path: &Path) -> Result<Arc<DB>, StoreError> {
     let cfs = names.into_iter().map(|name| {
         let mut cf_opts = Options::default();
         cf_opts.set_compression_type(DBCompressionType::Lz4);
+        if POINT_LOOKUP_TABLES.iter().any(|t| t.cf_name() == name) {
+            // Every write looks up its request id (almost always absent) and its flag. Bloom
+            // filters on the table files and the memtable answer "absent" without a binary
+            // search through each; measured, those searches were 10-13 % of a node's CPU.
+            let mut table_opts = BlockBasedOptions::default();
+            table_opts.set_bloom_filter(10.0, false);
+            cf_opts.set_block_based_table_factory(&table_opts);
+            cf_opts.set_memtable_prefix_bloom_ratio(0.05);
+            cf_opts.set_memtable_whole_key_filtering(true);
+        }
         ColumnFamilyDescriptor::new(name, cf_opts)
     });
     let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(engine)?;

@@ -1,8 +1,9 @@
 //! Bounds of the storage layer, each a named constant.
 
-/// Request ids remembered for deduplication. A retry that arrives after this many newer
-/// deduplicated writes is applied again; at the flag-write rates Vexil is built for, that is days.
-pub const DEDUP_REQUESTS_RETAINED: u64 = 100_000;
+/// Deduplication records per generation (`apply::dedup_generation`). A request id is remembered
+/// for at least this many newer deduplicated writes and at most twice that; a retry that arrives
+/// later is applied again. At the flag-write rates Vexil is built for, that is days.
+pub const DEDUP_GENERATION_REQUESTS: u64 = 100_000;
 
 /// Log entries read from RocksDB per `limited_get_log_entries` call (bounds one replication
 /// message and the memory it needs).

@@ -260,12 +260,7 @@ impl MemStateMachine {
     }
 
     fn commit(tables: &mut Tables, writes: Writes) {
-        for (k, v) in writes {
-            match v {
-                Some(v) => tables.insert(k, v),
-                None => tables.remove(&k),
-            };
-        }
+        writes.apply_to(tables);
     }
 }
 

@@ -20,7 +20,9 @@ use crate::codec;
 use crate::limits::SNAPSHOT_RECORD_BYTES_MAX;
 use crate::types::SnapshotMeta;
 
-const MAGIC: &[u8; 8] = b"VXSNAP01";
+/// 02: deduplication records are keyed by generation (`codec::request_key`), and the
+/// requests-by-revision index is gone; a 01 file is refused rather than misread.
+const MAGIC: &[u8; 8] = b"VXSNAP02";
 const END: u8 = 0xFF;
 /// Entries fetched from the store per scan while writing.
 const SCAN_CHUNK: usize = 1_024;

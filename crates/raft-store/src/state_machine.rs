@@ -99,7 +99,11 @@ impl StateMachineStore {
     fn commit(&self, writes: Writes, sync: bool) -> Result<(), StoreError> {
         let db = &self.shared.db;
         let mut batch = WriteBatch::default();
-        for ((table, key), value) in writes {
+        // Range deletions first: `Writes` says the keys written with them come after.
+        for (table, from, to) in writes.deleted_ranges {
+            batch.delete_range_cf(cf(db, table.cf_name()), from, to);
+        }
+        for ((table, key), value) in writes.keys {
             let handle = cf(db, table.cf_name());
             match value {
                 Some(v) => batch.put_cf(handle, key, v),
@@ -303,5 +307,32 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         };
         let file = tokio::fs::File::open(&path).await.map_err(|e| snap_err(ErrorVerb::Read, e))?;
         Ok(Some(Snapshot { meta, snapshot: Box::new(SnapshotData::File(file)) }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::apply::KvRead;
+
+    #[test]
+    fn a_committed_range_deletion_comes_before_the_keys_written_with_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db = crate::db::open(&dir.path().join("db")).expect("open db");
+        let sm = StateMachineStore::open(db.clone(), dir.path()).expect("open state machine");
+        let mut first = Writes::default();
+        for key in [&b"a1"[..], b"a2", b"b1"] {
+            first.keys.insert((Table::Requests, key.to_vec()), Some(b"old".to_vec()));
+        }
+        sm.commit(first, false).expect("commit");
+
+        let mut second = Writes::default();
+        second.deleted_ranges.push((Table::Requests, b"a".to_vec(), b"b".to_vec()));
+        second.keys.insert((Table::Requests, b"a2".to_vec()), Some(b"new".to_vec()));
+        sm.commit(second, false).expect("commit");
+
+        let view = DbView { db: &db, snapshot: None };
+        let left = view.scan(Table::Requests, &[], &[], 10).expect("scan");
+        assert_eq!(left, vec![(b"a2".to_vec(), b"new".to_vec()), (b"b1".to_vec(), b"old".to_vec())]);
     }
 }

@@ -57,10 +57,13 @@ impl FlagsApi {
         check_namespace(ns)?;
         check_key(key)?;
         let spec = FlagSpec::from_json(key, spec_json)?;
-        let (_, record) = self.node.reader.get_namespace(ns)?;
-        let evaluators =
-            record.map(|r| serde_json::from_str(&r.evaluators_json).unwrap_or_default()).unwrap_or_default();
-        vexil_model::eval::validate_targeting(&spec, &evaluators)?;
+        // Only targeting can refer to the namespace's `$evaluators`: read them only then.
+        if spec.targeting.is_some() {
+            let (_, record) = self.node.reader.get_namespace(ns)?;
+            let evaluators =
+                record.map(|r| serde_json::from_str(&r.evaluators_json).unwrap_or_default()).unwrap_or_default();
+            vexil_model::eval::validate_targeting(&spec, &evaluators)?;
+        }
         Ok(spec.to_json())
     }
 }
