@@ -53,9 +53,24 @@ pub fn open(path: &Path) -> Result<Arc<DB>, StoreError> {
         }
         ColumnFamilyDescriptor::new(name, cf_opts)
     });
+    // A column family of an older storage format would make RocksDB refuse to open with a
+    // generic error; say what it is instead.
+    if let Ok(existing) = DB::list_cf(&opts, path)
+        && let Some(old) = existing.iter().find(|name| RETIRED_COLUMN_FAMILIES.contains(&name.as_str()))
+    {
+        return Err(StoreError::Engine(format!(
+            "{}: column family `{old}` belongs to an older storage format that this version cannot read; \
+             move the data directory aside and let the node catch up from its peers (a snapshot)",
+            path.display()
+        )));
+    }
     let db = DB::open_cf_descriptors(&opts, path, cfs).map_err(engine)?;
     Ok(Arc::new(db))
 }
+
+/// Column families of earlier storage formats (`sm_requests_by_rev`: the request-id pruning
+/// index, replaced by generations of request ids).
+const RETIRED_COLUMN_FAMILIES: [&str; 1] = ["sm_requests_by_rev"];
 
 pub fn engine(e: rocksdb::Error) -> StoreError {
     StoreError::Engine(e.into_string())
@@ -105,5 +120,28 @@ impl KvRead for DbView<'_> {
             out.push((k.into_vec(), v.into_vec()));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_dir_of_an_older_format_is_refused_with_a_clear_error() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("db");
+        {
+            let mut opts = Options::default();
+            opts.create_if_missing(true);
+            opts.create_missing_column_families(true);
+            DB::open_cf(&opts, &path, ["sm_flags", "sm_requests_by_rev"]).expect("an old-format database");
+        }
+        let Err(err) = open(&path) else { panic!("an old format must be refused") };
+        let err = err.to_string();
+        assert!(err.contains("sm_requests_by_rev") && err.contains("older storage format"), "{err}");
+        let fresh = dir.path().join("fresh");
+        open(&fresh).expect("a new directory opens");
+        open(&fresh).expect("and opens again");
     }
 }
