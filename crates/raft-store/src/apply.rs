@@ -141,19 +141,44 @@ pub trait KvRead {
     fn scan(&self, table: Table, prefix: &[u8], start: &[u8], limit: usize) -> Result<KvPairs, StoreError>;
 }
 
+/// The keys `from..to` of one table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRange {
+    pub table: Table,
+    pub from: Vec<u8>,
+    pub to: Vec<u8>,
+}
+
+impl KeyRange {
+    fn contains(&self, table: Table, key: &[u8]) -> bool {
+        table == self.table && self.from.as_slice() <= key && key < self.to.as_slice()
+    }
+
+    /// Removes this range's keys from an ordered map keyed like the tables, visiting only them.
+    fn remove_from<V>(&self, map: &mut BTreeMap<(Table, Vec<u8>), V>) {
+        if self.from >= self.to {
+            return;
+        }
+        let doomed: Vec<(Table, Vec<u8>)> =
+            map.range((self.table, self.from.clone())..(self.table, self.to.clone())).map(|(k, _)| k.clone()).collect();
+        for k in doomed {
+            map.remove(&k);
+        }
+    }
+}
+
 /// One atomic write: first `deleted_ranges`, then `keys` (`None` deletes one key).
 #[derive(Debug, Default)]
 pub struct Writes {
-    /// `(table, from, to)`: every key in `from..to` is deleted.
-    pub deleted_ranges: Vec<(Table, Vec<u8>, Vec<u8>)>,
+    pub deleted_ranges: Vec<KeyRange>,
     pub keys: BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>,
 }
 
 impl Writes {
     /// Commits these writes to an ordered in-memory table set (the simulation's store).
     pub fn apply_to(self, tables: &mut BTreeMap<(Table, Vec<u8>), Vec<u8>>) {
-        for (table, from, to) in self.deleted_ranges {
-            tables.retain(|(t, k), _| *t != table || k.as_slice() < from.as_slice() || k.as_slice() >= to.as_slice());
+        for range in &self.deleted_ranges {
+            range.remove_from(tables);
         }
         for (k, v) in self.keys {
             match v {
@@ -164,7 +189,7 @@ impl Writes {
     }
 
     fn range_deleted(&self, table: Table, key: &[u8]) -> bool {
-        self.deleted_ranges.iter().any(|(t, from, to)| *t == table && from.as_slice() <= key && key < to.as_slice())
+        self.deleted_ranges.iter().any(|range| range.contains(table, key))
     }
 }
 
@@ -216,10 +241,9 @@ impl<'a, R: KvRead + ?Sized> Txn<'a, R> {
     /// Deletes every key in `from..to`: those stored, and those written earlier in this txn.
     /// Keys written after this call are kept.
     pub fn delete_range(&mut self, table: Table, from: Vec<u8>, to: Vec<u8>) {
-        self.writes
-            .keys
-            .retain(|(t, k), _| *t != table || k.as_slice() < from.as_slice() || k.as_slice() >= to.as_slice());
-        self.writes.deleted_ranges.push((table, from, to));
+        let range = KeyRange { table, from, to };
+        range.remove_from(&mut self.writes.keys);
+        self.writes.deleted_ranges.push(range);
     }
 
     /// Every entry under `prefix`, merging buffered writes over the stored view.

@@ -100,8 +100,8 @@ impl StateMachineStore {
         let db = &self.shared.db;
         let mut batch = WriteBatch::default();
         // Range deletions first: `Writes` says the keys written with them come after.
-        for (table, from, to) in writes.deleted_ranges {
-            batch.delete_range_cf(cf(db, table.cf_name()), from, to);
+        for range in writes.deleted_ranges {
+            batch.delete_range_cf(cf(db, range.table.cf_name()), range.from, range.to);
         }
         for ((table, key), value) in writes.keys {
             let handle = cf(db, table.cf_name());
@@ -313,7 +313,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::KvRead;
+    use crate::apply::{KeyRange, KvRead};
 
     #[test]
     fn a_committed_range_deletion_comes_before_the_keys_written_with_it() {
@@ -327,7 +327,7 @@ mod tests {
         sm.commit(first, false).expect("commit");
 
         let mut second = Writes::default();
-        second.deleted_ranges.push((Table::Requests, b"a".to_vec(), b"b".to_vec()));
+        second.deleted_ranges.push(KeyRange { table: Table::Requests, from: b"a".to_vec(), to: b"b".to_vec() });
         second.keys.insert((Table::Requests, b"a2".to_vec()), Some(b"new".to_vec()));
         sm.commit(second, false).expect("commit");
 
