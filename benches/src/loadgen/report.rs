@@ -37,6 +37,10 @@ pub struct Row {
     pub samples_ms: Vec<f64>,
     #[serde(default)]
     pub note: String,
+    /// CPU time (user + system) the cluster's server processes spent per measured operation,
+    /// in microseconds: how much work each operation costs, whatever else the machine does.
+    #[serde(default)]
+    pub server_cpu_us_per_op: Option<f64>,
 }
 
 impl Row {
@@ -59,6 +63,7 @@ impl Row {
             max_ms: h.max() as f64 / 1000.0,
             samples_ms: Vec::new(),
             note: String::new(),
+            server_cpu_us_per_op: None,
         }
     }
 
@@ -101,12 +106,14 @@ fn fmt_rate(v: f64) -> String {
 /// One system's rows as a Markdown table.
 pub fn table(rows: &[Row]) -> String {
     let mut out = String::new();
-    out.push_str("| system | scenario | clients | ops/s | p50 ms | p99 ms | p99.9 ms | max ms | errors |\n");
-    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str(
+        "| system | scenario | clients | ops/s | p50 ms | p99 ms | p99.9 ms | max ms | errors | server CPU µs/op |\n",
+    );
+    out.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for r in rows {
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.system,
             r.label(),
             r.clients,
@@ -115,10 +122,15 @@ pub fn table(rows: &[Row]) -> String {
             fmt_ms(r.p99_ms),
             fmt_ms(r.p999_ms),
             fmt_ms(r.max_ms),
-            r.errors
+            r.errors,
+            fmt_cpu(r.server_cpu_us_per_op)
         );
     }
     out
+}
+
+fn fmt_cpu(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.0}")).unwrap_or_else(|| "–".into())
 }
 
 fn ratio(a: f64, b: f64) -> String {
@@ -131,9 +143,9 @@ pub fn comparison(vexil: &[Row], etcd: &[Row]) -> String {
     let mut out = String::new();
     out.push_str(
         "| scenario | clients | Vexil ops/s | etcd ops/s | ops/s ratio | Vexil p50 / p99 / p99.9 ms | \
-         etcd p50 / p99 / p99.9 ms | p99 ratio |\n",
+         etcd p50 / p99 / p99.9 ms | p99 ratio | server CPU µs/op Vexil / etcd |\n",
     );
-    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|\n");
+    out.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for v in vexil {
         let level = v.comparable_level();
         let e = etcd
@@ -167,9 +179,13 @@ pub fn comparison(vexil: &[Row], etcd: &[Row]) -> String {
         } else {
             lat(v)
         };
+        let cpu = match (v.server_cpu_us_per_op, e.and_then(|e| e.server_cpu_us_per_op)) {
+            (None, None) => "–".to_string(),
+            (a, b) => format!("{} / {}", fmt_cpu(a), fmt_cpu(b)),
+        };
         let _ = writeln!(
             out,
-            "| {label} | {} | {rate_v} | {rate_e} | {rate_ratio} | {lat_v} | {lat_e} | {p99_ratio} |",
+            "| {label} | {} | {rate_v} | {rate_e} | {rate_ratio} | {lat_v} | {lat_e} | {p99_ratio} | {cpu} |",
             v.clients
         );
     }
@@ -198,6 +214,6 @@ mod tests {
         let table = comparison(&v, &e);
         assert!(table.contains("read lease (vs serializable) | 64 | 30.0k | 20.0k | 1.50 |"), "{table}");
         assert!(table.contains("| write | 64 | 5000 | 10.0k | 0.50 |"), "{table}");
-        assert!(table.contains("| 0.50 |\n"), "{table}");
+        assert!(table.contains("| 0.50 | – |\n"), "{table}");
     }
 }

@@ -44,6 +44,29 @@ type OpFuture = Pin<Box<dyn Future<Output = anyhow::Result<()>> + Send>>;
 /// One client's operation number `seq`, given the client's index and random generator.
 type Op = Arc<dyn Fn(usize, u64, &mut Rng) -> OpFuture + Send + Sync>;
 
+/// What one load run measured: latencies of the operations started after the warm-up, the
+/// errors among them, the measured seconds, the first error seen and the servers' CPU time
+/// over the measured window.
+struct Load {
+    latencies: Histogram<u64>,
+    errors: u64,
+    seconds: f64,
+    first_error: Option<String>,
+    server_cpu: Option<Duration>,
+}
+
+/// User + system CPU time of process `pid`, all threads, from `/proc/<pid>/stat`.
+fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces, so split after its closing paren):
+    // state is field 3, utime 14 and stime 15, in clock ticks of USER_HZ, which Linux fixes at
+    // 100 for user space.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(Duration::from_millis(ticks * 10))
+}
+
 /// A running cluster of one system, with connections to each of its nodes.
 pub struct Bench<B: Backend> {
     cluster: Cluster,
@@ -131,10 +154,8 @@ impl<B: Backend> Bench<B> {
         }
     }
 
-    /// Runs `op` from `clients` concurrent clients for the warm-up plus the duration; returns
-    /// the latencies of operations started after the warm-up, the errors among them, the
-    /// measured seconds and the first error seen.
-    async fn load(&self, settings: &Settings, clients: usize, op: Op) -> (Histogram<u64>, u64, f64, Option<String>) {
+    /// Runs `op` from `clients` concurrent clients for the warm-up plus the duration.
+    async fn load(&self, settings: &Settings, clients: usize, op: Op) -> Load {
         let measure_from = Instant::now() + settings.warmup;
         let end = measure_from + settings.duration;
         let seed = nonce();
@@ -170,6 +191,8 @@ impl<B: Backend> Bench<B> {
                 (h, errors, first_error)
             }));
         }
+        tokio::time::sleep_until(measure_from.into()).await;
+        let cpu_from = self.server_cpu();
         let mut all = histogram();
         let mut errors = 0;
         let mut first_error = None;
@@ -183,13 +206,29 @@ impl<B: Backend> Bench<B> {
             }
         }
         let seconds = Instant::now().saturating_duration_since(measure_from).as_secs_f64();
-        (all, errors, seconds, first_error)
+        let server_cpu = cpu_from.zip(self.server_cpu()).map(|(from, to)| to.saturating_sub(from));
+        Load { latencies: all, errors, seconds, first_error, server_cpu }
     }
 
-    fn row(&self, scenario: &str, clients: usize, outcome: (Histogram<u64>, u64, f64, Option<String>)) -> Row {
-        let (h, errors, seconds, first_error) = outcome;
+    /// CPU time used so far by all the cluster's server processes together, or None when one
+    /// cannot be read (it was killed, or this is not Linux).
+    fn server_cpu(&self) -> Option<Duration> {
+        let mut total = Duration::ZERO;
+        for i in 0..self.cluster.len() {
+            total += process_cpu(self.cluster.pid(i)?)?;
+        }
+        Some(total)
+    }
+
+    fn row(&self, scenario: &str, clients: usize, outcome: Load) -> Row {
+        let Load { latencies: h, errors, seconds, first_error, server_cpu } = outcome;
         let mut row = Row::from_histogram(B::NAME, scenario, &h, errors, seconds);
         row.clients = clients;
+        if let Some(cpu) = server_cpu
+            && !h.is_empty()
+        {
+            row.server_cpu_us_per_op = Some(cpu.as_secs_f64() * 1e6 / h.len() as f64);
+        }
         if let Some(e) = first_error {
             row.note = format!("first error: {e}");
             eprintln!("    {}", row.note);
