@@ -19,6 +19,7 @@ pub mod limits;
 pub mod log_store;
 pub mod mem;
 pub mod reader;
+pub mod record_cache;
 pub mod runtime;
 pub mod snapshot;
 pub mod snapshot_data;

@@ -19,6 +19,10 @@ pub const SNAPSHOT_RECORD_BYTES_MAX: usize = 64 * 1024 * 1024;
 /// a restart replays at most.
 pub const WAL_BYTES_MAX: u64 = 128 * 1024 * 1024;
 
+/// Bytes of flag records the state machine keeps in memory for apply (`record_cache.rs`):
+/// ~50,000 typical definitions. Beyond it the least recently written or read go first.
+pub const FLAG_CACHE_BYTES_MAX: usize = 32 * 1024 * 1024;
+
 /// Audit entries of the latest revisions a node keeps in memory for the change feed
 /// (`feed.rs`); a watch further behind reads the audit table.
 pub const RECENT_AUDIT_ENTRIES_MAX: usize = 4_096;

@@ -28,6 +28,7 @@ use crate::apply::{self, SmState, StoreError, Table, Writes};
 use crate::db::{CF_RAFT_META, DbView, cf, engine};
 use crate::feed::AppliedFeed;
 use crate::limits::SNAPSHOT_INSTALL_BATCH_BYTES_MAX;
+use crate::record_cache::{CachedView, RecordCache};
 use crate::snapshot::{self, SNAPSHOT_SUFFIX, SnapshotReader, TMP_SUFFIX};
 use crate::snapshot_data::SnapshotData;
 use crate::types::{Entry, LogId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
@@ -49,6 +50,8 @@ pub(crate) struct SmShared {
     state: Mutex<SmState>,
     /// The last applied revision and the latest audit entries, for readers.
     pub(crate) feed: Arc<AppliedFeed>,
+    /// Committed flag records apply has used (see `record_cache.rs`).
+    flag_cache: RecordCache,
 }
 
 /// The RocksDB state machine. Cheap to clone: clones share the database and state.
@@ -70,7 +73,15 @@ impl StateMachineStore {
         }
         let state = SmState::load(&DbView { db: &db, snapshot: None })?;
         let feed = Arc::new(AppliedFeed::new(state.applied.map(|l| l.index).unwrap_or(0)));
-        let sm = StateMachineStore { shared: Arc::new(SmShared { db, snapshot_dir, state: Mutex::new(state), feed }) };
+        let sm = StateMachineStore {
+            shared: Arc::new(SmShared {
+                db,
+                snapshot_dir,
+                state: Mutex::new(state),
+                feed,
+                flag_cache: RecordCache::default(),
+            }),
+        };
 
         if let Some(name) = sm.shared.db.get_cf(cf(&sm.shared.db, CF_RAFT_META), KEY_INSTALLING).map_err(engine)? {
             let path = sm.shared.snapshot_dir.join(String::from_utf8_lossy(&name).as_ref());
@@ -96,14 +107,15 @@ impl StateMachineStore {
         self.shared.feed.subscribe()
     }
 
+    /// Writes `writes` as one RocksDB batch, then tells the flag cache what it now holds.
     fn commit(&self, writes: Writes, sync: bool) -> Result<(), StoreError> {
         let db = &self.shared.db;
         let mut batch = WriteBatch::default();
         // Range deletions first: `Writes` says the keys written with them come after.
-        for range in writes.deleted_ranges {
-            batch.delete_range_cf(cf(db, range.table.cf_name()), range.from, range.to);
+        for range in &writes.deleted_ranges {
+            batch.delete_range_cf(cf(db, range.table.cf_name()), &range.from, &range.to);
         }
-        for ((table, key), value) in writes.keys {
+        for ((table, key), value) in &writes.keys {
             let handle = cf(db, table.cf_name());
             match value {
                 Some(v) => batch.put_cf(handle, key, v),
@@ -112,7 +124,9 @@ impl StateMachineStore {
         }
         let mut opts = WriteOptions::default();
         opts.set_sync(sync);
-        db.write_opt(batch, &opts).map_err(engine)
+        db.write_opt(batch, &opts).map_err(engine)?;
+        self.shared.flag_cache.committed(&writes);
+        Ok(())
     }
 
     /// Swaps in the state after a committed apply and publishes its audit entries.
@@ -168,6 +182,8 @@ impl StateMachineStore {
         // Durability: the marker is on disk before the first table is cleared, so a crash from
         // here on leads to a re-install at the next open, never to a half-installed state.
         db.put_cf_opt(cf(db, CF_RAFT_META), KEY_INSTALLING, name.as_bytes(), &sync).map_err(engine)?;
+        // The tables are replaced below, not through `commit`: cached records would go stale.
+        self.shared.flag_cache.clear();
 
         for table in Table::ALL {
             let handle = cf(db, table.cf_name());
@@ -246,9 +262,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         I::IntoIter: OptionalSend,
     {
         let state = self.state();
-        let db = &self.shared.db;
-        let applied = apply::apply_entries(&DbView { db, snapshot: None }, &state, entries)
-            .map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        let view = CachedView { view: DbView { db: &self.shared.db, snapshot: None }, cache: &self.shared.flag_cache };
+        let applied = apply::apply_entries(&view, &state, entries).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.commit(applied.writes, false).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.set_state(applied.state, applied.audit);
         Ok(applied.responses)
@@ -312,8 +327,68 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
 #[cfg(test)]
 mod tests {
+    use openraft::EntryPayload;
+
     use super::*;
     use crate::apply::{KeyRange, KvRead};
+    use crate::types::{Command, Outcome, Request};
+
+    const SPEC: &str = r#"{"defaultVariant":"on","state":"ENABLED","variants":{"off":false,"on":true}}"#;
+
+    fn flag_write(index: u64, command: Command) -> Entry {
+        Entry {
+            log_id: openraft::testing::log_id(1, 1, index),
+            payload: EntryPayload::Normal(Request {
+                request_id: String::new(),
+                actor: "test".into(),
+                reason: String::new(),
+                time_ms: 1_700_000_000_000,
+                command,
+            }),
+        }
+    }
+
+    fn create(index: u64) -> Entry {
+        flag_write(index, Command::CreateFlag { namespace: "ns".into(), key: "f".into(), spec_json: SPEC.into() })
+    }
+
+    fn update(index: u64, expected_version: u64) -> Entry {
+        let command = Command::UpdateFlag {
+            namespace: "ns".into(),
+            key: "f".into(),
+            spec_json: SPEC.into(),
+            expected_version: Some(expected_version),
+        };
+        flag_write(index, command)
+    }
+
+    fn version(response: &Response) -> u64 {
+        match &response.outcome {
+            Ok(Outcome::Flag { version }) => *version,
+            other => panic!("expected a flag write, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flag_written_after_a_snapshot_install_sees_the_snapshot_not_the_cache() {
+        let (dir_a, dir_b) = (tempfile::tempdir().expect("temp dir"), tempfile::tempdir().expect("temp dir"));
+        let mut a = StateMachineStore::open(crate::db::open(&dir_a.path().join("db")).expect("db"), dir_a.path())
+            .expect("open a");
+        let mut b = StateMachineStore::open(crate::db::open(&dir_b.path().join("db")).expect("db"), dir_b.path())
+            .expect("open b");
+        // On `a` the flag reaches version 2; on `b` it is created (version 1, now cached).
+        let done = a.apply(vec![create(1), update(2, 1)]).await.expect("apply on a");
+        assert_eq!(version(&done[1]), 2);
+        let done = b.apply(vec![create(1)]).await.expect("apply on b");
+        assert_eq!(version(&done[0]), 1);
+
+        let snapshot = a.get_snapshot_builder().await.build_snapshot().await.expect("snapshot of a");
+        b.install_snapshot(&snapshot.meta, snapshot.snapshot).await.expect("install on b");
+
+        // A stale cached record (version 1) would fail this compare-and-set.
+        let done = b.apply(vec![update(3, 2)]).await.expect("apply on b");
+        assert_eq!(version(&done[0]), 3, "{:?}", done[0]);
+    }
 
     #[test]
     fn a_committed_range_deletion_comes_before_the_keys_written_with_it() {
