@@ -36,6 +36,12 @@ pub fn open(path: &Path) -> Result<Arc<DB>, StoreError> {
     // the memtables of all nine column families, ~2 GiB), a node holding 1,000,000 audit
     // entries spent seconds replaying its WAL at every start.
     opts.set_max_total_wal_size(WAL_BYTES_MAX);
+    // Reuse obsolete WAL files instead of creating new ones. Every acknowledged write waits for a
+    // WAL sync; on a file that grows, fdatasync must also persist the new size (0.25 ms here),
+    // on a recycled file it overwrites allocated blocks (0.13 ms), and no file is created at a
+    // rollover. RocksDB supports this with our (default) point-in-time recovery: recycled
+    // records carry their log number, so replay stops at the first stale one.
+    opts.set_recycle_log_file_num(2);
     let mut names = vec![CF_RAFT_LOG, CF_RAFT_META];
     names.extend(Table::ALL.iter().map(|t| t.cf_name()));
     let cfs = names.into_iter().map(|name| {
@@ -125,6 +131,8 @@ impl KvRead for DbView<'_> {
 
 #[cfg(test)]
 mod tests {
+    use rocksdb::{WriteBatch, WriteOptions};
+
     use super::*;
 
     #[test]
@@ -143,5 +151,52 @@ mod tests {
         let fresh = dir.path().join("fresh");
         open(&fresh).expect("a new directory opens");
         open(&fresh).expect("and opens again");
+    }
+
+    fn wal_files(path: &Path) -> Vec<String> {
+        std::fs::read_dir(path)
+            .expect("db dir")
+            .map(|e| e.expect("dir entry").file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".log"))
+            .collect()
+    }
+
+    #[test]
+    fn a_reopened_database_replays_only_the_new_records_of_a_recycled_wal() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("db");
+        let mut sync = WriteOptions::default();
+        sync.set_sync(true);
+        let old = vec![b'o'; 1000];
+        {
+            let db = open(&path).expect("open");
+            let log = cf(&db, CF_RAFT_LOG);
+            for i in 0..2000u64 {
+                db.put_cf_opt(log, i.to_be_bytes(), &old, &sync).expect("put");
+            }
+            // Everything in the first WAL file is now in table files: the file is obsolete and
+            // goes to the recycle list, to be overwritten by the next WAL.
+            for name in [CF_RAFT_LOG, CF_RAFT_META].into_iter().chain(Table::ALL.iter().map(|t| t.cf_name())) {
+                db.flush_cf(cf(&db, name)).expect("flush");
+            }
+            db.put_cf_opt(log, 0u64.to_be_bytes(), b"new", &sync).expect("put");
+            db.delete_cf_opt(log, 1u64.to_be_bytes(), &sync).expect("delete");
+            let mut batch = WriteBatch::default();
+            batch.put_cf(log, 2u64.to_be_bytes(), b"new");
+            db.write_opt(batch, &sync).expect("write");
+            // A recycled file keeps its old length (the stale records after the new ones).
+            let live = wal_files(&path);
+            let sizes: Vec<u64> =
+                live.iter().map(|n| std::fs::metadata(path.join(n)).expect("wal metadata").len()).collect();
+            assert!(sizes.iter().any(|&len| len > 1_000_000), "no recycled WAL among {live:?} ({sizes:?})");
+        }
+        let db = open(&path).expect("reopen");
+        let log = cf(&db, CF_RAFT_LOG);
+        let get = |i: u64| db.get_cf(log, i.to_be_bytes()).expect("get");
+        // A stale record of the recycled file replayed as new would bring back `old` here.
+        assert_eq!(get(0).as_deref(), Some(&b"new"[..]));
+        assert_eq!(get(1), None);
+        assert_eq!(get(2).as_deref(), Some(&b"new"[..]));
+        assert_eq!(get(3).as_deref(), Some(&old[..]));
     }
 }
