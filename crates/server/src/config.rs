@@ -31,6 +31,12 @@ pub struct Config {
     pub admin_listen: Option<SocketAddr>,
     /// Log filter, as in `RUST_LOG` (`info`, `vexil_server=debug,openraft=warn`).
     pub log: String,
+    /// Threads that run the node's async work (gRPC, Raft, apply). 0: one per CPU, with work
+    /// stealing (the default). 1: one thread and no hand-offs between threads, which costs less
+    /// CPU per request and answers sooner on a small machine or one shared with other nodes,
+    /// but uses at most one core for that work (WAL syncs and snapshots keep their own
+    /// threads); measured in `benches/README.md`. N > 1: N threads.
+    pub worker_threads: usize,
     pub cluster: ClusterConfig,
     pub raft: RaftConfig,
 }
@@ -85,6 +91,7 @@ impl Default for Config {
             raft_advertise: String::new(),
             admin_listen: None,
             log: "info,openraft=warn".into(),
+            worker_threads: 0,
             cluster: ClusterConfig::default(),
             raft: RaftConfig::default(),
         }
@@ -112,6 +119,9 @@ impl Default for RaftConfig {
     }
 }
 
+/// Largest `worker_threads` accepted: more than any machine this runs on has cores.
+const WORKER_THREADS_MAX: usize = 1024;
+
 /// Command-line flags. Each has a `VEXIL_*` environment variable; both override the file.
 #[derive(Debug, Parser, Default)]
 #[command(name = "vexil", version, about = "A replicated, consensus-backed feature-flag store node")]
@@ -135,6 +145,8 @@ pub struct Args {
     pub admin_listen: Option<SocketAddr>,
     #[arg(long, env = "VEXIL_LOG")]
     pub log: Option<String>,
+    #[arg(long, env = "VEXIL_WORKER_THREADS")]
+    pub worker_threads: Option<usize>,
     #[arg(long, env = "VEXIL_CLUSTER_BOOTSTRAP")]
     pub cluster_bootstrap: Option<bool>,
     /// Comma-separated `id=api_addr/raft_addr` entries.
@@ -177,6 +189,21 @@ fn bad(key: &str, problem: impl Into<String>) -> ConfigError {
 }
 
 impl Config {
+    /// The async runtime `worker_threads` asks for, with I/O and timers enabled.
+    pub fn runtime(&self) -> std::io::Result<tokio::runtime::Runtime> {
+        let mut builder = match self.worker_threads {
+            1 => tokio::runtime::Builder::new_current_thread(),
+            n => {
+                let mut b = tokio::runtime::Builder::new_multi_thread();
+                if n > 1 {
+                    b.worker_threads(n);
+                }
+                b
+            }
+        };
+        builder.enable_all().build()
+    }
+
     /// Builds the configuration from the file named by `args.config` (if any), then `args`.
     pub fn load(args: &Args) -> Result<Config, ConfigError> {
         let mut cfg = match &args.config {
@@ -212,6 +239,7 @@ impl Config {
         set!(self.api_advertise, a.api_advertise);
         set!(self.raft_advertise, a.raft_advertise);
         set!(self.log, a.log);
+        set!(self.worker_threads, a.worker_threads);
         if a.admin_listen.is_some() {
             self.admin_listen = a.admin_listen;
         }
@@ -251,6 +279,9 @@ impl Config {
         }
         if self.api_listen == self.raft_listen {
             return Err(bad("raft_listen", "must differ from api_listen"));
+        }
+        if self.worker_threads > WORKER_THREADS_MAX {
+            return Err(bad("worker_threads", format!("is {}; at most {WORKER_THREADS_MAX}", self.worker_threads)));
         }
         let r = &self.raft;
         if r.heartbeat_interval_ms == 0 {
@@ -403,6 +434,20 @@ mod tests {
         let err =
             Config::load(&args(&["--node-id", "1", "--cluster-initial-members", "1=a:1"])).expect_err("bad member");
         assert!(err.to_string().contains("id=api_addr/raft_addr"), "{err}");
+    }
+
+    #[test]
+    fn worker_threads_choose_the_runtime() {
+        let load = |n: &str| Config::load(&args(&["--node-id", "1", "--worker-threads", n]));
+        let one = load("1").expect("valid").runtime().expect("a runtime");
+        assert_eq!(one.handle().runtime_flavor(), tokio::runtime::RuntimeFlavor::CurrentThread);
+        let three = load("3").expect("valid").runtime().expect("a runtime");
+        assert_eq!(three.handle().runtime_flavor(), tokio::runtime::RuntimeFlavor::MultiThread);
+        assert_eq!(three.metrics().num_workers(), 3);
+        let default = Config::load(&args(&["--node-id", "1"])).expect("valid").runtime().expect("a runtime");
+        assert_eq!(default.handle().runtime_flavor(), tokio::runtime::RuntimeFlavor::MultiThread);
+        let err = load("5000").expect_err("too many");
+        assert!(err.to_string().contains("`worker_threads`") && err.to_string().contains("1024"), "{err}");
     }
 
     #[test]

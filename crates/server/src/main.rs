@@ -25,7 +25,7 @@ fn main() -> ExitCode {
     // Colour only on a terminal: logs written to files stay plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     tracing_subscriber::fmt().with_env_filter(filter).with_target(false).with_ansi(ansi).init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match config.runtime() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("vexil: cannot start the async runtime: {e}");

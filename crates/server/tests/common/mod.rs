@@ -87,7 +87,11 @@ impl TestCluster {
                 &LEASE_MS.to_string(),
             ])
             .args(["--log", "info,openraft=warn"])
+            // Even-numbered nodes run on the single-threaded runtime, odd ones on the default
+            // work-stealing one: every cluster test covers both, and a mix of them.
+            .args(["--worker-threads", if id.is_multiple_of(2) { "1" } else { "0" }])
             .env_remove("VEXIL_CONFIG")
+            .env_remove("VEXIL_WORKER_THREADS")
             .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
