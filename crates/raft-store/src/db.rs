@@ -24,14 +24,14 @@ pub const CF_RAFT_META: &str = "raft_meta";
 /// Tables read by whole key in the write path (the others are only scanned).
 const POINT_LOOKUP_TABLES: [Table; 3] = [Table::Flags, Table::Namespaces, Table::Requests];
 
-/// Column families written at random keys (flags, request ids) or rewritten at the same keys
-/// (singletons) on every write. A memtable insert searches a skip list of every entry since the
+/// Tables written at random keys (flags, request ids) or rewritten at the same keys
+/// (singletons) on every write, and `raft_meta` for the same reason (the committed index). A memtable insert searches a skip list of every entry since the
 /// last flush; at RocksDB's default 64 MiB that was ~80,000 entries, mostly cache misses, and the
 /// inserts were the largest single cost of a write (8 % of all server CPU at 64 clients). A
 /// 4 MiB memtable keeps that list small; flushing it often is cheap, because flushing drops the
 /// overwritten versions. The log and the audit trail, written at increasing keys, keep the
 /// default: an insert at the end of the list is cheap whatever its length.
-const SMALL_MEMTABLE_CFS: [&str; 4] = ["sm_flags", "sm_requests", "sm_meta", CF_RAFT_META];
+const SMALL_MEMTABLE_TABLES: [Table; 3] = [Table::Flags, Table::Requests, Table::Meta];
 const SMALL_MEMTABLE_BYTES: usize = 4 * 1024 * 1024;
 
 pub fn open(path: &Path) -> Result<Arc<DB>, StoreError> {
@@ -67,7 +67,7 @@ pub fn open(path: &Path) -> Result<Arc<DB>, StoreError> {
             cf_opts.set_memtable_prefix_bloom_ratio(0.05);
             cf_opts.set_memtable_whole_key_filtering(true);
         }
-        if SMALL_MEMTABLE_CFS.contains(&name) {
+        if name == CF_RAFT_META || SMALL_MEMTABLE_TABLES.iter().any(|t| t.cf_name() == name) {
             cf_opts.set_write_buffer_size(SMALL_MEMTABLE_BYTES);
         }
         ColumnFamilyDescriptor::new(name, cf_opts)
