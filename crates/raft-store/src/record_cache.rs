@@ -40,14 +40,20 @@ struct Inner {
 }
 
 fn cost(key: &[u8], value: &Option<Vec<u8>>) -> usize {
-    key.len() + value.as_ref().map_or(0, Vec::len) + ENTRY_OVERHEAD_BYTES
+    key.len() + value_len(value) + ENTRY_OVERHEAD_BYTES
+}
+
+fn value_len(value: &Option<Vec<u8>>) -> usize {
+    value.as_ref().map_or(0, Vec::len)
 }
 
 impl Inner {
     fn put(&mut self, key: Vec<u8>, value: Option<Vec<u8>>) {
         let added = cost(&key, &value);
-        if let Some(old) = self.map.put(key.clone(), value) {
-            self.bytes -= cost(&key, &old);
+        // The key moves into the map; an old value it replaces had the same key.
+        let key_len = key.len();
+        if let Some(old) = self.map.put(key, value) {
+            self.bytes -= key_len + value_len(&old) + ENTRY_OVERHEAD_BYTES;
         }
         self.bytes += added;
         while self.bytes > self.budget {
@@ -56,6 +62,11 @@ impl Inner {
                 None => break,
             }
         }
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.bytes = 0;
     }
 }
 
@@ -83,25 +94,23 @@ impl RecordCache {
         self.lock().put(key.to_vec(), value.clone());
     }
 
-    /// Records what a successful commit of `writes` wrote to the cached table.
-    pub fn committed(&self, writes: &Writes) {
+    /// Records what a successful commit of `writes` wrote to the cached table (taking the
+    /// written values, which the commit no longer needs).
+    pub fn committed(&self, writes: Writes) {
         let mut inner = self.lock();
         if writes.deleted_ranges.iter().any(|r| r.table == CACHED) {
-            inner.map.clear();
-            inner.bytes = 0;
+            inner.clear();
         }
-        for ((table, key), value) in &writes.keys {
-            if *table == CACHED {
-                inner.put(key.clone(), value.clone());
+        for ((table, key), value) in writes.keys {
+            if table == CACHED {
+                inner.put(key, value);
             }
         }
     }
 
     /// Forgets everything: the table was written some other way.
     pub fn clear(&self) {
-        let mut inner = self.lock();
-        inner.map.clear();
-        inner.bytes = 0;
+        self.lock().clear();
     }
 
     /// Bytes held, by the same measure as the budget.
@@ -205,7 +214,7 @@ mod tests {
         let view = CachedView { view: &store, cache: &cache };
         view.get(Table::Flags, b"a").expect("get");
         view.get(Table::Flags, b"b").expect("get");
-        cache.committed(&writes(
+        cache.committed(writes(
             &[(Table::Flags, b"a", Some(b"new")), (Table::Flags, b"b", None), (Table::Audit, b"b", Some(b"x"))],
             Vec::new(),
         ));
@@ -221,11 +230,11 @@ mod tests {
         let view = CachedView { view: &store, cache: &cache };
         view.get(Table::Flags, b"a").expect("get");
         let other_table = KeyRange { table: Table::Requests, from: b"a".to_vec(), to: b"z".to_vec() };
-        cache.committed(&writes(&[], vec![other_table]));
+        cache.committed(writes(&[], vec![other_table]));
         view.get(Table::Flags, b"a").expect("get");
         assert_eq!(store.reads.get(), 1, "a range deletion elsewhere keeps the cache");
         let flags = KeyRange { table: Table::Flags, from: b"a".to_vec(), to: b"b".to_vec() };
-        cache.committed(&writes(&[], vec![flags]));
+        cache.committed(writes(&[], vec![flags]));
         view.get(Table::Flags, b"a").expect("get");
         assert_eq!(store.reads.get(), 2);
         cache.clear();

@@ -125,7 +125,7 @@ impl StateMachineStore {
         let mut opts = WriteOptions::default();
         opts.set_sync(sync);
         db.write_opt(batch, &opts).map_err(engine)?;
-        self.shared.flag_cache.committed(&writes);
+        self.shared.flag_cache.committed(writes);
         Ok(())
     }
 
