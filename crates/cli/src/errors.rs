@@ -1,10 +1,12 @@
 //! What the cluster said, turned into what the operator should do next.
 //!
 //! Every error the cluster returns carries a stable `ErrorInfo` reason; the client library
-//! parses it into [`vexil_client::Error`]. This module is the one place that maps those to
-//! messages: each says what happened and the command (or flag) that fixes it.
+//! parses it into [`vexil_client::Error`] with a typed [`ErrorReason`] (the CLI never reads a
+//! status itself). This module is the one place that maps those to messages: each says what
+//! happened and the command (or flag) that fixes it.
 
 use vexil_client::Error;
+use vexil_client::error::ErrorReason;
 
 use crate::Failure;
 
@@ -48,26 +50,28 @@ pub fn from_client(e: Error, subject: Subject<'_>) -> Failure {
         Error::RequestIdReused { message } => {
             format!("the request id was already used for a different change ({message}); run the command again")
         }
-        Error::Unavailable { reason, message, attempts } => match reason.as_deref() {
-            Some("WRITE_OUTCOME_UNKNOWN") => format!(
+        Error::Unavailable { reason, message, attempts } => match reason {
+            Some(ErrorReason::WriteOutcomeUnknown) => format!(
                 "the cluster did not confirm the change in time, so it may or may not have happened ({message}); check with a read before retrying"
             ),
-            Some("LEASE_EXPIRED") => format!(
+            Some(ErrorReason::LeaseExpired) => format!(
                 "{message}; retry against another node (--endpoints), or pass --consistency stale to read this node's possibly stale state"
             ),
-            Some("NO_LEADER") | Some("NOT_LEADER") => format!(
+            Some(ErrorReason::NoLeader | ErrorReason::NotLeader) => format!(
                 "the cluster has no reachable leader after {attempts} attempt(s) ({message}); check `vexilctl cluster status` and that a majority of voters run"
             ),
             _ => format!(
                 "cannot reach the cluster after {attempts} attempt(s): {message}; check that the nodes run and that --endpoints / VEXIL_ENDPOINTS point at their API ports"
             ),
         },
-        Error::Server { code, reason, message } => match reason.as_deref() {
-            Some("MEMBERSHIP") => format!("{message}; see the current members with `vexilctl cluster status`"),
-            Some("ALREADY_INITIALIZED") => {
+        Error::Server { code, reason, message } => match reason {
+            Some(ErrorReason::Membership) => {
+                format!("{message}; see the current members with `vexilctl cluster status`")
+            }
+            Some(ErrorReason::AlreadyInitialized) => {
                 "the cluster is already initialised; nothing was changed (see `vexilctl cluster status`)".to_string()
             }
-            Some("REVISION_COMPACTED") => format!("{message}; start again from a newer revision"),
+            Some(ErrorReason::RevisionCompacted) => format!("{message}; start again from a newer revision"),
             _ => format!(
                 "the cluster failed the request ({code:?}{}): {message}",
                 reason.map(|r| format!(", {r}")).unwrap_or_default()
@@ -104,5 +108,22 @@ mod tests {
             Subject::Flag { namespace: "a", key: "b" },
         );
         assert!(f.to_string().contains("vexilctl flag list a"), "{f}");
+    }
+
+    #[test]
+    fn typed_reasons_pick_the_advice() {
+        let unavailable = |reason| Error::Unavailable { reason: Some(reason), message: "m".into(), attempts: 2 };
+        let f = from_client(unavailable(ErrorReason::WriteOutcomeUnknown), Subject::Cluster);
+        assert!(f.to_string().contains("may or may not have happened"), "{f}");
+        let f = from_client(unavailable(ErrorReason::LeaseExpired), Subject::Cluster);
+        assert!(f.to_string().contains("--consistency stale"), "{f}");
+        let f = from_client(unavailable(ErrorReason::NotLeader), Subject::Cluster);
+        assert!(f.to_string().contains("no reachable leader after 2 attempt(s)"), "{f}");
+        let server =
+            |reason| Error::Server { code: tonic::Code::FailedPrecondition, reason: Some(reason), message: "m".into() };
+        let f = from_client(server(ErrorReason::AlreadyInitialized), Subject::Cluster);
+        assert!(f.to_string().contains("already initialised"), "{f}");
+        let f = from_client(server(ErrorReason::Internal), Subject::Cluster);
+        assert_eq!(f.to_string(), "the cluster failed the request (FailedPrecondition, INTERNAL): m");
     }
 }

@@ -1,10 +1,10 @@
 //! Typed admin calls: flag writes and reads, namespace documents, the audit log, cluster
 //! status. Any node serves them (followers forward writes to the leader).
 //!
-//! Retries: a call that fails with a retryable error (the node is unreachable, there is no
-//! leader, a write's outcome is unknown) is sent again, to the next endpoint (or to the leader a
-//! `NOT_LEADER` error names), up to [`limits::ADMIN_ATTEMPTS_MAX`] attempts with exponential
-//! backoff and jitter. Every attempt of one logical write carries the same `request_id`, which
+//! Retries: a call that fails with a retryable error ([`Error::is_retryable`], the one retry
+//! policy: the node is unreachable, there is no leader, a write's outcome is unknown, ...) is
+//! sent again, to the next endpoint (or to the leader a `NOT_LEADER` error names), up to
+//! [`limits::ADMIN_ATTEMPTS_MAX`] attempts with exponential backoff and jitter. Every attempt of one logical write carries the same `request_id`, which
 //! the cluster's state machine remembers, so a write retried after a lost reply applies once and
 //! the retry returns the first result.
 
@@ -12,7 +12,6 @@ use std::future::Future;
 use std::sync::Arc;
 
 use tonic::transport::Channel;
-use tonic_types::StatusExt;
 use vexil_proto::v1 as proto;
 use vexil_proto::v1::audit_client::AuditClient;
 use vexil_proto::v1::cluster_client::ClusterClient;
@@ -20,7 +19,8 @@ use vexil_proto::v1::flags_client::FlagsClient;
 
 use crate::error::Error;
 use crate::limits;
-use crate::transport::{Endpoints, backoff};
+use crate::transport::Endpoints;
+pub use crate::transport::backoff;
 
 pub use proto::Consistency;
 
@@ -114,13 +114,6 @@ pub fn new_request_id() -> String {
     format!("{:032x}", rand::random::<u128>())
 }
 
-/// The leader's address from a `NOT_LEADER` status, when the node knew it.
-fn leader_hint(status: &tonic::Status) -> Option<String> {
-    let details = status.get_error_details();
-    let info = details.error_info()?;
-    info.metadata.get("leader_api_addr").filter(|a| !a.is_empty()).cloned()
-}
-
 impl AdminClient {
     /// A client for these endpoints (`http://host:port` or `host:port`). Channels connect
     /// lazily, so this succeeds with every node down; it must be called inside a Tokio runtime.
@@ -172,7 +165,7 @@ impl AdminClient {
                         return Err(err);
                     }
                     tracing::debug!(call = what, endpoint = url, attempt, error = %err, "retrying");
-                    hinted = leader_hint(&status).and_then(|addr| self.endpoints.index_of(&addr));
+                    hinted = Error::leader_hint(&status).and_then(|addr| self.endpoints.index_of(&addr));
                     last = Some(err);
                     if attempt + 1 < self.attempts_max {
                         tokio::time::sleep(backoff(attempt, limits::ADMIN_BACKOFF_MIN, limits::ADMIN_BACKOFF_MAX))
@@ -182,7 +175,7 @@ impl AdminClient {
             }
         }
         let (reason, message) = match last {
-            Some(e) => (e.reason().map(str::to_string), e.to_string()),
+            Some(e) => (e.reason(), e.to_string()),
             None => (None, "no attempt was made".to_string()),
         };
         tracing::warn!(call = what, attempts = self.attempts_max, "giving up: {message}");
@@ -437,6 +430,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_attempt_of_a_write_reuses_one_request_id_and_stops_at_the_limit() {
+        use tonic_types::StatusExt;
         let admin = AdminClient::new(["http://127.0.0.1:1", "http://127.0.0.1:2"]).unwrap().with_attempts(3);
         let opts = AdminClient::write_options(&WriteOpts::reason("r"));
         let seen = std::sync::Mutex::new(Vec::new());
@@ -448,7 +442,7 @@ mod tests {
                         tonic::Code::Unavailable,
                         "no leader",
                         tonic_types::ErrorDetails::with_error_info(
-                            crate::error::reason::NO_LEADER,
+                            crate::error::ErrorReason::NoLeader.as_str(),
                             crate::error::ERROR_DOMAIN,
                             std::collections::HashMap::<String, String>::new(),
                         ),
@@ -461,7 +455,7 @@ mod tests {
         assert_eq!(seen.len(), 3);
         assert!(seen.iter().all(|id| *id == seen[0]));
         assert!(matches!(err, Error::Unavailable { attempts: 3, .. }), "{err:?}");
-        assert_eq!(err.reason(), Some("NO_LEADER"));
+        assert_eq!(err.reason(), Some(crate::error::ErrorReason::NoLeader));
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 /// The domain and the stable reasons are part of the API contract, in `vexil-proto`.
-pub use vexil_proto::{ERROR_DOMAIN, reason};
+pub use vexil_proto::{ERROR_DOMAIN, ErrorReason};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum Error {
@@ -30,40 +30,45 @@ pub enum Error {
     /// A request id was reused for a different command (a bug in the caller).
     #[error("request id reused for a different command: {message}")]
     RequestIdReused { message: String },
-    /// No node could serve the call within the retry budget. For a write the outcome may be
-    /// unknown: retrying with the same `request_id` applies it at most once.
+    /// The node could not serve the call (UNAVAILABLE: unreachable, no leader, shutting down, a
+    /// write's outcome unknown, ...), or, from [`AdminClient`](crate::AdminClient), no node
+    /// could within its attempts. For a write the outcome may be unknown: retrying with the
+    /// same `request_id` applies it at most once.
     #[error("the cluster is unavailable after {attempts} attempt(s): {message}")]
-    Unavailable { reason: Option<String>, message: String, attempts: u32 },
-    /// Any other status, with its code, `ErrorInfo` reason (when there is one) and message.
-    #[error("{code:?} ({}): {message}", reason.as_deref().unwrap_or("no reason"))]
-    Server { code: Code, reason: Option<String>, message: String },
+    Unavailable { reason: Option<ErrorReason>, message: String, attempts: u32 },
+    /// Any other status, with its code, `ErrorInfo` reason (when there is one this client
+    /// knows) and message.
+    #[error("{code:?} ({}): {message}", reason.map_or("no reason", ErrorReason::as_str))]
+    Server { code: Code, reason: Option<ErrorReason>, message: String },
 }
 
 impl Error {
-    /// Parses a server status (its code and `ErrorInfo`) into an error.
+    /// Parses a server status (its code and `ErrorInfo`) into an error: THE decoding of what a
+    /// Vexil node says, for this library and for `vexilctl`. A reason this client does not
+    /// know (from a newer server) counts as none: the status is classified by its code.
     pub fn from_status(status: &tonic::Status) -> Error {
         let details = status.get_error_details();
         let (why, meta) = match details.error_info() {
-            Some(info) if info.domain == ERROR_DOMAIN => (Some(info.reason.clone()), info.metadata.clone()),
+            Some(info) if info.domain == ERROR_DOMAIN => (ErrorReason::parse(&info.reason), info.metadata.clone()),
             _ => (None, HashMap::new()),
         };
         let message = status.message().to_string();
         let num = |k: &str| meta.get(k).and_then(|v| v.parse::<u64>().ok());
         let text = |k: &str| meta.get(k).cloned().unwrap_or_default();
-        match why.as_deref() {
-            Some(reason::INVALID_FIELD) => {
+        match why {
+            Some(ErrorReason::InvalidField) => {
                 let violation = details.bad_request().and_then(|b| b.field_violations.first().cloned());
                 let field = violation.as_ref().map(|v| v.field.clone()).unwrap_or_else(|| text("field"));
                 let problem = violation.map(|v| v.description).unwrap_or_else(|| message.clone());
                 Error::Invalid { field, problem }
             }
-            Some(reason::FLAG_NOT_FOUND) => Error::NotFound { namespace: text("namespace"), key: text("key") },
-            Some(reason::FLAG_EXISTS) => Error::AlreadyExists { current: num("current_version") },
-            Some(reason::VERSION_MISMATCH) => Error::VersionMismatch {
+            Some(ErrorReason::FlagNotFound) => Error::NotFound { namespace: text("namespace"), key: text("key") },
+            Some(ErrorReason::FlagExists) => Error::AlreadyExists { current: num("current_version") },
+            Some(ErrorReason::VersionMismatch) => Error::VersionMismatch {
                 current: num("current_version").unwrap_or(0),
                 expected: num("expected_version"),
             },
-            Some(reason::REQUEST_ID_REUSED) => Error::RequestIdReused { message },
+            Some(ErrorReason::RequestIdReused) => Error::RequestIdReused { message },
             _ if status.code() == Code::InvalidArgument => Error::Invalid { field: text("field"), problem: message },
             _ if status.code() == Code::NotFound => Error::NotFound { namespace: text("namespace"), key: text("key") },
             _ if status.code() == Code::Unavailable => Error::Unavailable { reason: why, message, attempts: 1 },
@@ -71,31 +76,75 @@ impl Error {
         }
     }
 
-    /// Whether the same call may be sent again (to another node): the cluster was unreachable,
-    /// had no leader, or could not confirm the outcome of a write. Writes are retried with the
-    /// same `request_id`, which the state machine applies at most once.
+    /// THE retry policy: whether the same call may be sent again (to another node). Yes when
+    /// the node was unreachable, had no leader or was not it, is shutting down or out of watch
+    /// slots, could not make a read safe in time, or could not confirm a write's outcome:
+    /// writes are retried with the same `request_id`, which the state machine applies at most
+    /// once. A status without a reason is judged by its code (a transport failure or a
+    /// deadline is retried; anything else is final).
     pub fn is_retryable(&self) -> bool {
         match self {
-            Error::Unavailable { .. } => true,
-            Error::Server { code, reason, .. } => {
-                reason.is_none()
-                    && matches!(code, Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Aborted)
+            Error::Unavailable { reason, .. } => reason.is_none_or(retry_elsewhere),
+            Error::Server { reason: Some(reason), .. } => retry_elsewhere(*reason),
+            Error::Server { code, reason: None, .. } => {
+                matches!(code, Code::DeadlineExceeded | Code::Cancelled | Code::Unknown | Code::Aborted)
             }
-            _ => false,
+            Error::Config(_)
+            | Error::Invalid { .. }
+            | Error::NotFound { .. }
+            | Error::AlreadyExists { .. }
+            | Error::VersionMismatch { .. }
+            | Error::RequestIdReused { .. } => false,
         }
     }
 
-    /// The `ErrorInfo` reason the server gave, when it gave one.
-    pub fn reason(&self) -> Option<&str> {
+    /// The `ErrorInfo` reason the server gave, when it gave one this client knows.
+    pub fn reason(&self) -> Option<ErrorReason> {
         match self {
-            Error::Invalid { .. } => Some(reason::INVALID_FIELD),
-            Error::NotFound { .. } => Some(reason::FLAG_NOT_FOUND),
-            Error::AlreadyExists { .. } => Some(reason::FLAG_EXISTS),
-            Error::VersionMismatch { .. } => Some(reason::VERSION_MISMATCH),
-            Error::RequestIdReused { .. } => Some(reason::REQUEST_ID_REUSED),
-            Error::Unavailable { reason, .. } | Error::Server { reason, .. } => reason.as_deref(),
+            Error::Invalid { .. } => Some(ErrorReason::InvalidField),
+            Error::NotFound { .. } => Some(ErrorReason::FlagNotFound),
+            Error::AlreadyExists { .. } => Some(ErrorReason::FlagExists),
+            Error::VersionMismatch { .. } => Some(ErrorReason::VersionMismatch),
+            Error::RequestIdReused { .. } => Some(ErrorReason::RequestIdReused),
+            Error::Unavailable { reason, .. } | Error::Server { reason, .. } => *reason,
             Error::Config(_) => None,
         }
+    }
+
+    /// The leader's API address from a `NOT_LEADER` status, when the node knew it: where to
+    /// send the call next.
+    pub fn leader_hint(status: &tonic::Status) -> Option<String> {
+        let details = status.get_error_details();
+        let info = details.error_info().filter(|i| i.domain == ERROR_DOMAIN)?;
+        info.metadata.get("leader_api_addr").filter(|a| !a.is_empty()).cloned()
+    }
+}
+
+/// Whether a call refused with `reason` may succeed on another node or a moment later. One
+/// line per reason, without a wildcard, so a new reason cannot be added without deciding.
+fn retry_elsewhere(reason: ErrorReason) -> bool {
+    match reason {
+        // The node cannot serve it now; another node (or the leader it names) can.
+        ErrorReason::NotLeader
+        | ErrorReason::NoLeader
+        | ErrorReason::WriteOutcomeUnknown
+        | ErrorReason::ReadTimeout
+        | ErrorReason::LeaseExpired
+        | ErrorReason::ShuttingDown
+        | ErrorReason::WatchLimit => true,
+        // Refusals: the same call gets the same answer.
+        ErrorReason::InvalidField
+        | ErrorReason::FlagNotFound
+        | ErrorReason::FlagExists
+        | ErrorReason::VersionMismatch
+        | ErrorReason::RequestIdReused
+        | ErrorReason::AlreadyInitialized
+        | ErrorReason::Membership
+        | ErrorReason::Unauthenticated => false,
+        // The watch must resync with a snapshot, not repeat the call.
+        ErrorReason::RevisionCompacted => false,
+        // Tied to the node asked (its snapshot), or the node needs an operator.
+        ErrorReason::SnapshotTimeout | ErrorReason::Storage | ErrorReason::Raft | ErrorReason::Internal => false,
     }
 }
 
@@ -110,7 +159,11 @@ mod tests {
     use super::*;
     use tonic_types::ErrorDetails;
 
-    fn status(code: Code, why: &str, meta: &[(&str, &str)]) -> tonic::Status {
+    fn status(code: Code, why: ErrorReason, meta: &[(&str, &str)]) -> tonic::Status {
+        raw_status(code, why.as_str(), meta)
+    }
+
+    fn raw_status(code: Code, why: &str, meta: &[(&str, &str)]) -> tonic::Status {
         let meta: HashMap<String, String> = meta.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         tonic::Status::with_error_details(code, "message", ErrorDetails::with_error_info(why, ERROR_DOMAIN, meta))
     }
@@ -119,20 +172,20 @@ mod tests {
     fn reasons_become_typed_errors() {
         let e = Error::from_status(&status(
             Code::FailedPrecondition,
-            reason::VERSION_MISMATCH,
+            ErrorReason::VersionMismatch,
             &[("current_version", "7"), ("expected_version", "3")],
         ));
         assert_eq!(e, Error::VersionMismatch { current: 7, expected: Some(3) });
         assert!(!e.is_retryable());
 
         let e =
-            Error::from_status(&status(Code::NotFound, reason::FLAG_NOT_FOUND, &[("namespace", "n"), ("key", "k")]));
+            Error::from_status(&status(Code::NotFound, ErrorReason::FlagNotFound, &[("namespace", "n"), ("key", "k")]));
         assert_eq!(e, Error::NotFound { namespace: "n".into(), key: "k".into() });
 
-        let e = Error::from_status(&status(Code::AlreadyExists, reason::FLAG_EXISTS, &[("current_version", "2")]));
+        let e = Error::from_status(&status(Code::AlreadyExists, ErrorReason::FlagExists, &[("current_version", "2")]));
         assert_eq!(e, Error::AlreadyExists { current: Some(2) });
 
-        for why in [reason::NOT_LEADER, reason::NO_LEADER, reason::WRITE_OUTCOME_UNKNOWN] {
+        for why in [ErrorReason::NotLeader, ErrorReason::NoLeader, ErrorReason::WriteOutcomeUnknown] {
             let e = Error::from_status(&status(Code::Unavailable, why, &[]));
             assert!(e.is_retryable(), "{why} must be retryable");
             assert_eq!(e.reason(), Some(why));
@@ -140,9 +193,34 @@ mod tests {
     }
 
     #[test]
+    fn the_leader_hint_is_read_from_not_leader() {
+        let s =
+            status(Code::Unavailable, ErrorReason::NotLeader, &[("leader_id", "2"), ("leader_api_addr", "n2:7000")]);
+        assert_eq!(Error::leader_hint(&s).as_deref(), Some("n2:7000"));
+        assert_eq!(Error::leader_hint(&status(Code::Unavailable, ErrorReason::NotLeader, &[])), None);
+    }
+
+    #[test]
+    fn unknown_reasons_are_classified_by_code() {
+        // A newer server's reason: kept out of the typed reason, judged by its code.
+        let e = Error::from_status(&raw_status(Code::Unavailable, "SOMETHING_NEW", &[]));
+        assert_eq!(e.reason(), None);
+        assert!(e.is_retryable());
+        let e = Error::from_status(&raw_status(Code::FailedPrecondition, "SOMETHING_NEW", &[]));
+        assert!(matches!(e, Error::Server { code: Code::FailedPrecondition, reason: None, .. }), "{e:?}");
+        assert!(!e.is_retryable());
+        // A reason known by code but refused: not retried, whatever the code.
+        let e = Error::from_status(&status(Code::DeadlineExceeded, ErrorReason::SnapshotTimeout, &[]));
+        assert_eq!(e.reason(), Some(ErrorReason::SnapshotTimeout));
+        assert!(!e.is_retryable());
+        let e = Error::from_status(&status(Code::ResourceExhausted, ErrorReason::WatchLimit, &[]));
+        assert!(e.is_retryable());
+    }
+
+    #[test]
     fn invalid_input_names_the_field_from_bad_request() {
         let mut details = ErrorDetails::with_error_info(
-            reason::INVALID_FIELD,
+            ErrorReason::InvalidField.as_str(),
             ERROR_DOMAIN,
             [("field".to_string(), "variants.b".to_string())].into_iter().collect::<HashMap<_, _>>(),
         );

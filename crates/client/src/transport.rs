@@ -102,8 +102,9 @@ pub(crate) fn watch_channel(endpoint: &Endpoint) -> Channel {
 
 /// Exponential backoff with jitter: `min · 2^failures`, capped at `max`, then a uniformly random
 /// point in its upper half (so many clients cut off by one failure do not return in lockstep,
-/// yet none retries much sooner than planned).
-pub(crate) fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
+/// yet none retries much sooner than planned). The one backoff of the admin calls, the watcher
+/// and `vexilctl` (re-exported as `vexil_client::admin::backoff`); each picks its bounds.
+pub fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
     let base = min.saturating_mul(1u32 << failures.min(20)).min(max);
     let half = base / 2;
     let jitter_ns = rand::rng().random_range(0..=half.as_nanos().min(u128::from(u64::MAX)) as u64);

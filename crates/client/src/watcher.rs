@@ -27,13 +27,12 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tonic::Code;
 use tonic::transport::{Channel, Endpoint};
-use tonic_types::StatusExt;
 use vexil_proto::v1 as proto;
 use vexil_proto::v1::watch_client::WatchClient;
 use vexil_proto::v1::watch_response::Kind;
 
 use crate::client::Shared;
-use crate::error::reason;
+use crate::error::{Error, ErrorReason};
 use crate::limits;
 use crate::status::UpdateKind;
 use crate::store::{self, DataSource};
@@ -110,8 +109,7 @@ pub(crate) async fn run(shared: Arc<Shared>, endpoints: Vec<(String, Endpoint)>,
 }
 
 fn is_compacted(status: &tonic::Status) -> bool {
-    status.code() == Code::OutOfRange
-        && status.get_error_details().error_info().is_some_and(|i| i.reason == reason::REVISION_COMPACTED)
+    status.code() == Code::OutOfRange && Error::from_status(status).reason() == Some(ErrorReason::RevisionCompacted)
 }
 
 fn failed(delivered: bool, status: &tonic::Status) -> End {

@@ -1,30 +1,102 @@
-//! The parts of the API contract that are not messages: the stable error reasons, and the
-//! conversion between the audit entry on the wire and the model's (whose hash chain clients
-//! verify).
+//! The parts of the API contract that are not messages: the stable error reasons
+//! ([`ErrorReason`]), and the conversion between the audit entry on the wire and the model's
+//! (whose hash chain clients verify).
 
 use crate::v1;
 
 /// The `google.rpc.ErrorInfo.domain` of every Vexil error.
 pub const ERROR_DOMAIN: &str = "vexil";
 
-/// Stable `google.rpc.ErrorInfo.reason` strings. Clients act on these, never on messages.
-pub mod reason {
-    pub const INVALID_FIELD: &str = "INVALID_FIELD";
-    pub const FLAG_NOT_FOUND: &str = "FLAG_NOT_FOUND";
-    pub const FLAG_EXISTS: &str = "FLAG_EXISTS";
-    pub const VERSION_MISMATCH: &str = "VERSION_MISMATCH";
-    pub const REQUEST_ID_REUSED: &str = "REQUEST_ID_REUSED";
-    pub const ALREADY_INITIALIZED: &str = "ALREADY_INITIALIZED";
-    pub const NOT_LEADER: &str = "NOT_LEADER";
-    pub const NO_LEADER: &str = "NO_LEADER";
-    pub const WRITE_OUTCOME_UNKNOWN: &str = "WRITE_OUTCOME_UNKNOWN";
-    pub const READ_TIMEOUT: &str = "READ_TIMEOUT";
-    pub const LEASE_EXPIRED: &str = "LEASE_EXPIRED";
-    pub const REVISION_COMPACTED: &str = "REVISION_COMPACTED";
-    pub const MEMBERSHIP: &str = "MEMBERSHIP";
-    pub const STORAGE: &str = "STORAGE";
-    pub const RAFT: &str = "RAFT";
-    pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
+/// Declares [`ErrorReason`] from one list, so its variants, their strings and
+/// [`ErrorReason::ALL`] cannot drift apart.
+macro_rules! error_reasons {
+    ($($(#[$doc:meta])* $variant:ident = $text:literal,)*) => {
+        /// A stable `google.rpc.ErrorInfo.reason`: what clients act on, never on messages.
+        ///
+        /// The server's one error mapping (`vexil-server`'s `error.rs`) sends them; the client
+        /// library (`vexil_client::Error::from_status`) parses them back. The gRPC code that
+        /// comes with each is noted; the metadata keys are those the server sets.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ErrorReason {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl ErrorReason {
+            /// Every reason, in declaration order.
+            pub const ALL: &'static [ErrorReason] = &[$(ErrorReason::$variant,)*];
+
+            /// The wire string (`SCREAMING_SNAKE_CASE`), as it appears in `ErrorInfo.reason`.
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(ErrorReason::$variant => $text,)*
+                }
+            }
+        }
+    };
+}
+
+error_reasons! {
+    /// INVALID_ARGUMENT: an input was refused; metadata `field` names it (a
+    /// `google.rpc.BadRequest` field violation says why).
+    InvalidField = "INVALID_FIELD",
+    /// NOT_FOUND: metadata `namespace`, `key`.
+    FlagNotFound = "FLAG_NOT_FOUND",
+    /// ALREADY_EXISTS: metadata `current_version`.
+    FlagExists = "FLAG_EXISTS",
+    /// FAILED_PRECONDITION: a compare-and-set lost; metadata `current_version`,
+    /// `expected_version`.
+    VersionMismatch = "VERSION_MISMATCH",
+    /// FAILED_PRECONDITION: a request id was reused for a different command (a caller bug).
+    RequestIdReused = "REQUEST_ID_REUSED",
+    /// FAILED_PRECONDITION: `Init` on a cluster that already has one.
+    AlreadyInitialized = "ALREADY_INITIALIZED",
+    /// UNAVAILABLE: this node does not lead; metadata `leader_id`, `leader_api_addr` when known.
+    NotLeader = "NOT_LEADER",
+    /// UNAVAILABLE: no leader is known (an election, or no quorum reachable).
+    NoLeader = "NO_LEADER",
+    /// UNAVAILABLE: a write was not confirmed in time; retried with the same `request_id` it
+    /// applies at most once.
+    WriteOutcomeUnknown = "WRITE_OUTCOME_UNKNOWN",
+    /// UNAVAILABLE: a read could not be made safe in time.
+    ReadTimeout = "READ_TIMEOUT",
+    /// UNAVAILABLE: a `lease` read on a node whose read lease expired and could not be renewed.
+    LeaseExpired = "LEASE_EXPIRED",
+    /// UNAVAILABLE: the node is shutting down; send the call to another node.
+    ShuttingDown = "SHUTTING_DOWN",
+    /// RESOURCE_EXHAUSTED: the node serves as many watch streams as it allows; watch another node.
+    WatchLimit = "WATCH_LIMIT",
+    /// OUT_OF_RANGE: the changes after a watch's `after_revision` are no longer retained; take a
+    /// new snapshot (`proto/vexil/v1/watch.proto`). Not sent yet: the audit log is never
+    /// compacted, but clients already handle it.
+    RevisionCompacted = "REVISION_COMPACTED",
+    /// FAILED_PRECONDITION: a membership change was refused.
+    Membership = "MEMBERSHIP",
+    /// DEADLINE_EXCEEDED: a requested snapshot was not built in time (it may still complete).
+    SnapshotTimeout = "SNAPSHOT_TIMEOUT",
+    /// UNAUTHENTICATED: a call without the credentials required (the cluster secret on the
+    /// Raft port).
+    Unauthenticated = "UNAUTHENTICATED",
+    /// INTERNAL: this node's storage failed.
+    Storage = "STORAGE",
+    /// INTERNAL: openraft stopped on a fatal error (its storage failed, or it panicked), on
+    /// this node or on the leader a write was forwarded to.
+    Raft = "RAFT",
+    /// INTERNAL: an invariant was broken: a bug, to report.
+    Internal = "INTERNAL",
+}
+
+impl ErrorReason {
+    /// The reason with this wire string; `None` for one this version does not know (sent by a
+    /// newer server), which callers classify by the status code alone.
+    pub fn parse(s: &str) -> Option<ErrorReason> {
+        ErrorReason::ALL.iter().copied().find(|r| r.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for ErrorReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl From<vexil_model::AuditEntry> for v1::AuditEntry {
@@ -79,6 +151,19 @@ impl TryFrom<&v1::AuditEntry> for vexil_model::AuditEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_reason_parses_back_from_its_own_string() {
+        let mut seen = std::collections::BTreeSet::new();
+        for &r in ErrorReason::ALL {
+            assert_eq!(ErrorReason::parse(r.as_str()), Some(r));
+            assert_eq!(r.to_string(), r.as_str());
+            assert!(r.as_str().bytes().all(|b| b.is_ascii_uppercase() || b == b'_'), "{r:?}");
+            assert!(seen.insert(r.as_str()), "{r:?}: its string is taken");
+        }
+        assert_eq!(ErrorReason::parse("NO_SUCH_REASON"), None);
+        assert_eq!(ErrorReason::parse("not_leader"), None);
+    }
 
     #[test]
     fn audit_entries_round_trip_through_the_wire_form() {

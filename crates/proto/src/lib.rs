@@ -2,7 +2,7 @@
 //!
 //! - [`vexil::v1`]: the public API (flags, audit, cluster).
 //! - [`vexil::raft::v1`]: the internal Raft transport between nodes.
-//! - [`reason`]: the stable error reasons; conversions of audit entries to and from the model.
+//! - [`ErrorReason`]: the stable error reasons; conversions of audit entries to and from the model.
 
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
 
@@ -20,4 +20,4 @@ pub mod vexil {
 pub use vexil::v1;
 
 mod contract;
-pub use contract::{ERROR_DOMAIN, reason};
+pub use contract::{ERROR_DOMAIN, ErrorReason};

@@ -21,7 +21,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::error::{ClientWriteError, ForwardToLeader, RaftError};
+use openraft::error::{ClientWriteError, Fatal, ForwardToLeader, RaftError};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use vexil_raft_store::{Command, NodeId, NodeInfo, Outcome, Raft, Request, Response};
 
@@ -37,7 +37,23 @@ pub type Proposed = Result<Response, Option<(NodeId, NodeInfo)>>;
 enum Failure {
     /// Not confirmed within the write timeout: the outcome is unknown.
     Timeout,
-    Raft(String),
+    /// openraft has stopped: the node is shutting down.
+    ShuttingDown,
+    /// openraft stopped on a fatal error (storage, panic).
+    Fatal(String),
+    /// A broken invariant (a bug).
+    Internal(String),
+}
+
+impl Failure {
+    fn into_server(self, timeout_ms: u64) -> ServerError {
+        match self {
+            Failure::Timeout => ServerError::WriteOutcomeUnknown(timeout_ms),
+            Failure::ShuttingDown => ServerError::ShuttingDown,
+            Failure::Fatal(msg) => ServerError::RaftFailed(msg),
+            Failure::Internal(msg) => ServerError::Internal(msg),
+        }
+    }
 }
 
 type Reply = Result<Proposed, Failure>;
@@ -70,18 +86,19 @@ impl WriteBatcher {
         let timeout_ms = u64::try_from(self.timeout.as_millis()).unwrap_or(u64::MAX);
         let (reply, rx) = oneshot::channel();
         let pending = Pending { bytes: request.approx_bytes(), request, reply };
-        let shutting_down = || ServerError::Raft("this node is shutting down".into());
+        // The queue closes, or a reply is dropped unsent, only when the runtime drops the
+        // batcher's tasks: the node is stopping. UNAVAILABLE, so clients retry on another node
+        // (with the same request_id, in case the write was proposed before the drop).
         let outcome = tokio::time::timeout(self.timeout, async {
-            self.queue.send(pending).await.map_err(|_| shutting_down())?;
-            rx.await.map_err(|_| shutting_down())
+            self.queue.send(pending).await.map_err(|_| ServerError::ShuttingDown)?;
+            rx.await.map_err(|_| ServerError::ShuttingDown)
         })
         .await;
         match outcome {
             Err(_) => Err(ServerError::WriteOutcomeUnknown(timeout_ms)),
             Ok(Err(e)) => Err(e),
             Ok(Ok(Ok(proposed))) => Ok(proposed),
-            Ok(Ok(Err(Failure::Timeout))) => Err(ServerError::WriteOutcomeUnknown(timeout_ms)),
-            Ok(Ok(Err(Failure::Raft(msg)))) => Err(ServerError::Raft(msg)),
+            Ok(Ok(Err(failure))) => Err(failure.into_server(timeout_ms)),
         }
     }
 }
@@ -152,7 +169,7 @@ async fn propose_batch(raft: &Raft, mut batch: Vec<Pending>, timeout: Duration) 
             let msg = format!("a batch of {count} writes got an unexpected response: {other:?}");
             tracing::error!("{msg}");
             for reply in replies {
-                let _ = reply.send(Err(Failure::Raft(msg.clone())));
+                let _ = reply.send(Err(Failure::Internal(msg.clone())));
             }
         }
         other => {
@@ -170,6 +187,11 @@ async fn client_write(raft: &Raft, request: Request, timeout: Duration) -> Reply
         Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(ForwardToLeader { leader_id, leader_node })))) => {
             Ok(Err(leader_id.zip(leader_node)))
         }
-        Ok(Err(e)) => Err(Failure::Raft(e.to_string())),
+        Ok(Err(RaftError::APIError(e @ ClientWriteError::ChangeMembershipError(_)))) => {
+            // Only membership changes can fail this way, and they do not go through here.
+            Err(Failure::Internal(format!("a flag write was refused as a membership change: {e}")))
+        }
+        Ok(Err(RaftError::Fatal(Fatal::Stopped))) => Err(Failure::ShuttingDown),
+        Ok(Err(RaftError::Fatal(fatal))) => Err(Failure::Fatal(fatal.to_string())),
     }
 }

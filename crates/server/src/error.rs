@@ -1,4 +1,7 @@
-//! The server's errors, and the ONE place they become gRPC statuses.
+//! The server's errors, and the ONE place they become gRPC statuses: every status the node
+//! sends for an error of its own, on the public API and on the Raft port, is built by
+//! `From<ServerError> for Status` below. Handlers return `ServerError`, never a `Status` they
+//! built themselves.
 //!
 //! Every status carries a standard gRPC code, a message a person can act on, and a
 //! `google.rpc.ErrorInfo` detail (domain `vexil`) with a stable machine-readable `reason` and
@@ -10,10 +13,10 @@ use std::collections::HashMap;
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 use vexil_model::ValidationError;
-use vexil_raft_store::{StoreError, WriteError};
+use vexil_raft_store::{NodeId, StoreError, WriteError};
 
 /// The domain and the stable reasons are part of the API contract, in `vexil-proto`.
-pub use vexil_proto::{ERROR_DOMAIN, reason};
+pub use vexil_proto::{ERROR_DOMAIN, ErrorReason};
 
 /// Where the leader is, when this node knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,12 +48,34 @@ pub enum ServerError {
         expired_ms.map(|ms| format!(" ({ms} ms ago)")).unwrap_or_default()
     )]
     LeaseExpired { expired_ms: Option<u64>, cause: String },
+    /// The node is stopping (its Raft core has stopped, or the task that would answer was
+    /// dropped with the runtime). A write caught in it may or may not have been applied, which
+    /// the same `request_id` on another node settles.
+    #[error(
+        "this node is shutting down; send the request to another node (a write retried with the same request_id applies at most once; a watch resumes from its last revision)"
+    )]
+    ShuttingDown,
+    /// Every watch slot of this node is taken (`limits::WATCH_STREAMS_MAX`).
+    #[error("this node serves the most watch streams it allows; connect to another node")]
+    WatchLimit,
     #[error("membership change refused: {0}")]
     Membership(String),
+    /// A requested snapshot did not cover `target` before the deadline; openraft may still
+    /// finish it.
+    #[error("no snapshot covering revision {target} was built in time (latest covers {latest})")]
+    SnapshotTimeout { target: u64, latest: u64 },
+    /// A call without the credentials it needs (today: the cluster secret on the Raft port).
+    #[error("{0}")]
+    Unauthenticated(String),
     #[error("storage failure: {0}")]
     Storage(#[from] StoreError),
+    /// openraft stopped on a fatal error (its storage failed or its core panicked), here or on
+    /// the leader a write was forwarded to: the node needs an operator.
     #[error("raft failure: {0}")]
-    Raft(String),
+    RaftFailed(String),
+    /// An invariant was broken (a bug): reported, never guessed around.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 fn leader_text(hint: &Option<LeaderHint>) -> String {
@@ -66,60 +91,83 @@ impl From<ValidationError> for ServerError {
     }
 }
 
+/// openraft's fatal errors: a stopped core is a node shutting down (UNAVAILABLE, retried
+/// elsewhere); a storage error or a panic needs an operator.
+impl From<openraft::error::Fatal<NodeId>> for ServerError {
+    fn from(e: openraft::error::Fatal<NodeId>) -> Self {
+        match e {
+            openraft::error::Fatal::Stopped => ServerError::ShuttingDown,
+            other => ServerError::RaftFailed(other.to_string()),
+        }
+    }
+}
+
 impl ServerError {
     pub fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Self {
         ServerError::Invalid { field: field.into(), problem: problem.into() }
     }
-}
 
-impl From<ServerError> for Status {
-    fn from(e: ServerError) -> Status {
-        let message = e.to_string();
-        let mut meta: HashMap<String, String> = HashMap::new();
-        let (code, why) = match &e {
-            ServerError::Invalid { field, problem } => {
+    /// The gRPC code and the stable reason of this error; the metadata that goes with them is
+    /// added to `meta`.
+    fn classify(&self, meta: &mut HashMap<String, String>) -> (Code, ErrorReason) {
+        match self {
+            ServerError::Invalid { field, .. } | ServerError::Write(WriteError::Invalid { field, .. }) => {
                 meta.insert("field".into(), field.clone());
-                let mut details = ErrorDetails::with_error_info(reason::INVALID_FIELD, ERROR_DOMAIN, meta);
-                details.add_bad_request_violation(field.clone(), problem.clone());
-                return Status::with_error_details(Code::InvalidArgument, message, details);
+                (Code::InvalidArgument, ErrorReason::InvalidField)
             }
-            ServerError::Write(w) => match w {
-                WriteError::NotFound { namespace, key } => {
-                    meta.insert("namespace".into(), namespace.clone());
-                    meta.insert("key".into(), key.clone());
-                    (Code::NotFound, reason::FLAG_NOT_FOUND)
-                }
-                WriteError::AlreadyExists { version, .. } => {
-                    meta.insert("current_version".into(), version.to_string());
-                    (Code::AlreadyExists, reason::FLAG_EXISTS)
-                }
-                WriteError::VersionMismatch { expected, current, .. } => {
-                    meta.insert("current_version".into(), current.to_string());
-                    meta.insert("expected_version".into(), expected.to_string());
-                    (Code::FailedPrecondition, reason::VERSION_MISMATCH)
-                }
-                WriteError::Invalid { field, problem } => {
-                    return ServerError::invalid(field.clone(), problem.clone()).into();
-                }
-                WriteError::RequestIdReused { .. } => (Code::FailedPrecondition, reason::REQUEST_ID_REUSED),
-            },
-            ServerError::AlreadyInitialized => (Code::FailedPrecondition, reason::ALREADY_INITIALIZED),
+            ServerError::Write(WriteError::NotFound { namespace, key }) => {
+                meta.insert("namespace".into(), namespace.clone());
+                meta.insert("key".into(), key.clone());
+                (Code::NotFound, ErrorReason::FlagNotFound)
+            }
+            ServerError::Write(WriteError::AlreadyExists { version, .. }) => {
+                meta.insert("current_version".into(), version.to_string());
+                (Code::AlreadyExists, ErrorReason::FlagExists)
+            }
+            ServerError::Write(WriteError::VersionMismatch { expected, current, .. }) => {
+                meta.insert("current_version".into(), current.to_string());
+                meta.insert("expected_version".into(), expected.to_string());
+                (Code::FailedPrecondition, ErrorReason::VersionMismatch)
+            }
+            ServerError::Write(WriteError::RequestIdReused { .. }) => {
+                (Code::FailedPrecondition, ErrorReason::RequestIdReused)
+            }
+            ServerError::AlreadyInitialized => (Code::FailedPrecondition, ErrorReason::AlreadyInitialized),
             ServerError::NotLeader(hint) => {
                 if let Some(h) = hint {
                     meta.insert("leader_id".into(), h.id.to_string());
                     meta.insert("leader_api_addr".into(), h.api_addr.clone());
                 }
-                (Code::Unavailable, reason::NOT_LEADER)
+                (Code::Unavailable, ErrorReason::NotLeader)
             }
-            ServerError::NoLeader => (Code::Unavailable, reason::NO_LEADER),
-            ServerError::WriteOutcomeUnknown(_) => (Code::Unavailable, reason::WRITE_OUTCOME_UNKNOWN),
-            ServerError::ReadTimeout(..) => (Code::Unavailable, reason::READ_TIMEOUT),
-            ServerError::LeaseExpired { .. } => (Code::Unavailable, reason::LEASE_EXPIRED),
-            ServerError::Membership(_) => (Code::FailedPrecondition, reason::MEMBERSHIP),
-            ServerError::Storage(_) => (Code::Internal, reason::STORAGE),
-            ServerError::Raft(_) => (Code::Internal, reason::RAFT),
-        };
-        Status::with_error_details(code, message, ErrorDetails::with_error_info(why, ERROR_DOMAIN, meta))
+            ServerError::NoLeader => (Code::Unavailable, ErrorReason::NoLeader),
+            ServerError::WriteOutcomeUnknown(_) => (Code::Unavailable, ErrorReason::WriteOutcomeUnknown),
+            ServerError::ReadTimeout(..) => (Code::Unavailable, ErrorReason::ReadTimeout),
+            ServerError::LeaseExpired { .. } => (Code::Unavailable, ErrorReason::LeaseExpired),
+            ServerError::ShuttingDown => (Code::Unavailable, ErrorReason::ShuttingDown),
+            ServerError::WatchLimit => (Code::ResourceExhausted, ErrorReason::WatchLimit),
+            ServerError::Membership(_) => (Code::FailedPrecondition, ErrorReason::Membership),
+            ServerError::SnapshotTimeout { .. } => (Code::DeadlineExceeded, ErrorReason::SnapshotTimeout),
+            ServerError::Unauthenticated(_) => (Code::Unauthenticated, ErrorReason::Unauthenticated),
+            ServerError::Storage(_) => (Code::Internal, ErrorReason::Storage),
+            ServerError::RaftFailed(_) => (Code::Internal, ErrorReason::Raft),
+            ServerError::Internal(_) => (Code::Internal, ErrorReason::Internal),
+        }
+    }
+}
+
+/// THE mapping: every status this server sends for its own errors, on the API port and the
+/// Raft port alike, is built here.
+impl From<ServerError> for Status {
+    fn from(e: ServerError) -> Status {
+        let mut meta: HashMap<String, String> = HashMap::new();
+        let (code, reason) = e.classify(&mut meta);
+        let mut details = ErrorDetails::with_error_info(reason.as_str(), ERROR_DOMAIN, meta);
+        if let ServerError::Invalid { field, problem } | ServerError::Write(WriteError::Invalid { field, problem }) = &e
+        {
+            details.add_bad_request_violation(field.clone(), problem.clone());
+        }
+        Status::with_error_details(code, e.to_string(), details)
     }
 }
 
@@ -144,9 +192,19 @@ mod tests {
         let status: Status = e.into();
         assert_eq!(status.code(), Code::FailedPrecondition);
         let (why, meta) = error_info(&status).expect("error info");
-        assert_eq!(why, reason::VERSION_MISMATCH);
+        assert_eq!(why, ErrorReason::VersionMismatch.as_str());
         assert_eq!(meta.get("current_version").map(String::as_str), Some("4"));
         assert!(status.message().contains("version 4"), "{}", status.message());
+    }
+
+    #[test]
+    fn a_stopped_raft_is_a_node_shutting_down_and_other_fatal_errors_need_an_operator() {
+        let stopped = ServerError::from(openraft::error::Fatal::<NodeId>::Stopped);
+        assert!(matches!(stopped, ServerError::ShuttingDown), "{stopped:?}");
+        assert_eq!(Status::from(stopped).code(), Code::Unavailable);
+        let panicked = ServerError::from(openraft::error::Fatal::<NodeId>::Panicked);
+        assert!(matches!(&panicked, ServerError::RaftFailed(m) if m == "panicked"), "{panicked:?}");
+        assert_eq!(Status::from(panicked).code(), Code::Internal);
     }
 
     #[test]

@@ -167,7 +167,10 @@ impl Node {
         match self.raft.initialize(members).await {
             Ok(()) => Ok(()),
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Err(ServerError::AlreadyInitialized),
-            Err(e) => Err(ServerError::Raft(e.to_string())),
+            Err(RaftError::APIError(InitializeError::NotInMembers(e))) => {
+                Err(ServerError::invalid("members", e.to_string()))
+            }
+            Err(RaftError::Fatal(fatal)) => Err(fatal.into()),
         }
     }
 
@@ -235,7 +238,12 @@ impl Node {
                 Ok(ForwardReply::Timeout) => {
                     return Err(ServerError::WriteOutcomeUnknown(self.config.raft.write_timeout_ms));
                 }
-                Ok(ForwardReply::Failed(msg)) => return Err(ServerError::Raft(msg)),
+                Ok(ForwardReply::Failed(msg)) => {
+                    // The leader's openraft failed, or it hit a bug: it needs an operator.
+                    return Err(ServerError::RaftFailed(format!(
+                        "the leader (node {leader_id}) failed the write: {msg}"
+                    )));
+                }
                 Err(e) => {
                     // The request may or may not have reached the leader: only a retry with the
                     // same request_id is safe, so say so.
@@ -313,7 +321,10 @@ impl Node {
             }
             Ok(Ok(index)) => return Ok(index),
             Ok(Err(RaftError::APIError(CheckIsLeaderError::ForwardToLeader(_)))) => {}
-            Ok(Err(e)) => return Err(ServerError::Raft(e.to_string())),
+            Ok(Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(e)))) => {
+                return Err(ServerError::ReadTimeout(self.config.raft.write_timeout_ms, e.to_string()));
+            }
+            Ok(Err(RaftError::Fatal(fatal))) => return Err(fatal.into()),
         }
         let Some((leader_id, info)) = self.leader() else { return Err(ServerError::NoLeader) };
         if leader_id == self.id {
@@ -338,7 +349,8 @@ impl Node {
             tokio::time::timeout(timeout, rx.wait_for(|applied| *applied >= revision)).await.map(|r| r.is_ok());
         match result {
             Ok(true) => Ok(()),
-            Ok(false) => Err(ServerError::Raft("the state machine stopped".into())),
+            // The applied revision's sender goes away only with the state machine.
+            Ok(false) => Err(ServerError::ShuttingDown),
             Err(_) => Err(ServerError::ReadTimeout(
                 self.config.raft.write_timeout_ms,
                 format!(
@@ -402,7 +414,7 @@ impl Node {
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 Err(ServerError::Membership(e.to_string()))
             }
-            Err(e) => Err(ServerError::Raft(e.to_string())),
+            Err(RaftError::Fatal(fatal)) => Err(fatal.into()),
         }
     }
 
@@ -415,7 +427,7 @@ impl Node {
             Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(e))) => {
                 Err(ServerError::Membership(e.to_string()))
             }
-            Err(e) => Err(ServerError::Raft(e.to_string())),
+            Err(RaftError::Fatal(fatal)) => Err(fatal.into()),
         }
     }
 

@@ -2,7 +2,9 @@
 //!
 //! Each call decodes an openraft request, hands it to the local Raft instance and encodes the
 //! `Result` back, so remote Raft errors reach the caller's openraft intact. When a cluster
-//! secret is configured, a call without it is refused before anything is decoded.
+//! secret is configured, a call without it is refused before anything is decoded. This port's
+//! own refusals (no secret, an undecodable payload) are `ServerError`s too, turned into
+//! statuses by the one mapping in `error.rs`.
 
 use std::sync::Arc;
 
@@ -20,7 +22,7 @@ pub struct RaftService {
 }
 
 impl RaftService {
-    fn check_secret<T>(&self, req: &Request<T>) -> Result<(), Status> {
+    fn check_secret<T>(&self, req: &Request<T>) -> Result<(), ServerError> {
         let secret = &self.node.config.cluster.secret;
         if secret.is_empty() {
             return Ok(());
@@ -29,16 +31,20 @@ impl RaftService {
         // Constant-time comparison: no early exit on the first differing byte.
         let same = given.len() == secret.len()
             && given.bytes().zip(secret.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0;
-        if same { Ok(()) } else { Err(Status::unauthenticated("missing or wrong cluster secret on the Raft port")) }
+        if same {
+            Ok(())
+        } else {
+            Err(ServerError::Unauthenticated("missing or wrong cluster secret on the Raft port".into()))
+        }
     }
 
-    fn decode<T: serde::de::DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, Status> {
+    fn decode<T: serde::de::DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, ServerError> {
         codec::decode(&req.into_inner().data)
-            .map_err(|e| Status::invalid_argument(format!("undecodable raft payload: {e}")))
+            .map_err(|e| ServerError::invalid("data", format!("undecodable raft payload: {e}")))
     }
 
     fn reply<T: serde::Serialize>(value: &T) -> Result<Response<RaftPayload>, Status> {
-        let data = codec::encode(value).map_err(|e| Status::internal(format!("cannot encode reply: {e}")))?;
+        let data = codec::encode(value).map_err(|e| ServerError::Internal(format!("cannot encode reply: {e}")))?;
         Ok(Response::new(RaftPayload { data }))
     }
 }
@@ -69,7 +75,9 @@ impl RaftTransport for RaftService {
         let reply = match self.node.write_local(write).await {
             Ok(Ok(resp)) => ForwardReply::Applied(resp),
             Ok(Err(leader)) => ForwardReply::NotLeader { leader },
-            Err(ServerError::WriteOutcomeUnknown(_)) => ForwardReply::Timeout,
+            // A leader shutting down may have proposed the write before it stopped: to the
+            // follower (and its client) the outcome is unknown, as after a timeout.
+            Err(ServerError::WriteOutcomeUnknown(_) | ServerError::ShuttingDown) => ForwardReply::Timeout,
             Err(e) => ForwardReply::Failed(e.to_string()),
         };
         Self::reply(&reply)

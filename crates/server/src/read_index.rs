@@ -31,6 +31,7 @@ use crate::node::Node;
 pub enum RoundError {
     NoLeader,
     NotLeader(Option<LeaderHint>),
+    ShuttingDown,
     Unavailable(String),
 }
 
@@ -39,6 +40,7 @@ impl RoundError {
         match e {
             ServerError::NoLeader => RoundError::NoLeader,
             ServerError::NotLeader(h) => RoundError::NotLeader(h),
+            ServerError::ShuttingDown => RoundError::ShuttingDown,
             other => RoundError::Unavailable(other.to_string()),
         }
     }
@@ -47,6 +49,7 @@ impl RoundError {
         match self {
             RoundError::NoLeader => ServerError::NoLeader,
             RoundError::NotLeader(h) => ServerError::NotLeader(h),
+            RoundError::ShuttingDown => ServerError::ShuttingDown,
             RoundError::Unavailable(msg) => ServerError::ReadTimeout(timeout_ms, msg),
         }
     }
@@ -109,7 +112,9 @@ impl Node {
         let rx = self.join_next_round();
         match rx.await {
             Ok(result) => result.map_err(|e| e.into_server(self.config.raft.write_timeout_ms)),
-            Err(_) => Err(ServerError::Raft("read-index round was dropped".into())),
+            // `run_rounds` answers every waiter it takes; a waiter is dropped unanswered only
+            // when the runtime drops that task: the node is stopping.
+            Err(_) => Err(ServerError::ShuttingDown),
         }
     }
 

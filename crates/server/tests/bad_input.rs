@@ -5,7 +5,7 @@ mod common;
 use common::{TestCluster, linearizable, spec};
 use tonic::Code;
 use vexil_proto::v1::{ApplyNamespaceRequest, CreateFlagRequest, GetFlagRequest, UpdateFlagRequest};
-use vexil_server::error::{error_info, reason};
+use vexil_server::error::{ErrorReason, error_info};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_definitions_are_rejected_with_the_field_and_nothing_is_written() {
@@ -40,7 +40,7 @@ async fn invalid_definitions_are_rejected_with_the_field_and_nothing_is_written(
             .expect_err(what);
         assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
         let (why, meta) = error_info(&err).unwrap_or_else(|| panic!("{what}: no error info"));
-        assert_eq!(why, reason::INVALID_FIELD);
+        assert_eq!(why, ErrorReason::InvalidField.as_str());
         assert_eq!(meta.get("field").map(String::as_str), Some(field), "{what}: {}", err.message());
         assert!(err.message().contains(field), "{what}: message should name the field: {}", err.message());
     }

@@ -7,7 +7,7 @@ use common::{TestCluster, spec};
 use futures::future::join_all;
 use tonic::Code;
 use vexil_proto::v1::{CreateFlagRequest, GetFlagRequest, UpdateFlagRequest, WriteOptions};
-use vexil_server::error::{error_info, reason};
+use vexil_server::error::{ErrorReason, error_info};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_one_compare_and_set_wins_per_version() {
@@ -46,7 +46,7 @@ async fn exactly_one_compare_and_set_wins_per_version() {
         for r in results.iter().filter_map(|r| r.as_ref().err()) {
             assert_eq!(r.code(), Code::FailedPrecondition, "{r:?}");
             let (why, meta) = error_info(r).expect("error info");
-            assert_eq!(why, reason::VERSION_MISMATCH);
+            assert_eq!(why, ErrorReason::VersionMismatch.as_str());
             assert_eq!(meta.get("current_version").map(String::as_str), Some((version + 1).to_string().as_str()));
         }
     }
@@ -74,7 +74,7 @@ async fn a_retried_write_with_the_same_request_id_applies_once() {
     let again = cluster.flags(3).await.create_flag(create("a")).await.expect("retry").into_inner();
     assert_eq!(again.header.expect("h").revision, first.header.expect("h").revision);
     let reused = cluster.flags(1).await.create_flag(create("b")).await.expect_err("different body");
-    assert_eq!(error_info(&reused).expect("info").0, reason::REQUEST_ID_REUSED);
+    assert_eq!(error_info(&reused).expect("info").0, ErrorReason::RequestIdReused.as_str());
     let log = cluster.audit_log(1, 0).await;
     assert_eq!(log.iter().filter(|e| e.key == "once").count(), 1);
 }

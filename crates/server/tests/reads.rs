@@ -10,7 +10,7 @@ use common::{LEASE_MS, TestCluster, spec};
 use tonic::Code;
 use vexil_proto::v1::flags_client::FlagsClient;
 use vexil_proto::v1::{Consistency, CreateFlagRequest, GetFlagRequest, ReadOptions, UpdateFlagRequest};
-use vexil_server::error::{error_info, reason};
+use vexil_server::error::{ErrorReason, error_info};
 
 fn get(key: &str, consistency: Consistency, min_revision: u64) -> GetFlagRequest {
     GetFlagRequest {
@@ -105,7 +105,7 @@ async fn a_cut_off_follower_serves_lease_reads_until_the_lease_expires_then_refu
     };
     assert!(served_after_cut > 0, "the lease should have covered reads right after the cut");
     assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
-    assert_eq!(error_info(&refused).expect("info").0, reason::LEASE_EXPIRED, "{}", refused.message());
+    assert_eq!(error_info(&refused).expect("info").0, ErrorReason::LeaseExpired.as_str(), "{}", refused.message());
     assert!(refused.message().contains("lease"), "{}", refused.message());
 
     // Stale reads keep answering, and say how fresh they are.

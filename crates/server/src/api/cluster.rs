@@ -199,7 +199,7 @@ impl Cluster for ClusterApi {
         // openraft drops a trigger that arrives while it is already building a snapshot (which
         // may end below `target`), so trigger again until one covers `target`.
         loop {
-            self.node.raft.trigger().snapshot().await.map_err(|e| ServerError::Raft(e.to_string()))?;
+            self.node.raft.trigger().snapshot().await.map_err(ServerError::from)?;
             let waited = self
                 .node
                 .raft
@@ -212,11 +212,8 @@ impl Cluster for ClusterApi {
                 return Ok(Response::new(SnapshotResponse { last_included_index }));
             }
             if tokio::time::Instant::now() >= deadline {
-                let have = self.node.metrics().snapshot.map(|s| s.index).unwrap_or(0);
-                return Err(ServerError::Raft(format!(
-                    "no snapshot covering revision {target} was built in time (latest covers {have})"
-                ))
-                .into());
+                let latest = self.node.metrics().snapshot.map(|s| s.index).unwrap_or(0);
+                return Err(ServerError::SnapshotTimeout { target, latest }.into());
             }
         }
     }

@@ -46,7 +46,7 @@ impl FlagsApi {
             Ok(Outcome::Flag { version }) => {
                 Ok(WriteFlagResponse { header: write_header(resp.revision, leader), version })
             }
-            Ok(other) => Err(ServerError::Raft(format!("unexpected outcome {other:?} for a flag write"))),
+            Ok(other) => Err(ServerError::Internal(format!("unexpected outcome {other:?} for a flag write"))),
             Err(e) => Err(ServerError::Write(e)),
         }
     }
@@ -175,7 +175,7 @@ impl Flags for FlagsApi {
                     ..Default::default()
                 }))
             }
-            Ok(other) => Err(ServerError::Raft(format!("unexpected outcome {other:?} for an apply")).into()),
+            Ok(other) => Err(ServerError::Internal(format!("unexpected outcome {other:?} for an apply")).into()),
             Err(e) => Err(ServerError::Write(e).into()),
         }
     }

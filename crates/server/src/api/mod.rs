@@ -82,7 +82,8 @@ pub(crate) fn check_key(key: &str) -> Result<(), ServerError> {
 /// on write; this only happens across incompatible versions).
 pub(crate) fn current_document(node: &Node, namespace: &str) -> Result<(u64, NamespaceDocument), ServerError> {
     let (revision, mut states) = node.reader.namespace_states(&[namespace.to_string()])?;
-    let state = states.pop().ok_or_else(|| ServerError::Raft("namespace state missing".into()))?;
+    let state =
+        states.pop().ok_or_else(|| ServerError::Internal(format!("no state was read for namespace {namespace:?}")))?;
     let mut doc = NamespaceDocument::default();
     for (key, record) in state.flags {
         match FlagSpec::from_json(&key, &record.spec_json) {

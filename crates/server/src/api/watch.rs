@@ -48,9 +48,7 @@ impl Watch for WatchApi {
                 ServerError::invalid(format!("namespaces[{i}]"), format!("{ns:?} is not a valid namespace"))
             })?;
         }
-        let permit = self.slots.clone().try_acquire_owned().map_err(|_| {
-            Status::resource_exhausted("this node serves the most watch streams it allows; connect to another node")
-        })?;
+        let permit = self.slots.clone().try_acquire_owned().map_err(|_| ServerError::WatchLimit)?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER_MESSAGES);
         tokio::spawn(stream(self.node.clone(), r, tx, permit));
         Ok(Response::new(ReceiverStream::new(rx)))
@@ -62,27 +60,28 @@ async fn stream(node: Arc<Node>, req: WatchRequest, tx: Sender, _permit: OwnedSe
         r = follow(&node, &req, &tx) => r,
         () = tx.closed() => Ok(()),
     };
-    if let Err(status) = outcome {
-        let _ = tx.send(Err(status)).await;
+    if let Err(e) = outcome {
+        let _ = tx.send(Err(e.into())).await;
     }
 }
 
-async fn send(tx: &Sender, kind: Kind) -> Result<(), Status> {
+async fn send(tx: &Sender, kind: Kind) -> Result<(), ServerError> {
     // A closed channel means the client went away; `stream` notices through `tx.closed()`.
     let _ = tx.send(Ok(WatchResponse { kind: Some(kind) })).await;
     Ok(())
 }
 
-async fn follow(node: &Node, req: &WatchRequest, tx: &Sender) -> Result<(), Status> {
+async fn follow(node: &Node, req: &WatchRequest, tx: &Sender) -> Result<(), ServerError> {
     let filter: BTreeSet<&str> = req.namespaces.iter().map(String::as_str).collect();
     let mut applied = node.reader.applied_revision();
     // Resuming on a node that is behind: wait until it has what the client already has.
     let ready = applied.wait_for(|a| *a >= req.after_revision).await.map(|_| ());
-    ready.map_err(|_| Status::unavailable("this node is shutting down; resume on another node"))?;
+    // The applied revision's sender goes away only with the state machine: the node is stopping.
+    ready.map_err(|_| ServerError::ShuttingDown)?;
     let mut cursor = req.after_revision;
 
     if req.initial_snapshot {
-        let (revision, states) = node.reader.namespace_states(&req.namespaces).map_err(ServerError::from)?;
+        let (revision, states) = node.reader.namespace_states(&req.namespaces)?;
         let namespaces = states
             .into_iter()
             .map(|s| NamespaceState {
@@ -100,8 +99,7 @@ async fn follow(node: &Node, req: &WatchRequest, tx: &Sender) -> Result<(), Stat
     loop {
         // Catch up from the audit log, whole revisions at a time.
         loop {
-            let (entries, seen) =
-                node.reader.changes_after(cursor, WATCH_BATCH_ENTRIES_MAX).map_err(ServerError::from)?;
+            let (entries, seen) = node.reader.changes_after(cursor, WATCH_BATCH_ENTRIES_MAX)?;
             let caught_up = entries.len() < WATCH_BATCH_ENTRIES_MAX;
             for batch in group_by_revision(entries, &filter, node) {
                 send(tx, Kind::Changes(batch)).await?;
@@ -115,7 +113,7 @@ async fn follow(node: &Node, req: &WatchRequest, tx: &Sender) -> Result<(), Stat
         let moved = async { applied.wait_for(|a| *a > cursor).await.map(|_| ()) };
         match tokio::time::timeout(progress_every, moved).await {
             Ok(Ok(_)) => {}
-            Ok(Err(_)) => return Err(Status::unavailable("this node is shutting down; resume on another node")),
+            Ok(Err(_)) => return Err(ServerError::ShuttingDown),
             Err(_) => send(tx, Kind::Progress(Progress { revision: cursor })).await?,
         }
     }
