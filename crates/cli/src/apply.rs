@@ -240,8 +240,13 @@ pub async fn run_export(a: &ExportArgs, ctx: &Ctx) -> Result<String, Failure> {
                 break;
             }
             Ok(Ok(_)) => last = format!("{url} sent changes before the namespace's state"),
-            Ok(Err(s)) if s.code() != tonic::Code::Unavailable => return Err(errors::from_status(&s, sub)),
-            Ok(Err(s)) => last = format!("{url}: {}", s.message()),
+            Ok(Err(s)) => {
+                let err = vexil_client::Error::from_status(&s);
+                if !err.is_retryable() {
+                    return Err(errors::from_client(err, sub));
+                }
+                last = format!("{url}: {}", s.message());
+            }
             Err(_) => last = format!("{url} did not send the namespace within {}s", EXPORT_TIMEOUT.as_secs()),
         }
     }

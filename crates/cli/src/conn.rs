@@ -3,13 +3,18 @@
 //! calls it does not offer: membership changes (which must reach the leader: a follower answers
 //! `NOT_LEADER` with the leader's address, which is followed), per-node status, dry runs,
 //! server-side evaluation, audit pages by seq and the change feed.
+//!
+//! What a failed call means, whether to try again and how long to wait are the client
+//! library's to say ([`Error::from_status`], [`Error::is_retryable`], its jittered
+//! [`backoff`]): the CLI keeps no retry policy of its own, only its budgets (how long it looks
+//! for a leader, how many rounds a read makes) and where it looks.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
 use tonic::transport::{Channel, Endpoint};
-use tonic_types::StatusExt;
-use vexil_client::{AdminClient, Consistency, ReadOpts};
+use vexil_client::admin::backoff;
+use vexil_client::{AdminClient, Consistency, Error, ReadOpts};
 use vexil_proto::v1 as pb;
 use vexil_proto::v1::cluster_client::ClusterClient;
 
@@ -26,8 +31,12 @@ pub const STATUS_TIMEOUT: Duration = Duration::from_millis(1_500);
 /// How long a leader-bound call keeps looking for a leader (elections, forwarding hops).
 pub const LEADER_SEARCH: Duration = Duration::from_secs(15);
 /// Rounds over the endpoints a read makes while every node is unavailable (a node restarting,
-/// an election), with a short growing pause between rounds.
+/// an election), with a growing pause between rounds.
 pub const ANY_ROUNDS: u32 = 3;
+/// Bounds of the client library's backoff between retries here: an election takes a few
+/// hundred milliseconds, so the first retries come soon, later ones no more than this apart.
+pub const RETRY_BACKOFF_MIN: Duration = Duration::from_millis(200);
+pub const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(2_000);
 /// Deadline of a membership change (joint consensus is two commits) or a snapshot build.
 pub const LONG_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -133,6 +142,7 @@ impl Conn {
     {
         let deadline = Instant::now() + LEADER_SEARCH;
         let mut target: Option<String> = None;
+        let mut failures = 0u32;
         loop {
             let url = match target.take() {
                 Some(u) => u,
@@ -141,7 +151,8 @@ impl Conn {
                     Ok((url, _)) => url,
                     Err(f) if Instant::now() >= deadline => return Err(f),
                     Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        tokio::time::sleep(backoff(failures, RETRY_BACKOFF_MIN, RETRY_BACKOFF_MAX)).await;
+                        failures += 1;
                         continue;
                     }
                 },
@@ -149,48 +160,46 @@ impl Conn {
             match call(Self::channel(&url, timeout)?).await {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(status) => {
-                    let details = status.get_error_details();
-                    let info = details.error_info();
-                    let why = info.map(|i| i.reason.as_str()).unwrap_or("");
-                    let retryable = status.code() == tonic::Code::Unavailable && why != "LEASE_EXPIRED";
-                    if !retryable || Instant::now() >= deadline {
-                        return Err(errors::from_status(&status, subject));
+                    let err = Error::from_status(&status);
+                    if !err.is_retryable() || Instant::now() >= deadline {
+                        return Err(errors::from_client(err, subject));
                     }
-                    target = info
-                        .and_then(|i| i.metadata.get("leader_api_addr"))
-                        .filter(|a| !a.is_empty())
-                        .map(|a| normalise(a));
+                    target = Error::leader_hint(&status).map(|a| normalise(&a));
                     if target.is_none() {
-                        tokio::time::sleep(Duration::from_millis(200)).await;
+                        tokio::time::sleep(backoff(failures, RETRY_BACKOFF_MIN, RETRY_BACKOFF_MAX)).await;
+                        failures += 1;
                     }
                 }
             }
         }
     }
 
-    /// Runs a read-only `call` on the endpoints in turn until one answers; a refusal (anything
-    /// but "unavailable") is final.
+    /// Runs a read-only `call` on the endpoints in turn until one answers; an error that is not
+    /// retryable (a refusal) is final.
     pub async fn on_any<T, F, Fut>(&self, timeout: Duration, subject: Subject<'_>, mut call: F) -> Result<T, Failure>
     where
         F: FnMut(Channel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
-        let mut last: Option<tonic::Status> = None;
+        let mut last: Option<Error> = None;
         for round in 0..ANY_ROUNDS {
             if round > 0 {
-                tokio::time::sleep(Duration::from_millis(300 * u64::from(round))).await;
+                tokio::time::sleep(backoff(round, RETRY_BACKOFF_MIN, RETRY_BACKOFF_MAX)).await;
             }
             for url in &self.endpoints {
                 match call(Self::channel(url, timeout)?).await {
                     Ok(r) => return Ok(r.into_inner()),
-                    Err(s) if s.code() == tonic::Code::Unavailable || s.code() == tonic::Code::DeadlineExceeded => {
-                        last = Some(s)
+                    Err(s) => {
+                        let err = Error::from_status(&s);
+                        if !err.is_retryable() {
+                            return Err(errors::from_client(err, subject));
+                        }
+                        last = Some(err);
                     }
-                    Err(s) => return Err(errors::from_status(&s, subject)),
                 }
             }
         }
-        let s = last.unwrap_or_else(|| tonic::Status::unavailable("no endpoint"));
-        Err(errors::from_status(&s, subject))
+        let err = last.unwrap_or(Error::Unavailable { reason: None, message: "no endpoint".into(), attempts: 1 });
+        Err(errors::from_client(err, subject))
     }
 }
