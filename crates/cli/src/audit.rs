@@ -2,7 +2,6 @@
 //! verify the chain by recomputing every hash with the same code the cluster seals it with
 //! (`vexil_model::audit`), reporting the first bad entry.
 
-use std::io::Write;
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
@@ -152,16 +151,20 @@ async fn page(ctx: &Ctx, after_seq: u64, limit: u32) -> Result<Vec<pb::AuditEntr
     Ok(r.entries)
 }
 
-fn print_entries(ctx: &Ctx, entries: &[pb::AuditEntry]) {
-    let mut out = std::io::stdout().lock();
-    for e in entries {
-        let line = match ctx.output {
+/// Prints entries as they come (one line each); fails with [`Failure::OutputClosed`] once
+/// the reader has gone, which ends `tail --follow`.
+fn print_entries(ctx: &Ctx, entries: &[pb::AuditEntry]) -> Result<(), Failure> {
+    if entries.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = entries
+        .iter()
+        .map(|e| match ctx.output {
             Output::Json => entry_json(e).to_string(),
             Output::Table => render_line(e),
-        };
-        let _ = writeln!(out, "{line}");
-    }
-    let _ = out.flush();
+        })
+        .collect();
+    output::print_line(&lines.join("\n"))
 }
 
 async fn tail(a: &TailArgs, ctx: &Ctx) -> Result<String, Failure> {
@@ -174,7 +177,7 @@ async fn tail(a: &TailArgs, ctx: &Ctx) -> Result<String, Failure> {
             after = e.seq;
             last_revision = e.revision;
         }
-        print_entries(ctx, &entries);
+        print_entries(ctx, &entries)?;
         if entries.len() < PAGE_ENTRIES as usize {
             break;
         }
@@ -220,7 +223,7 @@ async fn tail(a: &TailArgs, ctx: &Ctx) -> Result<String, Failure> {
                     after = e.seq;
                     last_revision = e.revision;
                 }
-                print_entries(ctx, &entries);
+                print_entries(ctx, &entries)?;
             }
             if !woke {
                 // The stream ended or never opened: reconnect (to the next endpoint).
@@ -281,12 +284,9 @@ async fn verify(ctx: &Ctx) -> Result<String, Failure> {
         }),
         Verdict::Broken { seq, revision, problem, verified } => {
             if ctx.output == Output::Json {
-                println!(
-                    "{}",
-                    output::json(&json!({
-                        "ok": false, "first_bad_seq": seq, "revision": revision, "problem": problem, "verified": verified,
-                    }))
-                );
+                output::print_line(&output::json(&json!({
+                    "ok": false, "first_bad_seq": seq, "revision": revision, "problem": problem, "verified": verified,
+                })))?;
             }
             Err(Failure::Failed(format!(
                 "audit chain broken at seq {seq} (revision {revision}): {problem}; the {verified} entries before it verify. \

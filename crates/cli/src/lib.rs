@@ -11,7 +11,12 @@
 //! Exit codes scripts can rely on: 0 when the command did its job (an evaluation that reports
 //! an error such as `FLAG_NOT_FOUND` still did its job), 1 when the operation failed (the
 //! cluster refused it or could not be reached, an input file is missing or invalid, the audit
-//! chain does not verify), 2 for bad usage (clap uses 2 for its own usage errors too).
+//! chain does not verify), 2 for bad usage (clap uses 2 for its own usage errors too). A reader
+//! that closes stdout early (`vexilctl export | head`) ends the command quietly with 0
+//! ([`output::print_line`]).
+
+// Output goes through `output::print_line`, which ends quietly on a closed pipe.
+#![deny(clippy::print_stdout)]
 
 pub mod apply;
 pub mod audit;
@@ -94,6 +99,9 @@ pub enum Failure {
     /// The operation failed: refused by the cluster, unreachable, or a check that did not pass
     /// (exit 1).
     Failed(String),
+    /// Whoever read stdout has gone (`| head`): stop, quietly, with exit 0, as Unix tools end
+    /// on SIGPIPE.
+    OutputClosed,
 }
 
 impl Failure {
@@ -101,6 +109,7 @@ impl Failure {
         match self {
             Failure::Usage(_) => 2,
             Failure::Input(_) | Failure::Failed(_) => 1,
+            Failure::OutputClosed => 0,
         }
     }
 }
@@ -109,6 +118,7 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::Usage(m) | Failure::Input(m) | Failure::Failed(m) => f.write_str(m),
+            Failure::OutputClosed => f.write_str("stdout was closed"),
         }
     }
 }
@@ -125,13 +135,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Eval(args) => eval::run(args, cli.output, unix_now_secs()),
         _ => run_networked(&cli),
     };
-    match result {
-        Ok(text) => {
-            if !text.is_empty() {
-                println!("{text}");
-            }
-            ExitCode::SUCCESS
-        }
+    let printed = result.and_then(|text| if text.is_empty() { Ok(()) } else { output::print_line(&text) });
+    match printed {
+        Ok(()) | Err(Failure::OutputClosed) => ExitCode::SUCCESS,
         Err(failure) => {
             eprintln!("vexilctl: {failure}");
             ExitCode::from(failure.exit_code())

@@ -1,8 +1,34 @@
 //! Rendering: plain aligned tables for people (no borders, like `kubectl get`, stable across
-//! terminals: no colour, no wrapping), pretty JSON for scripts, UTC timestamps, short values.
+//! terminals: no colour, no wrapping), pretty JSON for scripts, UTC timestamps, short values;
+//! and [`print_line`], the one way a command's output reaches stdout.
+
+use std::io::{ErrorKind, Write};
 
 use comfy_table::{CellAlignment, ColumnConstraint, Table, presets};
 use serde_json::Value;
+
+use crate::Failure;
+
+/// Writes `text` and a newline to stdout, and flushes. Every byte `vexilctl` prints to stdout
+/// goes through here (`println!` is denied in this crate).
+///
+/// A reader that stops early (`vexilctl export | head`) closes the pipe. Unix tools then die of
+/// SIGPIPE without a word; a Rust program ignores SIGPIPE, so its write fails with `BrokenPipe`
+/// instead and `println!` panics ("failed printing to stdout"). Restoring the signal's default
+/// would take an `unsafe` libc call, which this workspace forbids; instead a broken pipe comes
+/// back as [`Failure::OutputClosed`], which stops the command (`audit tail --follow` too) and
+/// ends the process quietly with exit 0, as Rust tools such as ripgrep do (`crate::run`). Any
+/// other write error (a full disk) is a failure like others.
+pub fn print_line(text: &str) -> Result<(), Failure> {
+    write_line(&mut std::io::stdout().lock(), text)
+}
+
+fn write_line(out: &mut impl Write, text: &str) -> Result<(), Failure> {
+    writeln!(out, "{text}").and_then(|()| out.flush()).map_err(|e| match e.kind() {
+        ErrorKind::BrokenPipe => Failure::OutputClosed,
+        _ => Failure::Failed(format!("cannot write to stdout: {e}")),
+    })
+}
 
 /// Longest JSON value shown inline in a human table before it is cut with `…`.
 pub const INLINE_VALUE_CHARS_MAX: usize = 60;
@@ -103,6 +129,26 @@ mod tests {
         assert_eq!(time_ms(1_000), "1970-01-01T00:00:01Z");
         assert_eq!(time_ms(951_782_400_000), "2000-02-29T00:00:00Z");
         assert_eq!(time_ms(1_767_225_600_000 + 3_723_000), "2026-01-01T01:02:03Z");
+    }
+
+    #[test]
+    fn a_closed_pipe_is_a_quiet_stop_and_other_write_errors_fail() {
+        struct Failing(ErrorKind);
+        impl Write for Failing {
+            fn write(&mut self, _: &[u8]) -> std::io::Result<usize> {
+                Err(self.0.into())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        assert_eq!(write_line(&mut Failing(ErrorKind::BrokenPipe), "x"), Err(Failure::OutputClosed));
+        assert_eq!(Failure::OutputClosed.exit_code(), 0);
+        let full = write_line(&mut Failing(ErrorKind::StorageFull), "x").unwrap_err();
+        assert_eq!(full.exit_code(), 1);
+        let mut buf = Vec::new();
+        write_line(&mut buf, "a\nb").unwrap();
+        assert_eq!(buf, b"a\nb\n");
     }
 
     #[test]
