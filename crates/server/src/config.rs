@@ -1,179 +1,227 @@
 //! Node configuration: one TOML file, every key overridable by a `VEXIL_*` environment
 //! variable and by a command-line flag (flag > environment > file > default).
 //!
+//! Each key is declared once, as a field of [`Config`] or of one of its groups (`cluster`,
+//! `raft`): the field's doc comment is its `--help` text, and its `#[arg]` names the key (`id`,
+//! which is also its path in the file: `raft.heartbeat_interval_ms`), its flag
+//! (`--raft-heartbeat-interval-ms`), its variable (`VEXIL_RAFT_HEARTBEAT_INTERVAL_MS`) and its
+//! default. clap reads flags, variables and defaults; [`Config::load`] then lets the file set
+//! each key clap took from its default, and serde checks the file's types. Tests hold every
+//! flag and variable name to its key, and every key to `vexil --help` and `deploy/vexil.toml`.
+//!
+//! To add a key: a field (doc comment, `#[arg]`), its rule in [`Config::finish`] if it needs
+//! one, and an example line in `deploy/vexil.toml`.
+//!
 //! Invalid configuration fails at start with a message naming the key, e.g.
 //! "config key `raft.election_timeout_min_ms`: must be greater than ...".
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use clap::Parser;
-use serde::Deserialize;
+use clap::parser::ValueSource;
+use clap::{ArgAction, ArgMatches, Command, CommandFactory, FromArgMatches, Parser};
+use serde::{Deserialize, Serialize};
 use vexil_raft_store::NodeInfo;
 
 /// The whole configuration of one node.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
-    /// This node's id, unique in the cluster and never reused. 0 means "derive it from the
-    /// hostname ordinal" (`vexil-2` → 3), for StatefulSets.
+    /// This node's id, unique in the cluster and never reused.
+    ///
+    /// 0 derives it from the hostname's trailing ordinal (`vexil-2` → 3), for StatefulSets.
+    #[arg(id = "node_id", long = "node-id")]
+    #[arg(env = "VEXIL_NODE_ID", value_name = "ID", default_value_t = 0)]
     pub node_id: u64,
+    /// Directory of this node's store (Raft log, snapshots, state).
+    #[arg(id = "data_dir", long = "data-dir")]
+    #[arg(env = "VEXIL_DATA_DIR", value_name = "DIR", default_value = "./vexil-data")]
     pub data_dir: PathBuf,
     /// Where the public gRPC API listens.
+    #[arg(id = "api_listen", long = "api-listen")]
+    #[arg(env = "VEXIL_API_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:7001")]
     pub api_listen: SocketAddr,
     /// Where the internal Raft transport listens.
+    #[arg(id = "raft_listen", long = "raft-listen")]
+    #[arg(env = "VEXIL_RAFT_LISTEN", value_name = "ADDR", default_value = "127.0.0.1:7101")]
     pub raft_listen: SocketAddr,
-    /// The API address other nodes and clients use to reach this node (default: `api_listen`).
+    /// The API address other nodes and clients use to reach this node; empty means api_listen.
+    #[arg(id = "api_advertise", long = "api-advertise")]
+    #[arg(env = "VEXIL_API_ADVERTISE", value_name = "HOST:PORT", default_value = "")]
+    #[arg(hide_default_value = true)]
     pub api_advertise: String,
-    /// The Raft address other nodes use to reach this node (default: `raft_listen`).
+    /// The Raft address other nodes use to reach this node; empty means raft_listen.
+    #[arg(id = "raft_advertise", long = "raft-advertise")]
+    #[arg(env = "VEXIL_RAFT_ADVERTISE", value_name = "HOST:PORT", default_value = "")]
+    #[arg(hide_default_value = true)]
     pub raft_advertise: String,
     /// Where the admin HTTP port (`/metrics`, `/livez`, `/readyz`) listens; unset disables it.
+    #[arg(id = "admin_listen", long = "admin-listen")]
+    #[arg(env = "VEXIL_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
     /// Log filter, as in `RUST_LOG` (`info`, `vexil_server=debug,openraft=warn`).
+    #[arg(id = "log", long = "log")]
+    #[arg(env = "VEXIL_LOG", value_name = "FILTER", default_value = "info,openraft=warn")]
     pub log: String,
-    /// Threads that run the node's async work (gRPC, Raft, apply). 0: one per CPU, with work
-    /// stealing (the default). 1: one thread and no hand-offs between threads, which costs less
-    /// CPU per request and answers sooner on a small machine or one shared with other nodes,
-    /// but uses at most one core for that work (WAL syncs and snapshots keep their own
-    /// threads); measured in `benches/README.md`. N > 1: N threads.
+    /// Threads that run the node's async work (gRPC, Raft, apply): 0 is one per CPU.
+    ///
+    /// 0: one per CPU, with work stealing. 1: one thread and no hand-offs between threads,
+    /// which costs less CPU per request and answers sooner on a small machine or one shared
+    /// with other nodes, but uses at most one core for that work (WAL syncs and snapshots keep
+    /// their own threads); measured in `benches/README.md`. N > 1: N threads.
+    #[arg(id = "worker_threads", long = "worker-threads")]
+    #[arg(env = "VEXIL_WORKER_THREADS", value_name = "N", default_value_t = 0)]
     pub worker_threads: usize,
+    #[command(flatten)]
     pub cluster: ClusterConfig,
+    #[command(flatten)]
     pub raft: RaftConfig,
 }
 
-#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// The `[cluster]` keys: forming the cluster and authenticating its members.
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
+#[command(next_help_heading = "Cluster ([cluster] in the file)")]
+#[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
-    /// Initialise a new cluster from `initial_members` if this node has never been part of
-    /// one. Only the member with the lowest id initialises; the others wait to be contacted.
-    /// A node with existing state never re-initialises.
+    /// Initialise a new cluster from `initial_members` if this node has never been in one.
+    ///
+    /// Only the member with the lowest id initialises; the others wait to be contacted. A node
+    /// with existing state never re-initialises.
+    #[arg(id = "cluster.bootstrap", long = "cluster-bootstrap")]
+    #[arg(env = "VEXIL_CLUSTER_BOOTSTRAP", value_name = "BOOL", action = ArgAction::Set, default_value_t = false)]
     pub bootstrap: bool,
-    /// `id=api_addr/raft_addr` for every initial voter, e.g. `1=10.0.0.1:7001/10.0.0.1:7101`.
+    /// `id=api_addr/raft_addr` for every initial voter, comma-separated on the command line,
+    /// e.g. `1=10.0.0.1:7001/10.0.0.1:7101`.
+    #[arg(id = "cluster.initial_members", long = "cluster-initial-members")]
+    #[arg(env = "VEXIL_CLUSTER_INITIAL_MEMBERS", value_name = "MEMBERS", value_delimiter = ',')]
     pub initial_members: Vec<String>,
     /// Shared secret every Raft RPC must carry; empty disables the check.
+    #[arg(id = "cluster.secret", long = "cluster-secret")]
+    #[arg(env = "VEXIL_CLUSTER_SECRET", value_name = "SECRET", default_value = "")]
+    #[arg(hide_env_values = true, hide_default_value = true)]
     pub secret: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// The `[raft]` keys: consensus timings, snapshots and the write and read bounds.
+//
+// The election defaults: openraft 0.9 lets a follower start an election only after the
+// leader's lease (`election_timeout_max_ms`) plus a random timeout, so a failover takes about
+// max + [min, max). 400-700 ms gives ~1.3 s, on a par with etcd's 1 s election timeout
+// (~1.4 s); 1000-2000 ms would take 3-4 s (measured; benches/README.md).
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
+#[command(next_help_heading = "Raft ([raft] in the file)")]
+#[serde(deny_unknown_fields)]
 pub struct RaftConfig {
+    /// How often the leader sends heartbeats to followers.
+    #[arg(id = "raft.heartbeat_interval_ms", long = "raft-heartbeat-interval-ms")]
+    #[arg(env = "VEXIL_RAFT_HEARTBEAT_INTERVAL_MS", value_name = "MS", default_value_t = 100)]
     pub heartbeat_interval_ms: u64,
+    /// Lower bound of the random election timeout; above the heartbeat interval.
+    #[arg(id = "raft.election_timeout_min_ms", long = "raft-election-timeout-min-ms")]
+    #[arg(env = "VEXIL_RAFT_ELECTION_TIMEOUT_MIN_MS", value_name = "MS", default_value_t = 400)]
     pub election_timeout_min_ms: u64,
+    /// Upper bound of the random election timeout, and the leader's lease.
+    ///
+    /// A follower runs for leader about election_timeout_max_ms plus a random timeout in
+    /// [min, max) after it last heard from the leader: failover takes ~1.3 s with the defaults.
+    #[arg(id = "raft.election_timeout_max_ms", long = "raft-election-timeout-max-ms")]
+    #[arg(env = "VEXIL_RAFT_ELECTION_TIMEOUT_MAX_MS", value_name = "MS", default_value_t = 700)]
     pub election_timeout_max_ms: u64,
     /// Bound on one append or vote RPC.
+    #[arg(id = "raft.rpc_timeout_ms", long = "raft-rpc-timeout-ms")]
+    #[arg(env = "VEXIL_RAFT_RPC_TIMEOUT_MS", value_name = "MS", default_value_t = 1000)]
     pub rpc_timeout_ms: u64,
     /// Bound on one snapshot chunk RPC (raise for WAN learners).
+    #[arg(id = "raft.install_snapshot_timeout_ms", long = "raft-install-snapshot-timeout-ms")]
+    #[arg(env = "VEXIL_RAFT_INSTALL_SNAPSHOT_TIMEOUT_MS", value_name = "MS", default_value_t = 10_000)]
     pub install_snapshot_timeout_ms: u64,
-    /// Build a snapshot after this many entries since the last one. A snapshot copies the whole
-    /// state, audit history included, so its cost grows with the history: too low, and a busy
-    /// node spends a share of its CPU rewriting snapshots (measured: 10 % of a follower's
-    /// samples at 5,000 while taking ~7,000 writes/s; `benches/README.md`).
+    /// Build a snapshot after this many entries since the last one.
+    ///
+    /// A snapshot copies the whole state, audit history included, so its cost grows with the
+    /// history: too low, and a busy node spends a share of its CPU rewriting snapshots
+    /// (measured: 10 % of a follower's samples at 5,000 while taking ~7,000 writes/s;
+    /// `benches/README.md`).
+    #[arg(id = "raft.snapshot_logs_since_last", long = "raft-snapshot-logs-since-last")]
+    #[arg(env = "VEXIL_RAFT_SNAPSHOT_LOGS_SINCE_LAST", value_name = "ENTRIES", default_value_t = 20_000)]
     pub snapshot_logs_since_last: u64,
     /// Log entries kept after a snapshot, so slightly lagging followers need no snapshot.
+    #[arg(id = "raft.max_in_snapshot_log_to_keep", long = "raft-max-in-snapshot-log-to-keep")]
+    #[arg(env = "VEXIL_RAFT_MAX_IN_SNAPSHOT_LOG_TO_KEEP", value_name = "ENTRIES", default_value_t = 1000)]
     pub max_in_snapshot_log_to_keep: u64,
-    /// Bytes per snapshot chunk on the wire.
+    /// Bytes per snapshot chunk on the wire (4096 to 67108864).
+    #[arg(id = "raft.snapshot_chunk_bytes", long = "raft-snapshot-chunk-bytes")]
+    #[arg(env = "VEXIL_RAFT_SNAPSHOT_CHUNK_BYTES", value_name = "BYTES", default_value_t = 1024 * 1024)]
     pub snapshot_chunk_bytes: u64,
     /// How long a write may wait for commit before the client is told the outcome is unknown.
+    #[arg(id = "raft.write_timeout_ms", long = "raft-write-timeout-ms")]
+    #[arg(env = "VEXIL_RAFT_WRITE_TIMEOUT_MS", value_name = "MS", default_value_t = 5000)]
     pub write_timeout_ms: u64,
-    /// How long a read index stays usable for `lease` reads after it was requested: the bound
-    /// on their staleness. Must be below `election_timeout_min_ms`; 0 means half of it.
+    /// How long a read index stays usable for `lease` reads: the bound on their staleness.
+    ///
+    /// Must be below election_timeout_min_ms; 0 means half of it.
+    #[arg(id = "raft.read_lease_ms", long = "raft-read-lease-ms")]
+    #[arg(env = "VEXIL_RAFT_READ_LEASE_MS", value_name = "MS", default_value_t = 0)]
     pub read_lease_ms: u64,
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            node_id: 0,
-            data_dir: PathBuf::from("./vexil-data"),
-            api_listen: SocketAddr::from(([127, 0, 0, 1], 7001)),
-            raft_listen: SocketAddr::from(([127, 0, 0, 1], 7101)),
-            api_advertise: String::new(),
-            raft_advertise: String::new(),
-            admin_listen: None,
-            log: "info,openraft=warn".into(),
-            worker_threads: 0,
-            cluster: ClusterConfig::default(),
-            raft: RaftConfig::default(),
-        }
-    }
-}
-
-impl Default for RaftConfig {
-    fn default() -> Self {
-        // openraft 0.9 lets a follower start an election only after the leader's lease
-        // (`election_timeout_max_ms`) plus a random timeout, so a failover takes about
-        // max + [min, max). 400-700 ms gives ~1.3 s, on a par with etcd's 1 s election timeout
-        // (~1.4 s); 1000-2000 ms would take 3-4 s (measured; benches/README.md).
-        RaftConfig {
-            heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 400,
-            election_timeout_max_ms: 700,
-            rpc_timeout_ms: 1000,
-            install_snapshot_timeout_ms: 10_000,
-            snapshot_logs_since_last: 20_000,
-            max_in_snapshot_log_to_keep: 1000,
-            snapshot_chunk_bytes: 1024 * 1024,
-            write_timeout_ms: 5000,
-            read_lease_ms: 0,
-        }
-    }
 }
 
 /// Largest `worker_threads` accepted: more than any machine this runs on has cores.
 const WORKER_THREADS_MAX: usize = 1024;
 
-/// Command-line flags. Each has a `VEXIL_*` environment variable; both override the file.
-#[derive(Debug, Parser, Default)]
-#[command(name = "vexil", version, about = "A replicated, consensus-backed feature-flag store node")]
+/// The parsed command line: `-c/--config FILE` and every key as a flag (which also reads the
+/// key's `VEXIL_*` variable). It keeps clap's matches, which say where each value came from.
+#[derive(Debug, Clone)]
 pub struct Args {
-    /// TOML configuration file.
-    #[arg(long, short = 'c', env = "VEXIL_CONFIG")]
-    pub config: Option<PathBuf>,
-    #[arg(long, env = "VEXIL_NODE_ID")]
-    pub node_id: Option<u64>,
-    #[arg(long, env = "VEXIL_DATA_DIR")]
-    pub data_dir: Option<PathBuf>,
-    #[arg(long, env = "VEXIL_API_LISTEN")]
-    pub api_listen: Option<SocketAddr>,
-    #[arg(long, env = "VEXIL_RAFT_LISTEN")]
-    pub raft_listen: Option<SocketAddr>,
-    #[arg(long, env = "VEXIL_API_ADVERTISE")]
-    pub api_advertise: Option<String>,
-    #[arg(long, env = "VEXIL_RAFT_ADVERTISE")]
-    pub raft_advertise: Option<String>,
-    #[arg(long, env = "VEXIL_ADMIN_LISTEN")]
-    pub admin_listen: Option<SocketAddr>,
-    #[arg(long, env = "VEXIL_LOG")]
-    pub log: Option<String>,
-    #[arg(long, env = "VEXIL_WORKER_THREADS")]
-    pub worker_threads: Option<usize>,
-    #[arg(long, env = "VEXIL_CLUSTER_BOOTSTRAP")]
-    pub cluster_bootstrap: Option<bool>,
-    /// Comma-separated `id=api_addr/raft_addr` entries.
-    #[arg(long, env = "VEXIL_CLUSTER_INITIAL_MEMBERS", value_delimiter = ',')]
-    pub cluster_initial_members: Option<Vec<String>>,
-    #[arg(long, env = "VEXIL_CLUSTER_SECRET", hide_env_values = true)]
-    pub cluster_secret: Option<String>,
-    #[arg(long, env = "VEXIL_RAFT_HEARTBEAT_INTERVAL_MS")]
-    pub raft_heartbeat_interval_ms: Option<u64>,
-    #[arg(long, env = "VEXIL_RAFT_ELECTION_TIMEOUT_MIN_MS")]
-    pub raft_election_timeout_min_ms: Option<u64>,
-    #[arg(long, env = "VEXIL_RAFT_ELECTION_TIMEOUT_MAX_MS")]
-    pub raft_election_timeout_max_ms: Option<u64>,
-    #[arg(long, env = "VEXIL_RAFT_RPC_TIMEOUT_MS")]
-    pub raft_rpc_timeout_ms: Option<u64>,
-    #[arg(long, env = "VEXIL_RAFT_INSTALL_SNAPSHOT_TIMEOUT_MS")]
-    pub raft_install_snapshot_timeout_ms: Option<u64>,
-    #[arg(long, env = "VEXIL_RAFT_SNAPSHOT_LOGS_SINCE_LAST")]
-    pub raft_snapshot_logs_since_last: Option<u64>,
-    #[arg(long, env = "VEXIL_RAFT_MAX_IN_SNAPSHOT_LOG_TO_KEEP")]
-    pub raft_max_in_snapshot_log_to_keep: Option<u64>,
-    #[arg(long, env = "VEXIL_RAFT_SNAPSHOT_CHUNK_BYTES")]
-    pub raft_snapshot_chunk_bytes: Option<u64>,
-    #[arg(long, env = "VEXIL_RAFT_WRITE_TIMEOUT_MS")]
-    pub raft_write_timeout_ms: Option<u64>,
-    #[arg(long, env = "VEXIL_RAFT_READ_LEASE_MS")]
-    pub raft_read_lease_ms: Option<u64>,
+    matches: ArgMatches,
+}
+
+// What clap parses; `Args` holds its matches. (A `//` comment: clap would take a doc comment
+// here, or on a flattened group, as the command's description; `about` and `long_about` set it.)
+#[derive(Debug, Parser)]
+#[command(
+    name = "vexil",
+    version,
+    about = "A replicated, consensus-backed feature-flag store node",
+    long_about = None,
+    after_help = "Every option is also a key of the configuration file, e.g. --raft-heartbeat-interval-ms is \
+                  heartbeat_interval_ms in its [raft] table. A flag wins over its variable, which wins over the \
+                  file, which wins over the default."
+)]
+struct CommandLine {
+    /// TOML configuration file (deploy/vexil.toml is an annotated example).
+    #[arg(short = 'c', long = "config", env = "VEXIL_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    keys: Config,
+}
+
+impl Args {
+    /// The `vexil` command: what `--help` prints.
+    pub fn command() -> Command {
+        CommandLine::command()
+    }
+
+    /// Parses the process's arguments and environment; on `--help`, `--version` or a usage
+    /// error, prints and exits as clap does.
+    pub fn parse() -> Args {
+        Args { matches: Self::command().get_matches() }
+    }
+
+    /// Parses `args` (the first is the program name) and the process's environment.
+    pub fn try_parse_from<I, T>(args: I) -> Result<Args, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        Ok(Args { matches: Self::command().try_get_matches_from(args)? })
+    }
+}
+
+/// The keys alone as a command (no `--config`, `--help`, `--version`); `with_env: false` drops
+/// their variables.
+fn keys_command(with_env: bool) -> Command {
+    let keys = <Config as clap::Args>::augment_args(Command::new("vexil"));
+    if with_env { keys } else { keys.mut_args(|arg| arg.env(None::<&str>)) }
 }
 
 /// A configuration problem, naming the key.
@@ -186,6 +234,16 @@ pub struct ConfigError {
 
 fn bad(key: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError { key: key.into(), problem: problem.into() }
+}
+
+impl Default for Config {
+    /// Every key's declared default, without reading the environment (the simulation builds
+    /// its nodes' configuration from this).
+    fn default() -> Self {
+        let matches =
+            keys_command(false).try_get_matches_from(["vexil"]).expect("the declared defaults parse (tested)");
+        Config::from_arg_matches(&matches).expect("the declared defaults fit their fields (tested)")
+    }
 }
 
 impl Config {
@@ -204,58 +262,34 @@ impl Config {
         builder.enable_all().build()
     }
 
-    /// Builds the configuration from the file named by `args.config` (if any), then `args`.
+    /// Builds the configuration: flags and variables from `args`, then the file named by
+    /// `--config` (if any) for every key they left at its default, then checks every rule.
     pub fn load(args: &Args) -> Result<Config, ConfigError> {
-        let mut cfg = match &args.config {
-            Some(path) => Self::from_file(path)?,
-            None => Config::default(),
+        let line = CommandLine::from_arg_matches(&args.matches).map_err(|e| bad("config", e.to_string()))?;
+        let mut cfg = match &line.config {
+            Some(path) => line.keys.under_file(path, &args.matches)?,
+            None => line.keys,
         };
-        cfg.overlay(args);
         cfg.finish()?;
         Ok(cfg)
     }
 
-    fn from_file(path: &Path) -> Result<Config, ConfigError> {
+    /// `self` (parsed by clap) with the file's value for every key clap took from its default.
+    fn under_file(self, path: &Path, matches: &ArgMatches) -> Result<Config, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|e| bad("config", format!("cannot read {}: {e}", path.display())))?;
-        toml::from_str(&text).map_err(|e| {
-            // toml names the offending key in its message; keep it and say which file.
-            bad("config", format!("{}: {}", path.display(), e.to_string().trim()))
-        })
-    }
-
-    fn overlay(&mut self, a: &Args) {
-        macro_rules! set {
-            ($field:expr, $arg:expr) => {
-                if let Some(v) = &$arg {
-                    $field = v.clone();
-                }
-            };
-        }
-        set!(self.node_id, a.node_id);
-        set!(self.data_dir, a.data_dir);
-        set!(self.api_listen, a.api_listen);
-        set!(self.raft_listen, a.raft_listen);
-        set!(self.api_advertise, a.api_advertise);
-        set!(self.raft_advertise, a.raft_advertise);
-        set!(self.log, a.log);
-        set!(self.worker_threads, a.worker_threads);
-        if a.admin_listen.is_some() {
-            self.admin_listen = a.admin_listen;
-        }
-        set!(self.cluster.bootstrap, a.cluster_bootstrap);
-        set!(self.cluster.initial_members, a.cluster_initial_members);
-        set!(self.cluster.secret, a.cluster_secret);
-        set!(self.raft.heartbeat_interval_ms, a.raft_heartbeat_interval_ms);
-        set!(self.raft.election_timeout_min_ms, a.raft_election_timeout_min_ms);
-        set!(self.raft.election_timeout_max_ms, a.raft_election_timeout_max_ms);
-        set!(self.raft.rpc_timeout_ms, a.raft_rpc_timeout_ms);
-        set!(self.raft.install_snapshot_timeout_ms, a.raft_install_snapshot_timeout_ms);
-        set!(self.raft.snapshot_logs_since_last, a.raft_snapshot_logs_since_last);
-        set!(self.raft.max_in_snapshot_log_to_keep, a.raft_max_in_snapshot_log_to_keep);
-        set!(self.raft.snapshot_chunk_bytes, a.raft_snapshot_chunk_bytes);
-        set!(self.raft.write_timeout_ms, a.raft_write_timeout_ms);
-        set!(self.raft.read_lease_ms, a.raft_read_lease_ms);
+        // toml names the offending line in its message; keep it and say which file.
+        let file: toml::Table = toml::from_str(&text)
+            .map_err(|e| bad("config", format!("{}: {}", path.display(), e.to_string().trim())))?;
+        // Fails only on a flag TOML cannot hold (an integer above i64::MAX, a non-UTF-8 path).
+        let mut merged = toml::Table::try_from(&self)
+            .map_err(|e| bad("config", format!("a flag or variable cannot be merged with {}: {e}", path.display())))?;
+        let keys: Vec<String> = keys_command(false).get_arguments().map(|a| a.get_id().to_string()).collect();
+        fill_from_file(&mut merged, file, "", &keys, matches)
+            .map_err(|e| bad(&e.key, format!("{}: {}", path.display(), e.problem)))?;
+        // Only the file's values can have the wrong type: clap parsed the rest.
+        serde_path_to_error::deserialize(merged)
+            .map_err(|e| bad(&e.path().to_string(), format!("{}: {}", path.display(), e.inner().message())))
     }
 
     /// Fills derived values and checks every rule.
@@ -365,11 +399,31 @@ impl Config {
         }
         Ok(out)
     }
+}
 
-    /// How this node describes itself in the membership.
-    pub fn node_info(&self) -> NodeInfo {
-        NodeInfo { api_addr: self.api_advertise.clone(), raft_addr: self.raft_advertise.clone() }
+/// Copies each value of `file` (the table at `prefix`) into `merged` unless the key's value
+/// came from a flag or variable; refuses a key that is not one.
+fn fill_from_file(
+    merged: &mut toml::Table,
+    file: toml::Table,
+    prefix: &str,
+    keys: &[String],
+    matches: &ArgMatches,
+) -> Result<(), ConfigError> {
+    for (name, value) in file {
+        let key = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+        if let Some(toml::Value::Table(group)) = merged.get_mut(&name) {
+            let toml::Value::Table(values) = value else {
+                return Err(bad(&key, format!("must be a table ([{key}])")));
+            };
+            fill_from_file(group, values, &key, keys, matches)?;
+        } else if !keys.contains(&key) {
+            return Err(bad(&key, "unknown key (`vexil --help` lists every key)"));
+        } else if matches!(matches.value_source(&key), None | Some(ValueSource::DefaultValue)) {
+            merged.insert(name, value);
+        }
     }
+    Ok(())
 }
 
 fn hostname() -> String {
@@ -394,6 +448,21 @@ mod tests {
         Args::try_parse_from(std::iter::once("vexil").chain(list.iter().copied())).expect("args parse")
     }
 
+    /// Loads `--config <file holding toml>` plus `flags`.
+    fn load_file(toml: &str, flags: &[&str]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("vexil.toml");
+        std::fs::write(&path, toml).expect("write");
+        let mut list = vec!["--config", path.to_str().expect("utf-8")];
+        list.extend_from_slice(flags);
+        Config::load(&args(&list))
+    }
+
+    /// Every key's id, the path of its value in the file.
+    fn keys() -> Vec<clap::Arg> {
+        keys_command(true).get_arguments().cloned().collect()
+    }
+
     #[test]
     fn flags_override_the_file_and_defaults_fill_the_rest() {
         let dir = tempfile::tempdir().expect("tempdir");
@@ -406,6 +475,21 @@ mod tests {
         assert_eq!(cfg.raft.heartbeat_interval_ms, 60);
         assert_eq!(cfg.raft.election_timeout_min_ms, 400);
         assert_eq!(cfg.api_advertise, "127.0.0.1:7001");
+    }
+
+    #[test]
+    fn the_file_sets_every_kind_of_key_a_flag_leaves_alone() {
+        let toml = "node_id = 3\nadmin_listen = \"127.0.0.1:9000\"\n\
+                    [cluster]\nbootstrap = true\ninitial_members = [\"3=a:1/a:2\"]\nsecret = \"s\"\n\
+                    [raft]\nread_lease_ms = 100\n";
+        let cfg = load_file(toml, &["--cluster-secret", "flag"]).expect("load");
+        assert_eq!(cfg.node_id, 3);
+        assert_eq!(cfg.admin_listen, Some(SocketAddr::from(([127, 0, 0, 1], 9000))));
+        assert!(cfg.cluster.bootstrap);
+        assert_eq!(cfg.cluster.initial_members, ["3=a:1/a:2"]);
+        assert_eq!(cfg.cluster.secret, "flag", "a flag wins over the file");
+        assert_eq!(cfg.raft.read_lease_ms, 100);
+        assert_eq!(cfg.raft.election_timeout_max_ms, 700, "a key in neither keeps its default");
     }
 
     #[test]
@@ -437,6 +521,35 @@ mod tests {
     }
 
     #[test]
+    fn file_errors_name_the_key_and_the_file() {
+        let err = load_file("node_id = 1\n[raft]\nheartbeat_interval_ms = \"fast\"\n", &[]).expect_err("a string");
+        let text = err.to_string();
+        assert!(text.starts_with("config key `raft.heartbeat_interval_ms`: "), "{text}");
+        assert!(text.contains("vexil.toml: invalid type: string \"fast\", expected u64"), "{text}");
+
+        let err = load_file("node_id = 1\napi_listen = \"nowhere\"\n", &[]).expect_err("not an address");
+        assert!(err.to_string().starts_with("config key `api_listen`:"), "{err}");
+
+        let err = load_file("node_id = 1\nconfig = \"other.toml\"\n", &[]).expect_err("not a key");
+        assert!(
+            err.to_string().starts_with("config key `config`: ") && err.to_string().contains("unknown key"),
+            "{err}"
+        );
+
+        let err = load_file("node_id = 1\nraft = 5\n", &[]).expect_err("a group is a table");
+        assert!(
+            err.to_string().starts_with("config key `raft`: ") && err.to_string().contains("must be a table"),
+            "{err}"
+        );
+
+        let err = load_file("node_id = 1\n[raft.extra]\nx = 1\n", &[]).expect_err("no nested group");
+        assert!(
+            err.to_string().starts_with("config key `raft.extra`: ") && err.to_string().contains("unknown key"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn worker_threads_choose_the_runtime() {
         let load = |n: &str| Config::load(&args(&["--node-id", "1", "--worker-threads", n]));
         let one = load("1").expect("valid").runtime().expect("a runtime");
@@ -465,6 +578,99 @@ mod tests {
         assert_eq!(cfg.node_id, 1);
         assert_eq!(cfg.initial_members().expect("members").len(), 3);
         assert!(cfg.raft.read_lease_ms < cfg.raft.election_timeout_min_ms);
+    }
+
+    /// The flag and variable names are an interface (scripts, manifests, the test harness):
+    /// each follows from the key, so none can drift by a typo.
+    #[test]
+    fn every_flag_and_variable_follows_from_its_key() {
+        for arg in keys() {
+            let key = arg.get_id().as_str();
+            let long = key.replace(['.', '_'], "-");
+            let env = format!("VEXIL_{}", key.replace('.', "_").to_uppercase());
+            assert_eq!(arg.get_long(), Some(long.as_str()), "the flag of `{key}`");
+            assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(env.as_str()), "the variable of `{key}`");
+        }
+    }
+
+    /// Each key's id is the path of its field in the file, so the file can set every key.
+    #[test]
+    fn every_key_is_a_field_and_every_field_a_key() {
+        fn paths(table: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+            for (name, value) in table {
+                let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+                match value {
+                    toml::Value::Table(group) => paths(group, &path, out),
+                    _ => out.push(path),
+                }
+            }
+        }
+        // Optional keys serialise only when set.
+        let cfg = Config { admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7201))), ..Config::default() };
+        let table = toml::Table::try_from(&cfg).expect("serialises");
+        let mut fields = Vec::new();
+        paths(&table, "", &mut fields);
+        let mut ids: Vec<String> = keys().iter().map(|a| a.get_id().to_string()).collect();
+        fields.sort();
+        ids.sort();
+        assert_eq!(fields, ids);
+    }
+
+    #[test]
+    fn every_key_is_in_the_help_with_its_variable() {
+        let help = Args::command().render_long_help().to_string();
+        assert!(help.starts_with("A replicated, consensus-backed feature-flag store node\n"), "{help}");
+        for arg in keys() {
+            let long = format!("--{}", arg.get_long().expect("a flag"));
+            let env = arg.get_env().and_then(|e| e.to_str()).expect("a variable");
+            assert!(help.contains(&long), "`vexil --help` lacks {long}:\n{help}");
+            assert!(help.contains(&format!("[env: {env}")), "`vexil --help` lacks {env}:\n{help}");
+        }
+        assert!(help.contains("--config") && help.contains("[env: VEXIL_CONFIG"), "{help}");
+        assert!(help.contains("[env: VEXIL_CLUSTER_SECRET]"), "the secret's value stays hidden:\n{help}");
+    }
+
+    /// The example file sets every key (not merely mentions it in a comment): operators copy it,
+    /// and the test above loads it, so every example value is also checked.
+    #[test]
+    fn every_key_is_set_in_the_example_configuration() {
+        let text = include_str!("../../../deploy/vexil.toml");
+        let file = toml::Value::Table(toml::from_str(text).expect("deploy/vexil.toml parses"));
+        for arg in keys() {
+            let key = arg.get_id().as_str();
+            let node = key.split('.').try_fold(&file, |node, part| node.get(part));
+            assert!(node.is_some(), "deploy/vexil.toml does not set `{key}`");
+        }
+    }
+
+    #[test]
+    fn defaults_are_declared_once_and_read_no_environment() {
+        assert!(keys_command(false).get_arguments().all(|a| a.get_env().is_none()));
+        let cfg = Config::default();
+        assert_eq!(cfg.node_id, 0);
+        assert_eq!(cfg.data_dir, PathBuf::from("./vexil-data"));
+        assert_eq!(cfg.api_listen, SocketAddr::from(([127, 0, 0, 1], 7001)));
+        assert_eq!(cfg.raft_listen, SocketAddr::from(([127, 0, 0, 1], 7101)));
+        assert_eq!((cfg.api_advertise.as_str(), cfg.raft_advertise.as_str()), ("", ""));
+        assert_eq!(cfg.admin_listen, None);
+        assert_eq!(cfg.log, "info,openraft=warn");
+        assert_eq!(cfg.worker_threads, 0);
+        assert_eq!(cfg.cluster, ClusterConfig { bootstrap: false, initial_members: vec![], secret: String::new() });
+        assert_eq!(
+            cfg.raft,
+            RaftConfig {
+                heartbeat_interval_ms: 100,
+                election_timeout_min_ms: 400,
+                election_timeout_max_ms: 700,
+                rpc_timeout_ms: 1000,
+                install_snapshot_timeout_ms: 10_000,
+                snapshot_logs_since_last: 20_000,
+                max_in_snapshot_log_to_keep: 1000,
+                snapshot_chunk_bytes: 1024 * 1024,
+                write_timeout_ms: 5000,
+                read_lease_ms: 0,
+            }
+        );
     }
 
     #[test]
