@@ -14,6 +14,10 @@
 //! - [`eventually`] and [`eventually_async`]: polling a condition with a bound.
 //! - Bounds are in `limits.rs`; ports come from [`free_port`].
 //!
+//! Errors: [`Cluster`]'s methods panic (in a test that is the failure report). What the load
+//! generator, a binary that reports errors, calls returns `io::Result` instead: [`Process`],
+//! [`ClusterBuilder::spawn`] and [`Cluster::try_wait_leader_among`].
+//!
 //! Finding the binary: cargo only tells a crate where its *own* binaries are
 //! (`CARGO_BIN_EXE_*`), and `vexil` belongs to `vexil-server`. [`vexil_binary`] therefore
 //! runs `cargo build -p vexil-server --bin vexil` (same profile as the caller: debug for tests,

@@ -1,7 +1,8 @@
 //! The sockets a `vexil` node listens on, each declared once: its command-line flag and whether
 //! every test node opens it. [`crate::Cluster`] gives every listener a node opens a port from
 //! [`crate::free_port`] and passes `<flag> 127.0.0.1:<port>`; tests reach it with
-//! [`crate::Cluster::addr`] or [`crate::Cluster::port`]. A new listener is a new variant here.
+//! [`crate::Cluster::addr`] or [`crate::Cluster::port`]. A new listener is a new variant here (and
+//! an entry in [`Listener::ALL`]); nothing else in the workspace changes.
 
 /// One listener of a node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
