@@ -1,18 +1,19 @@
-//! Clusters of real processes on loopback: three Vexil nodes or three etcd members, each with
-//! its own data directory, that a scenario can kill (-9), stop (SIGTERM) and restart.
+//! The load generator's clusters: Vexil nodes or etcd members on loopback, which a scenario can
+//! kill (-9) and restart by index (0-based; Vexil node `i + 1`).
 //!
-//! The load generator starts the clusters itself (rather than the script) because the failover
-//! scenario must kill the leader it finds and start it again between repetitions. Dropping a
-//! [`Cluster`] kills every member it started; the caller owns (and removes) the work directory.
+//! The processes are `vexil-testkit`'s: a Vexil cluster is a [`vexil_testkit::Cluster`] with the
+//! benchmark's timings ([`vexil`]), an etcd member a [`vexil_testkit::Process`] running the
+//! command line built here. So this file only says how to run etcd. Every member has its own
+//! directory under the work directory, holding `node.log`, `pid` (for the comparison script's
+//! cleanup trap) and `data/`. The load generator starts the clusters itself (rather than the
+//! script) because the failover scenario must kill the leader it finds and start it again
+//! between repetitions. Dropping a [`Cluster`] kills every member it started; the caller owns
+//! (and removes) the work directory.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use anyhow::Context;
-
-use super::limits::STOP_TIMEOUT;
+use vexil_testkit::{ClusterBuilder, Process, free_port};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -36,180 +37,128 @@ pub struct ClusterSpec {
     pub read_lease_ms: u64,
 }
 
-struct Member {
-    /// Client port (Vexil API, etcd client URL).
-    api_port: u16,
-    /// Peer port (Vexil Raft, etcd peer URL).
-    peer_port: u16,
-    dir: PathBuf,
-    child: Option<Child>,
+/// The Vexil nodes of `spec` under `root`: the benchmark's timings, the server's default write
+/// and Raft RPC timeouts, `--log warn`.
+pub fn vexil(spec: &ClusterSpec, root: &Path) -> ClusterBuilder {
+    vexil_testkit::Cluster::builder(spec.nodes as u64)
+        .bin(&spec.bin)
+        .dir(root)
+        .heartbeat_ms(spec.heartbeat_ms)
+        .election_timeout_ms(spec.election_min_ms, spec.election_max_ms)
+        .read_lease_ms(spec.read_lease_ms)
+        .write_timeout_ms(None)
+        .rpc_timeout_ms(None)
+        .log("warn")
+}
+
+struct EtcdMember {
+    client_port: u16,
+    process: Process,
+}
+
+enum Members {
+    // Boxed: a cluster is a few hundred bytes, an etcd member list a pointer.
+    Vexil(Box<vexil_testkit::Cluster>),
+    Etcd(Vec<EtcdMember>),
 }
 
 pub struct Cluster {
-    spec: ClusterSpec,
-    members: Vec<Member>,
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    members: Members,
 }
 
 impl Cluster {
     /// Starts `spec.nodes` members with data under `root` (which must be empty or absent).
     pub fn start(spec: ClusterSpec, root: &Path) -> anyhow::Result<Cluster> {
-        let mut members = Vec::new();
-        for i in 0..spec.nodes {
-            members.push(Member {
-                api_port: free_port()?,
-                peer_port: free_port()?,
-                dir: root.join(format!("{}-{}", spec.system.name(), i + 1)),
-                child: None,
-            });
-        }
-        let mut cluster = Cluster { spec, members };
-        for i in 0..cluster.members.len() {
-            cluster.spawn(i)?;
-        }
-        Ok(cluster)
+        let members = match spec.system {
+            System::Vexil => Members::Vexil(Box::new(
+                vexil(&spec, root).spawn().with_context(|| format!("starting {}", spec.bin.display()))?,
+            )),
+            System::Etcd => Members::Etcd(start_etcd(&spec, root)?),
+        };
+        Ok(Cluster { members })
     }
 
     pub fn len(&self) -> usize {
-        self.members.len()
+        match &self.members {
+            Members::Vexil(c) => c.ids().len(),
+            Members::Etcd(m) => m.len(),
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.members.is_empty()
+        self.len() == 0
     }
 
     pub fn endpoint(&self, i: usize) -> String {
-        format!("http://127.0.0.1:{}", self.members[i].api_port)
+        match &self.members {
+            Members::Vexil(c) => c.api_addr(i as u64 + 1),
+            Members::Etcd(m) => format!("http://127.0.0.1:{}", m[i].client_port),
+        }
+    }
+
+    fn process(&self, i: usize) -> &Process {
+        match &self.members {
+            Members::Vexil(c) => c.process(i as u64 + 1),
+            Members::Etcd(m) => &m[i].process,
+        }
+    }
+
+    fn process_mut(&mut self, i: usize) -> &mut Process {
+        match &mut self.members {
+            Members::Vexil(c) => c.process_mut(i as u64 + 1),
+            Members::Etcd(m) => &mut m[i].process,
+        }
     }
 
     pub fn pid(&self, i: usize) -> Option<u32> {
-        self.members[i].child.as_ref().map(Child::id)
-    }
-
-    pub fn data_dir(&self, i: usize) -> &Path {
-        &self.members[i].dir
-    }
-
-    fn command(&self, i: usize) -> Command {
-        let s = &self.spec;
-        let m = &self.members[i];
-        let mut cmd = Command::new(&s.bin);
-        match s.system {
-            System::Vexil => {
-                let members = self
-                    .members
-                    .iter()
-                    .enumerate()
-                    .map(|(j, p)| format!("{}=127.0.0.1:{}/127.0.0.1:{}", j + 1, p.api_port, p.peer_port))
-                    .collect::<Vec<_>>()
-                    .join(",");
-                cmd.args(["--node-id", &(i + 1).to_string()])
-                    .arg("--data-dir")
-                    .arg(m.dir.join("data"))
-                    .args(["--api-listen", &format!("127.0.0.1:{}", m.api_port)])
-                    .args(["--raft-listen", &format!("127.0.0.1:{}", m.peer_port)])
-                    .args(["--cluster-bootstrap", "true", "--cluster-initial-members", &members])
-                    .args(["--raft-heartbeat-interval-ms", &s.heartbeat_ms.to_string()])
-                    .args(["--raft-election-timeout-min-ms", &s.election_min_ms.to_string()])
-                    .args(["--raft-election-timeout-max-ms", &s.election_max_ms.to_string()])
-                    .args(["--raft-read-lease-ms", &s.read_lease_ms.to_string()])
-                    .args(["--log", "warn"])
-                    .env_remove("VEXIL_CONFIG");
-            }
-            System::Etcd => {
-                let initial = self
-                    .members
-                    .iter()
-                    .enumerate()
-                    .map(|(j, p)| format!("m{}=http://127.0.0.1:{}", j + 1, p.peer_port))
-                    .collect::<Vec<_>>()
-                    .join(",");
-                let client = format!("http://127.0.0.1:{}", m.api_port);
-                let peer = format!("http://127.0.0.1:{}", m.peer_port);
-                cmd.args(["--name", &format!("m{}", i + 1)])
-                    .arg("--data-dir")
-                    .arg(m.dir.join("data"))
-                    .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-                    .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
-                    .args(["--initial-cluster", &initial, "--initial-cluster-state", "new"])
-                    .args(["--initial-cluster-token", "vexil-bench"])
-                    .args(["--heartbeat-interval", &s.heartbeat_ms.to_string()])
-                    .args(["--election-timeout", &s.election_min_ms.to_string()])
-                    .args(["--logger", "zap", "--log-level", "warn"]);
-            }
-        }
-        cmd
-    }
-
-    fn spawn(&mut self, i: usize) -> anyhow::Result<()> {
-        let mut cmd = self.command(i);
-        let m = &mut self.members[i];
-        std::fs::create_dir_all(&m.dir)?;
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(m.dir.join("node.log"))?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log.try_clone()?))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .with_context(|| format!("starting {}", self.spec.bin.display()))?;
-        // For the comparison script's cleanup trap, which kills what a crashed run left behind.
-        std::fs::write(m.dir.join("pid"), child.id().to_string())?;
-        m.child = Some(child);
-        Ok(())
+        self.process(i).pid()
     }
 
     /// `kill -9`.
     pub fn kill(&mut self, i: usize) -> anyhow::Result<()> {
-        if let Some(mut child) = self.members[i].child.take() {
-            child.kill()?;
-            child.wait()?;
-        }
-        Ok(())
+        Ok(self.process_mut(i).kill()?)
     }
 
-    /// SIGTERM, then waits for the process to exit.
-    pub fn stop(&mut self, i: usize) -> anyhow::Result<()> {
-        let Some(mut child) = self.members[i].child.take() else { return Ok(()) };
-        let status = Command::new("kill").args(["-TERM", &child.id().to_string()]).status()?;
-        anyhow::ensure!(status.success(), "kill -TERM {} failed", child.id());
-        let deadline = Instant::now() + STOP_TIMEOUT;
-        while child.try_wait()?.is_none() {
-            if Instant::now() > deadline {
-                child.kill()?;
-                child.wait()?;
-                anyhow::bail!("member {} did not stop within {STOP_TIMEOUT:?} of SIGTERM", i + 1);
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        Ok(())
-    }
-
-    /// Starts a stopped or killed member again with its data.
+    /// Starts a killed member again with its data.
     pub fn restart(&mut self, i: usize) -> anyhow::Result<()> {
-        anyhow::ensure!(self.members[i].child.is_none(), "member {} is still running", i + 1);
-        self.spawn(i)
+        Ok(self.process_mut(i).start()?)
     }
 
     /// The last lines of a member's log, for error messages.
     pub fn log_tail(&self, i: usize) -> String {
-        let text = std::fs::read_to_string(self.members[i].dir.join("node.log")).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        self.process(i).log_tail()
     }
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for m in &mut self.members {
-            if let Some(mut child) = m.child.take() {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
-        }
+/// Starts `spec.nodes` etcd members named `m1`, `m2`, ... under `root/etcd-<n>`.
+fn start_etcd(spec: &ClusterSpec, root: &Path) -> anyhow::Result<Vec<EtcdMember>> {
+    let ports: Vec<(u16, u16)> = (0..spec.nodes).map(|_| (free_port(), free_port())).collect();
+    let initial = ports
+        .iter()
+        .enumerate()
+        .map(|(j, (_, peer))| format!("m{}=http://127.0.0.1:{peer}", j + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut members = Vec::new();
+    for (i, (client_port, peer_port)) in ports.into_iter().enumerate() {
+        let dir = root.join(format!("etcd-{}", i + 1));
+        let client = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let mut process = Process::new(format!("etcd member {}", i + 1), &dir, &spec.bin);
+        process
+            .args(["--name".to_string(), format!("m{}", i + 1)])
+            .args(["--data-dir".into(), dir.join("data").into_os_string()])
+            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer, "--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &initial, "--initial-cluster-state", "new"])
+            .args(["--initial-cluster-token", "vexil-bench"])
+            .args(["--heartbeat-interval".into(), spec.heartbeat_ms.to_string()])
+            .args(["--election-timeout".into(), spec.election_min_ms.to_string()])
+            .args(["--logger", "zap", "--log-level", "warn"]);
+        process.start()?;
+        members.push(EtcdMember { client_port, process });
     }
+    Ok(members)
 }
 
 impl System {

@@ -14,8 +14,10 @@ use tokio::task::JoinSet;
 use vexil_proto::v1::StatusRequest;
 use vexil_proto::v1::cluster_client::ClusterClient;
 
-use super::cluster::{Cluster, ClusterSpec, System};
-use super::limits::{CLUSTER_READY_TIMEOUT, FILL_CONCURRENCY, FILL_FLAGS_PER_NAMESPACE, RESTART_WAIT_MAX};
+use super::cluster::{self, ClusterSpec, System};
+use super::limits::{
+    CLUSTER_READY_TIMEOUT, FILL_CONCURRENCY, FILL_FLAGS_PER_NAMESPACE, RESTART_WAIT_MAX, STOP_TIMEOUT,
+};
 use super::vexil::{apply_namespace, channel, document, get_linearizable};
 use super::workload::flag_json;
 
@@ -40,6 +42,9 @@ pub struct MemoryReport {
     pub restart_to_linearizable_read_seconds: f64,
     pub rss_after_restart_mib: f64,
 }
+
+/// The one node's id.
+const NODE: u64 = 1;
 
 fn namespace(i: usize) -> String {
     format!("fill-{i:03}")
@@ -109,23 +114,11 @@ pub async fn run(settings: &MemorySettings, work_dir: &Path) -> anyhow::Result<M
         election_max_ms: 2000,
         read_lease_ms: 500,
     };
-    let mut cluster = Cluster::start(spec, work_dir)?;
-    let endpoint = cluster.endpoint(0);
-    let pid = cluster.pid(0).ok_or_else(|| anyhow::anyhow!("the node is not running"))?;
+    let mut cluster = cluster::vexil(&spec, work_dir).spawn()?;
+    let endpoint = cluster.api_addr(NODE);
+    let pid = cluster.process(NODE).pid().ok_or_else(|| anyhow::anyhow!("the node is not running"))?;
     // The first "serving" probe fails with FLAG_NOT_FOUND, so wait for a leader instead.
-    let deadline = Instant::now() + CLUSTER_READY_TIMEOUT;
-    loop {
-        let ok = async {
-            let conn = channel(&endpoint).await?;
-            let s = ClusterClient::new(conn).status(StatusRequest {}).await?.into_inner();
-            anyhow::Ok(s.leader_id == s.node_id && s.node_id != 0)
-        };
-        if matches!(ok.await, Ok(true)) {
-            break;
-        }
-        anyhow::ensure!(Instant::now() < deadline, "the node did not elect itself:\n{}", cluster.log_tail(0));
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    cluster.try_wait_leader_among(&[NODE], CLUSTER_READY_TIMEOUT).await?;
 
     let namespaces = settings.flags.div_ceil(FILL_FLAGS_PER_NAMESPACE);
     let rounds = settings.audit_entries.div_ceil(settings.flags.max(1));
@@ -166,19 +159,19 @@ pub async fn run(settings: &MemorySettings, work_dir: &Path) -> anyhow::Result<M
     tokio::time::sleep(Duration::from_secs(5)).await;
     let (rss_after_fill_mib, hwm) = rss_mib(pid)?;
     peak_mib = peak_mib.max(hwm);
-    let data_dir_mib = dir_bytes(cluster.data_dir(0)) as f64 / (1024.0 * 1024.0);
+    let data_dir_mib = dir_bytes(cluster.data_dir(NODE)) as f64 / (1024.0 * 1024.0);
 
     let stop_start = Instant::now();
-    cluster.stop(0)?;
+    cluster.process_mut(NODE).stop(STOP_TIMEOUT)?;
     let stop_seconds = stop_start.elapsed().as_secs_f64();
     let restart_start = Instant::now();
-    cluster.restart(0)?;
+    cluster.process_mut(NODE).start()?;
     let answered = wait_serving(&endpoint, RESTART_WAIT_MAX).await?;
     let restart_to_linearizable_read_seconds = restart_start.elapsed().as_secs_f64();
     let restart_to_status_seconds = answered.duration_since(restart_start).as_secs_f64();
-    let pid = cluster.pid(0).ok_or_else(|| anyhow::anyhow!("the node is not running"))?;
+    let pid = cluster.process(NODE).pid().ok_or_else(|| anyhow::anyhow!("the node is not running"))?;
     let (rss_after_restart_mib, _) = rss_mib(pid)?;
-    cluster.stop(0)?;
+    cluster.process_mut(NODE).stop(STOP_TIMEOUT)?;
 
     Ok(MemoryReport {
         flags: namespaces * FILL_FLAGS_PER_NAMESPACE,

@@ -3,7 +3,7 @@
 //! histograms, a Markdown table and JSON for the comparison script (`benches/compare-etcd.sh`).
 //!
 //! - [`backend`]: the one trait both systems implement; [`vexil`] and [`etcd`] implement it.
-//! - [`cluster`]: starting, killing and restarting member processes.
+//! - [`cluster`]: the Vexil and etcd clusters (their processes are `vexil-testkit`'s).
 //! - [`scenario`]: writes, reads per level on leader and follower, watch propagation, failover.
 //! - [`memory`]: resident size and restart time of a node holding many flags and audit entries.
 //! - [`report`]: rows, tables and the Vexil/etcd comparison.

@@ -10,14 +10,15 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Cluster, ctl, eventually};
+use common::ctl;
 use serde_json::json;
 use vexil_model::AuditEntry;
 use vexil_raft_store::{codec, db};
+use vexil_testkit::{Listener, eventually_async};
 
 #[tokio::test]
 async fn verify_reports_the_entry_altered_in_a_stopped_nodes_data_directory() {
-    let mut c = Cluster::start(3, &[]).await;
+    let mut c = common::start(3, &[]).await;
     let ep = c.endpoints(&[1, 2, 3]);
     let spec = json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off"}).to_string();
     for i in 0..6 {
@@ -35,8 +36,8 @@ async fn verify_reports_the_entry_altered_in_a_stopped_nodes_data_directory() {
     assert_eq!(intact["entries"].as_u64(), entries.last().and_then(|e| e["seq"].as_u64()));
 
     // Node 3 must have the entry before it is stopped.
-    let node3 = c.api(3);
-    eventually(Duration::from_secs(10), "node 3 applied every entry", || {
+    let node3 = c.addr(3, Listener::Api);
+    eventually_async(Duration::from_secs(10), "node 3 applied every entry", || {
         let node3 = node3.clone();
         let want = intact["entries"].as_u64();
         async move {
@@ -59,7 +60,7 @@ async fn verify_reports_the_entry_altered_in_a_stopped_nodes_data_directory() {
         store.put_cf(cf, key, codec::encode(&entry).expect("encode")).expect("write back");
     }
     c.restart(3);
-    eventually(Duration::from_secs(20), "node 3 serves again", || {
+    eventually_async(Duration::from_secs(20), "node 3 serves again", || {
         let node3 = node3.clone();
         async move { ctl(&["cluster", "status", "--endpoints", &node3]).await.code == 0 }
     })
@@ -77,8 +78,17 @@ async fn verify_reports_the_entry_altered_in_a_stopped_nodes_data_directory() {
 
     // The other nodes' copies are intact.
     for id in [1, 2] {
-        let v =
-            ctl(&["audit", "verify", "--endpoints", &c.api(id), "--consistency", "stale", "--output", "json"]).await;
+        let v = ctl(&[
+            "audit",
+            "verify",
+            "--endpoints",
+            &c.addr(id, Listener::Api),
+            "--consistency",
+            "stale",
+            "--output",
+            "json",
+        ])
+        .await;
         assert_eq!(v.json()["ok"], true, "node {id}");
     }
 }

@@ -9,10 +9,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Cluster, ctl, ctl_command, temp_file};
+use common::{ctl, ctl_command, temp_file};
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 use vexil_model::NamespaceDocument;
+use vexil_testkit::Listener;
 
 fn doc_v1() -> Value {
     json!({
@@ -60,7 +61,7 @@ fn mask_revision(text: &str) -> String {
 
 #[tokio::test]
 async fn apply_dry_run_and_export_round_trip() {
-    let c = Cluster::start(3, &[]).await;
+    let c = common::start(3, &[]).await;
     let ep = c.endpoints(&[1, 2, 3]);
     let (_d1, v1) = temp_file("v1.json", &doc_v1().to_string());
     let (_d2, v2) = temp_file("v2.json", &doc_v2().to_string());
@@ -181,7 +182,7 @@ fn mask_history(text: &str) -> String {
 
 #[tokio::test]
 async fn history_rollback_and_the_change_stream() {
-    let c = Cluster::start(3, &[]).await;
+    let c = common::start(3, &[]).await;
     let ep = c.endpoints(&[1, 2, 3]);
     let v1 = json!({"state": "ENABLED", "variants": {"a": "Welcome", "b": "Hello"}, "defaultVariant": "a"});
     let v2 = json!({"state": "ENABLED", "variants": {"a": "Welcome", "b": "Hello"}, "defaultVariant": "b",
@@ -293,7 +294,7 @@ async fn history_rollback_and_the_change_stream() {
 
 #[tokio::test]
 async fn cluster_status_and_flag_commands_in_a_table() {
-    let c = Cluster::start(3, &[]).await;
+    let c = common::start(3, &[]).await;
     let ep = c.endpoints(&[1, 2, 3]);
     let status = ctl(&["cluster", "status", "--endpoints", &ep]).await;
     let text = status.ok();
@@ -343,7 +344,7 @@ async fn cluster_status_and_flag_commands_in_a_table() {
     ctl(&["flag", "eval", "shop", "x", "--context", "[1]", "--endpoints", &ep]).await.fails(2);
     ctl(&["cluster", "init", "--member", "one=a/b", "--endpoints", &ep]).await.fails(2);
     // Initialising twice is refused with a pointer to `cluster status`.
-    let member = format!("1={}/{}", c.api(1), c.raft(1));
+    let member = format!("1={}/{}", c.addr(1, Listener::Api), c.addr(1, Listener::Raft));
     let err = ctl(&["cluster", "init", "--member", &member, "--endpoints", &ep]).await;
     assert!(err.fails(1).contains("already initialised"), "{}", err.stderr);
 }

@@ -11,14 +11,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use common::{Cluster, ctl, wait_leader_among};
-use serde_json::{Value, json};
+use common::ctl;
+use serde_json::Value;
 use vexil_client::{AdminClient, WriteOpts};
-
-fn spec(tag: &str) -> String {
-    json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on", "metadata": {"tag": tag}})
-        .to_string()
-}
+use vexil_testkit::{Listener, spec};
 
 fn keys(list: &Value) -> BTreeSet<String> {
     list["flags"].as_array().expect("flags").iter().map(|f| f["key"].as_str().expect("key").to_string()).collect()
@@ -26,7 +22,7 @@ fn keys(list: &Value) -> BTreeSet<String> {
 
 #[tokio::test]
 async fn grow_three_voters_to_five_then_remove_the_original_leader() {
-    let mut c = Cluster::start(3, &[]).await;
+    let mut c = common::start(3, &[]).await;
     let first_leader = c.wait_leader(Duration::from_secs(20)).await;
     let ep3 = c.endpoints(&[1, 2, 3]);
     let mut written: BTreeSet<String> = BTreeSet::new();
@@ -67,9 +63,9 @@ async fn grow_three_voters_to_five_then_remove_the_original_leader() {
             "add-learner",
             &id.to_string(),
             "--api-addr",
-            &c.api(id),
+            &c.addr(id, Listener::Api),
             "--raft-addr",
-            &c.raft(id),
+            &c.addr(id, Listener::Raft),
             "--catch-up-within",
             "20",
             "--timeout-secs",
@@ -107,7 +103,7 @@ async fn grow_three_voters_to_five_then_remove_the_original_leader() {
     written.extend(during);
     c.kill(first_leader);
     let rest: Vec<u64> = (1..=5).filter(|id| *id != first_leader).collect();
-    let new_leader = wait_leader_among(&c, &rest, Duration::from_secs(30)).await;
+    let new_leader = c.wait_leader_among(&rest, Duration::from_secs(30)).await;
     assert_ne!(new_leader, first_leader);
     let ep4 = c.endpoints(&rest);
     for i in 0..5 {
@@ -123,7 +119,7 @@ async fn grow_three_voters_to_five_then_remove_the_original_leader() {
             "list",
             "grow",
             "--endpoints",
-            &c.api(*id),
+            &c.addr(*id, Listener::Api),
             "--consistency",
             "linearizable",
             "--output",
@@ -143,7 +139,7 @@ async fn grow_three_voters_to_five_then_remove_the_original_leader() {
     // The audit chain is intact on every node, and the same everywhere.
     let mut heads = BTreeSet::new();
     for id in &rest {
-        let v = ctl(&["audit", "verify", "--endpoints", &c.api(*id), "--output", "json"]).await.json();
+        let v = ctl(&["audit", "verify", "--endpoints", &c.addr(*id, Listener::Api), "--output", "json"]).await.json();
         assert_eq!(v["ok"], true, "node {id}: {v}");
         heads.insert((v["entries"].as_u64(), v["head_hash"].as_str().map(str::to_string)));
     }
@@ -163,7 +159,7 @@ async fn grow_three_voters_to_five_then_remove_the_original_leader() {
 
 #[tokio::test]
 async fn demote_and_remove_refuse_to_leave_no_quorum() {
-    let mut c = Cluster::start(3, &[]).await;
+    let mut c = common::start(3, &[]).await;
     let leader = c.wait_leader(Duration::from_secs(20)).await;
     let followers: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
     let (down, up) = (followers[0], followers[1]);
@@ -189,7 +185,7 @@ async fn demote_and_remove_refuse_to_leave_no_quorum() {
     assert!(out.ok().contains(&format!("unreachable: node {down}")), "{}", out.stdout);
 
     // A single voter is never removed or demoted, even with --force.
-    let solo = Cluster::start(1, &[]).await;
+    let solo = common::start(1, &[]).await;
     let ep1 = solo.endpoints(&[1]);
     for args in [vec!["remove", "1"], vec!["demote", "1"], vec!["remove", "1", "--force"]] {
         let mut full = vec!["cluster"];

@@ -8,9 +8,10 @@
 
 mod common;
 
-use common::{Cluster, ctl};
+use common::ctl;
 use serde_json::{Map, Value, json};
 use vexil_client::{AdminClient, WriteOpts};
+use vexil_testkit::Listener;
 
 /// Namespaces written with one `apply` of `FLAGS_PER_APPLY` flags each, and single writes.
 const APPLIES: usize = 95;
@@ -25,8 +26,7 @@ fn bool_flag(tag: usize) -> Value {
 async fn a_learner_joining_after_10000_writes_catches_up_by_snapshot() {
     // Small thresholds: a snapshot every 200 entries, keeping only 10 entries behind it.
     let mut c =
-        Cluster::start(3, &["--raft-snapshot-logs-since-last", "200", "--raft-max-in-snapshot-log-to-keep", "10"])
-            .await;
+        common::start(3, &["--raft-snapshot-logs-since-last", "200", "--raft-max-in-snapshot-log-to-keep", "10"]).await;
     let ep = c.endpoints(&[1, 2, 3]);
     let admin = AdminClient::new(ep.split(',').map(str::to_string)).expect("admin client");
 
@@ -60,9 +60,9 @@ async fn a_learner_joining_after_10000_writes_catches_up_by_snapshot() {
         "add-learner",
         "4",
         "--api-addr",
-        &c.api(4),
+        &c.addr(4, Listener::Api),
         "--raft-addr",
-        &c.raft(4),
+        &c.addr(4, Listener::Raft),
         "--catch-up-within",
         "5",
         "--timeout-secs",
@@ -77,7 +77,7 @@ async fn a_learner_joining_after_10000_writes_catches_up_by_snapshot() {
     assert!(c.log(4).contains("installed snapshot"), "the learner caught up by snapshot:\n{}", c.log(4));
 
     // The learner serves everything, from its own state.
-    let learner = c.api(4);
+    let learner = c.addr(4, Listener::Api);
     let single =
         ctl(&["flag", "list", "single", "--endpoints", &learner, "--consistency", "stale", "--output", "json"])
             .await

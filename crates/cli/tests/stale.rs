@@ -5,11 +5,11 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Cluster, ctl};
+use common::ctl;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_stale_report_names_expired_and_deprecated_but_enabled_flags() {
-    let c = Cluster::start(3, &[]).await;
+    let c = common::start(3, &[]).await;
     c.wait_leader(Duration::from_secs(30)).await;
     let ep = c.endpoints(&[1, 2, 3]);
     let base = r#""state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off""#;

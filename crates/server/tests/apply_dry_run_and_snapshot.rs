@@ -3,14 +3,14 @@
 
 mod common;
 
-use common::{TestCluster, spec};
 use vexil_proto::v1::{
     ApplyNamespaceRequest, Consistency, CreateFlagRequest, ListFlagsRequest, ReadOptions, SnapshotRequest,
 };
+use vexil_testkit::spec;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_reports_the_diff_and_changes_nothing() {
-    let cluster = TestCluster::start(3).await;
+    let cluster = common::start(3).await;
     let mut c = cluster.flags(2).await;
     for key in ["keep", "edit", "drop"] {
         c.create_flag(CreateFlagRequest {
@@ -60,7 +60,7 @@ async fn a_dry_run_reports_the_diff_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_snapshot_rpc_covers_everything_applied() {
-    let cluster = TestCluster::start(3).await;
+    let cluster = common::start(3).await;
     let mut c = cluster.flags(1).await;
     let mut last = 0;
     for i in 0..20 {
@@ -77,7 +77,7 @@ async fn the_snapshot_rpc_covers_everything_applied() {
     }
     let snap = cluster.cluster(1).await.snapshot(SnapshotRequest {}).await.expect("snapshot").into_inner();
     assert!(snap.last_included_index >= last, "{} < {last}", snap.last_included_index);
-    let files: Vec<_> = std::fs::read_dir(cluster.nodes[&1].data_dir.join("snapshots"))
+    let files: Vec<_> = std::fs::read_dir(cluster.data_dir(1).join("snapshots"))
         .expect("snapshot dir")
         .filter_map(|e| e.ok())
         .filter(|e| e.path().extension().is_some_and(|x| x == "snap"))

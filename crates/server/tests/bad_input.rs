@@ -2,14 +2,14 @@
 
 mod common;
 
-use common::{TestCluster, linearizable, spec};
 use tonic::Code;
 use vexil_proto::v1::{ApplyNamespaceRequest, CreateFlagRequest, GetFlagRequest, UpdateFlagRequest};
 use vexil_server::error::{ErrorReason, error_info};
+use vexil_testkit::{linearizable, spec};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_definitions_are_rejected_with_the_field_and_nothing_is_written() {
-    let cluster = TestCluster::start(3).await;
+    let cluster = common::start(3).await;
     let mut c = cluster.flags(2).await;
     let huge = "x".repeat(vexil_model::limits::FLAG_BYTES_MAX + 10);
     let cases: Vec<(&str, &str, String, &str)> = vec![

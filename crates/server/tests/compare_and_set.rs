@@ -3,15 +3,15 @@
 
 mod common;
 
-use common::{TestCluster, spec};
 use futures::future::join_all;
 use tonic::Code;
 use vexil_proto::v1::{CreateFlagRequest, GetFlagRequest, UpdateFlagRequest, WriteOptions};
 use vexil_server::error::{ErrorReason, error_info};
+use vexil_testkit::spec;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exactly_one_compare_and_set_wins_per_version() {
-    let cluster = TestCluster::start(3).await;
+    let cluster = common::start(3).await;
     let mut c1 = cluster.flags(1).await;
     c1.create_flag(CreateFlagRequest {
         namespace: "ns".into(),
@@ -51,7 +51,7 @@ async fn exactly_one_compare_and_set_wins_per_version() {
         }
     }
     let got = c1
-        .get_flag(GetFlagRequest { namespace: "ns".into(), key: "cas".into(), read: common::linearizable() })
+        .get_flag(GetFlagRequest { namespace: "ns".into(), key: "cas".into(), read: vexil_testkit::linearizable() })
         .await
         .expect("get")
         .into_inner()
@@ -62,7 +62,7 @@ async fn exactly_one_compare_and_set_wins_per_version() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_retried_write_with_the_same_request_id_applies_once() {
-    let cluster = TestCluster::start(3).await;
+    let cluster = common::start(3).await;
     let create = |tag: &str| CreateFlagRequest {
         namespace: "ns".into(),
         key: "once".into(),
@@ -85,7 +85,7 @@ async fn a_retried_write_with_the_same_request_id_applies_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_writes_share_entries_and_each_gets_its_own_answer() {
     const WRITERS: usize = 64;
-    let cluster = TestCluster::start(3).await;
+    let cluster = common::start(3).await;
     let leader = cluster.wait_leader(std::time::Duration::from_secs(10)).await;
     let client = cluster.flags(leader).await;
     let writes = (0..WRITERS).map(|i| {
@@ -131,7 +131,7 @@ async fn concurrent_writes_share_entries_and_each_gets_its_own_answer() {
     let max = *revisions.last().expect("some");
     for id in 1..=3 {
         let log = cluster.audit_log(id, max).await;
-        common::verify_chain(&log).expect("chain verifies");
+        vexil_testkit::verify_chain(&log).expect("chain verifies");
         for (i, r) in results.iter().enumerate() {
             let r = r.as_ref().expect("ok");
             let entries: Vec<_> = log.iter().filter(|e| e.request_id == format!("batch-{i}")).collect();

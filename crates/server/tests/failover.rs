@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{TestCluster, spec, verify_chain};
 use tokio::sync::Mutex;
 use vexil_proto::v1::flags_client::FlagsClient;
 use vexil_proto::v1::{Consistency, CreateFlagRequest, ListFlagsRequest, ReadOptions, WriteOptions};
+use vexil_testkit::{spec, verify_chain};
 
 /// One acknowledged write: key → (revision, time of acknowledgement).
 type Acked = Arc<Mutex<BTreeMap<String, (u64, Instant)>>>;
@@ -61,7 +61,7 @@ async fn writer(addrs: Vec<String>, acked: Acked, stop: Arc<AtomicBool>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_the_leader_loses_no_acknowledged_write() {
-    let mut cluster = TestCluster::start(3).await;
+    let mut cluster = common::start(3).await;
     let addrs: Vec<String> = (1..=3).map(|id| cluster.api_addr(id)).collect();
     let acked: Acked = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));

@@ -5,12 +5,12 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestCluster, spec, verify_chain};
 use vexil_proto::v1::{CreateFlagRequest, RemoveNodeRequest, StatusRequest, WriteOptions};
+use vexil_testkit::{spec, verify_chain};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn removing_a_voter_is_audited_with_who_asked_and_why() {
-    let cluster = TestCluster::start(3).await;
+    let cluster = common::start(3).await;
     let leader = cluster.wait_leader(Duration::from_secs(30)).await;
     let victim = (1..=3).find(|id| *id != leader).expect("a follower");
     let resp = cluster

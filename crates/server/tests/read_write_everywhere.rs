@@ -3,12 +3,12 @@
 
 mod common;
 
-use common::{TestCluster, spec};
 use vexil_proto::v1::{Consistency, CreateFlagRequest, GetFlagRequest, ListFlagsRequest, ReadOptions, WriteOptions};
+use vexil_testkit::spec;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_through_every_node_are_read_back_from_every_node() {
-    let cluster = TestCluster::start(3).await;
+    let cluster = common::start(3).await;
     let mut written = Vec::new();
     for writer in 1..=3u64 {
         let mut client = cluster.flags(writer).await;

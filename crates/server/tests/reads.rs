@@ -6,11 +6,11 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{LEASE_MS, TestCluster, spec};
 use tonic::Code;
 use vexil_proto::v1::flags_client::FlagsClient;
 use vexil_proto::v1::{Consistency, CreateFlagRequest, GetFlagRequest, ReadOptions, UpdateFlagRequest};
 use vexil_server::error::{ErrorReason, error_info};
+use vexil_testkit::{READ_LEASE_MS, spec};
 
 fn get(key: &str, consistency: Consistency, min_revision: u64) -> GetFlagRequest {
     GetFlagRequest {
@@ -22,7 +22,7 @@ fn get(key: &str, consistency: Consistency, min_revision: u64) -> GetFlagRequest
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_thousand_writes_are_each_seen_by_a_linearizable_read_on_another_node() {
-    let cluster = TestCluster::start(3).await;
+    let cluster = common::start(3).await;
     let mut clients = Vec::new();
     for id in 1..=3 {
         clients.push(cluster.flags(id).await);
@@ -60,7 +60,7 @@ async fn a_thousand_writes_are_each_seen_by_a_linearizable_read_on_another_node(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_follower_serves_lease_reads_until_the_lease_expires_then_refuses() {
-    let mut cluster = TestCluster::start(3).await;
+    let mut cluster = common::start(3).await;
     let leader = cluster.wait_leader(Duration::from_secs(30)).await;
     let follower = (1..=3).find(|id| *id != leader).expect("a follower");
     let other = (1..=3).find(|id| *id != leader && *id != follower).expect("another follower");
@@ -91,8 +91,8 @@ async fn a_cut_off_follower_serves_lease_reads_until_the_lease_expires_then_refu
             Ok(r) => {
                 // Every lease that can still be valid was taken by a round sent before the cut.
                 assert!(
-                    started < cut_off_at + Duration::from_millis(LEASE_MS),
-                    "a lease read started {:?} after the cut was served; the lease is {LEASE_MS} ms",
+                    started < cut_off_at + Duration::from_millis(READ_LEASE_MS),
+                    "a lease read started {:?} after the cut was served; the lease is {READ_LEASE_MS} ms",
                     started - cut_off_at
                 );
                 assert!(r.into_inner().flag.is_some());
@@ -126,7 +126,7 @@ async fn a_cut_off_follower_serves_lease_reads_until_the_lease_expires_then_refu
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn min_revision_waits_on_a_lagging_node_instead_of_returning_older_data() {
-    let cluster = TestCluster::start(3).await;
+    let cluster = common::start(3).await;
     let leader = cluster.wait_leader(Duration::from_secs(30)).await;
     let lagging = (1..=3).find(|id| *id != leader).expect("a follower");
     let mut lc = cluster.flags(leader).await;

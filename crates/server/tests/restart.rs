@@ -3,15 +3,15 @@
 
 mod common;
 
-use common::{TestCluster, spec, verify_chain};
 use vexil_proto::v1::{
     Consistency, CreateFlagRequest, DeleteFlagRequest, ListFlagsRequest, ReadOptions, SetFlagStateRequest,
     UpdateFlagRequest,
 };
+use vexil_testkit::{spec, verify_chain};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_restart_keeps_flags_and_a_verifiable_audit_chain() {
-    let mut cluster = TestCluster::start(3).await;
+    let mut cluster = common::start(3).await;
     let mut client = cluster.flags(1).await;
     let mut last = 0;
     for i in 0..30 {

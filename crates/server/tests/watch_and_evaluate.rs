@@ -5,7 +5,6 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestCluster, spec};
 use tonic::Code;
 use vexil_proto::v1::flag_evaluation::Value as PbValue;
 use vexil_proto::v1::watch_client::WatchClient;
@@ -15,6 +14,7 @@ use vexil_proto::v1::{
     UpdateFlagRequest, ValueType, WatchRequest, WatchResponse,
 };
 use vexil_server::error::error_info;
+use vexil_testkit::spec;
 
 async fn next(stream: &mut tonic::Streaming<WatchResponse>) -> Kind {
     loop {
@@ -32,7 +32,7 @@ async fn next(stream: &mut tonic::Streaming<WatchResponse>) -> Kind {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_change_feed_replays_follows_and_resumes_without_gaps() {
-    let cluster = TestCluster::start(3).await;
+    let cluster = common::start(3).await;
     let mut c = cluster.flags(1).await;
     for key in ["a", "b"] {
         c.create_flag(CreateFlagRequest {
@@ -132,7 +132,7 @@ async fn the_change_feed_replays_follows_and_resumes_without_gaps() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn evaluation_is_typed_and_follows_flagd_reasons() {
-    let cluster = TestCluster::start(3).await;
+    let cluster = common::start(3).await;
     let mut c = cluster.flags(1).await;
     let rule = r##"{"state":"ENABLED","variants":{"red":"#f00","blue":"#00f"},"defaultVariant":"blue",
                    "targeting":{"if":[{"ends_with":[{"var":"email"},"@example.com"]},"red",null]}}"##;

@@ -1,0 +1,171 @@
+//! Typed access to a running [`Cluster`]: gRPC clients per node, a node's status, waiting for
+//! the nodes to agree on a leader, a node's whole audit log, one GET on the admin listener; and
+//! the request pieces several suites build (a flag definition, linearizable read options,
+//! checking an audit hash chain).
+
+use std::io;
+use std::time::{Duration, Instant};
+
+use tonic::transport::Channel;
+use vexil_proto::v1::audit_client::AuditClient;
+use vexil_proto::v1::cluster_client::ClusterClient;
+use vexil_proto::v1::flags_client::FlagsClient;
+use vexil_proto::v1::{AuditEntry, Consistency, ListAuditRequest, ReadOptions, StatusRequest, StatusResponse};
+
+use crate::limits::{
+    ADMIN_READ_TIMEOUT, AUDIT_PAGE_ENTRIES, CONNECT_RETRY_TIMEOUT, CONNECT_TIMEOUT, RETRY_POLL, STATUS_CONNECT_TIMEOUT,
+    STATUS_REQUEST_TIMEOUT, STATUS_TIMEOUT,
+};
+use crate::{Cluster, Listener};
+
+impl Cluster {
+    /// A channel to node `id`'s API, retrying for up to 10 s while the node comes up.
+    pub async fn channel(&self, id: u64) -> Channel {
+        let deadline = Instant::now() + CONNECT_RETRY_TIMEOUT;
+        loop {
+            match Channel::from_shared(self.api_addr(id)).unwrap().connect_timeout(CONNECT_TIMEOUT).connect().await {
+                Ok(ch) => return ch,
+                Err(e) if Instant::now() > deadline => panic!("node {id} is not reachable: {e}\n{}", self.log_tail(id)),
+                Err(_) => tokio::time::sleep(RETRY_POLL).await,
+            }
+        }
+    }
+
+    pub async fn flags(&self, id: u64) -> FlagsClient<Channel> {
+        FlagsClient::new(self.channel(id).await)
+    }
+
+    pub async fn audit(&self, id: u64) -> AuditClient<Channel> {
+        AuditClient::new(self.channel(id).await)
+    }
+
+    pub async fn cluster(&self, id: u64) -> ClusterClient<Channel> {
+        ClusterClient::new(self.channel(id).await)
+    }
+
+    /// A node's status, or `None` if it does not answer within about a second.
+    pub async fn status(&self, id: u64) -> Option<StatusResponse> {
+        let ch = Channel::from_shared(self.api_addr(id))
+            .unwrap()
+            .connect_timeout(STATUS_CONNECT_TIMEOUT)
+            .connect()
+            .await
+            .ok()?;
+        let mut c = ClusterClient::new(ch);
+        let mut req = tonic::Request::new(StatusRequest {});
+        req.set_timeout(STATUS_REQUEST_TIMEOUT);
+        tokio::time::timeout(STATUS_TIMEOUT, c.status(req)).await.ok()?.ok().map(|r| r.into_inner())
+    }
+
+    /// Waits until every running node agrees on one running leader; returns its id.
+    pub async fn wait_leader(&self, within: Duration) -> u64 {
+        self.wait_leader_among(&self.running(), within).await
+    }
+
+    /// Waits until nodes `ids` agree on one leader that is one of them; returns its id.
+    pub async fn wait_leader_among(&self, ids: &[u64], within: Duration) -> u64 {
+        self.try_wait_leader_among(ids, within).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Cluster::wait_leader_among`], failing with the nodes' log tails instead of panicking.
+    pub async fn try_wait_leader_among(&self, ids: &[u64], within: Duration) -> io::Result<u64> {
+        let deadline = Instant::now() + within;
+        loop {
+            let mut leaders = Vec::new();
+            for id in ids {
+                leaders.push(self.status(*id).await.map_or(0, |s| s.leader_id));
+            }
+            if let Some(&first) = leaders.first()
+                && first != 0
+                && leaders.iter().all(|l| *l == first)
+                && ids.contains(&first)
+            {
+                return Ok(first);
+            }
+            if Instant::now() >= deadline {
+                let logs: Vec<String> = ids
+                    .iter()
+                    .filter(|id| self.process(**id).is_running())
+                    .map(|id| format!("--- node {id} ---\n{}", self.log_tail(*id)))
+                    .collect();
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no agreed leader among {ids:?} within {within:?}: {leaders:?}\n{}", logs.join("\n")),
+                ));
+            }
+            tokio::time::sleep(RETRY_POLL).await;
+        }
+    }
+
+    /// Every audit entry a node holds, read locally once it has applied `min_revision`.
+    pub async fn audit_log(&self, id: u64, min_revision: u64) -> Vec<AuditEntry> {
+        let mut client = self.audit(id).await;
+        let mut out = Vec::new();
+        let mut after_seq = 0;
+        loop {
+            let page = client
+                .list_audit(ListAuditRequest {
+                    after_seq,
+                    limit: AUDIT_PAGE_ENTRIES,
+                    read: Some(ReadOptions { consistency: Consistency::Stale as i32, min_revision }),
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let n = page.entries.len();
+            out.extend(page.entries);
+            if n < AUDIT_PAGE_ENTRIES as usize {
+                return out;
+            }
+            after_seq = out.last().unwrap().seq;
+        }
+    }
+
+    /// One HTTP GET on the node's admin listener ([`Listener::Admin`]): (status code, body).
+    pub fn admin_get(&self, id: u64, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port(id, Listener::Admin))).unwrap();
+        s.set_read_timeout(Some(ADMIN_READ_TIMEOUT)).unwrap();
+        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        let mut text = String::new();
+        s.read_to_string(&mut text).unwrap();
+        let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        (code, body)
+    }
+}
+
+/// A boolean flag definition whose default variant is `default` ("on" or "off") and whose
+/// metadata carries `tag` (unique tags make every write distinguishable).
+pub fn bool_spec(default: &str, tag: &str) -> String {
+    serde_json::json!({
+        "state": "ENABLED",
+        "variants": {"on": true, "off": false},
+        "defaultVariant": default,
+        "metadata": {"tag": tag}
+    })
+    .to_string()
+}
+
+/// [`bool_spec`] with default variant "on".
+pub fn spec(tag: &str) -> String {
+    bool_spec("on", tag)
+}
+
+/// Read options for read-your-writes: a default (lease) read on a follower may predate a write
+/// that was just acknowledged, within the lease bound.
+pub fn linearizable() -> Option<ReadOptions> {
+    Some(ReadOptions { consistency: Consistency::Linearizable as i32, min_revision: 0 })
+}
+
+/// Checks a node's audit log against the hash chain, from genesis; returns how many entries
+/// verified.
+pub fn verify_chain(entries: &[AuditEntry]) -> Result<u64, vexil_model::ChainError> {
+    let mut v = vexil_model::ChainVerifier::new();
+    for e in entries {
+        let entry = vexil_model::AuditEntry::try_from(e).expect("a well-formed audit entry");
+        v.push(&entry)?;
+    }
+    Ok(v.verified())
+}
