@@ -63,7 +63,8 @@ pub use client::{Client, ClientBuilder};
 pub use error::Error;
 pub use eval::{ErrorCode, EvaluationDetails, Namespace};
 pub use status::{ChangeEvent, Status, UpdateKind};
-pub use store::{DataSource, FlagChange, FlagRecord, NamespaceState, Snapshot};
+pub use store::{DataSource, FlagChange, NamespaceState, Snapshot};
+pub use vexil_model::FlagRecord;
 pub use vexil_model::eval::{Attr, EvalContext, Reason};
 /// The generated protobuf types the admin calls return (`Flag`, `AuditEntry`, ...).
 pub use vexil_proto::v1 as proto;

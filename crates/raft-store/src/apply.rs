@@ -69,18 +69,9 @@ pub const META_AUDIT_HEAD: &[u8] = b"audit_head";
 /// `Meta` key: how many deduplication records were ever written (numbers the next one).
 pub const META_REQUESTS_SEQ: &[u8] = b"requests_seq";
 
-/// A stored flag: the canonical spec JSON plus the bookkeeping the cluster sets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FlagRecord {
-    pub spec_json: String,
-    /// +1 on every change; 1 at creation.
-    pub version: u64,
-    pub created_revision: u64,
-    pub mod_revision: u64,
-    pub created_at_ms: i64,
-    pub updated_at_ms: i64,
-    pub updated_by: String,
-}
+/// The flag record is the model's, shared with the client library (which builds without this
+/// crate).
+pub use vexil_model::FlagRecord;
 
 /// A namespace's document-level parts: `$evaluators` and flag-set `metadata`, as canonical JSON.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
