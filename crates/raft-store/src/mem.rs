@@ -24,7 +24,11 @@ use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, RaftSnapsho
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use vexil_model::AuditEntry;
 
-use crate::apply::{self, KvPairs, KvRead, SmState, StoreError, Table, Writes};
+use crate::apply;
+use crate::error::StoreError;
+use crate::schema::Table;
+use crate::sm_state::SmState;
+use crate::txn::{KvPairs, KvRead, Writes};
 use crate::feed::AppliedFeed;
 use crate::reader::{StateReader, ViewSource};
 use crate::snapshot::{self, SnapshotReader};
