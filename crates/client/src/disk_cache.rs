@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use vexil_model::FlagRecord;
 
 use crate::limits;
-use crate::client::Shared;
+use crate::shared::Shared;
 use crate::status::UpdateKind;
 use crate::store::{DataSource, Snapshot, spec_value, state_from_records};
 

@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 pub use vexil_model::eval::ErrorCode;
 use vexil_model::eval::{self as model, EvalContext, FlagValue, Reason};
 
-use crate::client::Shared;
+use crate::shared::Shared;
 use crate::store::Snapshot;
 
 /// A typed evaluation with everything known about it.

@@ -53,6 +53,7 @@ pub mod eval;
 pub mod limits;
 #[cfg(feature = "openfeature")]
 pub mod openfeature;
+mod shared;
 pub mod status;
 pub mod store;
 mod transport;
