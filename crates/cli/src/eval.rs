@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 use serde_json::{Map, Value};
 use vexil_model::NamespaceDocument;
-use vexil_model::eval::{CompiledNamespace, ErrorCode, EvalContext};
+use vexil_model::eval::{self as model, CompiledNamespace, EvalContext};
 
 use crate::{Failure, Output};
 
@@ -33,6 +33,18 @@ pub enum ValueType {
     Int,
     Float,
     Object,
+}
+
+impl From<ValueType> for model::ValueType {
+    fn from(t: ValueType) -> Self {
+        match t {
+            ValueType::Bool => model::ValueType::Bool,
+            ValueType::String => model::ValueType::String,
+            ValueType::Int => model::ValueType::Int,
+            ValueType::Float => model::ValueType::Float,
+            ValueType::Object => model::ValueType::Object,
+        }
+    }
 }
 
 /// Evaluates and renders; `Err` only for unusable input or usage.
@@ -67,7 +79,8 @@ fn load(path: &std::path::Path) -> Result<CompiledNamespace, Failure> {
     Ok(CompiledNamespace::new(&doc))
 }
 
-/// The resolution as `{"key","value","variant","reason","errorCode","errorMessage","metadata"}`.
+/// The resolution as `{"key","value","variant","reason","errorCode","errorMessage","metadata"}`,
+/// with the requested type applied by the model's rule (a wrong one is TYPE_MISMATCH).
 pub fn evaluate(
     ns: &CompiledNamespace,
     key: &str,
@@ -76,39 +89,7 @@ pub fn evaluate(
     now: i64,
 ) -> Value {
     let ctx = EvalContext::from_json(context);
-    let mut out = ns.evaluate(key, &ctx, now).to_json(key);
-    if let Some(ty) = ty {
-        let empty = Map::new();
-        let (code, message) = match ty {
-            ValueType::Bool => {
-                let t = ns.bool_value(key, &ctx, now, false);
-                (t.error_code, t.error_message)
-            }
-            ValueType::String => {
-                let t = ns.string_value(key, &ctx, now, "");
-                (t.error_code, t.error_message)
-            }
-            ValueType::Int => {
-                let t = ns.int_value(key, &ctx, now, 0);
-                (t.error_code, t.error_message)
-            }
-            ValueType::Float => {
-                let t = ns.float_value(key, &ctx, now, 0.0);
-                (t.error_code, t.error_message)
-            }
-            ValueType::Object => {
-                let t = ns.object_value(key, &ctx, now, &empty);
-                (t.error_code, t.error_message)
-            }
-        };
-        if code == Some(ErrorCode::TypeMismatch) {
-            out["value"] = Value::Null;
-            out["reason"] = Value::String("ERROR".into());
-            out["errorCode"] = Value::String(ErrorCode::TypeMismatch.as_str().into());
-            out["errorMessage"] = message.map_or(Value::Null, Value::String);
-        }
-    }
-    out
+    ns.evaluate(key, &ctx, now).with_type(key, ty.map(Into::into)).to_json(key)
 }
 
 /// The human rendering of a resolution (also used by `flag eval`, which evaluates on the cluster).

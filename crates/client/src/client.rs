@@ -1,5 +1,5 @@
-//! The client: configuration ([`ClientBuilder`]), the state shared by evaluation and the
-//! background tasks ([`Shared`]), and the handle applications hold ([`Client`]).
+//! The client: configuration ([`ClientBuilder`]) and the handle applications hold
+//! ([`Client`]), over the state evaluation and the background tasks share (`shared.rs`).
 //!
 //! Tasks: the watcher (`watcher.rs`) keeps the local copy current; the disk cache writer
 //! (`disk_cache.rs`, when configured) persists it. Both stop when the last `Client` clone is
@@ -7,9 +7,8 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use serde_json::{Map, Value};
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
@@ -18,64 +17,10 @@ use vexil_model::eval::EvalContext;
 use crate::admin::AdminClient;
 use crate::error::Error;
 use crate::eval::{EvaluationDetails, Namespace};
-use crate::status::{ChangeEvent, Status, StatusState, UpdateKind};
-use crate::store::{DataSource, FlagChange, Snapshot};
+use crate::shared::Shared;
+use crate::status::{ChangeEvent, Status, StatusState};
+use crate::store::{DataSource, Snapshot};
 use crate::{disk_cache, limits, transport, watcher};
-
-/// Everything evaluation and the background tasks share.
-pub(crate) struct Shared {
-    /// The watched namespaces, in configuration order (the first is the default).
-    pub(crate) names: Arc<[Box<str>]>,
-    /// The current local copy. Evaluation loads it lock-free; only the watcher stores.
-    pub(crate) snapshot: ArcSwap<Snapshot>,
-    pub(crate) status: watch::Sender<StatusState>,
-    pub(crate) events: broadcast::Sender<ChangeEvent>,
-}
-
-impl Shared {
-    pub(crate) fn new(names: Arc<[Box<str>]>) -> Shared {
-        Shared {
-            snapshot: ArcSwap::from_pointee(Snapshot::empty(names.clone())),
-            names,
-            status: watch::channel(StatusState::default()).0,
-            events: broadcast::channel(limits::CHANGE_EVENTS_CAPACITY).0,
-        }
-    }
-
-    /// Makes `snap` the current state, then tells subscribers, then status readers. In that
-    /// order: a subscriber that reads flags on an event sees the new state, and once a status
-    /// wait (`wait_for_revision`, `wait_synced`) returns, every event up to that revision has
-    /// been sent, so a subscription taken afterwards never receives an older event.
-    pub(crate) fn publish(&self, snap: Snapshot, kind: UpdateKind, changes: Vec<FlagChange>) {
-        let revision = snap.revision();
-        let source = snap.source();
-        self.snapshot.store(Arc::new(snap));
-        tracing::debug!(revision, ?kind, changes = changes.len(), "local copy updated");
-        // No subscriber is fine.
-        let _ = self.events.send(ChangeEvent { revision, kind, changes });
-        self.status.send_modify(|s| {
-            s.revision = revision;
-            s.source = source;
-            s.data_version += 1;
-            if source == Some(DataSource::Cluster) {
-                s.confirmed_at = Some((Instant::now(), SystemTime::now()));
-            }
-        });
-    }
-
-    /// The cluster confirmed the copy current up to `revision` without a change.
-    pub(crate) fn confirm(&self, revision: u64) {
-        let current = self.snapshot.load();
-        if let Some(next) = current.advance(revision) {
-            self.snapshot.store(Arc::new(next));
-        }
-        let revision = self.snapshot.load().revision();
-        self.status.send_modify(|s| {
-            s.revision = revision;
-            s.confirmed_at = Some((Instant::now(), SystemTime::now()));
-        });
-    }
-}
 
 /// Configures and starts a [`Client`].
 #[derive(Debug, Clone)]

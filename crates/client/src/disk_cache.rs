@@ -26,11 +26,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
+use vexil_model::FlagRecord;
 
-use crate::client::Shared;
 use crate::limits;
+use crate::shared::Shared;
 use crate::status::UpdateKind;
-use crate::store::{DataSource, FlagRecord, Snapshot, state_from_records};
+use crate::store::{DataSource, Snapshot, spec_value, state_from_records};
 
 /// The format tag; a file with another tag is ignored.
 pub const FORMAT: &str = "vexil-client-cache/1";
@@ -49,7 +50,57 @@ struct CachedNamespace {
     evaluators: Map<String, Value>,
     #[serde(default)]
     metadata: Map<String, Value>,
-    flags: Vec<FlagRecord>,
+    flags: Vec<CachedFlag>,
+}
+
+/// A flag as the file holds it: the [`FlagRecord`]'s fields with the flag's key, and the
+/// definition as a JSON value rather than text (so the file reads as JSON all the way down).
+#[derive(Debug, Serialize, Deserialize)]
+struct CachedFlag {
+    key: String,
+    spec: Value,
+    version: u64,
+    created_revision: u64,
+    mod_revision: u64,
+    created_at_ms: i64,
+    updated_at_ms: i64,
+    updated_by: String,
+}
+
+impl CachedFlag {
+    fn new(key: &str, record: &FlagRecord) -> CachedFlag {
+        let FlagRecord { spec_json, version, created_revision, mod_revision, created_at_ms, updated_at_ms, updated_by } =
+            record;
+        CachedFlag {
+            key: key.to_owned(),
+            spec: spec_value(spec_json),
+            version: *version,
+            created_revision: *created_revision,
+            mod_revision: *mod_revision,
+            created_at_ms: *created_at_ms,
+            updated_at_ms: *updated_at_ms,
+            updated_by: updated_by.clone(),
+        }
+    }
+
+    /// The key and the record. A definition that was not JSON was cached as a JSON string:
+    /// its text comes back as it was.
+    fn into_record(self) -> (String, FlagRecord) {
+        let spec_json = match self.spec {
+            Value::String(text) => text,
+            spec => spec.to_string(),
+        };
+        let record = FlagRecord {
+            spec_json,
+            version: self.version,
+            created_revision: self.created_revision,
+            mod_revision: self.mod_revision,
+            created_at_ms: self.created_at_ms,
+            updated_at_ms: self.updated_at_ms,
+            updated_by: self.updated_by,
+        };
+        (self.key, record)
+    }
 }
 
 fn encode(snap: &Snapshot) -> Result<Vec<u8>, serde_json::Error> {
@@ -63,7 +114,7 @@ fn encode(snap: &Snapshot) -> Result<Vec<u8>, serde_json::Error> {
                 CachedNamespace {
                     evaluators: ns.evaluators().clone().into_iter().collect(),
                     metadata: ns.metadata().clone(),
-                    flags: ns.records().cloned().collect(),
+                    flags: ns.records().map(|(key, record)| CachedFlag::new(key, record)).collect(),
                 },
             ))
         })
@@ -139,7 +190,10 @@ pub(crate) fn load_into(shared: &Shared, path: &Path) {
     let states = file
         .namespaces
         .into_iter()
-        .map(|(name, ns)| (name, state_from_records(ns.flags, ns.evaluators.into_iter().collect(), ns.metadata)))
+        .map(|(name, ns)| {
+            let records = ns.flags.into_iter().map(CachedFlag::into_record).collect();
+            (name, state_from_records(records, ns.evaluators.into_iter().collect(), ns.metadata))
+        })
         .collect();
     let (snap, changes) = shared.snapshot.load().replace(file.revision, DataSource::DiskCache, states);
     shared.publish(snap, UpdateKind::DiskCache, changes);
@@ -225,6 +279,7 @@ async fn flush(shared: &Shared, path: &Path, written: u64) -> u64 {
 mod tests {
     use super::*;
     use crate::store::tests::{bool_spec, names, upsert};
+    use serde_json::json;
     use std::sync::Arc;
     use vexil_model::eval::EvalContext;
     use vexil_proto::v1 as proto;
@@ -271,6 +326,14 @@ mod tests {
         assert_eq!(r.value, Some(&Value::Bool(false)));
         let st = after.status.borrow().to_status();
         assert!(st.ready && st.last_update.is_some());
+
+        // Format 1: a flag is its key, its definition as a JSON value, and its bookkeeping.
+        let file: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        let flag = &file["namespaces"]["a"]["flags"][0];
+        assert_eq!(
+            (&flag["key"], &flag["spec"]["defaultVariant"], &flag["version"]),
+            (&json!("f"), &json!("off"), &json!(3))
+        );
     }
 
     #[test]

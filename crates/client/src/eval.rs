@@ -15,50 +15,13 @@ use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value};
+/// Why an evaluation has no value of its own: the model's codes, which include
+/// `PROVIDER_NOT_READY` for a client without data.
+pub use vexil_model::eval::ErrorCode;
 use vexil_model::eval::{self as model, EvalContext, FlagValue, Reason};
 
-use crate::client::Shared;
+use crate::shared::Shared;
 use crate::store::Snapshot;
-
-/// Why an evaluation has no value of its own (OpenFeature's error codes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    /// The client has no data yet (no cluster contact and no disk cache).
-    ProviderNotReady,
-    FlagNotFound,
-    TypeMismatch,
-    ParseError,
-    General,
-}
-
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::ProviderNotReady => "PROVIDER_NOT_READY",
-            ErrorCode::FlagNotFound => "FLAG_NOT_FOUND",
-            ErrorCode::TypeMismatch => "TYPE_MISMATCH",
-            ErrorCode::ParseError => "PARSE_ERROR",
-            ErrorCode::General => "GENERAL",
-        }
-    }
-}
-
-impl From<model::ErrorCode> for ErrorCode {
-    fn from(c: model::ErrorCode) -> Self {
-        match c {
-            model::ErrorCode::FlagNotFound => ErrorCode::FlagNotFound,
-            model::ErrorCode::TypeMismatch => ErrorCode::TypeMismatch,
-            model::ErrorCode::ParseError => ErrorCode::ParseError,
-            model::ErrorCode::General => ErrorCode::General,
-        }
-    }
-}
-
-impl std::fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A typed evaluation with everything known about it.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,10 +78,10 @@ fn details<'s, T: FlagValue<'s>, U>(
     };
     let t = ns.compiled().resolve(key, ctx, now_unix_secs(), default);
     let (error_code, error_message) = match (t.error_code, ns.broken(key)) {
-        (Some(model::ErrorCode::FlagNotFound), Some(why)) => {
+        (Some(ErrorCode::FlagNotFound), Some(why)) => {
             (Some(ErrorCode::ParseError), Some(format!("flag {key:?} cannot be parsed by this client: {why}")))
         }
-        (code, _) => (code.map(ErrorCode::from), t.error_message),
+        (code, _) => (code, t.error_message),
     };
     if let Some(code) = error_code {
         tracing::debug!(flag = key, error = %code, "evaluation served the caller's default");
@@ -224,7 +187,6 @@ impl Namespace {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::Shared;
     use crate::store::DataSource;
     use crate::store::tests::{bool_spec, names, upsert};
     use serde_json::json;

@@ -53,6 +53,7 @@ pub mod eval;
 pub mod limits;
 #[cfg(feature = "openfeature")]
 pub mod openfeature;
+mod shared;
 pub mod status;
 pub mod store;
 mod transport;
@@ -63,7 +64,8 @@ pub use client::{Client, ClientBuilder};
 pub use error::Error;
 pub use eval::{ErrorCode, EvaluationDetails, Namespace};
 pub use status::{ChangeEvent, Status, UpdateKind};
-pub use store::{DataSource, FlagChange, FlagRecord, NamespaceState, Snapshot};
+pub use store::{DataSource, FlagChange, NamespaceState, Snapshot};
+pub use vexil_model::FlagRecord;
 pub use vexil_model::eval::{Attr, EvalContext, Reason};
 /// The generated protobuf types the admin calls return (`Flag`, `AuditEntry`, ...).
 pub use vexil_proto::v1 as proto;

@@ -16,8 +16,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{Map, Value};
-use vexil_model::FlagSpec;
 use vexil_model::eval::{CompiledFlag, CompiledNamespace};
+use vexil_model::{FlagRecord, FlagSpec};
 use vexil_proto::v1 as proto;
 
 /// Where the data of a snapshot came from.
@@ -29,35 +29,36 @@ pub enum DataSource {
     Cluster,
 }
 
-/// One flag as the cluster stores it (its definition and bookkeeping).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct FlagRecord {
-    pub key: String,
-    /// The definition: flagd's flag object plus governance fields.
-    pub spec: Value,
-    pub version: u64,
-    pub created_revision: u64,
-    pub mod_revision: u64,
-    pub created_at_ms: i64,
-    pub updated_at_ms: i64,
-    pub updated_by: String,
+/// A flag from the wire. A `spec_json` that is not JSON is kept as it is; it then fails to
+/// parse as a spec and evaluates as `PARSE_ERROR`.
+fn record_from_proto(f: &proto::Flag) -> FlagRecord {
+    FlagRecord {
+        spec_json: f.spec_json.clone(),
+        version: f.version,
+        created_revision: f.created_revision,
+        mod_revision: f.mod_revision,
+        created_at_ms: f.created_at_ms,
+        updated_at_ms: f.updated_at_ms,
+        updated_by: f.updated_by.clone(),
+    }
 }
 
-impl FlagRecord {
-    /// Converts a flag from the wire; a `spec_json` that is not JSON is kept as a string, which
-    /// then fails to parse as a spec and evaluates as `PARSE_ERROR`.
-    pub(crate) fn from_proto(f: &proto::Flag) -> FlagRecord {
-        FlagRecord {
-            key: f.key.clone(),
-            spec: serde_json::from_str(&f.spec_json).unwrap_or_else(|_| Value::String(f.spec_json.clone())),
-            version: f.version,
-            created_revision: f.created_revision,
-            mod_revision: f.mod_revision,
-            created_at_ms: f.created_at_ms,
-            updated_at_ms: f.updated_at_ms,
-            updated_by: f.updated_by.clone(),
-        }
+/// A definition's text as a JSON value; text that is not JSON becomes a JSON string (which no
+/// spec is, so it is reported as unparseable rather than dropped).
+pub(crate) fn spec_value(spec_json: &str) -> Value {
+    serde_json::from_str(spec_json).unwrap_or_else(|_| Value::String(spec_json.to_owned()))
+}
+
+/// Whether two records hold the same flag: the same bookkeeping and the same definition as
+/// JSON (the text may differ in key order: the disk cache stores it as a value).
+fn same_record(a: &FlagRecord, b: &FlagRecord) -> bool {
+    if a == b {
+        return true;
     }
+    let FlagRecord { spec_json, version, created_revision, mod_revision, created_at_ms, updated_at_ms, updated_by } = a;
+    (*version, *created_revision, *mod_revision, *created_at_ms, *updated_at_ms, updated_by)
+        == (b.version, b.created_revision, b.mod_revision, b.created_at_ms, b.updated_at_ms, &b.updated_by)
+        && spec_value(spec_json) == spec_value(&b.spec_json)
 }
 
 /// A flag record with its parsed spec (or why it did not parse).
@@ -68,8 +69,8 @@ pub(crate) struct FlagEntry {
 }
 
 impl FlagEntry {
-    fn new(record: FlagRecord) -> FlagEntry {
-        let spec = FlagSpec::from_value(&record.key, &record.spec, "spec").map_err(|e| e.to_string());
+    fn new(key: &str, record: FlagRecord) -> FlagEntry {
+        let spec = FlagSpec::from_value(key, &spec_value(&record.spec_json), "spec").map_err(|e| e.to_string());
         FlagEntry { record, spec }
     }
 }
@@ -96,10 +97,10 @@ impl NamespaceState {
     ) -> NamespaceState {
         let mut broken = BTreeMap::new();
         let compiled = CompiledNamespace::from_flags(
-            flags.values().filter_map(|f| match &f.spec {
-                Ok(spec) => Some(CompiledFlag::new(&f.record.key, spec, &evaluators, &metadata)),
+            flags.iter().filter_map(|(key, f)| match &f.spec {
+                Ok(spec) => Some(CompiledFlag::new(key, spec, &evaluators, &metadata)),
                 Err(e) => {
-                    broken.insert(f.record.key.clone(), e.clone());
+                    broken.insert(key.clone(), e.clone());
                     None
                 }
             }),
@@ -113,9 +114,9 @@ impl NamespaceState {
         &self.compiled
     }
 
-    /// The flag records, by key.
-    pub fn records(&self) -> impl Iterator<Item = &FlagRecord> {
-        self.flags.values().map(|f| &f.record)
+    /// The flag records with their keys, in key order.
+    pub fn records(&self) -> impl Iterator<Item = (&str, &FlagRecord)> {
+        self.flags.iter().map(|(key, f)| (key.as_str(), &f.record))
     }
 
     pub fn record(&self, key: &str) -> Option<&FlagRecord> {
@@ -268,13 +269,13 @@ impl Snapshot {
                     metadata = Some(parse_object(&c.metadata_json));
                     changes.push(FlagChange::NamespaceUpdated { namespace: name.to_string() });
                 } else if let Some(f) = &c.flag {
-                    let record = FlagRecord::from_proto(f);
+                    let record = record_from_proto(f);
                     changes.push(FlagChange::Upserted {
                         namespace: name.to_string(),
                         key: c.key.clone(),
                         version: record.version,
                     });
-                    flags.insert(c.key.clone(), Arc::new(FlagEntry::new(record)));
+                    flags.insert(c.key.clone(), Arc::new(FlagEntry::new(&c.key, record)));
                 } else {
                     flags.remove(&c.key);
                     changes.push(FlagChange::Deleted { namespace: name.to_string(), key: c.key.clone() });
@@ -310,8 +311,11 @@ pub(crate) fn states_from_proto(s: &proto::WatchSnapshot) -> BTreeMap<String, Na
     s.namespaces
         .iter()
         .map(|ns| {
-            let flags =
-                ns.flags.iter().map(|f| (f.key.clone(), Arc::new(FlagEntry::new(FlagRecord::from_proto(f))))).collect();
+            let flags = ns
+                .flags
+                .iter()
+                .map(|f| (f.key.clone(), Arc::new(FlagEntry::new(&f.key, record_from_proto(f)))))
+                .collect();
             let state =
                 NamespaceState::build(flags, parse_evaluators(&ns.evaluators_json), parse_object(&ns.metadata_json));
             (ns.namespace.clone(), state)
@@ -319,13 +323,19 @@ pub(crate) fn states_from_proto(s: &proto::WatchSnapshot) -> BTreeMap<String, Na
         .collect()
 }
 
-/// Builds a namespace state from records (the disk cache).
+/// Builds a namespace state from records and their keys (the disk cache).
 pub(crate) fn state_from_records(
-    records: Vec<FlagRecord>,
+    records: Vec<(String, FlagRecord)>,
     evaluators: BTreeMap<String, Value>,
     metadata: Map<String, Value>,
 ) -> NamespaceState {
-    let flags = records.into_iter().map(|r| (r.key.clone(), Arc::new(FlagEntry::new(r)))).collect();
+    let flags = records
+        .into_iter()
+        .map(|(key, r)| {
+            let entry = FlagEntry::new(&key, r);
+            (key, Arc::new(entry))
+        })
+        .collect();
     NamespaceState::build(flags, evaluators, metadata)
 }
 
@@ -352,7 +362,7 @@ fn diff(name: &str, old: &NamespaceState, new: &NamespaceState, out: &mut Vec<Fl
         out.push(FlagChange::NamespaceUpdated { namespace: name.to_string() });
     }
     for (key, f) in &new.flags {
-        let same = old.flags.get(key).is_some_and(|o| o.record == f.record);
+        let same = old.flags.get(key).is_some_and(|o| same_record(&o.record, &f.record));
         if !same {
             out.push(FlagChange::Upserted { namespace: name.to_string(), key: key.clone(), version: f.record.version });
         }
@@ -515,6 +525,42 @@ pub(crate) mod tests {
             ]
         );
         assert_eq!(on(&s2, "a", "new"), Some(false));
+    }
+
+    #[test]
+    fn the_same_definition_in_other_text_is_not_a_change() {
+        let cached = FlagRecord {
+            spec_json: bool_spec("on").to_string(),
+            version: 1,
+            created_revision: 3,
+            mod_revision: 3,
+            created_at_ms: 0,
+            updated_at_ms: 0,
+            updated_by: String::new(),
+        };
+        let states = BTreeMap::from([(
+            "a".to_string(),
+            state_from_records(vec![("f".into(), cached)], BTreeMap::new(), Map::new()),
+        )]);
+        let (s1, _) = Snapshot::empty(names(&["a"])).replace(3, DataSource::DiskCache, states);
+        let cluster = |spec_json: &str| {
+            let mut f = flag("a", "f", bool_spec("on"), 1, 3);
+            f.spec_json = spec_json.into();
+            let ns = proto::NamespaceState {
+                namespace: "a".into(),
+                flags: vec![f],
+                evaluators_json: "{}".into(),
+                metadata_json: "{}".into(),
+            };
+            states_from_proto(&proto::WatchSnapshot { revision: 3, namespaces: vec![ns] })
+        };
+        let reordered = r#"{"variants": {"off": false, "on": true}, "state": "ENABLED", "defaultVariant": "on"}"#;
+        assert_eq!(s1.replace(3, DataSource::Cluster, cluster(reordered)).1, vec![]);
+        let changed = r#"{"variants": {"off": false, "on": true}, "state": "ENABLED", "defaultVariant": "off"}"#;
+        assert_eq!(
+            s1.replace(3, DataSource::Cluster, cluster(changed)).1,
+            vec![FlagChange::Upserted { namespace: "a".into(), key: "f".into(), version: 1 }]
+        );
     }
 
     #[test]

@@ -31,9 +31,9 @@ use vexil_proto::v1 as proto;
 use vexil_proto::v1::watch_client::WatchClient;
 use vexil_proto::v1::watch_response::Kind;
 
-use crate::client::Shared;
 use crate::error::{Error, ErrorReason};
 use crate::limits;
+use crate::shared::Shared;
 use crate::status::UpdateKind;
 use crate::store::{self, DataSource};
 use crate::transport::{backoff, watch_channel};

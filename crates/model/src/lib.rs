@@ -7,7 +7,10 @@
 //! - [`flag`]: the flag definition (flagd's flag object plus governance fields) and its
 //!   validation.
 //! - [`document`]: a whole namespace document (flagd's file format) and its validation.
+//! - [`record`]: the stored form of a flag (definition text plus bookkeeping).
 //! - [`audit`]: the audit entry and its SHA-256 hash chain.
+//! - [`eval`]: compiled evaluation, and the one result shape every surface renders.
+//! - [`stale`]: the stale-flag report.
 //! - [`limits`]: every bound on input.
 
 pub mod audit;
@@ -15,9 +18,11 @@ pub mod document;
 pub mod eval;
 pub mod flag;
 pub mod limits;
+pub mod record;
 pub mod stale;
 
 pub use audit::{AuditAction, AuditEntry, ChainError, ChainVerifier};
 pub use document::{DocumentDiff, FieldChange, NamespaceDocument};
 pub use eval::{CompiledFlag, CompiledNamespace, EvalContext, Resolution};
 pub use flag::{FlagSpec, FlagState, Lifecycle, ValidationError, VariantType};
+pub use record::FlagRecord;

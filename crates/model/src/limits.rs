@@ -44,8 +44,6 @@ pub const DOCUMENT_BYTES_MAX: usize = 16 * 1024 * 1024;
 pub const REASON_BYTES_MAX: usize = 1024;
 /// Longest `request_id`, in bytes.
 pub const REQUEST_ID_BYTES_MAX: usize = 128;
-/// Longest actor (principal) name, in bytes.
-pub const ACTOR_BYTES_MAX: usize = 256;
 
 const _: () = assert!(FLAG_BYTES_MAX >= TARGETING_BYTES_MAX + VARIANT_VALUE_BYTES_MAX);
 const _: () = assert!(DOCUMENT_BYTES_MAX >= FLAG_BYTES_MAX);

@@ -3,6 +3,7 @@
 //! - [`vexil::v1`]: the public API (flags, audit, cluster).
 //! - [`vexil::raft::v1`]: the internal Raft transport between nodes.
 //! - [`ErrorReason`]: the stable error reasons; conversions of audit entries to and from the model.
+//! - `FlagEvaluation::from_resolution`: the one conversion of an evaluation result to the wire.
 
 #![allow(clippy::all, clippy::pedantic, missing_docs)]
 
@@ -20,4 +21,5 @@ pub mod vexil {
 pub use vexil::v1;
 
 mod contract;
+mod evaluation;
 pub use contract::{ERROR_DOMAIN, ErrorReason};

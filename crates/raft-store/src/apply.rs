@@ -1,10 +1,10 @@
 //! Executing committed entries: the state machine's logic, independent of the storage engine.
 //!
-//! [`Txn`] buffers every read and write of one `apply` call over a read-only view of the
-//! stored state ([`KvRead`]); the caller then commits [`Txn::into_parts`] as ONE atomic write
-//! (a RocksDB write batch, or a map update in the simulation's in-memory store). So a flag
-//! change, its audit entries, its deduplication record and the new applied log id become
-//! visible together or not at all.
+//! [`apply_entries`] runs a run of entries in one [`Txn`] over a read-only view of the stored
+//! state; the caller then commits [`Applied::writes`] as ONE atomic write (a RocksDB write
+//! batch, or a map update in the simulation's in-memory store). So a flag change, its audit
+//! entries, its deduplication record and the new applied log id become visible together or not
+//! at all. The tables and records are in [`crate::schema`], the transaction in [`crate::txn`].
 //!
 //! Architecture invariant: applying an entry is a pure function of the entry and the stored
 //! state. No clock, no randomness, no iteration over unordered maps: every replica computes the
@@ -13,312 +13,17 @@
 use std::collections::BTreeMap;
 
 use openraft::EntryPayload;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use vexil_model::audit::{GENESIS_HASH, Hash};
+use vexil_model::audit::Hash;
 use vexil_model::{AuditAction, AuditEntry, FlagSpec, NamespaceDocument};
 
-use crate::codec::{self, CodecError};
+use crate::codec;
+use crate::error::StoreError;
 use crate::limits::DEDUP_GENERATION_REQUESTS;
-use crate::types::{Command, Entry, LogId, Outcome, Request, Response, StoredMembership, WriteError};
-
-/// The logical tables of the state machine. Each is a RocksDB column family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Table {
-    /// `namespace ‖ 0 ‖ key` → [`FlagRecord`].
-    Flags,
-    /// `namespace` → [`NamespaceRecord`].
-    Namespaces,
-    /// `revision ‖ seq` → [`AuditEntry`].
-    Audit,
-    /// `generation ‖ request_id` → [`DedupRecord`] (see [`dedup_generation`]).
-    Requests,
-    /// Named singletons: see the `META_*` keys.
-    Meta,
-}
-
-impl Table {
-    pub const ALL: [Table; 5] = [Table::Flags, Table::Namespaces, Table::Audit, Table::Requests, Table::Meta];
-
-    /// The column family that holds this table.
-    pub fn cf_name(self) -> &'static str {
-        match self {
-            Table::Flags => "sm_flags",
-            Table::Namespaces => "sm_namespaces",
-            Table::Audit => "sm_audit",
-            Table::Requests => "sm_requests",
-            Table::Meta => "sm_meta",
-        }
-    }
-
-    pub fn id(self) -> u8 {
-        self as u8
-    }
-
-    pub fn from_id(id: u8) -> Option<Table> {
-        Table::ALL.get(usize::from(id)).copied()
-    }
-}
-
-/// `Meta` key: the last applied [`LogId`].
-pub const META_APPLIED: &[u8] = b"applied";
-/// `Meta` key: the last applied [`StoredMembership`].
-pub const META_MEMBERSHIP: &[u8] = b"membership";
-/// `Meta` key: the [`AuditHead`].
-pub const META_AUDIT_HEAD: &[u8] = b"audit_head";
-/// `Meta` key: how many deduplication records were ever written (numbers the next one).
-pub const META_REQUESTS_SEQ: &[u8] = b"requests_seq";
-
-/// A stored flag: the canonical spec JSON plus the bookkeeping the cluster sets.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FlagRecord {
-    pub spec_json: String,
-    /// +1 on every change; 1 at creation.
-    pub version: u64,
-    pub created_revision: u64,
-    pub mod_revision: u64,
-    pub created_at_ms: i64,
-    pub updated_at_ms: i64,
-    pub updated_by: String,
-}
-
-/// A namespace's document-level parts: `$evaluators` and flag-set `metadata`, as canonical JSON.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct NamespaceRecord {
-    pub evaluators_json: String,
-    pub metadata_json: String,
-    pub mod_revision: u64,
-}
-
-/// The end of the audit chain: the last entry's seq, hash and revision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AuditHead {
-    pub seq: u64,
-    pub hash: Hash,
-    pub revision: u64,
-}
-
-impl Default for AuditHead {
-    fn default() -> Self {
-        Self { seq: 0, hash: GENESIS_HASH, revision: 0 }
-    }
-}
-
-/// What a request id resolved to the first time, and a fingerprint of the command it carried.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DedupRecord {
-    pub fingerprint: Hash,
-    pub response: Response,
-}
-
-/// Errors reading or decoding stored state. Any of these means the store is damaged or
-/// unreadable; the state machine stops rather than diverge from its peers.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("storage engine: {0}")]
-    Engine(String),
-    #[error("corrupt value in {table:?}: {source}")]
-    Corrupt { table: Table, source: CodecError },
-    #[error("io: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("snapshot: {0}")]
-    Snapshot(String),
-}
-
-impl From<CodecError> for StoreError {
-    fn from(source: CodecError) -> Self {
-        StoreError::Corrupt { table: Table::Meta, source }
-    }
-}
-
-/// Key-value pairs in key order.
-pub type KvPairs = Vec<(Vec<u8>, Vec<u8>)>;
-
-/// A read-only, consistent view of the stored tables.
-pub trait KvRead {
-    fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError>;
-    /// Up to `limit` entries with keys `>= start` that start with `prefix`, in key order.
-    fn scan(&self, table: Table, prefix: &[u8], start: &[u8], limit: usize) -> Result<KvPairs, StoreError>;
-}
-
-/// The keys `from..to` of one table.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KeyRange {
-    pub table: Table,
-    pub from: Vec<u8>,
-    pub to: Vec<u8>,
-}
-
-impl KeyRange {
-    fn contains(&self, table: Table, key: &[u8]) -> bool {
-        table == self.table && self.from.as_slice() <= key && key < self.to.as_slice()
-    }
-
-    /// Removes this range's keys from an ordered map keyed like the tables, visiting only them.
-    fn remove_from<V>(&self, map: &mut BTreeMap<(Table, Vec<u8>), V>) {
-        if self.from >= self.to {
-            return;
-        }
-        let doomed: Vec<(Table, Vec<u8>)> =
-            map.range((self.table, self.from.clone())..(self.table, self.to.clone())).map(|(k, _)| k.clone()).collect();
-        for k in doomed {
-            map.remove(&k);
-        }
-    }
-}
-
-/// One atomic write: first `deleted_ranges`, then `keys` (`None` deletes one key).
-#[derive(Debug, Default)]
-pub struct Writes {
-    pub deleted_ranges: Vec<KeyRange>,
-    pub keys: BTreeMap<(Table, Vec<u8>), Option<Vec<u8>>>,
-}
-
-impl Writes {
-    /// Commits these writes to an ordered in-memory table set (the simulation's store).
-    pub fn apply_to(self, tables: &mut BTreeMap<(Table, Vec<u8>), Vec<u8>>) {
-        for range in &self.deleted_ranges {
-            range.remove_from(tables);
-        }
-        for (k, v) in self.keys {
-            match v {
-                Some(v) => tables.insert(k, v),
-                None => tables.remove(&k),
-            };
-        }
-    }
-
-    fn range_deleted(&self, table: Table, key: &[u8]) -> bool {
-        self.deleted_ranges.iter().any(|range| range.contains(table, key))
-    }
-}
-
-/// Buffered reads and writes over a [`KvRead`] view.
-pub struct Txn<'a, R: KvRead + ?Sized> {
-    base: &'a R,
-    writes: Writes,
-    /// The audit entries written, in order (published to readers after the commit).
-    audit: Vec<AuditEntry>,
-}
-
-impl<'a, R: KvRead + ?Sized> Txn<'a, R> {
-    pub fn new(base: &'a R) -> Self {
-        Self { base, writes: Writes::default(), audit: Vec::new() }
-    }
-
-    pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-        match self.writes.keys.get(&(table, key.to_vec())) {
-            Some(v) => Ok(v.clone()),
-            None if self.writes.range_deleted(table, key) => Ok(None),
-            None => self.base.get(table, key),
-        }
-    }
-
-    pub fn get_decoded<T: serde::de::DeserializeOwned>(
-        &self,
-        table: Table,
-        key: &[u8],
-    ) -> Result<Option<T>, StoreError> {
-        self.get(table, key)?
-            .map(|bytes| codec::decode(&bytes).map_err(|source| StoreError::Corrupt { table, source }))
-            .transpose()
-    }
-
-    pub fn put(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>) {
-        self.writes.keys.insert((table, key), Some(value));
-    }
-
-    pub fn put_encoded<T: Serialize>(&mut self, table: Table, key: Vec<u8>, value: &T) -> Result<(), StoreError> {
-        let bytes = codec::encode(value).map_err(|source| StoreError::Corrupt { table, source })?;
-        self.put(table, key, bytes);
-        Ok(())
-    }
-
-    pub fn delete(&mut self, table: Table, key: Vec<u8>) {
-        self.writes.keys.insert((table, key), None);
-    }
-
-    /// Deletes every key in `from..to`: those stored, and those written earlier in this txn.
-    /// Keys written after this call are kept.
-    pub fn delete_range(&mut self, table: Table, from: Vec<u8>, to: Vec<u8>) {
-        let range = KeyRange { table, from, to };
-        range.remove_from(&mut self.writes.keys);
-        self.writes.deleted_ranges.push(range);
-    }
-
-    /// Every entry under `prefix`, merging buffered writes over the stored view.
-    pub fn scan_prefix(&self, table: Table, prefix: &[u8]) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, StoreError> {
-        let mut out: BTreeMap<Vec<u8>, Vec<u8>> = self
-            .base
-            .scan(table, prefix, prefix, usize::MAX)?
-            .into_iter()
-            .filter(|(k, _)| !self.writes.range_deleted(table, k))
-            .collect();
-        let lo = (table, prefix.to_vec());
-        for ((t, k), v) in self.writes.keys.range(lo..) {
-            if *t != table || !k.starts_with(prefix) {
-                break;
-            }
-            match v {
-                Some(v) => out.insert(k.clone(), v.clone()),
-                None => out.remove(k),
-            };
-        }
-        Ok(out)
-    }
-
-    /// Writes an audit entry and remembers it.
-    fn put_audit(&mut self, entry: AuditEntry) -> Result<(), StoreError> {
-        self.put_encoded(Table::Audit, codec::audit_key(entry.revision, entry.seq).to_vec(), &entry)?;
-        self.audit.push(entry);
-        Ok(())
-    }
-
-    /// The writes to commit atomically, and the audit entries among them in order.
-    pub fn into_parts(self) -> (Writes, Vec<AuditEntry>) {
-        (self.writes, self.audit)
-    }
-}
-
-/// The state machine's view of itself between `apply` calls.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SmState {
-    pub applied: Option<LogId>,
-    pub membership: StoredMembership,
-    pub audit_head: AuditHead,
-    /// Deduplication records ever written: the next one is number `requests_seq`.
-    pub requests_seq: u64,
-}
-
-impl SmState {
-    /// Loads only the last applied log id (what every read needs; the other singletons, the
-    /// membership above all, cost a decode each).
-    pub fn load_applied<R: KvRead + ?Sized>(view: &R) -> Result<Option<LogId>, StoreError> {
-        Txn::new(view).get_decoded(Table::Meta, META_APPLIED)
-    }
-
-    /// Loads the singletons from a stored view.
-    pub fn load<R: KvRead + ?Sized>(view: &R) -> Result<Self, StoreError> {
-        let txn = Txn::new(view);
-        Ok(SmState {
-            applied: Self::load_applied(view)?,
-            membership: txn.get_decoded(Table::Meta, META_MEMBERSHIP)?.unwrap_or_default(),
-            audit_head: txn.get_decoded(Table::Meta, META_AUDIT_HEAD)?.unwrap_or_default(),
-            requests_seq: txn.get_decoded(Table::Meta, META_REQUESTS_SEQ)?.unwrap_or(0),
-        })
-    }
-
-    fn store<R: KvRead + ?Sized>(&self, txn: &mut Txn<'_, R>) -> Result<(), StoreError> {
-        match &self.applied {
-            Some(applied) => txn.put_encoded(Table::Meta, META_APPLIED.to_vec(), applied)?,
-            None => txn.delete(Table::Meta, META_APPLIED.to_vec()),
-        }
-        txn.put_encoded(Table::Meta, META_MEMBERSHIP.to_vec(), &self.membership)?;
-        txn.put_encoded(Table::Meta, META_AUDIT_HEAD.to_vec(), &self.audit_head)?;
-        txn.put_encoded(Table::Meta, META_REQUESTS_SEQ.to_vec(), &self.requests_seq)?;
-        Ok(())
-    }
-}
+use crate::schema::{AuditHead, DedupRecord, FlagRecord, NamespaceRecord, Table};
+use crate::sm_state::SmState;
+use crate::txn::{KvRead, Txn, Writes};
+use crate::types::{Command, Entry, Outcome, Request, Response, StoredMembership, WriteError};
 
 /// What applying a run of entries produced.
 #[derive(Debug)]
@@ -722,37 +427,9 @@ fn apply_namespace<R: KvRead + ?Sized>(
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::txn::tests::MemKv;
     use openraft::{CommittedLeaderId, LogId};
-    use std::cell::RefCell;
     use vexil_model::{ChainVerifier, FlagState};
-
-    /// An in-memory table set for testing the logic without RocksDB.
-    #[derive(Default)]
-    pub struct MemKv(pub RefCell<BTreeMap<TableKey, Vec<u8>>>);
-
-    type TableKey = (Table, Vec<u8>);
-
-    impl KvRead for MemKv {
-        fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
-            Ok(self.0.borrow().get(&(table, key.to_vec())).cloned())
-        }
-        fn scan(&self, table: Table, prefix: &[u8], start: &[u8], limit: usize) -> Result<KvPairs, StoreError> {
-            Ok(self
-                .0
-                .borrow()
-                .range((table, start.to_vec())..)
-                .take_while(|((t, k), _)| *t == table && k.starts_with(prefix))
-                .take(limit)
-                .map(|((_, k), v)| (k.clone(), v.clone()))
-                .collect())
-        }
-    }
-
-    impl MemKv {
-        fn commit(&self, writes: Writes) {
-            writes.apply_to(&mut self.0.borrow_mut());
-        }
-    }
 
     struct Harness {
         kv: MemKv,
@@ -1004,31 +681,5 @@ pub(crate) mod tests {
             "a forgotten id is applied again: {again:?}"
         );
         assert_eq!(h.st.requests_seq, 2 * G + 2);
-    }
-
-    #[test]
-    fn a_range_deletion_hides_stored_and_earlier_keys_but_not_later_ones() {
-        let kv = MemKv::default();
-        kv.0.borrow_mut().insert((Table::Requests, b"k1".to_vec()), b"stored".to_vec());
-        kv.0.borrow_mut().insert((Table::Requests, b"k5".to_vec()), b"stored".to_vec());
-        let mut txn = Txn::new(&kv);
-        txn.put(Table::Requests, b"k2".to_vec(), b"before".to_vec());
-        txn.put(Table::Flags, b"k2".to_vec(), b"other table".to_vec());
-        txn.delete_range(Table::Requests, b"k0".to_vec(), b"k5".to_vec());
-        txn.put(Table::Requests, b"k3".to_vec(), b"after".to_vec());
-        assert_eq!(txn.get(Table::Requests, b"k1").expect("get"), None);
-        assert_eq!(txn.get(Table::Requests, b"k2").expect("get"), None);
-        assert_eq!(txn.get(Table::Requests, b"k3").expect("get"), Some(b"after".to_vec()));
-        assert_eq!(txn.get(Table::Requests, b"k5").expect("get"), Some(b"stored".to_vec()), "`to` is exclusive");
-        assert_eq!(txn.get(Table::Flags, b"k2").expect("get"), Some(b"other table".to_vec()));
-        let seen: Vec<_> = txn.scan_prefix(Table::Requests, b"k").expect("scan").into_keys().collect();
-        assert_eq!(seen, vec![b"k3".to_vec(), b"k5".to_vec()]);
-        let (writes, _) = txn.into_parts();
-        kv.commit(writes);
-        let left: Vec<_> = kv.0.borrow().keys().cloned().collect();
-        assert_eq!(
-            left,
-            vec![(Table::Flags, b"k2".to_vec()), (Table::Requests, b"k3".to_vec()), (Table::Requests, b"k5".to_vec())]
-        );
     }
 }

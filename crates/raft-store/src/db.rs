@@ -13,8 +13,10 @@ use rocksdb::{
     ReadOptions, SnapshotWithThreadMode,
 };
 
-use crate::apply::{KvPairs, KvRead, StoreError, Table};
+use crate::error::StoreError;
 use crate::limits::WAL_BYTES_MAX;
+use crate::schema::Table;
+use crate::txn::{KvPairs, KvRead};
 
 /// Column family of the Raft log: `index (u64 BE)` → entry.
 pub const CF_RAFT_LOG: &str = "raft_log";

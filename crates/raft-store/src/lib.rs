@@ -2,7 +2,10 @@
 //! and snapshots. No networking lives here (see `vexil-server`).
 //!
 //! - [`types`]: `TypeConfig`, the proposed [`Request`]/[`Command`] and the [`Response`].
-//! - [`apply`]: executing committed entries, independent of the storage engine.
+//! - [`schema`]: the tables (column families), their named keys and the records they hold;
+//!   [`error`]: [`StoreError`].
+//! - [`apply`]: executing committed entries, independent of the storage engine, in a [`txn`]
+//!   (buffered reads and writes over a read-only view) that evolves the [`sm_state`].
 //! - [`log_store`], [`state_machine`], [`snapshot`]: the RocksDB implementation of openraft's
 //!   storage traits, with the durability rules written at each sync.
 //! - [`reader`]: consistent reads of the applied state for the server.
@@ -14,6 +17,7 @@
 pub mod apply;
 pub mod codec;
 pub mod db;
+pub mod error;
 pub mod feed;
 pub mod limits;
 pub mod log_store;
@@ -21,16 +25,20 @@ pub mod mem;
 pub mod reader;
 pub mod record_cache;
 pub mod runtime;
+pub mod schema;
+pub mod sm_state;
 pub mod snapshot;
 pub mod snapshot_data;
 pub mod state_machine;
+pub mod txn;
 pub mod types;
 
 use std::path::Path;
 
-pub use apply::{AuditHead, FlagRecord, NamespaceRecord, StoreError};
+pub use error::StoreError;
 pub use log_store::LogStore;
 pub use reader::{AuditQuery, NamespaceState, StateReader, ViewSource};
+pub use schema::{AuditHead, FlagRecord, NamespaceRecord};
 pub use state_machine::StateMachineStore;
 pub use types::{Command, NodeId, NodeInfo, Outcome, Raft, Request, Response, TypeConfig, WriteError};
 

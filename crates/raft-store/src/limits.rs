@@ -1,6 +1,6 @@
 //! Bounds of the storage layer, each a named constant.
 
-/// Deduplication records per generation (`apply::dedup_generation`). A request id is remembered
+/// Deduplication records per generation (`apply.rs`: `dedup_generation`). A request id is remembered
 /// for at least this many newer deduplicated writes and at most twice that; a retry that arrives
 /// later is applied again. At the flag-write rates Vexil is built for, that is days.
 pub const DEDUP_GENERATION_REQUESTS: u64 = 100_000;

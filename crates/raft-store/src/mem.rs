@@ -24,11 +24,15 @@ use openraft::{ErrorSubject, ErrorVerb, OptionalSend, RaftLogReader, RaftSnapsho
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use vexil_model::AuditEntry;
 
-use crate::apply::{self, KvPairs, KvRead, SmState, StoreError, Table, Writes};
+use crate::apply;
+use crate::error::StoreError;
 use crate::feed::AppliedFeed;
 use crate::reader::{StateReader, ViewSource};
+use crate::schema::Table;
+use crate::sm_state::SmState;
 use crate::snapshot::{self, SnapshotReader};
 use crate::snapshot_data::SnapshotData;
+use crate::txn::{KvPairs, KvRead, Writes};
 use crate::types::{Entry, LogId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig, Vote};
 
 /// How long a simulated fsync takes.
@@ -103,11 +107,6 @@ impl MemDisk {
         let sm = MemStateMachine { disk: self.clone(), state: Arc::new(Mutex::new(state)), feed: feed.clone() };
         let reader = StateReader::from_source(Arc::new(MemSource { disk: self.clone() }), feed);
         Ok((MemLogStore { disk: self.clone() }, sm, reader))
-    }
-
-    /// The durable log's last index (for tests of the checkers).
-    pub fn durable_last_index(&self) -> Option<u64> {
-        self.lock().durable.log.keys().next_back().copied()
     }
 }
 

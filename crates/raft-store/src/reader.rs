@@ -11,11 +11,14 @@ use rocksdb::{DB, SnapshotWithThreadMode};
 use tokio::sync::watch;
 use vexil_model::AuditEntry;
 
-use crate::apply::{AuditHead, FlagRecord, KvPairs, KvRead, NamespaceRecord, SmState, StoreError, Table};
 use crate::codec;
 use crate::db::DbView;
+use crate::error::StoreError;
 use crate::feed::{AppliedFeed, PageEnd, trim_to_whole_revisions};
+use crate::schema::{AuditHead, FlagRecord, NamespaceRecord, Table};
+use crate::sm_state::SmState;
 use crate::state_machine::StateMachineStore;
+use crate::txn::{KvPairs, KvRead};
 
 /// Something that can hand out a consistent, point-in-time view of the state-machine tables.
 pub trait ViewSource: Send + Sync + 'static {

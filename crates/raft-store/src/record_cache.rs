@@ -19,8 +19,10 @@ use std::sync::Mutex;
 
 use lru::LruCache;
 
-use crate::apply::{KvPairs, KvRead, StoreError, Table, Writes};
+use crate::error::StoreError;
 use crate::limits::FLAG_CACHE_BYTES_MAX;
+use crate::schema::Table;
+use crate::txn::{KvPairs, KvRead, Writes};
 
 /// What an entry costs beyond its key and value (the map's node and the two `Vec` headers).
 const ENTRY_OVERHEAD_BYTES: usize = 96;
@@ -151,7 +153,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::apply::KeyRange;
+    use crate::txn::KeyRange;
 
     /// A view that counts its reads and answers from a map.
     struct Counting {

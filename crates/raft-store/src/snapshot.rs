@@ -15,9 +15,11 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use crate::apply::{KvRead, StoreError, Table};
 use crate::codec;
+use crate::error::StoreError;
 use crate::limits::SNAPSHOT_RECORD_BYTES_MAX;
+use crate::schema::Table;
+use crate::txn::KvRead;
 use crate::types::SnapshotMeta;
 
 /// 02: deduplication records are keyed by generation (`codec::request_key`), and the
@@ -211,7 +213,7 @@ pub fn file_stem(snapshot_id: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::apply::tests::MemKv;
+    use crate::txn::tests::MemKv;
     use crate::types::StoredMembership;
 
     fn sample() -> MemKv {

@@ -24,13 +24,17 @@ use tokio::io::AsyncSeekExt;
 use tokio::sync::watch;
 use vexil_model::AuditEntry;
 
-use crate::apply::{self, SmState, StoreError, Table, Writes};
+use crate::apply;
 use crate::db::{CF_RAFT_META, DbView, cf, engine};
+use crate::error::StoreError;
 use crate::feed::AppliedFeed;
 use crate::limits::SNAPSHOT_INSTALL_BATCH_BYTES_MAX;
 use crate::record_cache::{CachedView, RecordCache};
+use crate::schema::Table;
+use crate::sm_state::SmState;
 use crate::snapshot::{self, SNAPSHOT_SUFFIX, SnapshotReader, TMP_SUFFIX};
 use crate::snapshot_data::SnapshotData;
+use crate::txn::Writes;
 use crate::types::{Entry, LogId, Response, SnapshotMeta, StorageError, StoredMembership, TypeConfig};
 
 /// `raft_meta` key: the snapshot file an unfinished install was loading.
@@ -330,7 +334,7 @@ mod tests {
     use openraft::EntryPayload;
 
     use super::*;
-    use crate::apply::{KeyRange, KvRead};
+    use crate::txn::{KeyRange, KvRead};
     use crate::types::{Command, Outcome, Request};
 
     const SPEC: &str = r#"{"defaultVariant":"on","state":"ENABLED","variants":{"off":false,"on":true}}"#;

@@ -6,6 +6,8 @@
 //! - [`CompiledNamespace`]: every flag of a namespace, looked up by key (`FLAG_NOT_FOUND` for
 //!   the rest). `Send + Sync`: share it behind an `Arc` and read it from any thread, lock-free.
 //! - [`EvalContext`]: a borrowed, allocation-free context (targeting key plus attributes).
+//! - [`Resolution`] (`resolution.rs`): what an evaluation returns, the one shape every surface
+//!   renders, and the one rule for a requested type ([`ValueType`], [`FlagValue`]).
 //! - [`validate_targeting`] / [`validate_document`]: the write-time check, naming the field.
 //!
 //! Resolution (flagd's, see `core/pkg/evaluator/json.go` in flagd):
@@ -20,7 +22,7 @@
 //! | targeting returns anything else | `ERROR` | `GENERAL` | none |
 //! | targeting does not compile (e.g. `$ref` to a removed evaluator) | `ERROR` | `PARSE_ERROR` | none |
 //! | no default variant where one is needed | `DEFAULT` | | none (the caller's default) |
-//! | typed request of the wrong type | `ERROR` | `TYPE_MISMATCH` | the caller's default |
+//! | typed request of the wrong type | `ERROR` | `TYPE_MISMATCH` | the caller's default; the variant is kept |
 //!
 //! `$flagd.flagKey` and `$flagd.timestamp` (the `now_unix_secs` argument: evaluation reads no
 //! clock) are visible to rules and always override a caller's `$flagd`.
@@ -33,162 +35,23 @@ pub mod context;
 pub mod fractional;
 mod logic;
 pub mod murmur3;
+mod resolution;
 pub mod semver;
 mod value;
 
 use std::collections::{BTreeMap, HashMap};
-use std::fmt;
 
 use serde_json::{Map, Value};
 
 pub use compile::{CompileError, OPERATORS};
 pub use context::{Attr, EvalContext, INLINE_ATTRS, TARGETING_KEY};
 pub use fractional::FractionalAlgorithm;
+pub use resolution::{ErrorCode, FlagValue, Reason, Resolution, Typed, TypedValue, ValueType};
 
 use crate::document::NamespaceDocument;
 use crate::flag::{FlagSpec, FlagState, ValidationError, VariantType};
 use logic::{Env, Node};
 use value::{Val, js_number_string};
-
-/// Why a flag resolved as it did (OpenFeature's reasons, as flagd reports them).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    Static,
-    TargetingMatch,
-    Default,
-    Disabled,
-    Error,
-}
-
-impl Reason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Reason::Static => "STATIC",
-            Reason::TargetingMatch => "TARGETING_MATCH",
-            Reason::Default => "DEFAULT",
-            Reason::Disabled => "DISABLED",
-            Reason::Error => "ERROR",
-        }
-    }
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What went wrong, when the reason is [`Reason::Error`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    FlagNotFound,
-    TypeMismatch,
-    ParseError,
-    General,
-}
-
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::FlagNotFound => "FLAG_NOT_FOUND",
-            ErrorCode::TypeMismatch => "TYPE_MISMATCH",
-            ErrorCode::ParseError => "PARSE_ERROR",
-            ErrorCode::General => "GENERAL",
-        }
-    }
-}
-
-impl fmt::Display for ErrorCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// The outcome of evaluating a flag. Borrows the value, variant name and metadata from the
-/// compiled flag, so producing it copies nothing; only errors allocate (their message).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Resolution<'f> {
-    /// `None` when the caller's default applies (disabled, no default variant, error).
-    pub value: Option<&'f Value>,
-    pub variant: Option<&'f str>,
-    pub reason: Reason,
-    pub error_code: Option<ErrorCode>,
-    pub error_message: Option<String>,
-    /// Flag metadata merged over the flag set's.
-    pub metadata: &'f Map<String, Value>,
-}
-
-impl Resolution<'_> {
-    pub fn is_error(&self) -> bool {
-        self.error_code.is_some()
-    }
-
-    /// The OFREP-style JSON form: `{"key","value","variant","reason","errorCode","errorMessage","metadata"}`
-    /// (absent parts are `null`).
-    pub fn to_json(&self, key: &str) -> Value {
-        let mut m = Map::new();
-        m.insert("key".into(), Value::String(key.to_string()));
-        m.insert("value".into(), self.value.cloned().unwrap_or(Value::Null));
-        m.insert("variant".into(), self.variant.map_or(Value::Null, |v| Value::String(v.to_string())));
-        m.insert("reason".into(), Value::String(self.reason.as_str().into()));
-        m.insert("errorCode".into(), self.error_code.map_or(Value::Null, |c| Value::String(c.as_str().into())));
-        m.insert("errorMessage".into(), self.error_message.clone().map_or(Value::Null, Value::String));
-        m.insert("metadata".into(), Value::Object(self.metadata.clone()));
-        Value::Object(m)
-    }
-}
-
-/// A typed resolution: `value` is the flag's value, or the caller's `default` whenever there is
-/// none (disabled, no default variant, any error).
-#[derive(Debug, Clone, PartialEq)]
-pub struct Typed<'f, T> {
-    pub value: T,
-    pub variant: Option<&'f str>,
-    pub reason: Reason,
-    pub error_code: Option<ErrorCode>,
-    pub error_message: Option<String>,
-    pub metadata: &'f Map<String, Value>,
-}
-
-/// A Rust type a flag can be read as. flagd's rules: an integer request on a number with a
-/// fraction (`1.5`, or any JSON float such as `2.0`) is a type mismatch; a float request on an
-/// integer is fine.
-pub trait FlagValue<'f>: Sized {
-    /// The type as named in mismatch messages.
-    const TYPE_NAME: &'static str;
-    fn from_variant(v: &'f Value) -> Option<Self>;
-}
-
-impl FlagValue<'_> for bool {
-    const TYPE_NAME: &'static str = "boolean";
-    fn from_variant(v: &Value) -> Option<Self> {
-        v.as_bool()
-    }
-}
-impl<'f> FlagValue<'f> for &'f str {
-    const TYPE_NAME: &'static str = "string";
-    fn from_variant(v: &'f Value) -> Option<Self> {
-        v.as_str()
-    }
-}
-impl FlagValue<'_> for i64 {
-    const TYPE_NAME: &'static str = "integer";
-    fn from_variant(v: &Value) -> Option<Self> {
-        v.as_i64()
-    }
-}
-impl FlagValue<'_> for f64 {
-    const TYPE_NAME: &'static str = "float";
-    fn from_variant(v: &Value) -> Option<Self> {
-        v.as_f64()
-    }
-}
-impl<'f> FlagValue<'f> for &'f Map<String, Value> {
-    const TYPE_NAME: &'static str = "object";
-    fn from_variant(v: &'f Value) -> Option<Self> {
-        v.as_object()
-    }
-}
 
 /// Options fixed when a flag is compiled.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -311,10 +174,6 @@ impl CompiledFlag {
         &self.metadata
     }
 
-    pub fn fractional_algorithm(&self) -> FractionalAlgorithm {
-        self.options.fractional
-    }
-
     /// Why the targeting rule did not compile, if it did not.
     pub fn targeting_error(&self) -> Option<&CompileError> {
         match &self.targeting {
@@ -394,62 +253,6 @@ impl CompiledFlag {
             ),
         }
     }
-
-    /// Evaluates and reads the value as `T`, falling back to `default` (see [`Typed`]).
-    pub fn resolve<'f, T: FlagValue<'f>>(
-        &'f self,
-        ctx: &EvalContext<'_>,
-        now_unix_secs: i64,
-        default: T,
-    ) -> Typed<'f, T> {
-        typed(self.evaluate(ctx, now_unix_secs), &self.key, default)
-    }
-
-    pub fn bool_value(&self, ctx: &EvalContext<'_>, now_unix_secs: i64, default: bool) -> Typed<'_, bool> {
-        self.resolve(ctx, now_unix_secs, default)
-    }
-
-    pub fn string_value<'f>(
-        &'f self,
-        ctx: &EvalContext<'_>,
-        now_unix_secs: i64,
-        default: &'f str,
-    ) -> Typed<'f, &'f str> {
-        self.resolve(ctx, now_unix_secs, default)
-    }
-
-    pub fn int_value(&self, ctx: &EvalContext<'_>, now_unix_secs: i64, default: i64) -> Typed<'_, i64> {
-        self.resolve(ctx, now_unix_secs, default)
-    }
-
-    pub fn float_value(&self, ctx: &EvalContext<'_>, now_unix_secs: i64, default: f64) -> Typed<'_, f64> {
-        self.resolve(ctx, now_unix_secs, default)
-    }
-
-    pub fn object_value<'f>(
-        &'f self,
-        ctx: &EvalContext<'_>,
-        now_unix_secs: i64,
-        default: &'f Map<String, Value>,
-    ) -> Typed<'f, &'f Map<String, Value>> {
-        self.resolve(ctx, now_unix_secs, default)
-    }
-}
-
-fn typed<'f, T: FlagValue<'f>>(r: Resolution<'f>, key: &str, default: T) -> Typed<'f, T> {
-    let (value, reason, error_code, error_message) = match r.value {
-        Some(v) => match T::from_variant(v) {
-            Some(x) => (x, r.reason, r.error_code, r.error_message),
-            None => (
-                default,
-                Reason::Error,
-                Some(ErrorCode::TypeMismatch),
-                Some(format!("flag {key:?} resolved to {v}, which is not a {}", T::TYPE_NAME)),
-            ),
-        },
-        None => (default, r.reason, r.error_code, r.error_message),
-    };
-    Typed { value, variant: r.variant, reason, error_code, error_message, metadata: r.metadata }
 }
 
 /// Checks a flag's targeting at write time: unknown operators, wrong argument counts, missing
@@ -572,7 +375,7 @@ impl CompiledNamespace {
         now_unix_secs: i64,
         default: T,
     ) -> Typed<'f, T> {
-        typed(self.evaluate(key, ctx, now_unix_secs), key, default)
+        self.evaluate(key, ctx, now_unix_secs).into_typed(key, default)
     }
 
     pub fn bool_value(&self, key: &str, ctx: &EvalContext<'_>, now_unix_secs: i64, default: bool) -> Typed<'_, bool> {

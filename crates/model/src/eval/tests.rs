@@ -227,6 +227,42 @@ fn type_mismatch_follows_flagd() {
 }
 
 #[test]
+fn a_requested_type_gives_the_same_mismatch_as_a_typed_read() {
+    let ns = namespace(color_flags());
+    let ctx = EvalContext::new();
+    let r = ns.evaluate("targeted", &ctx, NOW).with_type("targeted", Some(ValueType::Int));
+    let t = ns.int_value("targeted", &ctx, NOW, 0);
+    assert_eq!((r.value, r.variant, r.reason, r.error_code), (None, Some("red"), Reason::Error, t.error_code));
+    assert_eq!(r.error_message.as_deref(), Some(r##"flag "targeted" resolved to "#f00", which is not a integer"##));
+    assert_eq!(r.error_message, t.error_message);
+    assert_eq!(r.typed_value(Some(ValueType::Int)), None);
+    // No type, or the right one, changes nothing.
+    let plain = ns.evaluate("targeted", &ctx, NOW);
+    assert_eq!(plain.clone().with_type("targeted", None), plain);
+    assert_eq!(plain.clone().with_type("targeted", Some(ValueType::String)), plain);
+    // Errors other than a mismatch are kept as they are.
+    let missing = ns.evaluate("nope", &ctx, NOW).with_type("nope", Some(ValueType::Bool));
+    assert_eq!(missing.error_code, Some(ErrorCode::FlagNotFound));
+}
+
+#[test]
+fn typed_values_follow_the_requested_type_or_the_value() {
+    let ns = namespace(color_flags());
+    let ctx = EvalContext::new();
+    let ints = ns.evaluate("ints", &ctx, NOW);
+    assert_eq!(ints.typed_value(None), Some(TypedValue::Int(1)));
+    assert_eq!(ints.typed_value(Some(ValueType::Float)), Some(TypedValue::Float(1.0)));
+    let floats = ns.evaluate("floats", &ctx, NOW);
+    assert_eq!(floats.typed_value(None), Some(TypedValue::Float(0.5)));
+    let obj = ns.evaluate("obj", &ctx, NOW);
+    assert_eq!(obj.typed_value(None), Some(TypedValue::Object(&json!({"limit": 10}))));
+    assert_eq!(obj.typed_value(Some(ValueType::Object)), obj.typed_value(None));
+    assert_eq!(ns.evaluate("static", &ctx, NOW).typed_value(Some(ValueType::Bool)), Some(TypedValue::Bool(true)));
+    assert_eq!(ns.evaluate("disabled", &ctx, NOW).typed_value(None), None);
+    assert_eq!(TypedValue::of(&json!(u64::MAX)), Some(TypedValue::Float(u64::MAX as f64)));
+}
+
+#[test]
 fn utf8_keys_variants_and_flag_key_injection() {
     let ns = namespace(color_flags());
     let r = ns.evaluate("größe-änderung", &EvalContext::new(), NOW);

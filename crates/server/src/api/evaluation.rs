@@ -1,16 +1,17 @@
 //! `vexil.v1.Evaluation`: server-side evaluation with the same engine the client embeds.
 //!
 //! Each namespace is compiled once per applied revision and kept in a small cache, so an
-//! evaluation costs a context parse plus the compiled rule, not a recompilation.
+//! evaluation costs a context parse plus the compiled rule, not a recompilation. The result is
+//! rendered by the one conversion in `vexil-proto` (`FlagEvaluation::from_resolution`), which
+//! applies the requested type by the model's rule.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
 use tonic::{Request, Response, Status};
-use vexil_model::eval::{CompiledNamespace, ErrorCode, EvalContext, FlagValue, Reason, Resolution};
+use vexil_model::eval::{CompiledNamespace, EvalContext};
 use vexil_proto::v1::evaluation_server::Evaluation;
-use vexil_proto::v1::flag_evaluation::Value as PbValue;
 use vexil_proto::v1::{
     Consistency, EvaluateAllRequest, EvaluateAllResponse, EvaluateFlagRequest, EvaluateFlagResponse, FlagEvaluation,
     ValueType,
@@ -67,53 +68,6 @@ fn parse_context(json: &str) -> Result<Map<String, Value>, ServerError> {
     }
 }
 
-/// Shapes a resolution, applying the requested type (flagd's rules via `FlagValue`).
-fn to_proto(key: &str, r: Resolution<'_>, ty: ValueType) -> FlagEvaluation {
-    fn typed<'v, T: FlagValue<'v>>(v: &'v Value) -> Option<T> {
-        T::from_variant(v)
-    }
-    let mut out = FlagEvaluation {
-        key: key.into(),
-        value: None,
-        variant: r.variant.unwrap_or_default().into(),
-        reason: r.reason.as_str().into(),
-        error_code: r.error_code.map(|c| c.as_str().to_string()).unwrap_or_default(),
-        error_message: r.error_message.clone().unwrap_or_default(),
-        metadata_json: Value::Object(r.metadata.clone()).to_string(),
-    };
-    let Some(v) = r.value else { return out };
-    let (value, wanted) = match ty {
-        ValueType::Unspecified => (
-            match v {
-                Value::Bool(b) => Some(PbValue::BoolValue(*b)),
-                Value::String(s) => Some(PbValue::StringValue(s.clone())),
-                Value::Number(n) if n.is_i64() => n.as_i64().map(PbValue::IntValue),
-                Value::Number(n) => n.as_f64().map(PbValue::FloatValue),
-                other => Some(PbValue::ObjectJson(other.to_string())),
-            },
-            "",
-        ),
-        ValueType::Bool => (typed::<bool>(v).map(PbValue::BoolValue), <bool as FlagValue>::TYPE_NAME),
-        ValueType::String => (typed::<&str>(v).map(|s| PbValue::StringValue(s.into())), <&str as FlagValue>::TYPE_NAME),
-        ValueType::Int => (typed::<i64>(v).map(PbValue::IntValue), <i64 as FlagValue>::TYPE_NAME),
-        ValueType::Float => (typed::<f64>(v).map(PbValue::FloatValue), <f64 as FlagValue>::TYPE_NAME),
-        ValueType::Object => (
-            typed::<&Map<String, Value>>(v).map(|m| PbValue::ObjectJson(Value::Object(m.clone()).to_string())),
-            <&Map<String, Value> as FlagValue>::TYPE_NAME,
-        ),
-    };
-    match value {
-        Some(value) => out.value = Some(value),
-        None => {
-            out.reason = Reason::Error.as_str().into();
-            out.error_code = ErrorCode::TypeMismatch.as_str().into();
-            out.error_message = format!("flag {key} is not a {wanted}");
-            out.variant.clear();
-        }
-    }
-    out
-}
-
 #[tonic::async_trait]
 impl Evaluation for EvaluationApi {
     #[tracing::instrument(skip_all, fields(node = self.node.id, ns = %req.get_ref().namespace, key = %req.get_ref().key))]
@@ -122,12 +76,14 @@ impl Evaluation for EvaluationApi {
         check_namespace(&r.namespace)?;
         check_key(&r.key)?;
         let ty = ValueType::try_from(r.r#type)
-            .map_err(|_| ServerError::invalid("type", format!("unknown type {}", r.r#type)))?;
+            .map_err(|_| ServerError::invalid("type", format!("unknown type {}", r.r#type)))?
+            .requested();
         let context = parse_context(&r.context_json)?;
         let header = read_barrier(&self.node, r.read, Consistency::Lease).await?;
         let (revision, ns) = self.compiled(&r.namespace)?;
         let ctx = EvalContext::from_json(&context);
-        let evaluation = to_proto(&r.key, ns.evaluate(&r.key, &ctx, self.node.now_ms() / 1000), ty);
+        let resolution = ns.evaluate(&r.key, &ctx, self.node.now_ms() / 1000);
+        let evaluation = FlagEvaluation::from_resolution(&r.key, resolution, ty);
         Ok(Response::new(EvaluateFlagResponse { header: header(revision), evaluation: Some(evaluation) }))
     }
 
@@ -141,7 +97,7 @@ impl Evaluation for EvaluationApi {
         let ctx = EvalContext::from_json(&context);
         let now = self.node.now_ms() / 1000;
         let evaluations =
-            ns.keys().map(|key| to_proto(key, ns.evaluate(key, &ctx, now), ValueType::Unspecified)).collect();
+            ns.keys().map(|key| FlagEvaluation::from_resolution(key, ns.evaluate(key, &ctx, now), None)).collect();
         Ok(Response::new(EvaluateAllResponse { header: header(revision), evaluations }))
     }
 }

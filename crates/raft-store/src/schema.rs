@@ -1,0 +1,88 @@
+//! The state machine's storage schema: the logical tables (one RocksDB column family each),
+//! the named keys of the `Meta` table, and the records the tables hold. How keys are encoded
+//! is [`crate::codec`]'s; every record is stored with [`crate::codec::encode`] (bincode, so a
+//! record's field order is its format).
+
+use serde::{Deserialize, Serialize};
+/// The flag record is the model's, shared with the client library (which builds without this
+/// crate).
+pub use vexil_model::FlagRecord;
+use vexil_model::audit::{GENESIS_HASH, Hash};
+
+use crate::types::Response;
+
+/// The logical tables of the state machine. Each is a RocksDB column family.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Table {
+    /// `namespace ‖ 0 ‖ key` → [`FlagRecord`].
+    Flags,
+    /// `namespace` → [`NamespaceRecord`].
+    Namespaces,
+    /// `revision ‖ seq` → [`vexil_model::AuditEntry`].
+    Audit,
+    /// `generation ‖ request_id` → [`DedupRecord`] (see [`crate::apply::dedup_generation`]).
+    Requests,
+    /// Named singletons: see the `META_*` keys and [`crate::sm_state::SmState`].
+    Meta,
+}
+
+impl Table {
+    pub const ALL: [Table; 5] = [Table::Flags, Table::Namespaces, Table::Audit, Table::Requests, Table::Meta];
+
+    /// The column family that holds this table.
+    pub fn cf_name(self) -> &'static str {
+        match self {
+            Table::Flags => "sm_flags",
+            Table::Namespaces => "sm_namespaces",
+            Table::Audit => "sm_audit",
+            Table::Requests => "sm_requests",
+            Table::Meta => "sm_meta",
+        }
+    }
+
+    pub fn id(self) -> u8 {
+        self as u8
+    }
+
+    pub fn from_id(id: u8) -> Option<Table> {
+        Table::ALL.get(usize::from(id)).copied()
+    }
+}
+
+/// `Meta` key: the last applied [`crate::types::LogId`].
+pub const META_APPLIED: &[u8] = b"applied";
+/// `Meta` key: the last applied [`crate::types::StoredMembership`].
+pub const META_MEMBERSHIP: &[u8] = b"membership";
+/// `Meta` key: the [`AuditHead`].
+pub const META_AUDIT_HEAD: &[u8] = b"audit_head";
+/// `Meta` key: how many deduplication records were ever written (numbers the next one).
+pub const META_REQUESTS_SEQ: &[u8] = b"requests_seq";
+
+/// A namespace's document-level parts: `$evaluators` and flag-set `metadata`, as canonical JSON.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NamespaceRecord {
+    pub evaluators_json: String,
+    pub metadata_json: String,
+    pub mod_revision: u64,
+}
+
+/// The end of the audit chain: the last entry's seq, hash and revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditHead {
+    pub seq: u64,
+    pub hash: Hash,
+    pub revision: u64,
+}
+
+impl Default for AuditHead {
+    fn default() -> Self {
+        Self { seq: 0, hash: GENESIS_HASH, revision: 0 }
+    }
+}
+
+/// What a request id resolved to the first time, and a fingerprint of the command it carried.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DedupRecord {
+    pub fingerprint: Hash,
+    pub response: Response,
+}
