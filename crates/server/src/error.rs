@@ -78,6 +78,37 @@ pub enum ServerError {
     Internal(String),
 }
 
+/// Why a node could not start, or stopped serving: told to the operator (the `vexil` binary
+/// prints it and exits non-zero), never sent to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("cannot listen on {key} {addr}: {source}")]
+    Listen {
+        key: &'static str,
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    #[error("raft storage: {0}")]
+    RaftStorage(#[from] openraft::StorageError<NodeId>),
+    #[error("raft configuration: {0}")]
+    RaftConfig(#[from] openraft::ConfigError),
+    #[error("raft stopped: {0}")]
+    RaftFatal(#[from] openraft::error::Fatal<NodeId>),
+    #[error(transparent)]
+    Server(#[from] ServerError),
+    #[error("a server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("the admin port failed: {0}")]
+    Admin(#[source] std::io::Error),
+    #[error("a server task failed: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
 fn leader_text(hint: &Option<LeaderHint>) -> String {
     match hint {
         Some(h) => format!("; send the request to node {} at {}", h.id, h.api_addr),

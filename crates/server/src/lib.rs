@@ -36,23 +36,30 @@ use vexil_proto::v1::watch_server::WatchServer;
 use vexil_proto::vexil::raft::v1::raft_transport_server::RaftTransportServer;
 
 pub use config::{Args, Config};
+pub use error::NodeError;
 pub use node::Node;
 
 use crate::limits::{API_CONCURRENT_STREAMS_MAX, API_MESSAGE_BYTES_MAX, RAFT_MESSAGE_BYTES_MAX};
 
 /// Runs a node until `shutdown` resolves, then stops accepting requests, lets in-flight ones
 /// finish, and shuts Raft down (which closes the store).
-pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let raft_listener = TcpListener::bind(config.raft_listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on raft_listen {}: {e}", config.raft_listen))?;
-    let api_listener = TcpListener::bind(config.api_listen)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen on api_listen {}: {e}", config.api_listen))?;
+pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), NodeError> {
+    let raft_listener = TcpListener::bind(config.raft_listen).await.map_err(|source| NodeError::Listen {
+        key: "raft_listen",
+        addr: config.raft_listen,
+        source,
+    })?;
+    let api_listener = TcpListener::bind(config.api_listen).await.map_err(|source| NodeError::Listen {
+        key: "api_listen",
+        addr: config.api_listen,
+        source,
+    })?;
     let admin_listener = match config.admin_listen {
-        Some(addr) => Some(
-            TcpListener::bind(addr).await.map_err(|e| anyhow::anyhow!("cannot listen on admin_listen {addr}: {e}"))?,
-        ),
+        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| NodeError::Listen {
+            key: "admin_listen",
+            addr,
+            source,
+        })?),
         None => None,
     };
     let node = Node::start(config).await?;
@@ -66,7 +73,7 @@ pub async fn serve(
     raft_listener: TcpListener,
     admin_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), NodeError> {
     // TCP_NODELAY: tonic sets it only on sockets it accepts itself; without it every small
     // response waits ~40 ms for delayed ACKs (Nagle).
     let api = TcpIncoming::from(api_listener).with_nodelay(Some(true));
@@ -82,7 +89,7 @@ pub async fn serve_incoming<A, R, IO, E>(
     raft_incoming: R,
     admin_listener: Option<TcpListener>,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()>
+) -> Result<(), NodeError>
 where
     A: Stream<Item = Result<IO, E>> + Send + 'static,
     R: Stream<Item = Result<IO, E>> + Send + 'static,
@@ -138,7 +145,7 @@ where
     stop_tx.send_replace(true);
     let (raft_result, api_result) = tokio::join!(raft_task, api_task);
     if let Some(task) = admin_task {
-        task.await??;
+        task.await?.map_err(NodeError::Admin)?;
     }
     if let Err(e) = node.raft.shutdown().await {
         tracing::warn!(error = %e, "raft did not shut down cleanly");

@@ -23,10 +23,10 @@ use vexil_raft_store::{NodeId, NodeInfo, Raft, Request, Response, StateReader, T
 
 use crate::batcher::{Proposed, WriteBatcher};
 use crate::config::Config;
-use crate::error::{LeaderHint, ServerError};
+use crate::error::{LeaderHint, NodeError, ServerError};
 use crate::metrics::Metrics;
 use crate::network::{ChannelFactory, ForwardReply, Network, Peers, ReadIndexReply, tcp_channels};
-use crate::read_index::ReadGate;
+use crate::read_index::{self, ReadCounters, ReadGate, ReadIndexSource};
 
 pub struct Node {
     pub id: NodeId,
@@ -82,7 +82,7 @@ const FORWARD_ATTEMPTS_MAX: usize = 3;
 impl Node {
     /// Opens RocksDB storage under `data_dir` and starts the Raft instance over TCP (servers are
     /// started by the caller).
-    pub async fn start(config: Config) -> anyhow::Result<Arc<Node>> {
+    pub async fn start(config: Config) -> Result<Arc<Node>, NodeError> {
         let (log_store, state_machine) = vexil_raft_store::open(&config.data_dir)?;
         let reader = StateReader::new(&state_machine);
         let env = Environment {
@@ -97,7 +97,7 @@ impl Node {
     }
 
     /// Starts a node on the given storage, connections and clock.
-    pub async fn start_with<LS, SM>(config: Config, env: Environment<LS, SM>) -> anyhow::Result<Arc<Node>>
+    pub async fn start_with<LS, SM>(config: Config, env: Environment<LS, SM>) -> Result<Arc<Node>, NodeError>
     where
         LS: RaftLogStorage<TypeConfig>,
         SM: RaftStateMachine<TypeConfig>,
@@ -120,21 +120,17 @@ impl Node {
         let raft_config = Arc::new(raft_config.validate()?);
         let peers = Peers::new(&config.cluster.secret, Duration::from_millis(r.rpc_timeout_ms), channels);
         let network = Network { peers: peers.clone() };
-        let reads = ReadGate::new(Duration::from_millis(r.read_lease_ms));
+        let metrics = Metrics::new();
+        let counters = ReadCounters {
+            rounds: metrics.read_index_rounds.clone(),
+            renewals: metrics.lease_renewals.clone(),
+            expiries: metrics.lease_expiries.clone(),
+        };
+        let reads = ReadGate::new(Duration::from_millis(r.read_lease_ms), r.write_timeout_ms, counters);
         let raft = Raft::new(config.node_id, raft_config, network, log_store, sm).await?;
         let batcher = WriteBatcher::start(raft.clone(), Duration::from_millis(config.raft.write_timeout_ms));
-        let node = Arc::new(Node {
-            id: config.node_id,
-            config,
-            raft,
-            reader,
-            peers,
-            reads,
-            metrics: Metrics::new(),
-            batcher,
-            clock,
-            faults,
-        });
+        let node =
+            Arc::new(Node { id: config.node_id, config, raft, reader, peers, reads, metrics, batcher, clock, faults });
         node.bootstrap_if_configured().await?;
         Ok(node)
     }
@@ -142,7 +138,7 @@ impl Node {
     /// Initialises the cluster from `cluster.initial_members`, exactly once: only the lowest
     /// listed id does it, and only if this node has never been initialised (openraft refuses
     /// to initialise a node with any log or vote, so a restart never re-bootstraps).
-    async fn bootstrap_if_configured(&self) -> anyhow::Result<()> {
+    async fn bootstrap_if_configured(&self) -> Result<(), NodeError> {
         if !self.config.cluster.bootstrap {
             return Ok(());
         }
@@ -276,7 +272,7 @@ impl Node {
     async fn never_resume_leadership<LS: RaftLogStorage<TypeConfig>>(
         id: NodeId,
         log_store: &mut LS,
-    ) -> anyhow::Result<()> {
+    ) -> Result<(), NodeError> {
         if let Some(vote) = log_store.read_vote().await?
             && vote.is_committed()
             && vote.leader_id().voted_for() == Some(id)
@@ -294,7 +290,7 @@ impl Node {
     /// the stored commit index. Those entries were committed (only committed entries are
     /// applied), so this restores a fact, and openraft's startup invariant `snapshot <=
     /// committed` holds. Found by the deterministic simulation (`snapshot_catchup.rs`).
-    async fn committed_covers_applied<LS, SM>(log_store: &mut LS, sm: &mut SM) -> anyhow::Result<()>
+    async fn committed_covers_applied<LS, SM>(log_store: &mut LS, sm: &mut SM) -> Result<(), NodeError>
     where
         LS: RaftLogStorage<TypeConfig>,
         SM: RaftStateMachine<TypeConfig>,
@@ -379,12 +375,17 @@ impl Node {
         let used = match level {
             Consistency::Stale => Consistency::Stale,
             Consistency::Lease => {
-                let index = self.lease_read_index().await?;
+                let index = if self.faults.lease_reads_skip_check {
+                    // Injected bug (simulation only): whatever this node has applied, however old.
+                    *self.reader.applied_revision().borrow()
+                } else {
+                    read_index::lease_read_index(self).await?
+                };
                 self.wait_applied(index).await?;
                 Consistency::Lease
             }
             Consistency::Linearizable | Consistency::Unspecified => {
-                let index = self.shared_read_index().await?;
+                let index = read_index::shared_read_index(self).await?;
                 self.wait_applied(index).await?;
                 Consistency::Linearizable
             }
@@ -458,5 +459,15 @@ impl Node {
             ServerState::Learner => "learner",
             ServerState::Shutdown => "shutdown",
         }
+    }
+}
+
+impl ReadIndexSource for Node {
+    fn read_gate(&self) -> &ReadGate {
+        &self.reads
+    }
+
+    fn read_index(&self) -> impl std::future::Future<Output = Result<u64, ServerError>> + Send {
+        Node::read_index(self)
     }
 }

@@ -15,23 +15,35 @@
 //! nodes. Once half the lease is used, a read triggers a background renewal, so a steady stream
 //! of reads keeps the lease fresh. When the lease has expired and a renewal fails, the read fails
 //! with UNAVAILABLE (`LEASE_EXPIRED`): a cut-off node never serves older data under `lease`.
+//!
+//! Where the index comes from is the caller's business ([`ReadIndexSource`], implemented by the
+//! node: openraft on the leader, the leader over the Raft port elsewhere), so this module knows
+//! nothing of the node, and the node owns one [`ReadGate`].
 
+use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use crate::error::{LeaderHint, ServerError};
-use crate::node::Node;
+
+/// Where read indexes come from, and the gate that batches and leases them.
+pub trait ReadIndexSource: Send + Sync + 'static {
+    /// The gate this source's reads go through (one per node).
+    fn read_gate(&self) -> &ReadGate;
+    /// One quorum-confirmed read index from the leader.
+    fn read_index(&self) -> impl Future<Output = Result<u64, ServerError>> + Send;
+}
 
 /// Why a round failed, cloneable so one failure answers every read of the round.
 #[derive(Debug, Clone)]
-pub enum RoundError {
+enum RoundError {
     NoLeader,
     NotLeader(Option<LeaderHint>),
-    ShuttingDown,
     Unavailable(String),
 }
 
@@ -40,7 +52,6 @@ impl RoundError {
         match e {
             ServerError::NoLeader => RoundError::NoLeader,
             ServerError::NotLeader(h) => RoundError::NotLeader(h),
-            ServerError::ShuttingDown => RoundError::ShuttingDown,
             other => RoundError::Unavailable(other.to_string()),
         }
     }
@@ -49,7 +60,6 @@ impl RoundError {
         match self {
             RoundError::NoLeader => ServerError::NoLeader,
             RoundError::NotLeader(h) => ServerError::NotLeader(h),
-            RoundError::ShuttingDown => ServerError::ShuttingDown,
             RoundError::Unavailable(msg) => ServerError::ReadTimeout(timeout_ms, msg),
         }
     }
@@ -63,9 +73,20 @@ struct Lease {
     sent_at: Instant,
 }
 
+/// The counters a gate keeps (registered in the node's metrics registry).
+#[derive(Debug, Clone, Default)]
+pub struct ReadCounters {
+    pub rounds: Counter,
+    pub renewals: Counter,
+    pub expiries: Counter,
+}
+
 /// Per-node read state: the pending round and the lease.
 pub struct ReadGate {
     lease_duration: Duration,
+    /// Reported in the error of a read whose round failed.
+    round_timeout_ms: u64,
+    counters: ReadCounters,
     rounds: Mutex<Rounds>,
     lease: Mutex<Option<Lease>>,
     renewing: AtomicBool,
@@ -78,17 +99,15 @@ struct Rounds {
 }
 
 impl ReadGate {
-    pub fn new(lease_duration: Duration) -> Self {
+    pub fn new(lease_duration: Duration, round_timeout_ms: u64, counters: ReadCounters) -> Self {
         ReadGate {
             lease_duration,
+            round_timeout_ms,
+            counters,
             rounds: Mutex::new(Rounds::default()),
             lease: Mutex::new(None),
             renewing: AtomicBool::new(false),
         }
-    }
-
-    pub fn lease_duration(&self) -> Duration {
-        self.lease_duration
     }
 
     fn record_lease(&self, index: u64, sent_at: Instant) {
@@ -106,90 +125,85 @@ impl ReadGate {
     }
 }
 
-impl Node {
-    /// A quorum-confirmed read index obtained by a round that began after this call.
-    pub async fn shared_read_index(self: &Arc<Self>) -> Result<u64, ServerError> {
-        let rx = self.join_next_round();
-        match rx.await {
-            Ok(result) => result.map_err(|e| e.into_server(self.config.raft.write_timeout_ms)),
-            // `run_rounds` answers every waiter it takes; a waiter is dropped unanswered only
-            // when the runtime drops that task: the node is stopping.
-            Err(_) => Err(ServerError::ShuttingDown),
-        }
+/// A quorum-confirmed read index obtained by a round that began after this call.
+pub async fn shared_read_index<S: ReadIndexSource>(source: &Arc<S>) -> Result<u64, ServerError> {
+    let gate = source.read_gate();
+    match join_next_round(source).await {
+        Ok(result) => result.map_err(|e| e.into_server(gate.round_timeout_ms)),
+        // `run_rounds` answers every waiter it takes; a waiter is dropped unanswered only when
+        // the runtime drops that task: the node is stopping.
+        Err(_) => Err(ServerError::ShuttingDown),
     }
+}
 
-    fn join_next_round(self: &Arc<Self>) -> oneshot::Receiver<Result<u64, RoundError>> {
-        let (tx, rx) = oneshot::channel();
-        let start = {
-            let mut rounds = self.reads.rounds.lock().expect("read rounds lock poisoned");
-            rounds.waiting.push(tx);
-            !std::mem::replace(&mut rounds.in_flight, true)
+fn join_next_round<S: ReadIndexSource>(source: &Arc<S>) -> oneshot::Receiver<Result<u64, RoundError>> {
+    let (tx, rx) = oneshot::channel();
+    let start = {
+        let mut rounds = source.read_gate().rounds.lock().expect("read rounds lock poisoned");
+        rounds.waiting.push(tx);
+        !std::mem::replace(&mut rounds.in_flight, true)
+    };
+    if start {
+        tokio::spawn(run_rounds(source.clone()));
+    }
+    rx
+}
+
+/// Runs rounds back to back while reads are waiting, one at a time.
+async fn run_rounds<S: ReadIndexSource>(source: Arc<S>) {
+    let gate = source.read_gate();
+    loop {
+        let batch = {
+            let mut rounds = gate.rounds.lock().expect("read rounds lock poisoned");
+            if rounds.waiting.is_empty() {
+                rounds.in_flight = false;
+                return;
+            }
+            std::mem::take(&mut rounds.waiting)
         };
-        if start {
-            tokio::spawn(self.clone().run_rounds());
+        // The lease counts from before the request leaves this node.
+        let sent_at = Instant::now();
+        gate.counters.rounds.inc();
+        let result = source.read_index().await.map_err(RoundError::from_server);
+        if let Ok(index) = result {
+            gate.record_lease(index, sent_at);
+            gate.counters.renewals.inc();
         }
-        rx
+        for waiter in batch {
+            let _ = waiter.send(result.clone());
+        }
     }
+}
 
-    /// Runs rounds back to back while reads are waiting, one at a time.
-    async fn run_rounds(self: Arc<Self>) {
-        loop {
-            let batch = {
-                let mut rounds = self.reads.rounds.lock().expect("read rounds lock poisoned");
-                if rounds.waiting.is_empty() {
-                    rounds.in_flight = false;
-                    return;
-                }
-                std::mem::take(&mut rounds.waiting)
-            };
-            // The lease counts from before the request leaves this node.
-            let sent_at = Instant::now();
-            self.metrics.read_index_rounds.inc();
-            let result = self.read_index().await.map_err(RoundError::from_server);
-            if let Ok(index) = result {
-                self.reads.record_lease(index, sent_at);
-                self.metrics.lease_renewals.inc();
-            }
-            for waiter in batch {
-                let _ = waiter.send(result.clone());
-            }
+/// The index a `lease` read must wait for: the lease's when it is valid (renewing it in the
+/// background once half used), else a fresh round's — which fails the read, within about a
+/// lease duration, when the lease cannot be renewed.
+pub async fn lease_read_index<S: ReadIndexSource>(source: &Arc<S>) -> Result<u64, ServerError> {
+    let gate = source.read_gate();
+    let now = Instant::now();
+    if let Some((lease, half_used)) = gate.valid_lease(now) {
+        if half_used && !gate.renewing.swap(true, Ordering::AcqRel) {
+            let source = source.clone();
+            tokio::spawn(async move {
+                let _ = shared_read_index(&source).await;
+                source.read_gate().renewing.store(false, Ordering::Release);
+            });
         }
+        return Ok(lease.index);
     }
-
-    /// The index a `lease` read must wait for: the lease's when it is valid (renewing it in the
-    /// background once half used), else a fresh round's — which fails the read, within about a
-    /// lease duration, when the lease cannot be renewed.
-    pub async fn lease_read_index(self: &Arc<Self>) -> Result<u64, ServerError> {
-        if self.faults.lease_reads_skip_check {
-            // Injected bug (simulation only): whatever this node has applied, however old.
-            return Ok(*self.reader.applied_revision().borrow());
-        }
-        let now = Instant::now();
-        if let Some((lease, half_used)) = self.reads.valid_lease(now) {
-            if half_used && !self.reads.renewing.swap(true, Ordering::AcqRel) {
-                let node = self.clone();
-                tokio::spawn(async move {
-                    let _ = node.shared_read_index().await;
-                    node.reads.renewing.store(false, Ordering::Release);
-                });
-            }
-            return Ok(lease.index);
-        }
-        let wait = self.reads.lease_duration.max(Duration::from_millis(100));
-        let rx = self.join_next_round();
-        let failure = match tokio::time::timeout(wait, rx).await {
-            Ok(Ok(Ok(index))) => return Ok(index),
-            Ok(Ok(Err(e))) => e.into_server(self.config.raft.write_timeout_ms).to_string(),
-            Ok(Err(_)) => "the read-index round was dropped".to_string(),
-            Err(_) => format!("the leader did not confirm a read index within {} ms", wait.as_millis()),
-        };
-        self.metrics.lease_expiries.inc();
-        let expired_ms = self
-            .reads
-            .lease
-            .lock()
-            .expect("lease lock poisoned")
-            .map(|l| now.saturating_duration_since(l.sent_at + self.reads.lease_duration).as_millis() as u64);
-        Err(ServerError::LeaseExpired { expired_ms, cause: failure })
-    }
+    let wait = gate.lease_duration.max(Duration::from_millis(100));
+    let rx = join_next_round(source);
+    let failure = match tokio::time::timeout(wait, rx).await {
+        Ok(Ok(Ok(index))) => return Ok(index),
+        Ok(Ok(Err(e))) => e.into_server(gate.round_timeout_ms).to_string(),
+        Ok(Err(_)) => "the read-index round was dropped".to_string(),
+        Err(_) => format!("the leader did not confirm a read index within {} ms", wait.as_millis()),
+    };
+    gate.counters.expiries.inc();
+    let expired_ms = gate
+        .lease
+        .lock()
+        .expect("lease lock poisoned")
+        .map(|l| now.saturating_duration_since(l.sent_at + gate.lease_duration).as_millis() as u64);
+    Err(ServerError::LeaseExpired { expired_ms, cause: failure })
 }
