@@ -7,6 +7,7 @@ use clap::{Args, ValueEnum};
 use serde_json::{Map, Value};
 use vexil_model::NamespaceDocument;
 use vexil_model::eval::{self as model, CompiledNamespace, EvalContext};
+use vexil_proto::v1::FlagEvaluation;
 
 use crate::{Failure, Output};
 
@@ -89,7 +90,7 @@ pub fn evaluate(
     now: i64,
 ) -> Value {
     let ctx = EvalContext::from_json(context);
-    ns.evaluate(key, &ctx, now).with_type(key, ty.map(Into::into)).to_json(key)
+    FlagEvaluation::from_resolution(key, ns.evaluate(key, &ctx, now), ty.map(Into::into)).to_json()
 }
 
 /// The human rendering of a resolution (also used by `flag eval`, which evaluates on the cluster).

@@ -455,24 +455,6 @@ async fn rollback(a: &RollbackArgs, ctx: &Ctx) -> Result<String, Failure> {
 }
 
 /// A server evaluation in the shape `vexilctl eval` prints.
-fn evaluation_json(e: &pb::FlagEvaluation) -> Value {
-    use pb::flag_evaluation::Value as V;
-    let value = match &e.value {
-        None => Value::Null,
-        Some(V::BoolValue(b)) => json!(b),
-        Some(V::StringValue(s)) => json!(s),
-        Some(V::IntValue(i)) => json!(i),
-        Some(V::FloatValue(f)) => json!(f),
-        Some(V::ObjectJson(o)) => output::parse_json(o),
-    };
-    let opt = |s: &str| if s.is_empty() { Value::Null } else { json!(s) };
-    let metadata = if e.metadata_json.is_empty() { json!({}) } else { output::parse_json(&e.metadata_json) };
-    json!({
-        "key": e.key, "value": value, "variant": opt(&e.variant), "reason": e.reason,
-        "errorCode": opt(&e.error_code), "errorMessage": opt(&e.error_message), "metadata": metadata,
-    })
-}
-
 async fn evaluate(a: &EvalArgs, ctx: &Ctx) -> Result<String, Failure> {
     let context_json = match &a.context {
         None => "{}".to_string(),
@@ -482,14 +464,7 @@ async fn evaluate(a: &EvalArgs, ctx: &Ctx) -> Result<String, Failure> {
             Err(e) => return Err(Failure::Usage(format!("--context is not valid JSON: {e}"))),
         },
     };
-    let ty = match a.value_type {
-        None => pb::ValueType::Unspecified,
-        Some(ValueType::Bool) => pb::ValueType::Bool,
-        Some(ValueType::String) => pb::ValueType::String,
-        Some(ValueType::Int) => pb::ValueType::Int,
-        Some(ValueType::Float) => pb::ValueType::Float,
-        Some(ValueType::Object) => pb::ValueType::Object,
-    };
+    let ty = a.value_type.map_or(pb::ValueType::Unspecified, |t| vexil_model::eval::ValueType::from(t).into());
     let req = pb::EvaluateFlagRequest {
         namespace: a.namespace.clone(),
         key: a.key.clone(),
@@ -504,7 +479,7 @@ async fn evaluate(a: &EvalArgs, ctx: &Ctx) -> Result<String, Failure> {
             async move { EvaluationClient::new(ch).evaluate_flag(req).await }
         })
         .await?;
-    let v = evaluation_json(&r.evaluation.unwrap_or_default());
+    let v = r.evaluation.unwrap_or_default().to_json();
     Ok(match ctx.output {
         Output::Json => v.to_string(),
         Output::Table => crate::eval::table(&v),

@@ -1,8 +1,11 @@
 //! The evaluation result on the wire: the one conversion of the model's [`Resolution`] to
 //! `vexil.v1.FlagEvaluation`, with the caller's requested `ValueType` applied by the model's
-//! rule ([`Resolution::with_type`]). The server's `Evaluation` service renders through it, for
-//! one flag and for all of them.
+//! rule ([`Resolution::with_type`]), and the one JSON rendering of it
+//! ([`v1::FlagEvaluation::to_json`]). The server's `Evaluation` service sends it, for one flag
+//! and for all of them; `vexilctl` prints the same JSON whether it evaluated on the cluster or
+//! offline.
 
+use serde_json::{Value, json};
 use vexil_model::eval::{Resolution, TypedValue, ValueType};
 
 use crate::v1;
@@ -19,6 +22,18 @@ impl v1::ValueType {
             v1::ValueType::Int => Some(ValueType::Int),
             v1::ValueType::Float => Some(ValueType::Float),
             v1::ValueType::Object => Some(ValueType::Object),
+        }
+    }
+}
+
+impl From<ValueType> for v1::ValueType {
+    fn from(t: ValueType) -> Self {
+        match t {
+            ValueType::Bool => v1::ValueType::Bool,
+            ValueType::String => v1::ValueType::String,
+            ValueType::Int => v1::ValueType::Int,
+            ValueType::Float => v1::ValueType::Float,
+            ValueType::Object => v1::ValueType::Object,
         }
     }
 }
@@ -49,6 +64,27 @@ impl v1::FlagEvaluation {
             error_message: r.error_message.unwrap_or_default(),
             metadata_json: serde_json::Value::Object(r.metadata.clone()).to_string(),
         }
+    }
+
+    /// `{"key","value","variant","reason","errorCode","errorMessage","metadata"}`, flagd's names,
+    /// with `null` for what is absent. JSON text that does not parse (never sent by a node) is
+    /// kept as a string rather than dropped.
+    pub fn to_json(&self) -> Value {
+        let parse = |s: &str| serde_json::from_str(s).unwrap_or_else(|_| Value::String(s.to_string()));
+        let text = |s: &str| if s.is_empty() { Value::Null } else { Value::String(s.to_string()) };
+        let value = match &self.value {
+            None => Value::Null,
+            Some(PbValue::BoolValue(b)) => json!(b),
+            Some(PbValue::StringValue(s)) => json!(s),
+            Some(PbValue::IntValue(i)) => json!(i),
+            Some(PbValue::FloatValue(f)) => json!(f),
+            Some(PbValue::ObjectJson(o)) => parse(o),
+        };
+        let metadata = if self.metadata_json.is_empty() { json!({}) } else { parse(&self.metadata_json) };
+        json!({
+            "key": self.key, "value": value, "variant": text(&self.variant), "reason": self.reason,
+            "errorCode": text(&self.error_code), "errorMessage": text(&self.error_message), "metadata": metadata,
+        })
     }
 }
 

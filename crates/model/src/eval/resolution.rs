@@ -134,20 +134,6 @@ impl<'f> Resolution<'f> {
             ..self
         }
     }
-
-    /// The OFREP-style JSON form: `{"key","value","variant","reason","errorCode","errorMessage","metadata"}`
-    /// (absent parts are `null`).
-    pub fn to_json(&self, key: &str) -> Value {
-        let mut m = Map::new();
-        m.insert("key".into(), Value::String(key.to_string()));
-        m.insert("value".into(), self.value.cloned().unwrap_or(Value::Null));
-        m.insert("variant".into(), self.variant.map_or(Value::Null, |v| Value::String(v.to_string())));
-        m.insert("reason".into(), Value::String(self.reason.as_str().into()));
-        m.insert("errorCode".into(), self.error_code.map_or(Value::Null, |c| Value::String(c.as_str().into())));
-        m.insert("errorMessage".into(), self.error_message.clone().map_or(Value::Null, Value::String));
-        m.insert("metadata".into(), Value::Object(self.metadata.clone()));
-        Value::Object(m)
-    }
 }
 
 /// A typed resolution: `value` is the flag's value, or the caller's `default` whenever there is

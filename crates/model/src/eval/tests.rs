@@ -289,14 +289,14 @@ fn flagd_properties_are_injected_and_override_the_caller() {
 }
 
 #[test]
-fn resolution_json_has_every_field() {
+fn a_resolution_carries_every_field() {
     let ns = namespace(color_flags());
-    let v = ns.evaluate("targeted", &EvalContext::new().with("color", "blue"), NOW).to_json("targeted");
-    assert_eq!(
-        v,
-        json!({"key": "targeted", "value": "#00f", "variant": "blue", "reason": "TARGETING_MATCH", "errorCode": null,
-               "errorMessage": null, "metadata": {"owner": "flag", "version": 3, "flagSetId": "checkout"}})
-    );
+    let r = ns.evaluate("targeted", &EvalContext::new().with("color", "blue"), NOW);
+    assert_eq!(r.value, Some(&json!("#00f")));
+    assert_eq!(r.variant, Some("blue"));
+    assert_eq!(r.reason, Reason::TargetingMatch);
+    assert_eq!((r.error_code, r.error_message.as_deref()), (None, None));
+    assert_eq!(Value::Object(r.metadata.clone()), json!({"owner": "flag", "version": 3, "flagSetId": "checkout"}));
 }
 
 #[test]
