@@ -3,10 +3,11 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
+use clap::builder::TypedValueParser;
 use serde_json::{Map, Value};
 use vexil_model::NamespaceDocument;
-use vexil_model::eval::{self as model, CompiledNamespace, EvalContext};
+use vexil_model::eval::{CompiledNamespace, EvalContext, ValueType};
 use vexil_proto::v1::FlagEvaluation;
 
 use crate::{Failure, Output};
@@ -23,29 +24,15 @@ pub struct EvalArgs {
     #[arg(long, value_name = "JSON")]
     pub context: Option<String>,
     /// Read the value as this type (a different type is reported as TYPE_MISMATCH).
-    #[arg(long = "type", value_enum, value_name = "TYPE")]
+    #[arg(long = "type", value_parser = value_type_parser(), value_name = "TYPE")]
     pub value_type: Option<ValueType>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum ValueType {
-    Bool,
-    String,
-    Int,
-    Float,
-    Object,
-}
-
-impl From<ValueType> for model::ValueType {
-    fn from(t: ValueType) -> Self {
-        match t {
-            ValueType::Bool => model::ValueType::Bool,
-            ValueType::String => model::ValueType::String,
-            ValueType::Int => model::ValueType::Int,
-            ValueType::Float => model::ValueType::Float,
-            ValueType::Object => model::ValueType::Object,
-        }
-    }
+/// `--type`: the model's value types by their short names (`bool`, `string`, `int`, `float`,
+/// `object`).
+pub fn value_type_parser() -> impl clap::builder::TypedValueParser<Value = ValueType> {
+    clap::builder::PossibleValuesParser::new(ValueType::ALL.map(ValueType::short_name))
+        .map(|name| ValueType::from_short_name(&name).expect("clap offers only the names ValueType::ALL gives"))
 }
 
 /// Evaluates and renders; `Err` only for unusable input or usage.
@@ -90,7 +77,7 @@ pub fn evaluate(
     now: i64,
 ) -> Value {
     let ctx = EvalContext::from_json(context);
-    FlagEvaluation::from_resolution(key, ns.evaluate(key, &ctx, now), ty.map(Into::into)).to_json()
+    FlagEvaluation::from_resolution(key, ns.evaluate(key, &ctx, now), ty).to_json()
 }
 
 /// The human rendering of a resolution (also used by `flag eval`, which evaluates on the cluster).

@@ -11,7 +11,8 @@ use vexil_proto::v1::evaluation_client::EvaluationClient;
 
 use crate::conn::CALL_TIMEOUT;
 use crate::errors::{self, Subject};
-use crate::eval::ValueType;
+use vexil_model::eval::ValueType;
+
 use crate::output;
 use crate::{Ctx, Failure, Output};
 
@@ -120,7 +121,7 @@ pub struct EvalArgs {
     #[arg(long, value_name = "JSON")]
     pub context: Option<String>,
     /// Read the value as this type (a different type is reported as TYPE_MISMATCH).
-    #[arg(long = "type", value_enum, value_name = "TYPE")]
+    #[arg(long = "type", value_parser = crate::eval::value_type_parser(), value_name = "TYPE")]
     pub value_type: Option<ValueType>,
 }
 
@@ -464,7 +465,7 @@ async fn evaluate(a: &EvalArgs, ctx: &Ctx) -> Result<String, Failure> {
             Err(e) => return Err(Failure::Usage(format!("--context is not valid JSON: {e}"))),
         },
     };
-    let ty = a.value_type.map_or(pb::ValueType::Unspecified, |t| vexil_model::eval::ValueType::from(t).into());
+    let ty = a.value_type.map_or(pb::ValueType::Unspecified, pb::ValueType::from);
     let req = pb::EvaluateFlagRequest {
         namespace: a.namespace.clone(),
         key: a.key.clone(),

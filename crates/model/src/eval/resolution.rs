@@ -130,10 +130,18 @@ impl<'f> Resolution<'f> {
             value: None,
             reason: Reason::Error,
             error_code: Some(ErrorCode::TypeMismatch),
-            error_message: Some(format!("flag {key:?} resolved to {value}, which is not a {type_name}")),
+            error_message: Some(format!(
+                "flag {key:?} resolved to {value}, which is not {} {type_name}",
+                article(type_name)
+            )),
             ..self
         }
     }
+}
+
+/// "an" before a vowel, "a" otherwise ("an integer", "a boolean").
+fn article(word: &str) -> &'static str {
+    if word.starts_with(['a', 'e', 'i', 'o', 'u']) { "an" } else { "a" }
 }
 
 /// A typed resolution: `value` is the flag's value, or the caller's `default` whenever there is
@@ -173,6 +181,26 @@ pub enum ValueType {
 }
 
 impl ValueType {
+    /// Every type, in the order tools list them.
+    pub const ALL: [ValueType; 5] =
+        [ValueType::Bool, ValueType::String, ValueType::Int, ValueType::Float, ValueType::Object];
+
+    /// The short name tools take (`--type int`).
+    pub fn short_name(self) -> &'static str {
+        match self {
+            ValueType::Bool => "bool",
+            ValueType::String => "string",
+            ValueType::Int => "int",
+            ValueType::Float => "float",
+            ValueType::Object => "object",
+        }
+    }
+
+    /// The type whose [`ValueType::short_name`] is `name`.
+    pub fn from_short_name(name: &str) -> Option<ValueType> {
+        ValueType::ALL.into_iter().find(|t| t.short_name() == name)
+    }
+
     /// The type as named in mismatch messages.
     pub fn as_str(self) -> &'static str {
         match self {

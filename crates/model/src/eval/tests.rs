@@ -233,7 +233,7 @@ fn a_requested_type_gives_the_same_mismatch_as_a_typed_read() {
     let r = ns.evaluate("targeted", &ctx, NOW).with_type("targeted", Some(ValueType::Int));
     let t = ns.int_value("targeted", &ctx, NOW, 0);
     assert_eq!((r.value, r.variant, r.reason, r.error_code), (None, Some("red"), Reason::Error, t.error_code));
-    assert_eq!(r.error_message.as_deref(), Some(r##"flag "targeted" resolved to "#f00", which is not a integer"##));
+    assert_eq!(r.error_message.as_deref(), Some(r##"flag "targeted" resolved to "#f00", which is not an integer"##));
     assert_eq!(r.error_message, t.error_message);
     assert_eq!(r.typed_value(Some(ValueType::Int)), None);
     // No type, or the right one, changes nothing.
