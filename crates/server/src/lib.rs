@@ -19,9 +19,11 @@ pub mod network;
 pub mod node;
 pub mod raft_service;
 pub mod read_index;
+pub mod shutdown;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
@@ -39,10 +41,14 @@ pub use config::{Args, Config};
 pub use error::NodeError;
 pub use node::Node;
 
-use crate::limits::{API_CONCURRENT_STREAMS_MAX, API_MESSAGE_BYTES_MAX, RAFT_MESSAGE_BYTES_MAX};
+use crate::limits::{
+    API_CONCURRENT_STREAMS_MAX, API_MESSAGE_BYTES_MAX, RAFT_MESSAGE_BYTES_MAX, SHUTDOWN_API_DRAIN_MS_MAX,
+    SHUTDOWN_RAFT_DRAIN_MS_MAX,
+};
 
-/// Runs a node until `shutdown` resolves, then stops accepting requests, lets in-flight ones
-/// finish, and shuts Raft down (which closes the store).
+/// Runs a node until `shutdown` resolves, then leaves in the order written on
+/// [`serve_incoming`]: API closed, out of elections, watch streams ended, API drained, Raft
+/// shut down, Raft listener closed, store closed.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), NodeError> {
     let raft_listener = TcpListener::bind(config.raft_listen).await.map_err(|source| NodeError::Listen {
         key: "raft_listen",
@@ -82,7 +88,37 @@ pub async fn serve(
 }
 
 /// Serves a started node on any streams of accepted connections (the simulation passes
-/// simulated ones).
+/// simulated ones) until `shutdown` resolves, then takes the node out of the cluster.
+///
+/// # Leaving, in this order
+///
+/// A rolling restart must cost no availability, so a leaving node steps out of Raft while its
+/// Raft port still listens: a node that only stopped listening would keep its Raft core
+/// running deaf, campaign (it hears no heartbeats) and, able to send but not to receive, win
+/// elections that leave the cluster without a working leader.
+///
+/// 1. **Stop accepting API requests**: the API and admin listeners close; open HTTP/2
+///    connections are told to go away.
+/// 2. **Leave elections, end watch streams** ([`Node::begin_leaving`]): from here on the node
+///    never campaigns (openraft's election timer is disabled) and never asks for or counts a
+///    vote (the Raft network refuses), so no election already under way can be won either;
+///    every watch stream ends with UNAVAILABLE `ShuttingDown` and its client resumes on another
+///    node from its last revision. A leader goes on leading; a follower goes on following.
+/// 3. **Drain the API**: requests in flight finish (writes commit: Raft runs and listens), for
+///    at most [`SHUTDOWN_API_DRAIN_MS_MAX`]; what remains then is cut off.
+/// 4. **Shut Raft down**: the core stops. A leader steps down here: openraft 0.9 cannot hand
+///    leadership over (no transfer), so the others elect a new leader once its lease and an
+///    election timeout have passed (`election_timeout_max_ms` + a random election timeout).
+///    Writes in flight on the Raft port fail as `ShuttingDown` (retried with their
+///    `request_id`).
+/// 5. **Close the Raft listener**: until it closes, Raft calls are answered UNAVAILABLE, so
+///    peers count this node as unreachable, not as a voter. Connections are closed gracefully
+///    for at most [`SHUTDOWN_RAFT_DRAIN_MS_MAX`]: a peer that does not answer (paused,
+///    partitioned) would otherwise hold the graceful HTTP/2 close open forever.
+/// 6. **Close the store**: RocksDB closes with the last handle on it. openraft's core drops
+///    the log store as it stops, its state-machine worker the state machine once its queued
+///    commands are done, and the node (with its reader) is dropped here. Nothing depends on
+///    it: every acknowledged write was synced to the WAL before it was acknowledged.
 pub async fn serve_incoming<A, R, IO, E>(
     node: Arc<Node>,
     api_incoming: A,
@@ -97,8 +133,9 @@ where
     IO::ConnectInfo: Clone + Send + Sync + 'static,
     E: Into<Box<dyn std::error::Error + Send + Sync>> + Send + 'static,
 {
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let stop_rx_admin = stop_rx.clone();
+    // Two stop signals: the API (and admin) listeners close first, the Raft listener last.
+    let (stop_api_tx, stop_api_rx) = tokio::sync::watch::channel(false);
+    let (stop_raft_tx, stop_raft_rx) = tokio::sync::watch::channel(false);
     let stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
         let _ = rx.wait_for(|s| *s).await;
     };
@@ -106,9 +143,8 @@ where
     let raft_service = RaftTransportServer::new(raft_service::RaftService { node: node.clone() })
         .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
-    let raft_server = Server::builder()
-        .add_service(raft_service)
-        .serve_with_incoming_shutdown(raft_incoming, stopped(stop_rx.clone()));
+    let raft_server =
+        Server::builder().add_service(raft_service).serve_with_incoming_shutdown(raft_incoming, stopped(stop_raft_rx));
 
     let api_server = Server::builder()
         .max_concurrent_streams(API_CONCURRENT_STREAMS_MAX)
@@ -123,7 +159,7 @@ where
             node: node.clone(),
             slots: Arc::new(tokio::sync::Semaphore::new(limits::WATCH_STREAMS_MAX)),
         }))
-        .serve_with_incoming_shutdown(api_incoming, stopped(stop_rx));
+        .serve_with_incoming_shutdown(api_incoming, stopped(stop_api_rx.clone()));
 
     tracing::info!(
         node_id = node.id,
@@ -132,28 +168,67 @@ where
         data_dir = %node.config.data_dir.display(),
         "vexil node ready"
     );
-    tokio::spawn(log_leader_changes(node.clone()));
+    let leader_log = tokio::spawn(log_leader_changes(node.clone()));
     let admin_task = admin_listener.map(|listener| {
         let app = admin::router(node.clone());
-        let stop = stopped(stop_rx_admin.clone());
+        let stop = stopped(stop_api_rx.clone());
         tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop).await })
     });
-    let raft_task = tokio::spawn(raft_server);
-    let api_task = tokio::spawn(api_server);
+    let mut raft_task = tokio::spawn(raft_server);
+    let mut api_task = tokio::spawn(api_server);
     shutdown.await;
-    tracing::info!(node_id = node.id, "shutting down: no new requests; finishing in-flight ones");
-    stop_tx.send_replace(true);
-    let (raft_result, api_result) = tokio::join!(raft_task, api_task);
-    if let Some(task) = admin_task {
-        task.await?.map_err(NodeError::Admin)?;
-    }
+
+    // 1. No new API requests.
+    tracing::info!(node_id = node.id, role = node.role(), "shutting down: no new requests; leaving elections");
+    stop_api_tx.send_replace(true);
+    // 2. No campaigning, no votes asked; watch streams end.
+    node.begin_leaving();
+    // 3. Drain the API and the admin port, within one bound.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(SHUTDOWN_API_DRAIN_MS_MAX);
+    let api_result = drain(&mut api_task, deadline, node.id, "API", SHUTDOWN_API_DRAIN_MS_MAX).await;
+    let admin_result = match admin_task {
+        Some(mut task) => drain(&mut task, deadline, node.id, "admin", SHUTDOWN_API_DRAIN_MS_MAX).await,
+        None => Ok(Ok(())),
+    };
+    // 4. Raft stops: a leader steps down; nobody can count on this node any more.
+    tracing::info!(node_id = node.id, "API drained; shutting Raft down");
     if let Err(e) = node.raft.shutdown().await {
         tracing::warn!(error = %e, "raft did not shut down cleanly");
     }
+    // 5. The Raft listener closes (calls in flight finish, answered `ShuttingDown`).
+    tracing::info!(node_id = node.id, "Raft stopped; closing the Raft listener");
+    stop_raft_tx.send_replace(true);
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(SHUTDOWN_RAFT_DRAIN_MS_MAX);
+    let raft_result = drain(&mut raft_task, deadline, node.id, "Raft", SHUTDOWN_RAFT_DRAIN_MS_MAX).await;
+    // 6. The store closes with the last handle on it.
+    let node_id = node.id;
+    leader_log.abort();
+    let _ = leader_log.await;
+    drop(node);
     raft_result??;
     api_result??;
-    tracing::info!(node_id = node.id, "stopped");
+    admin_result?.map_err(NodeError::Admin)?;
+    tracing::info!(node_id, "stopped");
     Ok(())
+}
+
+/// Waits for a server task that was told to stop gracefully until `deadline`, then cuts off
+/// what it still serves (aborting it) and reports it as done.
+async fn drain<E>(
+    task: &mut tokio::task::JoinHandle<Result<(), E>>,
+    deadline: tokio::time::Instant,
+    node_id: u64,
+    what: &str,
+    drain_ms: u64,
+) -> Result<Result<(), E>, tokio::task::JoinError> {
+    match tokio::time::timeout_at(deadline, &mut *task).await {
+        Ok(result) => result,
+        Err(_) => {
+            tracing::warn!(node_id, drain_ms, "{what} requests still open after the drain bound; cutting them off");
+            task.abort();
+            Ok(Ok(()))
+        }
+    }
 }
 
 /// Logs every change of leader this node observes (operators grep for it; so does the local

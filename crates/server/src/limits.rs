@@ -20,6 +20,17 @@ pub const WATCH_NAMESPACES_MAX: usize = 256;
 pub const WATCH_BATCH_ENTRIES_MAX: usize = 1_024;
 /// Messages buffered per watch stream before the stream waits for its client.
 pub const WATCH_BUFFER_MESSAGES: usize = 64;
+/// How long a leaving node waits for its API to drain (in-flight requests to finish, watch
+/// streams to deliver their `ShuttingDown` end) before it cuts the rest off and shuts Raft
+/// down. Every handler is bounded by the write timeout; this is the backstop for what is not,
+/// such as a watcher that stopped reading and so never receives its stream's end. Raft runs and
+/// listens meanwhile (but never campaigns), so the wait costs the cluster nothing.
+pub const SHUTDOWN_API_DRAIN_MS_MAX: u64 = 10_000;
+/// How long a leaving node, its Raft core stopped, waits for its Raft listener's connections to
+/// close gracefully. Every call on it is answered at once by then (`ShuttingDown`); what is
+/// left is a peer that does not answer HTTP/2 (paused or partitioned), which would hold the
+/// graceful close open forever.
+pub const SHUTDOWN_RAFT_DRAIN_MS_MAX: u64 = 1_000;
 /// How often an idle watch says "nothing changed up to revision R".
 pub const WATCH_PROGRESS_INTERVAL_MS: u64 = 5_000;
 /// Largest evaluation context, as JSON.

@@ -4,6 +4,9 @@
 //! Every RPC is bounded by a timeout: TCP in a partition can swallow a response forever, and an
 //! unbounded RPC would wedge replication to that peer. Channels are cached per address and
 //! reconnect on their own.
+//!
+//! A node that is leaving ([`Leaving`]) asks for no vote and counts no vote answer: it can
+//! neither start nor finish winning an election (see `Node::begin_leaving`).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -21,6 +24,8 @@ use vexil_proto::vexil::raft::v1::RaftPayload;
 use vexil_proto::vexil::raft::v1::raft_transport_client::RaftTransportClient;
 use vexil_raft_store::codec;
 use vexil_raft_store::{NodeId, NodeInfo, Request, Response, TypeConfig};
+
+use crate::shutdown::Leaving;
 
 /// Metadata header carrying the cluster secret on every Raft RPC.
 pub const SECRET_HEADER: &str = "x-vexil-cluster-secret";
@@ -78,6 +83,8 @@ pub enum TransportError {
     Timeout { addr: String, ms: u128 },
     #[error("bad payload from {addr}: {message}")]
     Payload { addr: String, message: String },
+    #[error("this node is leaving the cluster: it asks {addr} for no vote")]
+    Leaving { addr: String },
 }
 
 impl Peers {
@@ -173,18 +180,21 @@ pub enum Method {
 #[derive(Clone)]
 pub struct Network {
     pub peers: Peers,
+    /// Raised when this node leaves: vote requests stop.
+    pub leaving: Leaving,
 }
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
-        PeerClient { peers: self.peers.clone(), target, addr: node.raft_addr.clone() }
+        PeerClient { peers: self.peers.clone(), leaving: self.leaving.clone(), target, addr: node.raft_addr.clone() }
     }
 }
 
 pub struct PeerClient {
     peers: Peers,
+    leaving: Leaving,
     target: NodeId,
     addr: String,
 }
@@ -206,6 +216,12 @@ impl PeerClient {
             })?;
         result.map_err(|e| RPCError::RemoteError(RemoteError::new(self.target, e)))
     }
+
+    /// What openraft gets for a vote once this node is leaving: the peer "unreachable", so the
+    /// vote is neither granted nor refused by it, and counts for nothing.
+    fn leaving(&self) -> RPCError<NodeId, NodeInfo, RaftError<NodeId>> {
+        RPCError::Unreachable(Unreachable::new(&TransportError::Leaving { addr: self.addr.clone() }))
+    }
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
@@ -225,7 +241,16 @@ impl RaftNetwork<TypeConfig> for PeerClient {
         self.send(Method::InstallSnapshot, &rpc, option.hard_ttl()).await
     }
 
+    /// Refused once this node is leaving, before sending and again when the answer arrives (so
+    /// an answer to a request sent just before cannot complete an election either).
     async fn vote(&mut self, rpc: VoteRequest<NodeId>, option: RPCOption) -> RpcResult<VoteResponse<NodeId>> {
-        self.send(Method::Vote, &rpc, option.hard_ttl()).await
+        if self.leaving.has_begun() {
+            return Err(self.leaving());
+        }
+        let answer = self.send(Method::Vote, &rpc, option.hard_ttl()).await;
+        if self.leaving.has_begun() {
+            return Err(self.leaving());
+        }
+        answer
     }
 }

@@ -27,6 +27,7 @@ use crate::error::{LeaderHint, NodeError, ServerError};
 use crate::metrics::Metrics;
 use crate::network::{ChannelFactory, ForwardReply, Network, Peers, ReadIndexReply, tcp_channels};
 use crate::read_index::{self, ReadCounters, ReadGate, ReadIndexSource};
+use crate::shutdown::Leaving;
 
 pub struct Node {
     pub id: NodeId,
@@ -36,6 +37,8 @@ pub struct Node {
     pub peers: Peers,
     pub reads: ReadGate,
     pub metrics: Metrics,
+    /// Raised when the node starts leaving; see [`Node::begin_leaving`].
+    pub leaving: Leaving,
     batcher: WriteBatcher,
     clock: Clock,
     pub(crate) faults: InjectedFaults,
@@ -119,7 +122,8 @@ impl Node {
         };
         let raft_config = Arc::new(raft_config.validate()?);
         let peers = Peers::new(&config.cluster.secret, Duration::from_millis(r.rpc_timeout_ms), channels);
-        let network = Network { peers: peers.clone() };
+        let leaving = Leaving::default();
+        let network = Network { peers: peers.clone(), leaving: leaving.clone() };
         let metrics = Metrics::new();
         let counters = ReadCounters {
             rounds: metrics.read_index_rounds.clone(),
@@ -129,8 +133,19 @@ impl Node {
         let reads = ReadGate::new(Duration::from_millis(r.read_lease_ms), r.write_timeout_ms, counters);
         let raft = Raft::new(config.node_id, raft_config, network, log_store, sm).await?;
         let batcher = WriteBatcher::start(raft.clone(), Duration::from_millis(config.raft.write_timeout_ms));
-        let node =
-            Arc::new(Node { id: config.node_id, config, raft, reader, peers, reads, metrics, batcher, clock, faults });
+        let node = Arc::new(Node {
+            id: config.node_id,
+            config,
+            raft,
+            reader,
+            peers,
+            reads,
+            metrics,
+            leaving,
+            batcher,
+            clock,
+            faults,
+        });
         node.bootstrap_if_configured().await?;
         Ok(node)
     }
@@ -449,6 +464,20 @@ impl Node {
         } else {
             Err(ServerError::Membership(format!("node {id} is not a member")))
         }
+    }
+
+    /// Takes this node out of elections for good and ends its watch streams: step 2 of leaving
+    /// (the whole sequence is on `serve_incoming` in `lib.rs`).
+    ///
+    /// openraft 0.9 has no "leave" and no leadership transfer, but it lets a node stop running
+    /// for leader: `runtime_config().elect(false)` keeps its election timer from making it a
+    /// candidate. That does not stop an election already under way, nor `trigger().elect()`,
+    /// so the Raft network also refuses, from now on, to send a vote request or to return a
+    /// vote answer (`network.rs`): this node can neither start nor finish winning an election.
+    /// It still grants votes and follows (or, if it leads, leads) until Raft shuts down.
+    pub fn begin_leaving(&self) {
+        self.raft.runtime_config().elect(false);
+        self.leaving.begin();
     }
 
     pub fn role(&self) -> &'static str {

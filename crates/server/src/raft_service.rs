@@ -5,13 +5,19 @@
 //! secret is configured, a call without it is refused before anything is decoded. This port's
 //! own refusals (no secret, an undecodable payload) are `ServerError`s too, turned into
 //! statuses by the one mapping in `error.rs`.
+//!
+//! Once the local Raft core has stopped (the node is leaving; see `serve_incoming` in `lib.rs`)
+//! a Raft call is answered UNAVAILABLE `ShuttingDown` instead of with openraft's `Stopped`
+//! error, so the caller's network reports this node unreachable: peers back off from it and
+//! count it as no voter, until the listener closes.
 
 use std::sync::Arc;
 
+use openraft::error::{Fatal, RaftError};
 use tonic::{Request, Response, Status};
 use vexil_proto::vexil::raft::v1::RaftPayload;
 use vexil_proto::vexil::raft::v1::raft_transport_server::RaftTransport;
-use vexil_raft_store::codec;
+use vexil_raft_store::{NodeId, codec};
 
 use crate::error::ServerError;
 use crate::network::{ForwardReply, ReadIndexReply, SECRET_HEADER};
@@ -47,6 +53,16 @@ impl RaftService {
         let data = codec::encode(value).map_err(|e| ServerError::Internal(format!("cannot encode reply: {e}")))?;
         Ok(Response::new(RaftPayload { data }))
     }
+
+    /// The local Raft's answer to a peer's Raft call, or `ShuttingDown` once the core stopped.
+    fn raft_reply<T: serde::Serialize, E: serde::Serialize>(
+        result: Result<T, RaftError<NodeId, E>>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        if let Err(RaftError::Fatal(Fatal::Stopped)) = &result {
+            return Err(ServerError::ShuttingDown.into());
+        }
+        Self::reply(&result)
+    }
 }
 
 #[tonic::async_trait]
@@ -54,19 +70,19 @@ impl RaftTransport for RaftService {
     async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         self.check_secret(&req)?;
         let rpc = Self::decode(req)?;
-        Self::reply(&self.node.raft.append_entries(rpc).await)
+        Self::raft_reply(self.node.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         self.check_secret(&req)?;
         let rpc = Self::decode(req)?;
-        Self::reply(&self.node.raft.vote(rpc).await)
+        Self::raft_reply(self.node.raft.vote(rpc).await)
     }
 
     async fn install_snapshot(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         self.check_secret(&req)?;
         let rpc = Self::decode(req)?;
-        Self::reply(&self.node.raft.install_snapshot(rpc).await)
+        Self::raft_reply(self.node.raft.install_snapshot(rpc).await)
     }
 
     async fn forward_write(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {

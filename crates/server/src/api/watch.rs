@@ -4,6 +4,10 @@
 //! as the change, keyed by revision, so "changes after revision R" is a key-range scan and a
 //! resumed stream can neither skip nor repeat a change. Each stream is one task that alternates
 //! between catching up from the audit table and waiting for the node's applied revision to move.
+//!
+//! When the node starts leaving ([`Node::leaving`]), every stream ends at once with UNAVAILABLE
+//! `ShuttingDown` (and a new one is refused so): its client resumes on another node from its
+//! last revision, and the API can drain instead of waiting for watchers to go away.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -48,6 +52,9 @@ impl Watch for WatchApi {
                 ServerError::invalid(format!("namespaces[{i}]"), format!("{ns:?} is not a valid namespace"))
             })?;
         }
+        if self.node.leaving.has_begun() {
+            return Err(ServerError::ShuttingDown.into());
+        }
         let permit = self.slots.clone().try_acquire_owned().map_err(|_| ServerError::WatchLimit)?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER_MESSAGES);
         tokio::spawn(stream(self.node.clone(), r, tx, permit));
@@ -59,6 +66,7 @@ async fn stream(node: Arc<Node>, req: WatchRequest, tx: Sender, _permit: OwnedSe
     let outcome = tokio::select! {
         r = follow(&node, &req, &tx) => r,
         () = tx.closed() => Ok(()),
+        () = node.leaving.begun() => Err(ServerError::ShuttingDown),
     };
     if let Err(e) = outcome {
         let _ = tx.send(Err(e.into())).await;
