@@ -4,6 +4,12 @@
 //! instance with column families, so one write-ahead log orders all of them: syncing the WAL
 //! after an append also makes every earlier state-machine write durable, and a crash can only
 //! lose a suffix of writes, never a write from the middle. The WAL is never disabled.
+//!
+//! Failures: RocksDB returns a failed WAL write or sync to the call that asked for it and
+//! records it as a background error that refuses later writes. The log store and the state
+//! machine hand every such error to openraft, which stops its core and so the node (fail-stop,
+//! see `log_store.rs`); none is retried, and RocksDB's own recovery from it is never relied on:
+//! the restarted node reopens the database and replays what is on disk.
 
 use std::path::Path;
 use std::sync::Arc;

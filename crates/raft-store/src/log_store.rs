@@ -8,6 +8,13 @@
 //!   follower acknowledges it, only once it is on disk. One sync per appended batch.
 //! - `truncate` and `purge` are single atomic write batches; `purge` records the new
 //!   `last_purged` in the same batch as the deletion, so there is never a hole.
+//!
+//! Fail-stop: every failed write or sync is returned to openraft as a `StorageError`, never
+//! logged and carried on from, never retried. openraft then stops its Raft core, and the node
+//! exits with its storage exit code (`vexil-server`, `serve_incoming`). After a failed fsync the
+//! kernel may already have dropped the dirty pages it could not write, so a second fsync can
+//! succeed without them being on disk (PostgreSQL's "fsyncgate"): only a restart, which reads
+//! back what is really on disk, knows what is durable.
 
 // openraft's `StorageError` is large (over 200 bytes) and is the error type its traits demand,
 // so our helpers return it as is rather than boxing and unboxing at every call.
@@ -129,7 +136,8 @@ impl openraft::storage::RaftLogStorage<TypeConfig> for LogStore {
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         let bytes = Self::encode(ErrorSubject::Vote, vote)?;
         // Durability: the vote is on disk before we return, so a restarted node cannot vote
-        // for a second candidate in the same term.
+        // for a second candidate in the same term. Fail-stop: if the synced write fails, the
+        // error stops the Raft core; the vote is not sent.
         self.db
             .put_cf_opt(cf(&self.db, CF_RAFT_META), KEY_VOTE, bytes, &sync_opts())
             .map_err(|e| io_err(ErrorSubject::Vote, ErrorVerb::Write, e))
@@ -163,14 +171,21 @@ impl openraft::storage::RaftLogStorage<TypeConfig> for LogStore {
             batch.put_cf(log_cf, codec::u64_key(entry.log_id.index), bytes);
         }
         // Written to the memtable and the WAL (not yet synced): readable as soon as we return.
+        // Fail-stop: an error (a full disk) goes back to openraft, which stops its core.
         self.db.write(batch).map_err(werr)?;
         // Durability: the flush callback, which lets openraft count these entries toward a
         // quorum (leader) or acknowledge them (follower), fires only after the WAL, which holds
         // this batch and everything written before it, is synced to disk. The sync runs off the
         // Raft core task so that the next batch can be prepared meanwhile.
+        //
+        // Fail-stop: a failed sync goes to the callback as an error, which openraft turns into a
+        // fatal storage error that stops its core: these entries are never acknowledged, and the
+        // sync is never retried (see the module docs). If this task never runs (the runtime is
+        // shutting down), the callback is dropped unanswered, which openraft also reports as a
+        // failed write.
         let db = self.db.clone();
         tokio::task::spawn_blocking(move || {
-            let result = db.flush_wal(true).map_err(|e| std::io::Error::other(e.into_string()));
+            let result = db.flush_wal(true).map_err(|e| std::io::Error::other(format!("syncing the WAL: {e}")));
             callback.log_io_completed(result);
         });
         Ok(())

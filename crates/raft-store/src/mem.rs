@@ -8,7 +8,8 @@
 //! throws away everything that was never synced: a simulated crash loses exactly what a real
 //! crash could lose. The sync points are the RocksDB store's: `save_vote` and `truncate` sync
 //! before returning; `append` fires its flush callback only after a sync; snapshot installs end
-//! with a sync; state-machine writes ride on the next sync.
+//! with a sync; state-machine writes ride on the next sync. [`MemDisk::fail_syncs`] makes the
+//! disk fail every later sync, reported as RocksDB reports it (fail-stop, see `log_store.rs`).
 //!
 //! The state machine runs the same [`crate::apply`] code and writes the same snapshot format.
 
@@ -63,6 +64,8 @@ struct DiskState {
     current: Disk,
     faults: Faults,
     snapshots_built: u64,
+    /// Set by [`MemDisk::fail_syncs`].
+    syncs_fail: bool,
 }
 
 /// One node's disk. Cheap to clone; clones share it.
@@ -92,9 +95,20 @@ impl MemDisk {
         d.current = d.durable.clone();
     }
 
-    fn sync(&self) {
+    /// From now on every sync fails, as on a disk that died under the node: an append is never
+    /// acknowledged (its flush callback gets the I/O error), a vote, a truncation or a snapshot
+    /// install returns it. What was synced before stays durable.
+    pub fn fail_syncs(&self) {
+        self.lock().syncs_fail = true;
+    }
+
+    fn sync(&self) -> std::io::Result<()> {
         let mut d = self.lock();
+        if d.syncs_fail {
+            return Err(std::io::Error::other("injected disk failure: fsync failed"));
+        }
         d.durable = d.current.clone();
+        Ok(())
     }
 
     /// Opens the stores over this disk, as a node does at start (after [`Self::recover`]).
@@ -182,8 +196,7 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), StorageError> {
         self.disk.lock().current.vote = Some(*vote);
-        self.disk.sync();
-        Ok(())
+        self.disk.sync().map_err(|e| StorageError::from_io_error(ErrorSubject::Vote, ErrorVerb::Write, e))
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, StorageError> {
@@ -219,16 +232,14 @@ impl RaftLogStorage<TypeConfig> for MemLogStore {
         let disk = self.disk.clone();
         tokio::spawn(async move {
             tokio::time::sleep(SYNC_DELAY).await;
-            disk.sync();
-            callback.log_io_completed(Ok(()));
+            callback.log_io_completed(disk.sync());
         });
         Ok(())
     }
 
     async fn truncate(&mut self, log_id: LogId) -> Result<(), StorageError> {
         self.disk.lock().current.log.retain(|i, _| *i < log_id.index);
-        self.disk.sync();
-        Ok(())
+        self.disk.sync().map_err(|e| StorageError::from_io_error(ErrorSubject::Logs, ErrorVerb::Write, e))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), StorageError> {
@@ -337,7 +348,7 @@ impl RaftStateMachine<TypeConfig> for MemStateMachine {
             d.current.snapshot = Some((meta.clone(), bytes));
         }
         // Like the RocksDB install, which ends with a synced batch.
-        self.disk.sync();
+        self.disk.sync().map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let applied = st.applied.map(|l| l.index).unwrap_or(0);
         *self.state.lock().expect("mem sm state lock poisoned") = st;
         self.feed.reset(applied);
@@ -383,5 +394,16 @@ mod tests {
         disk.recover();
         assert_eq!(disk.lock().current.vote, Some(Vote::new(3, 1)), "a saved vote survives");
         assert!(disk.lock().current.log.is_empty(), "an unsynced entry does not");
+    }
+
+    #[tokio::test]
+    async fn a_disk_that_fails_its_syncs_makes_nothing_more_durable_and_says_so() {
+        let disk = MemDisk::new(Faults::default());
+        let (mut log, _, _) = disk.open().expect("open");
+        log.save_vote(&Vote::new(3, 1)).await.expect("vote");
+        disk.fail_syncs();
+        log.save_vote(&Vote::new(4, 1)).await.expect_err("a vote whose sync failed is an error");
+        disk.recover();
+        assert_eq!(disk.lock().current.vote, Some(Vote::new(3, 1)), "only the synced vote survives");
     }
 }

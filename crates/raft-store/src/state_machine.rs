@@ -5,6 +5,10 @@
 //! crash can lose only a suffix of applied state (with `applied` moving back in the same batch),
 //! and openraft re-applies that suffix from the log on restart.
 //!
+//! Fail-stop: a failed write of the state machine (or of a snapshot file, or its sync) is
+//! returned to openraft as a `StorageError`, which stops its Raft core and so the node; the
+//! in-memory state moves only after the write succeeded, and nothing is retried.
+//!
 //! Snapshots are files in `<data>/snapshots/` (see [`crate::snapshot`]). Installing one replaces
 //! every state-machine table. To make that crash-safe without holding the state in memory, the
 //! install writes a synced marker naming the (already durable) snapshot file, replaces the tables
@@ -268,6 +272,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         let state = self.state();
         let view = CachedView { view: DbView { db: &self.shared.db, snapshot: None }, cache: &self.shared.flag_cache };
         let applied = apply::apply_entries(&view, &state, entries).map_err(|e| sm_err(ErrorVerb::Write, e))?;
+        // Fail-stop: a failed write stops the Raft core before the new state is published; a
+        // restart re-applies these entries from the synced log.
         self.commit(applied.writes, false).map_err(|e| sm_err(ErrorVerb::Write, e))?;
         self.set_state(applied.state, applied.audit);
         Ok(applied.responses)
