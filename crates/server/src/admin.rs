@@ -1,5 +1,6 @@
-//! The admin HTTP port: `/metrics` (Prometheus text format), `/livez` (the process serves) and
-//! `/readyz` (this node is in a cluster with a known leader and has applied state).
+//! The admin HTTP port: `/metrics` (Prometheus text format), `/livez` (503 once the Raft core
+//! has stopped: restart the node) and `/readyz` (503 unless the node would serve a lease read
+//! now: route requests elsewhere). The rules are in `health.rs`.
 
 use std::sync::Arc;
 
@@ -9,12 +10,13 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use crate::health;
 use crate::node::Node;
 
 pub fn router(node: Arc<Node>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/livez", get(|| async { "ok\n" }))
+        .route("/livez", get(livez))
         .route("/readyz", get(readyz))
         .with_state(node)
 }
@@ -33,17 +35,22 @@ async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
     }
 }
 
+async fn livez(State(node): State<Arc<Node>>) -> impl IntoResponse {
+    match health::why_not_live(&node) {
+        None => (StatusCode::OK, "ok\n".to_string()),
+        Some(stop) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not live: the Raft core has stopped ({stop}); the node is exiting\n"),
+        ),
+    }
+}
+
 async fn readyz(State(node): State<Arc<Node>>) -> impl IntoResponse {
-    let m = node.metrics();
-    let member = m.membership_config.membership().get_node(&node.id).is_some();
-    match (member, m.current_leader, m.last_applied) {
-        (false, _, _) => {
-            (StatusCode::SERVICE_UNAVAILABLE, "not ready: this node is not a cluster member yet\n".to_string())
-        }
-        (_, None, _) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: no leader is known\n".to_string()),
-        (_, _, None) => (StatusCode::SERVICE_UNAVAILABLE, "not ready: nothing applied yet\n".to_string()),
-        (true, Some(leader), Some(applied)) => {
-            (StatusCode::OK, format!("ready: leader {leader}, applied {}\n", applied.index))
-        }
+    match health::readiness(&node).await {
+        Ok(r) => (
+            StatusCode::OK,
+            format!("ready: leader {}, applied {}, read lease at {}\n", r.leader, r.applied, r.lease_index),
+        ),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
     }
 }

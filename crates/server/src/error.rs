@@ -1,7 +1,7 @@
 //! The server's errors, and the ONE place they become gRPC statuses: every status the node
 //! sends for an error of its own, on the public API and on the Raft port, is built by
-//! `From<ServerError> for Status` below. Handlers return `ServerError`, never a `Status` they
-//! built themselves.
+//! `From<ServerError> for Status` below (and `health_unknown_service`, another protocol's own
+//! answer). Handlers return `ServerError`, never a `Status` they built themselves.
 //!
 //! Every status carries a standard gRPC code, a message a person can act on, and a
 //! `google.rpc.ErrorInfo` detail (domain `vexil`) with a stable machine-readable `reason` and
@@ -99,6 +99,10 @@ pub enum NodeError {
     RaftConfig(#[from] openraft::ConfigError),
     #[error("raft stopped: {0}")]
     RaftFatal(#[from] openraft::error::Fatal<NodeId>),
+    /// The Raft core stopped while the node was serving, without being asked to: the node
+    /// stops too (fail-stop, `lib.rs`), and its supervisor restarts it.
+    #[error("{}", core_stopped_text(.0))]
+    RaftStopped(openraft::error::Fatal<NodeId>),
     #[error(transparent)]
     Server(#[from] ServerError),
     #[error("a server failed: {0}")]
@@ -107,6 +111,56 @@ pub enum NodeError {
     Admin(#[source] std::io::Error),
     #[error("a server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
+}
+
+/// The `vexil` process's exit codes: a supervisor (or a person) tells from the code alone what
+/// kind of failure stopped a node. The storage and Raft codes follow BSD `sysexits.h`.
+pub mod exit_code {
+    /// Stopped as asked (SIGTERM, SIGINT).
+    pub const OK: u8 = 0;
+    /// Any failure not listed below (a port already in use, a server that failed).
+    pub const FAILURE: u8 = 1;
+    /// The configuration is invalid; restarting will not help until it is fixed.
+    pub const CONFIG: u8 = 2;
+    /// The Raft core stopped on its own for another reason than storage (it panicked): a bug.
+    /// `EX_SOFTWARE`.
+    pub const RAFT_STOPPED: u8 = 70;
+    /// A write, fsync or read of the log, the vote or the state machine failed (a full or
+    /// failing disk), while serving or at start. Never retried in place: a failed fsync leaves
+    /// what is on disk unknown, and only a restart, which recovers from what is on disk, knows
+    /// it again. `EX_IOERR`.
+    pub const STORAGE: u8 = 74;
+}
+
+impl NodeError {
+    /// The process exit code for this error (see [`exit_code`]).
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            NodeError::Config(_) => exit_code::CONFIG,
+            NodeError::Store(_) | NodeError::RaftStorage(_) => exit_code::STORAGE,
+            NodeError::RaftFatal(fatal) | NodeError::RaftStopped(fatal) => match fatal {
+                openraft::error::Fatal::StorageError(_) => exit_code::STORAGE,
+                _ => exit_code::RAFT_STOPPED,
+            },
+            _ => exit_code::FAILURE,
+        }
+    }
+}
+
+fn core_stopped_text(stop: &openraft::error::Fatal<NodeId>) -> String {
+    match stop {
+        openraft::error::Fatal::StorageError(e) => format!(
+            "storage failure, node stopped: {e}. A failed write or fsync is never retried: what is on \
+             disk is unknown until a restart recovers from it. Free space or replace the disk, then \
+             restart the node; every write it acknowledged was synced before it was acknowledged"
+        ),
+        openraft::error::Fatal::Panicked => {
+            "the Raft core panicked (a bug; see the log above), node stopped; restart it".into()
+        }
+        openraft::error::Fatal::Stopped => {
+            "the Raft core stopped without being asked to (a bug), node stopped; restart it".into()
+        }
+    }
 }
 
 fn leader_text(hint: &Option<LeaderHint>) -> String {
@@ -200,6 +254,15 @@ impl From<ServerError> for Status {
         }
         Status::with_error_details(code, e.to_string(), details)
     }
+}
+
+/// `grpc.health.v1`'s own answer to a check that names a service this node does not serve:
+/// NOT_FOUND, as that protocol specifies. Not a Vexil error (health clients are not Vexil
+/// clients), so it carries no `ErrorInfo`; built here all the same, with every other status.
+pub fn health_unknown_service(service: &str) -> Status {
+    Status::not_found(format!(
+        "unknown service {service:?}: this node serves \"\" (the whole node) and the vexil.v1 services"
+    ))
 }
 
 /// Reads the `ErrorInfo` reason and metadata back out of a status (for clients and tests).

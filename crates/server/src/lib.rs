@@ -5,14 +5,16 @@
 //! - [`node`]: storage + Raft, the write path (with forwarding) and the read barrier.
 //! - [`batcher`]: groups concurrent writes into one Raft entry.
 //! - [`network`], [`raft_service`]: the Raft transport, client and server sides.
-//! - [`api`]: the public `vexil.v1` services.
-//! - [`error`]: the one mapping from server errors to gRPC statuses.
+//! - [`api`]: the public `vexil.v1` services, and `grpc.health.v1`.
+//! - [`error`]: the one mapping from server errors to gRPC statuses, and the exit codes.
+//! - [`health`]: liveness and readiness, for `/livez`, `/readyz` and `grpc.health.v1`.
 
 pub mod admin;
 pub mod api;
 pub mod batcher;
 pub mod config;
 pub mod error;
+pub mod health;
 pub mod limits;
 pub mod metrics;
 pub mod network;
@@ -30,6 +32,7 @@ use tokio::net::TcpListener;
 use tokio_stream::Stream;
 use tonic::transport::Server;
 use tonic::transport::server::{Connected, TcpIncoming};
+use tonic_health::pb::health_server::HealthServer;
 use vexil_proto::v1::audit_server::AuditServer;
 use vexil_proto::v1::cluster_server::ClusterServer;
 use vexil_proto::v1::evaluation_server::EvaluationServer;
@@ -42,8 +45,8 @@ pub use error::NodeError;
 pub use node::Node;
 
 use crate::limits::{
-    API_CONCURRENT_STREAMS_MAX, API_MESSAGE_BYTES_MAX, RAFT_MESSAGE_BYTES_MAX, SHUTDOWN_API_DRAIN_MS_MAX,
-    SHUTDOWN_RAFT_DRAIN_MS_MAX,
+    API_CONCURRENT_STREAMS_MAX, API_MESSAGE_BYTES_MAX, FAIL_STOP_DRAIN_MS_MAX, RAFT_MESSAGE_BYTES_MAX,
+    SHUTDOWN_API_DRAIN_MS_MAX, SHUTDOWN_RAFT_DRAIN_MS_MAX,
 };
 
 /// Runs a node until `shutdown` resolves, then leaves in the order written on
@@ -88,7 +91,9 @@ pub async fn serve(
 }
 
 /// Serves a started node on any streams of accepted connections (the simulation passes
-/// simulated ones) until `shutdown` resolves, then takes the node out of the cluster.
+/// simulated ones) until `shutdown` resolves, then takes the node out of the cluster. Returns
+/// `Ok` after a requested shutdown, and an error when the node stopped because its Raft core
+/// did (see "Fail-stop" below).
 ///
 /// # Leaving, in this order
 ///
@@ -119,6 +124,18 @@ pub async fn serve(
 ///    the log store as it stops, its state-machine worker the state machine once its queued
 ///    commands are done, and the node (with its reader) is dropped here. Nothing depends on
 ///    it: every acknowledged write was synced to the WAL before it was acknowledged.
+///
+/// # Fail-stop
+///
+/// openraft stops its core on a fatal error: a storage error (a failed write, fsync or read of
+/// the log, the vote or the state machine, which our storage reports and never retries) or a
+/// panic. A node whose core has stopped can neither vote, replicate nor commit, yet its ports
+/// would still answer. So when the core stops without being asked to, the node stops too: it
+/// logs why, leaves in the order above (the API drain bounded by [`FAIL_STOP_DRAIN_MS_MAX`]:
+/// nothing can commit any more) and returns [`NodeError::RaftStopped`], which the `vexil`
+/// binary turns into a distinct exit code (`error::exit_code`) so that its supervisor restarts
+/// it, and the restart recovers from what is on disk. A storage error met while leaving is
+/// reported the same way, after the sequence.
 pub async fn serve_incoming<A, R, IO, E>(
     node: Arc<Node>,
     api_incoming: A,
@@ -159,6 +176,7 @@ where
             node: node.clone(),
             slots: Arc::new(tokio::sync::Semaphore::new(limits::WATCH_STREAMS_MAX)),
         }))
+        .add_service(HealthServer::new(api::health::HealthApi::new(node.clone())))
         .serve_with_incoming_shutdown(api_incoming, stopped(stop_api_rx.clone()));
 
     tracing::info!(
@@ -176,18 +194,30 @@ where
     });
     let mut raft_task = tokio::spawn(raft_server);
     let mut api_task = tokio::spawn(api_server);
-    shutdown.await;
+    let core_stop = tokio::select! {
+        () = shutdown => None,
+        stop = node.raft_stops() => Some(stop),
+    };
 
     // 1. No new API requests.
-    tracing::info!(node_id = node.id, role = node.role(), "shutting down: no new requests; leaving elections");
+    let api_drain_ms = match &core_stop {
+        None => {
+            tracing::info!(node_id = node.id, role = node.role(), "shutting down: no new requests; leaving elections");
+            SHUTDOWN_API_DRAIN_MS_MAX
+        }
+        Some(stop) => {
+            tracing::error!(node_id = node.id, error = %stop, "the Raft core stopped on its own; stopping this node");
+            FAIL_STOP_DRAIN_MS_MAX
+        }
+    };
     stop_api_tx.send_replace(true);
     // 2. No campaigning, no votes asked; watch streams end.
     node.begin_leaving();
     // 3. Drain the API and the admin port, within one bound.
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(SHUTDOWN_API_DRAIN_MS_MAX);
-    let api_result = drain(&mut api_task, deadline, node.id, "API", SHUTDOWN_API_DRAIN_MS_MAX).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(api_drain_ms);
+    let api_result = drain(&mut api_task, deadline, node.id, "API", api_drain_ms).await;
     let admin_result = match admin_task {
-        Some(mut task) => drain(&mut task, deadline, node.id, "admin", SHUTDOWN_API_DRAIN_MS_MAX).await,
+        Some(mut task) => drain(&mut task, deadline, node.id, "admin", api_drain_ms).await,
         None => Ok(Ok(())),
     };
     // 4. Raft stops: a leader steps down; nobody can count on this node any more.
@@ -202,9 +232,18 @@ where
     let raft_result = drain(&mut raft_task, deadline, node.id, "Raft", SHUTDOWN_RAFT_DRAIN_MS_MAX).await;
     // 6. The store closes with the last handle on it.
     let node_id = node.id;
+    // The core stopped on its own (however it says it stopped: `Stopped` before step 4 is a
+    // bug), or failed while the node was leaving rather than stopping as asked in step 4.
+    let core_failure = match core_stop {
+        Some(stop) => Some(stop),
+        None => node.raft_stopped().filter(|stop| !matches!(stop, openraft::error::Fatal::Stopped)),
+    };
     leader_log.abort();
     let _ = leader_log.await;
     drop(node);
+    if let Some(stop) = core_failure {
+        return Err(NodeError::RaftStopped(stop));
+    }
     raft_result??;
     api_result??;
     admin_result?.map_err(NodeError::Admin)?;
@@ -274,5 +313,78 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => {},
         () = term => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use openraft::error::Fatal;
+    use vexil_raft_store::mem::{Faults, MemDisk};
+    use vexil_raft_store::{Command, Request};
+
+    use super::*;
+    use crate::error::exit_code;
+    use crate::node::{Environment, InjectedFaults, system_clock};
+
+    fn no_connections() -> impl Stream<Item = Result<tokio::net::TcpStream, std::io::Error>> {
+        futures::stream::pending()
+    }
+
+    #[tokio::test]
+    async fn a_node_whose_disk_fails_a_sync_is_not_live_and_stops_with_the_storage_exit_code() {
+        let disk = MemDisk::new(Faults::default());
+        let (log_store, state_machine, reader) = disk.open().expect("open the disk");
+        let mut config = Config { node_id: 1, ..Config::default() };
+        config.cluster.bootstrap = true;
+        config.cluster.initial_members = vec!["1=127.0.0.1:1/127.0.0.1:2".into()];
+        config.raft.read_lease_ms = 100;
+        let env = Environment {
+            log_store,
+            state_machine,
+            reader,
+            channels: network::tcp_channels(),
+            clock: system_clock(),
+            faults: InjectedFaults::default(),
+        };
+        let node = Node::start_with(config, env).await.expect("start");
+        let serving = tokio::spawn(serve_incoming(
+            node.clone(),
+            no_connections(),
+            no_connections(),
+            None,
+            std::future::pending(),
+        ));
+        node.raft.wait(Some(Duration::from_secs(10))).current_leader(1, "a single node leads").await.expect("leader");
+        health::readiness(&node).await.expect("ready while the disk works");
+        assert!(health::why_not_live(&node).is_none(), "live while the disk works");
+
+        disk.fail_syncs();
+        let create = Command::CreateFlag {
+            namespace: "ns".into(),
+            key: "k".into(),
+            spec_json: r#"{"state":"ENABLED","variants":{"on":true},"defaultVariant":"on"}"#.into(),
+        };
+        let request = Request {
+            request_id: String::new(),
+            actor: "test".into(),
+            reason: String::new(),
+            time_ms: 0,
+            command: create,
+        };
+        let refused = node.write(request).await.expect_err("a write whose sync failed is never acknowledged");
+        assert!(matches!(refused, error::ServerError::RaftFailed(_)), "{refused:?}");
+        // By the time the write is answered, the core has stopped and says why.
+        let stop = health::why_not_live(&node).expect("not live once the core stopped");
+        assert!(matches!(stop, Fatal::StorageError(_)), "{stop:?}");
+        assert!(health::readiness(&node).await.is_err(), "not ready either");
+
+        let ended = tokio::time::timeout(Duration::from_secs(5), serving).await.expect("the node stops on its own");
+        let err = ended.expect("serving task").expect_err("a node whose core stopped ends in an error");
+        assert!(matches!(err, NodeError::RaftStopped(Fatal::StorageError(_))), "{err:?}");
+        assert_eq!(err.exit_code(), exit_code::STORAGE);
+        let message = err.to_string();
+        assert!(message.starts_with("storage failure, node stopped") && message.contains("fsync failed"), "{message}");
     }
 }

@@ -31,6 +31,18 @@ pub const SHUTDOWN_API_DRAIN_MS_MAX: u64 = 10_000;
 /// left is a peer that does not answer HTTP/2 (paused or partitioned), which would hold the
 /// graceful close open forever.
 pub const SHUTDOWN_RAFT_DRAIN_MS_MAX: u64 = 1_000;
+/// How long a node whose Raft core stopped on its own (fail-stop, `lib.rs`) waits for its API
+/// to drain before it exits. Nothing can commit any more, so most requests fail at once; this
+/// bounds the rest (a `lease` read waiting for an apply that will not come).
+pub const FAIL_STOP_DRAIN_MS_MAX: u64 = 1_000;
+/// How long a readiness check (`/readyz`, a gRPC health check) may take: to join a read-index
+/// round when the lease has expired, and for the applied state to reach the index. Below the
+/// 1 s Kubernetes gives a probe by default.
+pub const READY_CHECK_MS_MAX: u64 = 500;
+/// How often a `grpc.health.v1` Watch stream checks readiness again (and sends what changed).
+pub const HEALTH_WATCH_INTERVAL_MS: u64 = 1_000;
+/// Open `grpc.health.v1` Watch streams per node (each checks readiness once per interval).
+pub const HEALTH_WATCH_STREAMS_MAX: usize = 1_000;
 /// How often an idle watch says "nothing changed up to revision R".
 pub const WATCH_PROGRESS_INTERVAL_MS: u64 = 5_000;
 /// Largest evaluation context, as JSON.

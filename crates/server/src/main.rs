@@ -1,8 +1,10 @@
-//! The `vexil` binary: parse configuration, start logging, run the node until a signal.
+//! The `vexil` binary: parse configuration, start logging, run the node until a signal or until
+//! it fails, and exit with a code that says which (`vexil_server::error::exit_code`).
 
 use std::process::ExitCode;
 
 use tracing_subscriber::EnvFilter;
+use vexil_server::error::exit_code;
 use vexil_server::{Args, Config};
 
 /// mimalloc instead of glibc's allocator: the write path allocates many small, short-lived
@@ -17,7 +19,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             eprintln!("vexil: {e}");
-            return ExitCode::from(2);
+            return ExitCode::from(exit_code::CONFIG);
         }
     };
     let filter = EnvFilter::try_new(&config.log).unwrap_or_else(|_| EnvFilter::new("info"));
@@ -28,14 +30,14 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("vexil: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
+            return ExitCode::from(exit_code::FAILURE);
         }
     };
     match runtime.block_on(vexil_server::run(config, vexil_server::shutdown_signal())) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(()) => ExitCode::from(exit_code::OK),
         Err(e) => {
             eprintln!("vexil: {e:#}");
-            ExitCode::FAILURE
+            ExitCode::from(e.exit_code())
         }
     }
 }

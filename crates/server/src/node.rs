@@ -480,6 +480,31 @@ impl Node {
         self.leaving.begin();
     }
 
+    /// How the Raft core stopped, once it has (on its own or because the node is leaving).
+    ///
+    /// openraft records why in its metrics (`running_state`) as the core stops; a core that
+    /// panicked drops its metrics sender without saying, which counts as a panic.
+    pub fn raft_stopped(&self) -> Option<openraft::error::Fatal<NodeId>> {
+        let rx = self.raft.metrics();
+        if let Err(stop) = &rx.borrow().running_state {
+            return Some(stop.clone());
+        }
+        rx.has_changed().is_err().then_some(openraft::error::Fatal::Panicked)
+    }
+
+    /// Resolves once the Raft core has stopped, with why (see [`Node::raft_stopped`]).
+    pub async fn raft_stops(&self) -> openraft::error::Fatal<NodeId> {
+        let mut rx = self.raft.metrics();
+        loop {
+            if let Err(stop) = &rx.borrow_and_update().running_state {
+                return stop.clone();
+            }
+            if rx.changed().await.is_err() {
+                return rx.borrow().running_state.clone().err().unwrap_or(openraft::error::Fatal::Panicked);
+            }
+        }
+    }
+
     pub fn role(&self) -> &'static str {
         match self.metrics().state {
             ServerState::Leader => "leader",

@@ -181,15 +181,8 @@ async fn run_rounds<S: ReadIndexSource>(source: Arc<S>) {
 pub async fn lease_read_index<S: ReadIndexSource>(source: &Arc<S>) -> Result<u64, ServerError> {
     let gate = source.read_gate();
     let now = Instant::now();
-    if let Some((lease, half_used)) = gate.valid_lease(now) {
-        if half_used && !gate.renewing.swap(true, Ordering::AcqRel) {
-            let source = source.clone();
-            tokio::spawn(async move {
-                let _ = shared_read_index(&source).await;
-                source.read_gate().renewing.store(false, Ordering::Release);
-            });
-        }
-        return Ok(lease.index);
+    if let Some(index) = leased_index(source, now) {
+        return Ok(index);
     }
     let wait = gate.lease_duration.max(Duration::from_millis(100));
     let rx = join_next_round(source);
@@ -206,4 +199,38 @@ pub async fn lease_read_index<S: ReadIndexSource>(source: &Arc<S>) -> Result<u64
         .expect("lease lock poisoned")
         .map(|l| now.saturating_duration_since(l.sent_at + gate.lease_duration).as_millis() as u64);
     Err(ServerError::LeaseExpired { expired_ms, cause: failure })
+}
+
+/// The lease's index while the lease is valid at `now`, renewing it in the background once half
+/// used (one renewal at a time).
+fn leased_index<S: ReadIndexSource>(source: &Arc<S>, now: Instant) -> Option<u64> {
+    let gate = source.read_gate();
+    let (lease, half_used) = gate.valid_lease(now)?;
+    if half_used && !gate.renewing.swap(true, Ordering::AcqRel) {
+        let source = source.clone();
+        tokio::spawn(async move {
+            let _ = shared_read_index(&source).await;
+            source.read_gate().renewing.store(false, Ordering::Release);
+        });
+    }
+    Some(lease.index)
+}
+
+/// For a readiness probe: the index a `lease` read would wait for now, or why there is none.
+///
+/// The same rule as [`lease_read_index`], and no more rounds: a valid lease answers with no
+/// round trip (and is renewed as a read would renew it); otherwise the probe joins the next
+/// shared round, which it starts only if none is pending, and gives up after `wait`. Unlike a
+/// read, a failed probe is not counted as a refused lease read.
+pub async fn probe_lease<S: ReadIndexSource>(source: &Arc<S>, wait: Duration) -> Result<u64, String> {
+    if let Some(index) = leased_index(source, Instant::now()) {
+        return Ok(index);
+    }
+    let gate = source.read_gate();
+    match tokio::time::timeout(wait, join_next_round(source)).await {
+        Ok(Ok(Ok(index))) => Ok(index),
+        Ok(Ok(Err(e))) => Err(e.into_server(gate.round_timeout_ms).to_string()),
+        Ok(Err(_)) => Err("the read-index round was dropped".to_string()),
+        Err(_) => Err(format!("the leader did not confirm a read index within {} ms", wait.as_millis())),
+    }
 }

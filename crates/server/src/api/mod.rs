@@ -5,6 +5,7 @@ pub mod audit;
 pub mod cluster;
 pub mod evaluation;
 pub mod flags;
+pub mod health;
 pub mod watch;
 
 use vexil_model::{FlagSpec, NamespaceDocument, limits};
