@@ -1,12 +1,16 @@
 //! Reads from any node at each consistency level: linearizable reads never miss an
 //! acknowledged write; a cut-off follower serves lease reads only while its lease lasts, then
-//! refuses; stale reads keep answering; min_revision waits rather than return older data.
+//! refuses, and says it is not ready (`/readyz`, gRPC health) while still live; stale reads
+//! keep answering; min_revision waits rather than return older data.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use tonic::Code;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
 use vexil_proto::v1::flags_client::FlagsClient;
 use vexil_proto::v1::{Consistency, CreateFlagRequest, GetFlagRequest, ReadOptions, UpdateFlagRequest};
 use vexil_server::error::{ErrorReason, error_info};
@@ -80,6 +84,11 @@ async fn a_cut_off_follower_serves_lease_reads_until_the_lease_expires_then_refu
         assert_eq!(r.header.expect("header").consistency, Consistency::Lease as i32);
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Connected, it is ready, on the admin port and in gRPC health alike.
+    let (code, body) = cluster.admin_get(follower, "/readyz");
+    assert_eq!(code, 200, "{body}");
+    let mut health = HealthClient::new(cluster.channel(follower).await);
+    assert_eq!(serving(&mut health).await, ServingStatus::Serving);
     cluster.kill(leader);
     cluster.kill(other);
     let cut_off_at = Instant::now();
@@ -122,6 +131,21 @@ async fn a_cut_off_follower_serves_lease_reads_until_the_lease_expires_then_refu
     assert_eq!(lin.code(), Code::Unavailable);
     let (_, metrics) = cluster.admin_get(follower, "/metrics");
     assert!(metrics.contains("vexil_read_lease_expiries_total"), "{metrics}");
+
+    // Cut off, it is alive (a restart would not help; a supervisor must leave it be) but not
+    // ready (a load balancer must route around it).
+    let (code, body) = cluster.admin_get(follower, "/livez");
+    assert_eq!(code, 200, "{body}");
+    let (code, body) = cluster.admin_get(follower, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.starts_with("not ready: "), "{body}");
+    assert_eq!(serving(&mut health).await, ServingStatus::NotServing);
+}
+
+/// What `grpc.health.v1` says about the whole node.
+async fn serving(health: &mut HealthClient<tonic::transport::Channel>) -> ServingStatus {
+    let r = health.check(HealthCheckRequest { service: String::new() }).await.expect("health check").into_inner();
+    ServingStatus::try_from(r.status).expect("a known status")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

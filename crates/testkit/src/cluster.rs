@@ -3,7 +3,8 @@
 //! pauses, resumes and restarts them by node id.
 //!
 //! Layout: the cluster's directory (a temporary one unless [`ClusterBuilder::dir`] names one)
-//! holds `node-<id>/` per node, with `node.log`, `pid` and the node's data directory `data/`.
+//! holds `node-<id>/` per node, with `node.log`, `pid` and the node's data directory `data/`
+//! (a test may mount a filesystem of its own there before the cluster starts).
 //!
 //! The gRPC helpers on a cluster (clients, status, leader agreement, audit log) are in
 //! `grpc.rs`.
@@ -73,8 +74,8 @@ impl ClusterBuilder {
         self
     }
 
-    /// Keep the nodes under this directory (which must be empty or absent) instead of a
-    /// temporary one removed on drop.
+    /// Keep the nodes under this directory (absent, empty, or holding only `node-<id>/data`
+    /// directories prepared for the nodes) instead of a temporary one removed on drop.
     pub fn dir(mut self, path: impl Into<PathBuf>) -> Self {
         self.dir = Some(path.into());
         self
@@ -319,6 +320,14 @@ impl Cluster {
     pub fn stop(&mut self, id: u64) {
         if let Err(e) = self.process_mut(id).stop(STOP_TIMEOUT) {
             panic!("{e}\n{}", self.log_tail(id));
+        }
+    }
+
+    /// Waits up to `within` for the node to exit on its own and returns its exit status.
+    pub fn wait_exit(&mut self, id: u64, within: std::time::Duration) -> std::process::ExitStatus {
+        match self.process_mut(id).wait_exit(within) {
+            Ok(status) => status,
+            Err(e) => panic!("{e}\n{}", self.log_tail(id)),
         }
     }
 

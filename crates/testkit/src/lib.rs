@@ -9,6 +9,8 @@
 //!   (voters, timeouts, lease, runtime, listeners, extra flags, log filter, binary, directory),
 //!   nodes started outside the membership, and node handling by id.
 //! - [`Listener`] (`listener.rs`): each socket a node opens, declared once (flag and port).
+//! - [`ThinDisk`] (`disk.rs`): a disk that really fails (EIO at fsync) under a node's data
+//!   directory, and its recovery onto a working disk. Needs root.
 //! - `grpc.rs`: clients, status, leader agreement, audit log, admin GET, and request pieces
 //!   ([`spec`], [`bool_spec`], [`linearizable`], [`verify_chain`]).
 //! - [`eventually`] and [`eventually_async`]: polling a condition with a bound.
@@ -31,12 +33,14 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cluster;
+mod disk;
 mod grpc;
 pub mod limits;
 mod listener;
 mod process;
 
 pub use cluster::{Cluster, ClusterBuilder, READ_LEASE_MS, Runtime};
+pub use disk::ThinDisk;
 pub use grpc::{bool_spec, linearizable, spec, verify_chain};
 pub use listener::Listener;
 pub use process::Process;

@@ -141,6 +141,30 @@ impl Process {
         }
     }
 
+    /// Waits up to `within` for the process to exit on its own (no signal), reaps it and
+    /// returns its status: for a process expected to stop by itself (a node that fails). Still
+    /// running after `within`: killed, and an error.
+    pub fn wait_exit(&mut self, within: Duration) -> io::Result<std::process::ExitStatus> {
+        let Some(mut child) = self.child.take() else {
+            return Err(io::Error::other(format!("{} is not running", self.name)));
+        };
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = child.try_wait()? {
+                return Ok(status);
+            }
+            if Instant::now() >= deadline {
+                child.kill()?;
+                child.wait()?;
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("{} did not exit on its own within {within:?}", self.name),
+                ));
+            }
+            std::thread::sleep(EXIT_POLL);
+        }
+    }
+
     /// SIGSTOP: the process keeps its sockets but does nothing (a stalled, lagging node).
     pub fn pause(&self) -> io::Result<()> {
         signal(self.running_pid()?, "-STOP")
