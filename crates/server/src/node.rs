@@ -268,9 +268,27 @@ impl Node {
 
     /// openraft's read index on the leader: `max(committed, first log id of this leadership)`,
     /// confirmed by a quorum. `Err` carries openraft's answer when this node does not lead.
-    pub async fn leader_read_index(&self) -> Result<u64, RaftError<NodeId, CheckIsLeaderError<NodeId, NodeInfo>>> {
-        let (read_log_id, _applied) = self.raft.get_read_log_id().await?;
-        Ok(read_log_id.map(|l| l.index).unwrap_or(0))
+    ///
+    /// A confirmation round that did not hear from a quorum in time (followers slow to answer
+    /// a heartbeat on a loaded machine) is tried again, a heartbeat interval later, until
+    /// `deadline`: a read waits for a quorum as long as a write would, instead of failing at the
+    /// first slow round. Losing leadership or a fatal error ends it at once.
+    pub async fn leader_read_index(
+        &self,
+        deadline: tokio::time::Instant,
+    ) -> Result<u64, RaftError<NodeId, CheckIsLeaderError<NodeId, NodeInfo>>> {
+        let pause = Duration::from_millis(self.config.raft.heartbeat_interval_ms);
+        loop {
+            match self.raft.get_read_log_id().await {
+                Ok((read_log_id, _applied)) => return Ok(read_log_id.map(|l| l.index).unwrap_or(0)),
+                Err(RaftError::APIError(CheckIsLeaderError::QuorumNotEnough(_)))
+                    if tokio::time::Instant::now() + pause < deadline =>
+                {
+                    tokio::time::sleep(pause).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Makes a node that led before it stopped start as a follower that must win a new election.
@@ -323,7 +341,8 @@ impl Node {
     /// the leader over the Raft port).
     pub async fn read_index(&self) -> Result<u64, ServerError> {
         let timeout = self.write_timeout();
-        match tokio::time::timeout(timeout, self.leader_read_index()).await {
+        let deadline = tokio::time::Instant::now() + timeout;
+        match tokio::time::timeout_at(deadline, self.leader_read_index(deadline)).await {
             Err(_) => {
                 return Err(ServerError::ReadTimeout(
                     self.config.raft.write_timeout_ms,

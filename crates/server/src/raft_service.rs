@@ -102,7 +102,10 @@ impl RaftTransport for RaftService {
     async fn read_index(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
         self.check_secret(&req)?;
         let () = Self::decode(req)?;
-        let reply = match self.node.leader_read_index().await {
+        // Bounded like a write: the follower asking gives up after the same time.
+        let deadline =
+            tokio::time::Instant::now() + std::time::Duration::from_millis(self.node.config.raft.write_timeout_ms);
+        let reply = match self.node.leader_read_index(deadline).await {
             Ok(index) => ReadIndexReply::Index(index),
             Err(openraft::error::RaftError::APIError(openraft::error::CheckIsLeaderError::ForwardToLeader(f))) => {
                 ReadIndexReply::NotLeader { leader: f.leader_id.zip(f.leader_node) }

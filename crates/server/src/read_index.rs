@@ -52,6 +52,8 @@ impl RoundError {
         match e {
             ServerError::NoLeader => RoundError::NoLeader,
             ServerError::NotLeader(h) => RoundError::NotLeader(h),
+            // Its cause, not its whole message: `into_server` wraps it in a ReadTimeout again.
+            ServerError::ReadTimeout(_, cause) => RoundError::Unavailable(cause),
             other => RoundError::Unavailable(other.to_string()),
         }
     }
