@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Installs what a fresh machine lacks to build Vexil: libclang (bindgen needs it for RocksDB's
-# bindings) and a C++ compiler. Needs root or sudo for apt-get; does nothing when all is there.
+# Installs what a fresh machine lacks to build and test Vexil: libclang (bindgen needs it for
+# RocksDB's bindings), a C++ compiler, and the filesystem tools one test uses. Needs root or sudo for apt-get; does nothing when all is there.
 set -euo pipefail
 missing=()
 # libclang itself (libclang.so / libclang-NN.so.N), not libclang-cpp, which some images carry alone.
 ls /usr/lib/llvm-*/lib/libclang.so /usr/lib/*-linux-gnu/libclang-[0-9]*.so* >/dev/null 2>&1 || missing+=(libclang-dev)
 command -v c++ >/dev/null 2>&1 || missing+=(g++)
+# The storage-failure test builds a failing disk (tmpfs + loop device + ext4): mkfs.ext4,
+# e2fsck and losetup.
+command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
+command -v losetup >/dev/null 2>&1 || missing+=(mount)
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo is not installed; install Rust 1.95 (rustup) first" >&2; exit 1; }
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}" >&2
