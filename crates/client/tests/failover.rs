@@ -10,9 +10,12 @@ use vexil_testkit::{Cluster, bool_spec, eventually};
 async fn killing_the_streaming_node_resumes_elsewhere_with_the_exact_revisions() -> anyhow::Result<()> {
     let mut cluster = Cluster::start(3).await;
     let admin = vexil_client::AdminClient::new(cluster.api_addrs())?;
-    admin.create_flag("ns", "counter", &bool_spec("on", "0"), WriteOpts::reason("start")).await?;
+    let created = admin.create_flag("ns", "counter", &bool_spec("on", "0"), WriteOpts::reason("start")).await?;
     let client = Client::builder(cluster.api_addrs()).namespace("ns").connect().await?;
     assert!(client.status().connected);
+    // The node the client bootstrapped from may not have applied the create yet (its snapshot
+    // is a lease read); then the create arrives as a change. Count events from after it.
+    assert!(client.wait_for_revision(created.revision, Duration::from_secs(5)).await);
     let mut events = client.subscribe();
 
     let mut acked = Vec::new();

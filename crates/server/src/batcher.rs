@@ -50,7 +50,13 @@ impl Failure {
         match self {
             Failure::Timeout => ServerError::WriteOutcomeUnknown(timeout_ms),
             Failure::ShuttingDown => ServerError::ShuttingDown,
-            Failure::Fatal(msg) => ServerError::RaftFailed(msg),
+            // The entry may still commit (followers count their own flushes) and this node is
+            // about to stop (fail-stop): the honest answer is "retry elsewhere with the same
+            // request_id", which applies it at most once. The cause goes to the log.
+            Failure::Fatal(msg) => {
+                tracing::error!(error = %msg, "raft stopped on a fatal error with a write in flight");
+                ServerError::ShuttingDown
+            }
             Failure::Internal(msg) => ServerError::Internal(msg),
         }
     }

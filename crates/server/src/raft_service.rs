@@ -13,7 +13,7 @@
 
 use std::sync::Arc;
 
-use openraft::error::{Fatal, RaftError};
+use openraft::error::RaftError;
 use tonic::{Request, Response, Status};
 use vexil_proto::vexil::raft::v1::RaftPayload;
 use vexil_proto::vexil::raft::v1::raft_transport_server::RaftTransport;
@@ -58,7 +58,9 @@ impl RaftService {
     fn raft_reply<T: serde::Serialize, E: serde::Serialize>(
         result: Result<T, RaftError<NodeId, E>>,
     ) -> Result<Response<RaftPayload>, Status> {
-        if let Err(RaftError::Fatal(Fatal::Stopped)) = &result {
+        // Stopped or failed alike: this node is going away, so peers count it unreachable
+        // (and back off) instead of retrying a remote fatal error every heartbeat.
+        if let Err(RaftError::Fatal(_)) = &result {
             return Err(ServerError::ShuttingDown.into());
         }
         Self::reply(&result)
