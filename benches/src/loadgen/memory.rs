@@ -44,7 +44,20 @@ pub struct MemoryReport {
 }
 
 /// The one node's id.
-const NODE: u64 = 1;
+pub const NODE: u64 = 1;
+
+/// One Vexil node that bootstraps a cluster of its own, with the comparison's Raft settings.
+pub fn one_node(bin: &Path) -> ClusterSpec {
+    ClusterSpec {
+        system: System::Vexil,
+        bin: bin.to_path_buf(),
+        nodes: 1,
+        heartbeat_ms: 100,
+        election_min_ms: 1000,
+        election_max_ms: 2000,
+        read_lease_ms: 500,
+    }
+}
 
 fn namespace(i: usize) -> String {
     format!("fill-{i:03}")
@@ -76,11 +89,6 @@ fn dir_bytes(path: &Path) -> u64 {
         .sum()
 }
 
-async fn audit_seq(endpoint: &str) -> anyhow::Result<u64> {
-    let conn = channel(endpoint).await?;
-    Ok(ClusterClient::new(conn).status(StatusRequest {}).await?.into_inner().audit_seq)
-}
-
 /// Waits until the node at `endpoint` answers a linearizable read of a filled flag; returns
 /// when it first answered anything.
 async fn wait_serving(endpoint: &str, within: Duration) -> anyhow::Result<Instant> {
@@ -104,27 +112,20 @@ async fn wait_serving(endpoint: &str, within: Duration) -> anyhow::Result<Instan
     }
 }
 
-pub async fn run(settings: &MemorySettings, work_dir: &Path) -> anyhow::Result<MemoryReport> {
-    let spec = ClusterSpec {
-        system: System::Vexil,
-        bin: settings.bin.clone(),
-        nodes: 1,
-        heartbeat_ms: 100,
-        election_min_ms: 1000,
-        election_max_ms: 2000,
-        read_lease_ms: 500,
-    };
-    let mut cluster = cluster::vexil(&spec, work_dir).spawn()?;
-    let endpoint = cluster.api_addr(NODE);
-    let pid = cluster.process(NODE).pid().ok_or_else(|| anyhow::anyhow!("the node is not running"))?;
-    // The first "serving" probe fails with FLAG_NOT_FOUND, so wait for a leader instead.
-    cluster.try_wait_leader_among(&[NODE], CLUSTER_READY_TIMEOUT).await?;
-
-    let namespaces = settings.flags.div_ceil(FILL_FLAGS_PER_NAMESPACE);
-    let rounds = settings.audit_entries.div_ceil(settings.flags.max(1));
+/// Fills the node at `endpoint` with `flags` flags (rounded up to whole namespace documents)
+/// and about `audit_entries` audit entries: every flag is written once per round, until the
+/// rounds have written `audit_entries`. After each round, prints its progress and what
+/// `after_round` says. Returns the number of flags.
+pub async fn fill(
+    endpoint: &str,
+    flags: usize,
+    audit_entries: usize,
+    mut after_round: impl FnMut() -> anyhow::Result<String>,
+) -> anyhow::Result<usize> {
+    let namespaces = flags.div_ceil(FILL_FLAGS_PER_NAMESPACE);
+    let rounds = audit_entries.div_ceil(flags.max(1));
     let keys: Vec<String> = (0..FILL_FLAGS_PER_NAMESPACE).map(|i| format!("flag-{i:04}")).collect();
     let fill_start = Instant::now();
-    let mut peak_mib: f64 = 0.0;
     for round in 0..rounds {
         let mut tasks = JoinSet::new();
         for ns in 0..namespaces {
@@ -134,7 +135,7 @@ pub async fn run(settings: &MemorySettings, work_dir: &Path) -> anyhow::Result<M
                 }
             }
             let keys = keys.clone();
-            let endpoint = endpoint.clone();
+            let endpoint = endpoint.to_string();
             tasks.spawn(async move {
                 let doc = document(&keys, |i| flag_json((round * 1_000_000 + i) as u64));
                 let conn = channel(&endpoint).await?;
@@ -144,15 +145,38 @@ pub async fn run(settings: &MemorySettings, work_dir: &Path) -> anyhow::Result<M
         while let Some(r) = tasks.join_next().await {
             r??;
         }
-        let (rss, hwm) = rss_mib(pid)?;
-        peak_mib = peak_mib.max(hwm);
         eprintln!(
-            "  round {}/{rounds}: {} flags written, {:.0} s, RSS {rss:.0} MiB",
+            "  round {}/{rounds}: {} flags written, {:.0} s, {}",
             round + 1,
             namespaces * FILL_FLAGS_PER_NAMESPACE,
-            fill_start.elapsed().as_secs_f64()
+            fill_start.elapsed().as_secs_f64(),
+            after_round()?
         );
     }
+    Ok(namespaces * FILL_FLAGS_PER_NAMESPACE)
+}
+
+/// The number of audit entries of the node at `endpoint` (its audit chain's last seq).
+pub async fn audit_seq(endpoint: &str) -> anyhow::Result<u64> {
+    let conn = channel(endpoint).await?;
+    Ok(ClusterClient::new(conn).status(StatusRequest {}).await?.into_inner().audit_seq)
+}
+
+pub async fn run(settings: &MemorySettings, work_dir: &Path) -> anyhow::Result<MemoryReport> {
+    let mut cluster = cluster::vexil(&one_node(&settings.bin), work_dir).spawn()?;
+    let endpoint = cluster.api_addr(NODE);
+    let pid = cluster.process(NODE).pid().ok_or_else(|| anyhow::anyhow!("the node is not running"))?;
+    // The first "serving" probe fails with FLAG_NOT_FOUND, so wait for a leader instead.
+    cluster.try_wait_leader_among(&[NODE], CLUSTER_READY_TIMEOUT).await?;
+
+    let fill_start = Instant::now();
+    let mut peak_mib: f64 = 0.0;
+    let flags = fill(&endpoint, settings.flags, settings.audit_entries, || {
+        let (rss, hwm) = rss_mib(pid)?;
+        peak_mib = peak_mib.max(hwm);
+        Ok(format!("RSS {rss:.0} MiB"))
+    })
+    .await?;
     let fill_seconds = fill_start.elapsed().as_secs_f64();
     let audit_entries = audit_seq(&endpoint).await?;
     // Let background work (memtable flushes, compactions) settle before reading the size.
@@ -174,7 +198,7 @@ pub async fn run(settings: &MemorySettings, work_dir: &Path) -> anyhow::Result<M
     cluster.process_mut(NODE).stop(STOP_TIMEOUT)?;
 
     Ok(MemoryReport {
-        flags: namespaces * FILL_FLAGS_PER_NAMESPACE,
+        flags,
         audit_entries,
         fill_seconds,
         rss_after_fill_mib,

@@ -6,8 +6,10 @@
 //! - [`cluster`]: the Vexil and etcd clusters (their processes are `vexil-testkit`'s).
 //! - [`scenario`]: writes, reads per level on leader and follower, watch propagation, failover.
 //! - [`memory`]: resident size and restart time of a node holding many flags and audit entries.
+//! - [`audit_verify`]: `vexilctl audit verify` over a long audit log, several builds side by side.
 //! - [`report`]: rows, tables and the Vexil/etcd comparison.
 
+pub mod audit_verify;
 pub mod backend;
 pub mod cluster;
 pub mod etcd;
@@ -48,6 +50,8 @@ pub enum Cmd {
     },
     /// Fill one Vexil node with flags and audit entries; report its memory and restart time.
     Memory(MemoryArgs),
+    /// Time `vexilctl audit verify` over a long audit log, for several builds side by side.
+    AuditVerify(AuditVerifyArgs),
 }
 
 #[derive(Debug, Args)]
@@ -104,6 +108,25 @@ pub struct MemoryArgs {
     pub flags: usize,
     #[arg(long, default_value_t = 1_000_000)]
     pub audit_entries: usize,
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditVerifyArgs {
+    /// One build: `NAME=VEXIL,VEXILCTL` (its `vexil` and `vexilctl` binaries); repeat it. Ratios
+    /// are to the first.
+    #[arg(long = "side", required = true)]
+    pub sides: Vec<audit_verify::Side>,
+    #[arg(long)]
+    pub work_dir: Option<PathBuf>,
+    #[arg(long, default_value_t = 100_000)]
+    pub flags: usize,
+    #[arg(long, default_value_t = 1_000_000)]
+    pub audit_entries: usize,
+    /// `audit verify` runs per build (the builds alternate, the order flipping every round).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
@@ -190,6 +213,20 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&report)?);
             if let Some(path) = &args.json {
                 write_json(path, &report)?;
+            }
+        }
+        Cmd::AuditVerify(args) => {
+            let work = WorkDir::new(args.work_dir.as_deref(), "audit-verify")?;
+            let settings = audit_verify::AuditVerifySettings {
+                sides: args.sides.clone(),
+                flags: args.flags,
+                audit_entries: args.audit_entries,
+                rounds: args.rounds,
+            };
+            let runs = audit_verify::run(&settings, &work.path).await?;
+            print!("{}", audit_verify::table(&args.sides, &runs));
+            if let Some(path) = &args.json {
+                write_json(path, &runs)?;
             }
         }
     }

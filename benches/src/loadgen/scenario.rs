@@ -56,7 +56,7 @@ struct Load {
 }
 
 /// User + system CPU time of process `pid`, all threads, from `/proc/<pid>/stat`.
-fn process_cpu(pid: u32) -> Option<Duration> {
+pub fn process_cpu(pid: u32) -> Option<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may hold spaces, so split after its closing paren):
     // state is field 3, utime 14 and stime 15, in clock ticks of USER_HZ, which Linux fixes at

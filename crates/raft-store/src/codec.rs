@@ -81,6 +81,13 @@ pub fn audit_key(revision: u64, seq: u64) -> [u8; 16] {
     k
 }
 
+/// Splits an audit key back into (revision, seq).
+pub fn parse_audit_key(k: &[u8]) -> Option<(u64, u64)> {
+    let k: &[u8; 16] = k.try_into().ok()?;
+    let (revision, seq) = k.split_at(8);
+    Some((u64::from_be_bytes(revision.try_into().ok()?), u64::from_be_bytes(seq.try_into().ok()?)))
+}
+
 pub fn u64_key(n: u64) -> [u8; 8] {
     n.to_be_bytes()
 }
@@ -130,5 +137,7 @@ mod tests {
     fn audit_keys_sort_by_revision_then_seq() {
         assert!(audit_key(1, 9) < audit_key(2, 1));
         assert!(audit_key(2, 1) < audit_key(2, 2));
+        assert_eq!(parse_audit_key(&audit_key(7, u64::MAX)), Some((7, u64::MAX)));
+        assert_eq!(parse_audit_key(b"short"), None);
     }
 }

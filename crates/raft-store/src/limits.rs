@@ -26,3 +26,7 @@ pub const FLAG_CACHE_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// Audit entries of the latest revisions a node keeps in memory for the change feed
 /// (`feed.rs`); a watch further behind reads the audit table.
 pub const RECENT_AUDIT_ENTRIES_MAX: usize = 4_096;
+
+/// Audit entries one scan of a filtered `list_audit` page reads at most (`reader.rs`); an
+/// unfiltered page reads exactly the entries it returns.
+pub const AUDIT_SCAN_CHUNK_ENTRIES_MAX: usize = 512;

@@ -15,6 +15,7 @@ use crate::codec;
 use crate::db::DbView;
 use crate::error::StoreError;
 use crate::feed::{AppliedFeed, PageEnd, trim_to_whole_revisions};
+use crate::limits::AUDIT_SCAN_CHUNK_ENTRIES_MAX;
 use crate::schema::{AuditHead, FlagRecord, NamespaceRecord, Table};
 use crate::sm_state::SmState;
 use crate::state_machine::StateMachineStore;
@@ -80,6 +81,36 @@ pub struct AuditQuery {
     /// Skip entries with `seq <= after_seq` (pagination).
     pub after_seq: u64,
     pub limit: usize,
+}
+
+/// The key at which a page of audit entries after `after_seq` (and from `from_revision`) starts:
+/// at or before the first entry with `seq > after_seq`, and after every earlier one.
+///
+/// The audit table is its own seq index: its key is `revision ‖ seq` and seq grows with the
+/// key (both are chain order), so "the first entry at or after revision `r` has `seq <=
+/// after_seq`" is true for every `r` up to some revision and false after it. A binary search over
+/// `from_revision..=applied` finds that last revision `r` with one single-key seek per probe;
+/// the wanted entry is the first key at or after `r ‖ after_seq + 1`. Seeking by
+/// `from_revision ‖ after_seq + 1` alone would start at the beginning of the log and read every
+/// earlier entry, which made paging through the log quadratic.
+fn page_start(view: &dyn KvRead, from_revision: u64, after_seq: u64, applied: u64) -> Result<Vec<u8>, StoreError> {
+    let seen_at = |revision: u64| -> Result<bool, StoreError> {
+        let first = view.scan(Table::Audit, &[], &codec::audit_key(revision, 0), 1)?;
+        Ok(first.first().and_then(|(k, _)| codec::parse_audit_key(k)).is_some_and(|(_, seq)| seq <= after_seq))
+    };
+    let (mut lo, mut hi) = (from_revision, applied.max(from_revision));
+    if after_seq > 0 && seen_at(lo)? {
+        // Invariant: `seen_at(lo)`; the answer is in `lo..=hi`.
+        while lo < hi {
+            let mid = lo + (hi - lo).div_ceil(2);
+            if seen_at(mid)? {
+                lo = mid;
+            } else {
+                hi = mid - 1;
+            }
+        }
+    }
+    Ok(codec::audit_key(lo, after_seq.saturating_add(1)).to_vec())
 }
 
 fn decode<T: serde::de::DeserializeOwned>(table: Table, bytes: &[u8]) -> Result<T, StoreError> {
@@ -178,17 +209,25 @@ impl StateReader {
     }
 
     /// Audit entries matching `q`, in chain order, and the revision they were read at.
+    ///
+    /// A page costs O(page + log revisions), wherever `after_seq` is: the scan starts at the
+    /// first entry with `seq > after_seq` ([`page_start`]) instead of at `from_revision`, so
+    /// paging through the whole log by `after_seq` reads it once. (A filtered page also reads
+    /// the non-matching entries between its matches.)
     pub fn list_audit(&self, q: &AuditQuery) -> Result<(u64, Vec<AuditEntry>), StoreError> {
         self.with_view(|view, rev| {
             let mut out = Vec::new();
-            let mut start = codec::audit_key(q.from_revision, q.after_seq.saturating_add(1)).to_vec();
-            const CHUNK: usize = 512;
+            let mut start = page_start(view, q.from_revision, q.after_seq, rev)?;
+            // An unfiltered page reads exactly the entries it returns; a filtered one reads in
+            // growing chunks (one iterator per chunk, so not one per entry).
+            let filtered = !q.namespace.is_empty() || !q.key.is_empty();
+            let mut chunk_len = q.limit.clamp(1, AUDIT_SCAN_CHUNK_ENTRIES_MAX);
             'scan: loop {
-                let chunk = view.scan(Table::Audit, &[], &start, CHUNK)?;
+                let chunk = view.scan(Table::Audit, &[], &start, chunk_len)?;
                 let Some((last, _)) = chunk.last() else { break };
                 start = last.clone();
                 start.push(0);
-                let full = chunk.len() == CHUNK;
+                let full = chunk.len() == chunk_len;
                 for (_, v) in chunk {
                     let e: AuditEntry = decode(Table::Audit, &v)?;
                     if q.to_revision.is_some_and(|to| e.revision > to) {
@@ -207,6 +246,8 @@ impl StateReader {
                 if !full {
                     break;
                 }
+                chunk_len = if filtered { chunk_len * 2 } else { q.limit - out.len() };
+                chunk_len = chunk_len.clamp(1, AUDIT_SCAN_CHUNK_ENTRIES_MAX);
             }
             Ok((rev, out))
         })
@@ -283,5 +324,197 @@ impl StateReader {
     /// The end of the audit chain (seq 0 and the genesis hash when empty).
     pub fn audit_head(&self) -> Result<AuditHead, StoreError> {
         self.with_view(|view, _| Ok(SmState::load(view)?.audit_head))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use vexil_model::AuditAction;
+
+    use super::*;
+    use crate::schema::META_APPLIED;
+    use crate::types::LogId;
+
+    /// Tables in a map; counts the entries its scans hand out (the keys a read visits).
+    #[derive(Default)]
+    struct CountingSource {
+        tables: BTreeMap<(Table, Vec<u8>), Vec<u8>>,
+        visited: AtomicUsize,
+    }
+
+    struct CountingView<'a>(&'a CountingSource);
+
+    impl KvRead for CountingView<'_> {
+        fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
+            Ok(self.0.tables.get(&(table, key.to_vec())).cloned())
+        }
+        fn scan(&self, table: Table, prefix: &[u8], start: &[u8], limit: usize) -> Result<KvPairs, StoreError> {
+            let from = if start < prefix { prefix } else { start };
+            let out: KvPairs = self
+                .0
+                .tables
+                .range((table, from.to_vec())..)
+                .take_while(|((t, k), _)| *t == table && k.starts_with(prefix))
+                .take(limit)
+                .map(|((_, k), v)| (k.clone(), v.clone()))
+                .collect();
+            self.0.visited.fetch_add(out.len(), Ordering::Relaxed);
+            Ok(out)
+        }
+    }
+
+    impl ViewSource for CountingSource {
+        fn view(&self) -> Box<dyn KvRead + '_> {
+            Box::new(CountingView(self))
+        }
+    }
+
+    /// An audit log with `sizes[i]` entries at revision `first_revision + i` (0: none), its
+    /// entries in namespaces `a`, `b`, `c` and keys `k0`..`k2` by turns; applied up to its last
+    /// revision. Returns the reader, its source (for the count) and the entries.
+    fn audit_log(first_revision: u64, sizes: &[usize]) -> (StateReader, Arc<CountingSource>, Vec<AuditEntry>) {
+        let mut source = CountingSource::default();
+        let mut entries = Vec::new();
+        for (i, &n) in sizes.iter().enumerate() {
+            let revision = first_revision + i as u64;
+            for _ in 0..n {
+                let seq = entries.len() as u64 + 1;
+                let e = AuditEntry {
+                    seq,
+                    revision,
+                    time_ms: 0,
+                    version: 1,
+                    actor: String::new(),
+                    action: AuditAction::FlagUpdate,
+                    namespace: ["a", "b", "c"][seq as usize % 3].into(),
+                    key: format!("k{}", seq / 3 % 3),
+                    before: None,
+                    after: Some("{}".into()),
+                    reason: String::new(),
+                    request_id: String::new(),
+                    prev_hash: [0; 32],
+                    hash: [0; 32],
+                };
+                let bytes = codec::encode(&e).expect("encode an audit entry");
+                source.tables.insert((Table::Audit, codec::audit_key(revision, seq).to_vec()), bytes);
+                entries.push(e);
+            }
+        }
+        let applied = LogId::new(openraft::CommittedLeaderId::new(1, 1), first_revision + sizes.len() as u64 - 1);
+        source.tables.insert((Table::Meta, META_APPLIED.to_vec()), codec::encode(&applied).expect("encode"));
+        let source = Arc::new(source);
+        let reader = StateReader::from_source(source.clone(), Arc::new(AppliedFeed::new(0)));
+        (reader, source, entries)
+    }
+
+    fn seqs(entries: &[AuditEntry]) -> Vec<u64> {
+        entries.iter().map(|e| e.seq).collect()
+    }
+
+    #[test]
+    fn a_page_after_seq_n_holds_exactly_the_next_matching_entries() {
+        // Revisions 5..=44 with 0 to 4 entries each: empty revisions and revisions of several.
+        let sizes: Vec<usize> = (0..40).map(|i| (i * 7) % 5).collect();
+        let (reader, _, all) = audit_log(5, &sizes);
+        let last_seq = all.len() as u64;
+        for (namespace, key) in [("", ""), ("b", ""), ("a", "k1")] {
+            for (from_revision, to_revision) in [(0, None), (12, None), (0, Some(30)), (12, Some(30))] {
+                for limit in [1, 3, 7, 1_000] {
+                    let want = |after_seq: u64| -> Vec<u64> {
+                        let matching = all.iter().filter(|e| {
+                            e.seq > after_seq
+                                && e.revision >= from_revision
+                                && to_revision.is_none_or(|to| e.revision <= to)
+                                && (namespace.is_empty() || e.namespace == namespace)
+                                && (key.is_empty() || e.key == key)
+                        });
+                        matching.take(limit).map(|e| e.seq).collect()
+                    };
+                    let query = |after_seq: u64| AuditQuery {
+                        from_revision,
+                        to_revision,
+                        namespace: namespace.into(),
+                        key: key.into(),
+                        after_seq,
+                        limit,
+                    };
+                    let case = format!("ns {namespace:?} key {key:?} revisions {from_revision}..{to_revision:?}");
+                    for after_seq in 0..=last_seq + 1 {
+                        let (_, page) = reader.list_audit(&query(after_seq)).expect("list");
+                        assert_eq!(seqs(&page), want(after_seq), "{case}, limit {limit}, after seq {after_seq}");
+                    }
+                    // Paging by the last seq of each page visits every match once, in order.
+                    let (mut paged, mut after_seq) = (Vec::new(), 0);
+                    loop {
+                        let (_, page) = reader.list_audit(&query(after_seq)).expect("list");
+                        paged.extend(seqs(&page));
+                        match page.last() {
+                            Some(e) if page.len() == limit => after_seq = e.seq,
+                            _ => break,
+                        }
+                    }
+                    let every: Vec<u64> = {
+                        let mut q = query(0);
+                        q.limit = usize::MAX;
+                        seqs(&reader.list_audit(&q).expect("list").1)
+                    };
+                    assert_eq!(paged, every, "{case}, paged by {limit}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_page_reads_from_its_cursor_not_from_the_start_of_the_log() {
+        // 20,000 entries: 1,990 revisions of 10, then one revision of 100.
+        let mut sizes = vec![10; 1_990];
+        sizes.push(100);
+        let (reader, source, all) = audit_log(1, &sizes);
+        let visited = |q: &AuditQuery| {
+            let before = source.visited.load(Ordering::Relaxed);
+            let (_, page) = reader.list_audit(q).expect("list");
+            (page, source.visited.load(Ordering::Relaxed) - before)
+        };
+        // A binary search over 2,000 revisions: 11 probes of one key each.
+        let probes = 2 * 11 + 1;
+
+        let q = AuditQuery { after_seq: 15_000, limit: 10, ..Default::default() };
+        let (page, read) = visited(&q);
+        assert_eq!(seqs(&page), (15_001..=15_010).collect::<Vec<_>>());
+        assert!(read <= 10 + probes, "a page of 10 after seq 15,000 read {read} entries");
+
+        // Inside the last, large revision.
+        let q = AuditQuery { after_seq: 19_950, limit: 10, ..Default::default() };
+        let (page, read) = visited(&q);
+        assert_eq!(seqs(&page), (19_951..=19_960).collect::<Vec<_>>());
+        assert!(read <= 10 + probes, "a page inside the last revision read {read} entries");
+
+        // Filtered: one entry in three matches; the page reads what lies between its matches.
+        let q = AuditQuery { after_seq: 15_000, limit: 10, namespace: "b".into(), ..Default::default() };
+        let (page, read) = visited(&q);
+        assert_eq!(page.len(), 10);
+        assert!(page.iter().all(|e| e.namespace == "b" && e.seq > 15_000));
+        assert!(read <= 3 * 10 + 40 + probes, "a filtered page read {read} entries");
+
+        // Paging through the whole log by 1,000 reads each entry about once (it read every earlier
+        // entry again for every page: 200,000 reads here, quadratic in the log's length).
+        let total_before = source.visited.load(Ordering::Relaxed);
+        let mut after_seq = 0;
+        let mut pages = 0;
+        loop {
+            let (_, page) =
+                reader.list_audit(&AuditQuery { after_seq, limit: 1_000, ..Default::default() }).expect("list");
+            pages += 1;
+            match page.last() {
+                Some(e) if page.len() == 1_000 => after_seq = e.seq,
+                _ => break,
+            }
+        }
+        let read = source.visited.load(Ordering::Relaxed) - total_before;
+        assert_eq!(after_seq, all.len() as u64);
+        assert!(read <= all.len() + pages * probes, "paging through {} entries read {read}", all.len());
     }
 }

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub raft_is_leader: Gauge,
     pub raft_last_log_index: Gauge,
     pub raft_applied_index: Gauge,
+    pub watch_streams: Gauge,
 }
 
 impl Default for Metrics {
@@ -52,6 +53,7 @@ impl Metrics {
             raft_is_leader: Gauge::default(),
             raft_last_log_index: Gauge::default(),
             raft_applied_index: Gauge::default(),
+            watch_streams: Gauge::default(),
         };
         registry.register("reads", "Reads served, by the consistency level used", m.reads.clone());
         registry.register("writes", "Writes answered, by outcome", m.writes.clone());
@@ -77,6 +79,11 @@ impl Metrics {
             "raft_applied_index",
             "Index of the last applied entry (the revision)",
             m.raft_applied_index.clone(),
+        );
+        registry.register(
+            "watch_streams",
+            "Watch streams open on this node (each holds one of its WATCH_STREAMS_MAX slots)",
+            m.watch_streams.clone(),
         );
         Metrics { registry, ..m }
     }

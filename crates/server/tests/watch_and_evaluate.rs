@@ -198,3 +198,63 @@ async fn evaluation_is_typed_and_follows_flagd_reasons() {
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(error_info(&err).expect("info").1.get("field").map(String::as_str), Some("targeting"));
 }
+
+/// The `vexil_watch_streams` gauge of a node: its watch slots in use.
+fn open_streams(cluster: &vexil_testkit::Cluster, id: u64) -> i64 {
+    let (_, metrics) = cluster.admin_get(id, "/metrics");
+    let line = metrics.lines().find(|l| l.starts_with("vexil_watch_streams ")).unwrap_or_else(|| panic!("{metrics}"));
+    line.split_whitespace().nth(1).and_then(|v| v.parse().ok()).unwrap_or_else(|| panic!("{line}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_from_beyond_the_committed_revision_is_refused_at_once_and_holds_no_slot() {
+    let cluster = common::start(3).await;
+    let leader = cluster.wait_leader(Duration::from_secs(10)).await;
+    let follower = if leader == 3 { 2 } else { 3 };
+    let mut c = cluster.flags(leader).await;
+    let create =
+        |key: &str| CreateFlagRequest { namespace: "web".into(), key: key.into(), spec_json: spec(key), options: None };
+    let revision = c.create_flag(create("a")).await.expect("create").into_inner().header.expect("header").revision;
+
+    // Far beyond what the cluster has committed: refused by the leader and by a follower, at
+    // once (one read-index round), naming the field; no slot is taken.
+    for id in [leader, follower] {
+        let ch = cluster.channel(id).await;
+        let started = std::time::Instant::now();
+        let request =
+            WatchRequest { namespaces: vec![], after_revision: revision + 1_000_000, initial_snapshot: false };
+        let refused = tokio::time::timeout(Duration::from_secs(5), WatchClient::new(ch).watch(request))
+            .await
+            .expect("an answer within 5 s, not a parked stream")
+            .expect_err("a watch from a future revision is refused");
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert_eq!(error_info(&refused).expect("info").1.get("field").map(String::as_str), Some("after_revision"));
+        assert!(refused.message().contains(&format!("({revision})")), "names the committed revision: {refused:?}");
+        assert!(started.elapsed() < Duration::from_secs(2), "refused after {:?}", started.elapsed());
+        assert_eq!(open_streams(&cluster, id), 0, "node {id} holds no slot for a refused watch");
+    }
+
+    // A revision the follower may not have applied yet but the cluster has committed is served:
+    // the follower is stalled while it commits, and asked for it as soon as it runs again.
+    cluster.pause(follower);
+    let ahead = c.create_flag(create("b")).await.expect("create").into_inner().header.expect("header").revision;
+    cluster.resume(follower);
+    let ch = cluster.channel(follower).await;
+    let mut stream = WatchClient::new(ch)
+        .watch(WatchRequest { namespaces: vec![], after_revision: ahead, initial_snapshot: false })
+        .await
+        .expect("a committed revision is served on a lagging node")
+        .into_inner();
+    assert_eq!(open_streams(&cluster, follower), 1);
+    let next_revision = c.create_flag(create("c")).await.expect("create").into_inner().header.expect("header").revision;
+    let Kind::Changes(batch) = next(&mut stream).await else { panic!("changes") };
+    assert_eq!((batch.revision, batch.changes[0].key.as_str()), (next_revision, "c"));
+
+    // The slot is given back when the client leaves.
+    drop(stream);
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while open_streams(&cluster, follower) != 0 {
+        assert!(std::time::Instant::now() < deadline, "the slot was not given back within 5 s");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

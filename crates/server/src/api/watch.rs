@@ -5,6 +5,12 @@
 //! resumed stream can neither skip nor repeat a change. Each stream is one task that alternates
 //! between catching up from the audit table and waiting for the node's applied revision to move.
 //!
+//! A stream may start after any revision the cluster has committed, also one this node has not
+//! applied yet (a client moving from a node ahead of this one): the node waits for it, at most
+//! the read timeout. A revision beyond the cluster's commit index is refused at once
+//! (INVALID_ARGUMENT naming `after_revision`), before the stream takes a slot: no node of this
+//! cluster ever served it, so the client's position belongs to another history.
+//!
 //! When the node starts leaving ([`Node::leaving`]), every stream ends at once with UNAVAILABLE
 //! `ShuttingDown` (and a new one is refused so): its client resumes on another node from its
 //! last revision, and the API can drain instead of waiting for watchers to go away.
@@ -13,6 +19,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -28,6 +35,7 @@ use super::flags::to_proto as flag_to_proto;
 use crate::error::ServerError;
 use crate::limits::{WATCH_BATCH_ENTRIES_MAX, WATCH_BUFFER_MESSAGES, WATCH_NAMESPACES_MAX, WATCH_PROGRESS_INTERVAL_MS};
 use crate::node::Node;
+use crate::read_index;
 
 pub struct WatchApi {
     pub node: Arc<Node>,
@@ -55,14 +63,36 @@ impl Watch for WatchApi {
         if self.node.leaving.has_begun() {
             return Err(ServerError::ShuttingDown.into());
         }
+        check_after_revision(&self.node, r.after_revision).await?;
         let permit = self.slots.clone().try_acquire_owned().map_err(|_| ServerError::WatchLimit)?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER_MESSAGES);
-        tokio::spawn(stream(self.node.clone(), r, tx, permit));
+        tokio::spawn(stream(self.node.clone(), r, tx, WatchSlot::new(permit, &self.node)));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
 
-async fn stream(node: Arc<Node>, req: WatchRequest, tx: Sender, _permit: OwnedSemaphorePermit) {
+/// Refuses a start beyond what the cluster has committed. Only a revision this node has not
+/// applied costs a read-index round (which began after the request arrived, so its index covers
+/// every revision any node had applied, hence served, before): a lagging node still serves a
+/// client that comes from a node ahead of it.
+async fn check_after_revision(node: &Arc<Node>, after_revision: u64) -> Result<(), ServerError> {
+    if after_revision <= *node.reader.applied_revision().borrow() {
+        return Ok(());
+    }
+    let committed = read_index::shared_read_index(node).await?;
+    if after_revision > committed {
+        return Err(ServerError::invalid(
+            "after_revision",
+            format!(
+                "revision {after_revision} is beyond the last revision this cluster has committed ({committed}); \
+                 resume from a revision this cluster served, or start again with an initial snapshot"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+async fn stream(node: Arc<Node>, req: WatchRequest, tx: Sender, _slot: WatchSlot) {
     let outcome = tokio::select! {
         r = follow(&node, &req, &tx) => r,
         () = tx.closed() => Ok(()),
@@ -82,10 +112,9 @@ async fn send(tx: &Sender, kind: Kind) -> Result<(), ServerError> {
 async fn follow(node: &Node, req: &WatchRequest, tx: &Sender) -> Result<(), ServerError> {
     let filter: BTreeSet<&str> = req.namespaces.iter().map(String::as_str).collect();
     let mut applied = node.reader.applied_revision();
-    // Resuming on a node that is behind: wait until it has what the client already has.
-    let ready = applied.wait_for(|a| *a >= req.after_revision).await.map(|_| ());
-    // The applied revision's sender goes away only with the state machine: the node is stopping.
-    ready.map_err(|_| ServerError::ShuttingDown)?;
+    // Resuming on a node that is behind: wait until it has what the client already has (which
+    // the cluster has committed: `check_after_revision`), at most the read timeout.
+    node.wait_applied(req.after_revision).await?;
     let mut cursor = req.after_revision;
 
     if req.initial_snapshot {
@@ -124,6 +153,27 @@ async fn follow(node: &Node, req: &WatchRequest, tx: &Sender) -> Result<(), Serv
             Ok(Err(_)) => return Err(ServerError::ShuttingDown),
             Err(_) => send(tx, Kind::Progress(Progress { revision: cursor })).await?,
         }
+    }
+}
+
+/// One open stream: its slot of `limits::WATCH_STREAMS_MAX`, counted in the
+/// `vexil_watch_streams` gauge while held.
+struct WatchSlot {
+    _permit: OwnedSemaphorePermit,
+    open: Gauge,
+}
+
+impl WatchSlot {
+    fn new(permit: OwnedSemaphorePermit, node: &Node) -> Self {
+        let open = node.metrics.watch_streams.clone();
+        open.inc();
+        WatchSlot { _permit: permit, open }
+    }
+}
+
+impl Drop for WatchSlot {
+    fn drop(&mut self) {
+        self.open.dec();
     }
 }
 
