@@ -97,17 +97,24 @@ pub struct RunArgs {
     pub json: Option<PathBuf>,
 }
 
+/// Where a one-node cluster lives and how much it is filled with (`memory`, `audit-verify`).
 #[derive(Debug, Args)]
-pub struct MemoryArgs {
-    /// The `vexil` binary.
-    #[arg(long)]
-    pub bin: PathBuf,
+pub struct FillArgs {
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
     #[arg(long, default_value_t = 100_000)]
     pub flags: usize,
     #[arg(long, default_value_t = 1_000_000)]
     pub audit_entries: usize,
+}
+
+#[derive(Debug, Args)]
+pub struct MemoryArgs {
+    /// The `vexil` binary.
+    #[arg(long)]
+    pub bin: PathBuf,
+    #[command(flatten)]
+    pub fill: FillArgs,
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
@@ -118,12 +125,8 @@ pub struct AuditVerifyArgs {
     /// are to the first.
     #[arg(long = "side", required = true)]
     pub sides: Vec<audit_verify::Side>,
-    #[arg(long)]
-    pub work_dir: Option<PathBuf>,
-    #[arg(long, default_value_t = 100_000)]
-    pub flags: usize,
-    #[arg(long, default_value_t = 1_000_000)]
-    pub audit_entries: usize,
+    #[command(flatten)]
+    pub fill: FillArgs,
     /// `audit verify` runs per build (the builds alternate, the order flipping every round).
     #[arg(long, default_value_t = 3)]
     pub rounds: usize,
@@ -206,9 +209,12 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             print!("{}", report::comparison(&read(&vexil)?, &read(&etcd)?));
         }
         Cmd::Memory(args) => {
-            let work = WorkDir::new(args.work_dir.as_deref(), "memory")?;
-            let settings =
-                memory::MemorySettings { bin: args.bin.clone(), flags: args.flags, audit_entries: args.audit_entries };
+            let work = WorkDir::new(args.fill.work_dir.as_deref(), "memory")?;
+            let settings = memory::MemorySettings {
+                bin: args.bin.clone(),
+                flags: args.fill.flags,
+                audit_entries: args.fill.audit_entries,
+            };
             let report = memory::run(&settings, &work.path).await?;
             println!("{}", serde_json::to_string_pretty(&report)?);
             if let Some(path) = &args.json {
@@ -216,11 +222,11 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
             }
         }
         Cmd::AuditVerify(args) => {
-            let work = WorkDir::new(args.work_dir.as_deref(), "audit-verify")?;
+            let work = WorkDir::new(args.fill.work_dir.as_deref(), "audit-verify")?;
             let settings = audit_verify::AuditVerifySettings {
                 sides: args.sides.clone(),
-                flags: args.flags,
-                audit_entries: args.audit_entries,
+                flags: args.fill.flags,
+                audit_entries: args.fill.audit_entries,
                 rounds: args.rounds,
             };
             let runs = audit_verify::run(&settings, &work.path).await?;
