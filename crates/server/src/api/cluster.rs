@@ -35,38 +35,72 @@ fn from_member(m: &Member, field: &str) -> Result<(NodeId, NodeInfo), ServerErro
 }
 
 impl ClusterApi {
-    /// Audits who asked for a membership change that has committed. Raft's own membership
-    /// entries are audited too (actor `raft`); this entry adds the actor, reason and request id.
-    /// The change has already happened, so a failure here is logged, not returned.
-    async fn record(&self, options: Option<vexil_proto::v1::WriteOptions>, what: serde_json::Value) {
-        const ATTEMPTS: usize = 3;
-        let mut options = options.unwrap_or_default();
-        if options.request_id.is_empty() {
-            // Derived from the change's revision, so a retry below is applied at most once.
-            options.request_id = format!("membership-record-{}", what["revision"]);
+    /// Runs a membership change, then audits who asked for it, in a task that outlives the RPC:
+    /// a client that gives up (its deadline, a dropped connection) must not leave a committed
+    /// change without the record of its actor and reason. Raft's own membership entries are
+    /// audited too (actor `raft`); this entry adds the actor, reason and request id.
+    async fn change_and_record<F>(
+        &self,
+        options: Option<vexil_proto::v1::WriteOptions>,
+        change: F,
+        describe: impl FnOnce(u64) -> serde_json::Value + Send + 'static,
+    ) -> Result<u64, ServerError>
+    where
+        F: std::future::Future<Output = Result<u64, ServerError>> + Send + 'static,
+    {
+        let node = self.node.clone();
+        let task = tokio::spawn(async move {
+            let revision = change.await?;
+            record(&node, options, describe(revision)).await;
+            Ok(revision)
+        });
+        task.await.map_err(|e| ServerError::Internal(format!("membership change task failed: {e}")))?
+    }
+}
+
+/// Appends the audit record of a committed membership change. The change has already happened,
+/// so a failure here is logged, not returned; it is retried (at most once applied, by request
+/// id) for as long as a write may take.
+async fn record(node: &Node, options: Option<vexil_proto::v1::WriteOptions>, what: serde_json::Value) {
+    let mut options = options.unwrap_or_default();
+    if options.request_id.is_empty() {
+        // Derived from the change's revision, so a retry below is applied at most once.
+        options.request_id = format!("membership-record-{}", what["revision"]);
+    }
+    let command = Command::RecordMembershipChange { description: what.to_string() };
+    let req = match super::request(node, Some(options), command) {
+        Ok(req) => req,
+        Err(e) => {
+            tracing::error!(error = %e, change = %what, "membership change committed but its actor cannot be audited");
+            return;
         }
-        let command = Command::RecordMembershipChange { description: what.to_string() };
-        let req = match super::request(&self.node, Some(options), command) {
-            Ok(req) => req,
-            Err(e) => {
-                tracing::error!(error = %e, change = %what, "membership change committed but its actor cannot be audited");
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(node.config.raft.write_timeout_ms);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        match node.write(req.clone()).await {
+            Ok((resp, _)) => {
+                // A client's retry of the whole call carries the same request id with another
+                // revision: the first call's record stands, and this one is refused as a reuse.
+                if let Err(e) = resp.outcome {
+                    tracing::info!(error = %e, change = %what, "membership change already audited by an earlier attempt");
+                }
                 return;
             }
-        };
-        for attempt in 1..=ATTEMPTS {
-            match self.node.write(req.clone()).await {
-                Ok(_) => return,
-                Err(e) if attempt == ATTEMPTS => {
-                    tracing::error!(error = %e, change = %what, "membership change committed but its actor could not be audited");
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, attempt, "retrying the audit record of a membership change");
-                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-                }
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                tracing::error!(error = %e, attempt, change = %what, "membership change committed but its actor could not be audited");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, attempt, "retrying the audit record of a membership change");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
             }
         }
     }
+}
 
+impl ClusterApi {
     fn membership_response(&self, revision: u64) -> MembershipResponse {
         let m = self.node.metrics();
         let membership = m.membership_config.membership();
@@ -111,7 +145,7 @@ impl Cluster for ClusterApi {
         }
         self.node.initialize(members).await?;
         tracing::info!("cluster initialised through the API");
-        Ok(Response::new(InitResponse {}))
+        Ok(Response::new(InitResponse { admin_token: String::new() }))
     }
 
     async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
@@ -155,10 +189,16 @@ impl Cluster for ClusterApi {
         let r = req.into_inner();
         let m = r.member.ok_or_else(|| ServerError::invalid("member", "is required"))?;
         let (id, info) = from_member(&m, "member")?;
-        let revision = self.node.add_learner(id, info.clone(), r.blocking).await?;
-        let what = serde_json::json!({"request": "add_learner", "node_id": id, "api_addr": info.api_addr,
-                                      "raft_addr": info.raft_addr, "revision": revision});
-        self.record(r.options, what).await;
+        let node = self.node.clone();
+        let (api_addr, raft_addr) = (info.api_addr.clone(), info.raft_addr.clone());
+        let blocking = r.blocking;
+        let change = async move { node.add_learner(id, info, blocking).await };
+        let revision = self
+            .change_and_record(r.options, change, move |revision| {
+                serde_json::json!({"request": "add_learner", "node_id": id, "api_addr": api_addr,
+                                   "raft_addr": raft_addr, "revision": revision})
+            })
+            .await?;
         tracing::info!(learner = id, "learner added");
         Ok(Response::new(self.membership_response(revision)))
     }
@@ -173,10 +213,17 @@ impl Cluster for ClusterApi {
             return Err(ServerError::invalid("voters", "must name at least one voter").into());
         }
         let voters: BTreeSet<NodeId> = r.voters.iter().copied().collect();
-        let revision = self.node.change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()), r.retain).await?;
-        let what = serde_json::json!({"request": "change_membership", "voters": voters, "retain": r.retain,
-                                      "revision": revision});
-        self.record(r.options, what).await;
+        let node = self.node.clone();
+        let (change_voters, retain) = (voters.clone(), r.retain);
+        let change =
+            async move { node.change_membership(ChangeMembers::ReplaceAllVoters(change_voters), retain).await };
+        let audited = voters.clone();
+        let revision = self
+            .change_and_record(r.options, change, move |revision| {
+                serde_json::json!({"request": "change_membership", "voters": audited, "retain": retain,
+                                   "revision": revision})
+            })
+            .await?;
         tracing::info!(?voters, "voters changed");
         Ok(Response::new(self.membership_response(revision)))
     }
@@ -184,9 +231,15 @@ impl Cluster for ClusterApi {
     #[tracing::instrument(skip_all, fields(node = self.node.id))]
     async fn remove_node(&self, req: Request<RemoveNodeRequest>) -> Result<Response<MembershipResponse>, Status> {
         let r = req.into_inner();
-        let revision = self.node.remove_node(r.node_id).await?;
-        let what = serde_json::json!({"request": "remove_node", "node_id": r.node_id, "revision": revision});
-        self.record(r.options, what).await;
+        let (node, id) = (self.node.clone(), r.node_id);
+        let change = async move { node.remove_node(id).await };
+        let revision = self
+            .change_and_record(
+                r.options,
+                change,
+                move |revision| serde_json::json!({"request": "remove_node", "node_id": id, "revision": revision}),
+            )
+            .await?;
         tracing::info!(removed = r.node_id, "node removed");
         Ok(Response::new(self.membership_response(revision)))
     }
