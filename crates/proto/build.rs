@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "vexil/v1/cluster.proto",
         "vexil/v1/watch.proto",
         "vexil/v1/evaluation.proto",
+        "vexil/v1/tokens.proto",
         "vexil/raft/v1/raft.proto",
     ];
     let fds = protox::compile(files, [&root])?;

@@ -50,6 +50,12 @@ pub fn from_client(e: Error, subject: Subject<'_>) -> Failure {
         Error::RequestIdReused { message } => {
             format!("the request id was already used for a different change ({message}); run the command again")
         }
+        Error::Unauthenticated { message } => format!(
+            "the cluster did not accept the credentials ({message}); pass a token with --token or VEXIL_TOKEN (or `token` in vexilctl.toml)"
+        ),
+        Error::PermissionDenied { principal, needs, .. } => format!(
+            "token {principal:?} may not do this: it needs {needs}; use a token with that role (an admin creates one with `vexilctl token create`)"
+        ),
         Error::Unavailable { reason, message, attempts } => match reason {
             Some(ErrorReason::WriteOutcomeUnknown) => format!(
                 "the cluster did not confirm the change in time, so it may or may not have happened ({message}); check with a read before retrying"

@@ -30,6 +30,13 @@ pub enum Error {
     /// A request id was reused for a different command (a bug in the caller).
     #[error("request id reused for a different command: {message}")]
     RequestIdReused { message: String },
+    /// No valid credentials: no token, or an unknown, expired or revoked one (the message says
+    /// which). Set a token (`ClientConfig::token`, `vexilctl --token`).
+    #[error("not authenticated: {message}")]
+    Unauthenticated { message: String },
+    /// Valid credentials without the role the call needs; `needs` names it.
+    #[error("permission denied: {message}")]
+    PermissionDenied { principal: String, needs: String, message: String },
     /// The node could not serve the call (UNAVAILABLE: unreachable, no leader, shutting down, a
     /// write's outcome unknown, ...), or, from [`AdminClient`](crate::AdminClient), no node
     /// could within its attempts. For a write the outcome may be unknown: retrying with the
@@ -69,6 +76,15 @@ impl Error {
                 expected: num("expected_version"),
             },
             Some(ErrorReason::RequestIdReused) => Error::RequestIdReused { message },
+            Some(ErrorReason::PermissionDenied) => {
+                Error::PermissionDenied { principal: text("principal"), needs: text("needs"), message }
+            }
+            // Not a flag: kept apart from the NOT_FOUND of a flag below.
+            Some(ErrorReason::TokenNotFound) => Error::Server { code: status.code(), reason: why, message },
+            _ if status.code() == Code::Unauthenticated => Error::Unauthenticated { message },
+            _ if status.code() == Code::PermissionDenied => {
+                Error::PermissionDenied { principal: text("principal"), needs: text("needs"), message }
+            }
             _ if status.code() == Code::InvalidArgument => Error::Invalid { field: text("field"), problem: message },
             _ if status.code() == Code::NotFound => Error::NotFound { namespace: text("namespace"), key: text("key") },
             _ if status.code() == Code::Unavailable => Error::Unavailable { reason: why, message, attempts: 1 },
@@ -94,7 +110,9 @@ impl Error {
             | Error::NotFound { .. }
             | Error::AlreadyExists { .. }
             | Error::VersionMismatch { .. }
-            | Error::RequestIdReused { .. } => false,
+            | Error::RequestIdReused { .. }
+            | Error::Unauthenticated { .. }
+            | Error::PermissionDenied { .. } => false,
         }
     }
 
@@ -106,6 +124,8 @@ impl Error {
             Error::AlreadyExists { .. } => Some(ErrorReason::FlagExists),
             Error::VersionMismatch { .. } => Some(ErrorReason::VersionMismatch),
             Error::RequestIdReused { .. } => Some(ErrorReason::RequestIdReused),
+            Error::Unauthenticated { .. } => Some(ErrorReason::Unauthenticated),
+            Error::PermissionDenied { .. } => Some(ErrorReason::PermissionDenied),
             Error::Unavailable { reason, .. } | Error::Server { reason, .. } => *reason,
             Error::Config(_) => None,
         }
@@ -140,7 +160,12 @@ fn retry_elsewhere(reason: ErrorReason) -> bool {
         | ErrorReason::RequestIdReused
         | ErrorReason::AlreadyInitialized
         | ErrorReason::Membership
-        | ErrorReason::Unauthenticated => false,
+        | ErrorReason::TokenExists
+        | ErrorReason::TokenNotFound
+        | ErrorReason::LimitReached
+        // Credentials are the caller's to fix; every node would answer the same.
+        | ErrorReason::Unauthenticated
+        | ErrorReason::PermissionDenied => false,
         // The watch must resync with a snapshot, not repeat the call.
         ErrorReason::RevisionCompacted => false,
         // Tied to the node asked (its snapshot), or the node needs an operator.

@@ -39,16 +39,20 @@ pub enum AuditAction {
     /// A namespace's `$evaluators` or flag-set `metadata` changed (by `apply`).
     NamespaceUpdate,
     MembershipChange,
+    TokenCreate,
+    TokenRevoke,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 6] = [
+    pub const ALL: [AuditAction; 8] = [
         AuditAction::FlagCreate,
         AuditAction::FlagUpdate,
         AuditAction::FlagSetState,
         AuditAction::FlagDelete,
         AuditAction::NamespaceUpdate,
         AuditAction::MembershipChange,
+        AuditAction::TokenCreate,
+        AuditAction::TokenRevoke,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +63,8 @@ impl AuditAction {
             AuditAction::FlagDelete => "flag.delete",
             AuditAction::NamespaceUpdate => "namespace.update",
             AuditAction::MembershipChange => "membership.change",
+            AuditAction::TokenCreate => "token.create",
+            AuditAction::TokenRevoke => "token.revoke",
         }
     }
 

@@ -4,6 +4,7 @@
 //! pure function of (flag, namespace evaluators, context, time), so the server and every client
 //! agree bit for bit.
 //!
+//! - [`access`]: tokens, roles and the permission each call needs.
 //! - [`flag`]: the flag definition (flagd's flag object plus governance fields) and its
 //!   validation.
 //! - [`document`]: a whole namespace document (flagd's file format) and its validation.
@@ -13,6 +14,7 @@
 //! - [`stale`]: the stale-flag report.
 //! - [`limits`]: every bound on input.
 
+pub mod access;
 pub mod audit;
 pub mod document;
 pub mod eval;

@@ -45,5 +45,12 @@ pub const REASON_BYTES_MAX: usize = 1024;
 /// Longest `request_id`, in bytes.
 pub const REQUEST_ID_BYTES_MAX: usize = 128;
 
+/// Longest token name, in bytes (it is the audit actor).
+pub const TOKEN_NAME_BYTES_MAX: usize = 64;
+/// Most namespaces one editor or reader token may name.
+pub const TOKEN_NAMESPACES_MAX: usize = 256;
+/// Most tokens a cluster holds (each authentication is one point lookup; creating one scans).
+pub const TOKENS_MAX: usize = 1_000;
+
 const _: () = assert!(FLAG_BYTES_MAX >= TARGETING_BYTES_MAX + VARIANT_VALUE_BYTES_MAX);
 const _: () = assert!(DOCUMENT_BYTES_MAX >= FLAG_BYTES_MAX);

@@ -73,9 +73,18 @@ error_reasons! {
     Membership = "MEMBERSHIP",
     /// DEADLINE_EXCEEDED: a requested snapshot was not built in time (it may still complete).
     SnapshotTimeout = "SNAPSHOT_TIMEOUT",
-    /// UNAUTHENTICATED: a call without the credentials required (the cluster secret on the
-    /// Raft port).
+    /// UNAUTHENTICATED: a call without valid credentials: no bearer token, an unknown,
+    /// expired or revoked one (the message says which), or, on the Raft port, no cluster secret.
     Unauthenticated = "UNAUTHENTICATED",
+    /// PERMISSION_DENIED: valid credentials without the role the call needs; metadata
+    /// `principal`, `needs` (the role, and the namespace when one is named).
+    PermissionDenied = "PERMISSION_DENIED",
+    /// ALREADY_EXISTS: a token of this name exists; metadata `name`.
+    TokenExists = "TOKEN_EXISTS",
+    /// NOT_FOUND: no token of this name; metadata `name`.
+    TokenNotFound = "TOKEN_NOT_FOUND",
+    /// RESOURCE_EXHAUSTED: a limit on stored items was reached; metadata `limit` names it.
+    LimitReached = "LIMIT_REACHED",
     /// INTERNAL: this node's storage failed.
     Storage = "STORAGE",
     /// INTERNAL: openraft stopped on a fatal error (its storage failed, or it panicked), on

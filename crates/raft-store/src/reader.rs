@@ -10,6 +10,7 @@ use std::sync::Arc;
 use rocksdb::{DB, SnapshotWithThreadMode};
 use tokio::sync::watch;
 use vexil_model::AuditEntry;
+use vexil_model::access::TokenRecord;
 
 use crate::codec;
 use crate::db::DbView;
@@ -194,6 +195,24 @@ impl StateReader {
                 *start.last_mut().expect("prefix ends with the NUL separator") = 1;
             }
             Ok((rev, names.into_iter().collect()))
+        })
+    }
+
+    /// The token whose secret hashes to `secret_hash`, if one is stored (expired or not).
+    pub fn token(&self, secret_hash: &[u8; 32]) -> Result<Option<TokenRecord>, StoreError> {
+        self.with_view(|view, _| view.get(Table::Tokens, secret_hash)?.map(|b| decode(Table::Tokens, &b)).transpose())
+    }
+
+    /// Every token, by name, and the revision they were read at.
+    pub fn tokens(&self) -> Result<(u64, Vec<TokenRecord>), StoreError> {
+        self.with_view(|view, rev| {
+            let mut out = view
+                .scan(Table::Tokens, &[], &[], usize::MAX)?
+                .into_iter()
+                .map(|(_, v)| decode::<TokenRecord>(Table::Tokens, &v))
+                .collect::<Result<Vec<_>, _>>()?;
+            out.sort_by(|a, b| a.name.cmp(&b.name));
+            Ok((rev, out))
         })
     }
 

@@ -24,10 +24,14 @@ pub enum Table {
     Requests,
     /// Named singletons: see the `META_*` keys and [`crate::sm_state::SmState`].
     Meta,
+    /// SHA-256 of a token's secret → [`vexil_model::access::TokenRecord`]: authenticating a
+    /// call is one point lookup.
+    Tokens,
 }
 
 impl Table {
-    pub const ALL: [Table; 5] = [Table::Flags, Table::Namespaces, Table::Audit, Table::Requests, Table::Meta];
+    pub const ALL: [Table; 6] =
+        [Table::Flags, Table::Namespaces, Table::Audit, Table::Requests, Table::Meta, Table::Tokens];
 
     /// The column family that holds this table.
     pub fn cf_name(self) -> &'static str {
@@ -37,6 +41,7 @@ impl Table {
             Table::Audit => "sm_audit",
             Table::Requests => "sm_requests",
             Table::Meta => "sm_meta",
+            Table::Tokens => "sm_tokens",
         }
     }
 
@@ -55,6 +60,9 @@ pub const META_APPLIED: &[u8] = b"applied";
 pub const META_MEMBERSHIP: &[u8] = b"membership";
 /// `Meta` key: the [`AuditHead`].
 pub const META_AUDIT_HEAD: &[u8] = b"audit_head";
+/// `Meta` key, present once the first admin token was created by bootstrap (configuration or
+/// `Init`): a bootstrap token is refused after that, whatever happened to it since.
+pub const META_TOKENS_BOOTSTRAPPED: &[u8] = b"tokens_bootstrapped";
 /// `Meta` key: how many deduplication records were ever written (numbers the next one).
 pub const META_REQUESTS_SEQ: &[u8] = b"requests_seq";
 

@@ -75,6 +75,10 @@ impl Request {
             }
             Command::ApplyNamespace { namespace, document_json } => namespace.len() + document_json.len(),
             Command::RecordMembershipChange { description } => description.len(),
+            Command::CreateToken { name, grant, .. } => {
+                name.len() + 32 + grant.namespaces.iter().map(String::len).sum::<usize>()
+            }
+            Command::RevokeToken { name } => name.len(),
             Command::Batch { requests } => requests.iter().map(Request::approx_bytes).sum(),
         };
         FRAMING + strings + command
@@ -125,6 +129,20 @@ pub enum Command {
     RecordMembershipChange {
         description: String,
     },
+    /// Create a bearer token. `secret_hash` is the SHA-256 of its secret (the secret itself
+    /// never enters the log). A `bootstrap` token (the first admin token, from configuration
+    /// or `Init`) applies only if no bootstrap token was ever created.
+    CreateToken {
+        name: String,
+        grant: vexil_model::access::Grant,
+        secret_hash: [u8; 32],
+        expires_ms: i64,
+        bootstrap: bool,
+    },
+    /// Revoke a token by name: it stops authenticating at this revision on every node.
+    RevokeToken {
+        name: String,
+    },
     /// Several client requests proposed as ONE log entry (the leader's write batcher groups the
     /// writes that queue while earlier ones are in flight). They apply in order, each as if it
     /// were its own entry at this revision: its own deduplication record, audit entries and
@@ -144,7 +162,10 @@ impl Command {
             | Command::SetFlagState { namespace, .. }
             | Command::DeleteFlag { namespace, .. }
             | Command::ApplyNamespace { namespace, .. } => namespace,
-            Command::RecordMembershipChange { .. } | Command::Batch { .. } => "",
+            Command::RecordMembershipChange { .. }
+            | Command::CreateToken { .. }
+            | Command::RevokeToken { .. }
+            | Command::Batch { .. } => "",
         }
     }
 }
@@ -184,4 +205,12 @@ pub enum WriteError {
     Invalid { field: String, problem: String },
     #[error("request_id {request_id:?} was already used for a different request")]
     RequestIdReused { request_id: String },
+    #[error("a token named {name:?} already exists")]
+    TokenExists { name: String },
+    #[error("no token is named {name:?}")]
+    TokenNotFound { name: String },
+    #[error("the cluster holds {max} {what}, its limit ({limit})")]
+    LimitReached { limit: String, what: String, max: u64 },
+    #[error("the first admin token was already created; create more with an admin token")]
+    AlreadyBootstrapped,
 }

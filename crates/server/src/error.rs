@@ -64,9 +64,13 @@ pub enum ServerError {
     /// finish it.
     #[error("no snapshot covering revision {target} was built in time (latest covers {latest})")]
     SnapshotTimeout { target: u64, latest: u64 },
-    /// A call without the credentials it needs (today: the cluster secret on the Raft port).
+    /// A call without valid credentials: no bearer token, an unknown, expired or revoked one, or
+    /// on the Raft port no cluster secret. The message says which, never the secret.
     #[error("{0}")]
     Unauthenticated(String),
+    /// Valid credentials without the role the call needs.
+    #[error("{principal:?} may not do this: it needs {needs}")]
+    PermissionDenied { principal: String, needs: String },
     #[error("storage failure: {0}")]
     Storage(#[from] StoreError),
     /// openraft stopped on a fatal error (its storage failed or its core panicked), here or on
@@ -217,6 +221,21 @@ impl ServerError {
             ServerError::Write(WriteError::RequestIdReused { .. }) => {
                 (Code::FailedPrecondition, ErrorReason::RequestIdReused)
             }
+            ServerError::Write(WriteError::TokenExists { name }) => {
+                meta.insert("name".into(), name.clone());
+                (Code::AlreadyExists, ErrorReason::TokenExists)
+            }
+            ServerError::Write(WriteError::TokenNotFound { name }) => {
+                meta.insert("name".into(), name.clone());
+                (Code::NotFound, ErrorReason::TokenNotFound)
+            }
+            ServerError::Write(WriteError::LimitReached { limit, .. }) => {
+                meta.insert("limit".into(), limit.clone());
+                (Code::ResourceExhausted, ErrorReason::LimitReached)
+            }
+            ServerError::Write(WriteError::AlreadyBootstrapped) => {
+                (Code::FailedPrecondition, ErrorReason::AlreadyInitialized)
+            }
             ServerError::AlreadyInitialized => (Code::FailedPrecondition, ErrorReason::AlreadyInitialized),
             ServerError::NotLeader(hint) => {
                 if let Some(h) = hint {
@@ -234,6 +253,11 @@ impl ServerError {
             ServerError::Membership(_) => (Code::FailedPrecondition, ErrorReason::Membership),
             ServerError::SnapshotTimeout { .. } => (Code::DeadlineExceeded, ErrorReason::SnapshotTimeout),
             ServerError::Unauthenticated(_) => (Code::Unauthenticated, ErrorReason::Unauthenticated),
+            ServerError::PermissionDenied { principal, needs } => {
+                meta.insert("principal".into(), principal.clone());
+                meta.insert("needs".into(), needs.clone());
+                (Code::PermissionDenied, ErrorReason::PermissionDenied)
+            }
             ServerError::Storage(_) => (Code::Internal, ErrorReason::Storage),
             ServerError::RaftFailed(_) => (Code::Internal, ErrorReason::Raft),
             ServerError::Internal(_) => (Code::Internal, ErrorReason::Internal),

@@ -26,7 +26,7 @@ struct Expect {
 }
 
 /// How many arms `expect` has.
-const VARIANTS: usize = 20;
+const VARIANTS: usize = 25;
 
 /// The arm of `expect` an error falls in, and what the client must make of it.
 fn expect(e: &ServerError) -> (usize, Expect) {
@@ -69,6 +69,14 @@ fn expect(e: &ServerError) -> (usize, Expect) {
                     |e| matches!(e, Error::RequestIdReused { message } if message.contains("r-1")),
                 ),
             ),
+            WriteError::TokenExists { .. } => (20, x(Code::AlreadyExists, ErrorReason::TokenExists, false, server)),
+            WriteError::TokenNotFound { .. } => (21, x(Code::NotFound, ErrorReason::TokenNotFound, false, server)),
+            WriteError::LimitReached { .. } => {
+                (22, x(Code::ResourceExhausted, ErrorReason::LimitReached, false, server))
+            }
+            WriteError::AlreadyBootstrapped => {
+                (23, x(Code::FailedPrecondition, ErrorReason::AlreadyInitialized, false, server))
+            }
         },
         ServerError::AlreadyInitialized => {
             (6, x(Code::FailedPrecondition, ErrorReason::AlreadyInitialized, false, server))
@@ -87,7 +95,24 @@ fn expect(e: &ServerError) -> (usize, Expect) {
         ServerError::SnapshotTimeout { .. } => {
             (15, x(Code::DeadlineExceeded, ErrorReason::SnapshotTimeout, false, server))
         }
-        ServerError::Unauthenticated(_) => (16, x(Code::Unauthenticated, ErrorReason::Unauthenticated, false, server)),
+        ServerError::Unauthenticated(_) => (
+            16,
+            x(
+                Code::Unauthenticated,
+                ErrorReason::Unauthenticated,
+                false,
+                |e| matches!(e, Error::Unauthenticated { message } if message.contains("token")),
+            ),
+        ),
+        ServerError::PermissionDenied { .. } => (
+            24,
+            x(
+                Code::PermissionDenied,
+                ErrorReason::PermissionDenied,
+                false,
+                |e| matches!(e, Error::PermissionDenied { principal, needs, .. } if principal == "ci" && needs == "role admin"),
+            ),
+        ),
         ServerError::Storage(_) => (17, x(Code::Internal, ErrorReason::Storage, false, server)),
         ServerError::RaftFailed(_) => (18, x(Code::Internal, ErrorReason::Raft, false, server)),
         ServerError::Internal(_) => (19, x(Code::Internal, ErrorReason::Internal, false, server)),
@@ -114,7 +139,12 @@ fn samples() -> Vec<ServerError> {
         ServerError::WatchLimit,
         ServerError::Membership("node 9 is not a member".into()),
         ServerError::SnapshotTimeout { target: 10, latest: 7 },
-        ServerError::Unauthenticated("missing or wrong cluster secret on the Raft port".into()),
+        ServerError::Unauthenticated("no bearer token was sent".into()),
+        ServerError::PermissionDenied { principal: "ci".into(), needs: "role admin".into() },
+        ServerError::Write(WriteError::TokenExists { name: "ci".into() }),
+        ServerError::Write(WriteError::TokenNotFound { name: "ci".into() }),
+        ServerError::Write(WriteError::LimitReached { limit: "TOKENS_MAX".into(), what: "tokens".into(), max: 1000 }),
+        ServerError::Write(WriteError::AlreadyBootstrapped),
         ServerError::Storage(StoreError::Engine("disk gone".into())),
         ServerError::RaftFailed("panicked".into()),
         ServerError::Internal("unexpected outcome".into()),
