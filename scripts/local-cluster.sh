@@ -36,7 +36,7 @@ for n in 1 2 3; do
     [ -f "$data/node-$n/node.log" ] && mv "$data/node-$n/node.log" "$data/node-$n/node.log.prev"
     "$bin" --node-id "$n" --data-dir "$data/node-$n" \
         --api-listen "127.0.0.1:700$n" --raft-listen "127.0.0.1:710$n" --admin-listen "127.0.0.1:720$n" \
-        --cluster-bootstrap true --cluster-initial-members "$members" \
+        --cluster-bootstrap true --cluster-initial-members "$members" --insecure \
         >>"$data/node-$n/node.log" 2>&1 &
     pids+=($!)
 done

@@ -203,6 +203,11 @@ impl StateReader {
         self.with_view(|view, _| view.get(Table::Tokens, secret_hash)?.map(|b| decode(Table::Tokens, &b)).transpose())
     }
 
+    /// Whether the first admin token was ever created by bootstrap.
+    pub fn tokens_bootstrapped(&self) -> Result<bool, StoreError> {
+        self.with_view(|view, _| Ok(view.get(Table::Meta, crate::schema::META_TOKENS_BOOTSTRAPPED)?.is_some()))
+    }
+
     /// Every token, by name, and the revision they were read at.
     pub fn tokens(&self) -> Result<(u64, Vec<TokenRecord>), StoreError> {
         self.with_view(|view, rev| {

@@ -1,12 +1,21 @@
 //! The admin HTTP port: `/metrics` (Prometheus text format), `/livez` (503 once the Raft core
 //! has stopped: restart the node) and `/readyz` (503 unless the node would serve a lease read
 //! now: route requests elsewhere). The rules are in `health.rs`.
+//!
+//! Served over TLS when the node has TLS (`tls::AdminListener`). `/metrics` needs a bearer
+//! token of any role (Prometheus sends one with `authorization` in its scrape config); the
+//! probes answer anyone, as a kubelet or load balancer must be able to ask without a token, and
+//! they tell nothing but the node's health.
 
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
+use vexil_model::access::Need;
+
+use crate::auth;
+use crate::error::ServerError;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
@@ -21,7 +30,16 @@ pub fn router(node: Arc<Node>) -> Router {
         .with_state(node)
 }
 
-async fn metrics(State(node): State<Arc<Node>>) -> impl IntoResponse {
+async fn metrics(State(node): State<Arc<Node>>, headers: HeaderMap) -> impl IntoResponse {
+    let allowed = auth::authenticate_header(&node, headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
+        .and_then(|who| who.check(Need::AnyRole));
+    if let Err(e) = allowed {
+        let status = match e {
+            ServerError::PermissionDenied { .. } => StatusCode::FORBIDDEN,
+            _ => StatusCode::UNAUTHORIZED,
+        };
+        return (status, format!("{e}\n")).into_response();
+    }
     let m = node.metrics();
     let gauges = &node.metrics;
     gauges.raft_term.set(m.current_term as i64);

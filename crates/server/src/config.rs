@@ -73,10 +73,70 @@ pub struct Config {
     #[arg(id = "worker_threads", long = "worker-threads")]
     #[arg(env = "VEXIL_WORKER_THREADS", value_name = "N", default_value_t = 0)]
     pub worker_threads: usize,
+    /// Run without TLS and tokens: every caller is the admin `anonymous`. Development only.
+    ///
+    /// Without it a node refuses to start unless tls.cert_file, tls.key_file and tls.ca_file
+    /// are set; it then serves TLS on every port, requires a certificate of the cluster CA from
+    /// its Raft peers, and a bearer token on every API call. With it, a warning is logged at
+    /// every start (TLS is still served if configured, but tokens are not checked).
+    #[arg(id = "insecure", long = "insecure")]
+    #[arg(env = "VEXIL_INSECURE", value_name = "BOOL", action = ArgAction::Set, num_args = 0..=1)]
+    #[arg(default_value_t = false, default_missing_value = "true")]
+    pub insecure: bool,
     #[command(flatten)]
     pub cluster: ClusterConfig,
     #[command(flatten)]
     pub raft: RaftConfig,
+    #[command(flatten)]
+    pub tls: TlsConfig,
+    #[command(flatten)]
+    pub auth: AuthConfig,
+}
+
+/// The `[tls]` keys: certificates for every port. PEM files; a node's certificate needs both
+/// the serverAuth and clientAuth usages (it serves, and dials its peers), and a SAN for every
+/// name clients and peers dial (`vexilctl tls issue` makes one).
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
+#[command(next_help_heading = "TLS ([tls] in the file)")]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// This node's certificate (PEM, may include intermediates), for the API, admin and Raft ports.
+    #[arg(id = "tls.cert_file", long = "tls-cert-file")]
+    #[arg(env = "VEXIL_TLS_CERT_FILE", value_name = "FILE")]
+    pub cert_file: Option<PathBuf>,
+    /// The private key of tls.cert_file (PEM).
+    #[arg(id = "tls.key_file", long = "tls-key-file")]
+    #[arg(env = "VEXIL_TLS_KEY_FILE", value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// The cluster CA (PEM): Raft peers must present a certificate it signed (mutual TLS).
+    #[arg(id = "tls.ca_file", long = "tls-ca-file")]
+    #[arg(env = "VEXIL_TLS_CA_FILE", value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// Also require API clients to present a certificate signed by tls.ca_file.
+    ///
+    /// Tokens still decide what a client may do; the certificate only decides who may connect.
+    #[arg(id = "tls.client_cert_auth", long = "tls-client-cert-auth")]
+    #[arg(env = "VEXIL_TLS_CLIENT_CERT_AUTH", value_name = "BOOL", action = ArgAction::Set, default_value_t = false)]
+    pub client_cert_auth: bool,
+    /// Names a Raft peer's certificate must hold (a DNS or IP SAN), comma-separated; empty
+    /// accepts any certificate of the cluster CA.
+    #[arg(id = "tls.peer_allowed_names", long = "tls-peer-allowed-names")]
+    #[arg(env = "VEXIL_TLS_PEER_ALLOWED_NAMES", value_name = "NAMES", value_delimiter = ',')]
+    pub peer_allowed_names: Vec<String>,
+}
+
+/// The `[auth]` keys: bearer tokens.
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
+#[command(next_help_heading = "Tokens ([auth] in the file)")]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// A file holding the first admin token's secret (`vexil_` and 64 hex digits).
+    ///
+    /// The first leader creates the token `admin` with it, once in the cluster's life. Without
+    /// it, `vexilctl cluster init` creates the first admin token and prints its secret.
+    #[arg(id = "auth.bootstrap_token_file", long = "auth-bootstrap-token-file")]
+    #[arg(env = "VEXIL_AUTH_BOOTSTRAP_TOKEN_FILE", value_name = "FILE")]
+    pub bootstrap_token_file: Option<PathBuf>,
 }
 
 /// The `[cluster]` keys: forming the cluster and authenticating its members.
@@ -360,6 +420,7 @@ impl Config {
         if r.snapshot_logs_since_last == 0 {
             return Err(bad("raft.snapshot_logs_since_last", "must be positive"));
         }
+        self.check_security()?;
         let members = self.initial_members()?;
         if self.cluster.bootstrap {
             if members.is_empty() {
@@ -376,6 +437,49 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Secure by default: TLS material on every node unless `insecure`; the files are read
+    /// (and their contents checked) when the node starts, by `tls::Material::load`.
+    fn check_security(&self) -> Result<(), ConfigError> {
+        let t = &self.tls;
+        match (&t.cert_file, &t.key_file) {
+            (Some(_), None) => return Err(bad("tls.key_file", "must be set with tls.cert_file")),
+            (None, Some(_)) => return Err(bad("tls.cert_file", "must be set with tls.key_file")),
+            (Some(_), Some(_)) if t.ca_file.is_none() => {
+                return Err(bad(
+                    "tls.ca_file",
+                    "must be set with tls.cert_file: Raft peers are authenticated by certificates of the cluster CA",
+                ));
+            }
+            (None, None) if !self.insecure => {
+                return Err(bad(
+                    "tls.cert_file",
+                    "is not set: a node serves TLS and checks tokens unless started with --insecure (for development \
+                     only). Create a CA and node certificates with `vexilctl tls create-ca` and `vexilctl tls issue` \
+                     (scripts/local-cluster.sh shows how)",
+                ));
+            }
+            _ => {}
+        }
+        if t.cert_file.is_none() && (t.client_cert_auth || !t.peer_allowed_names.is_empty()) {
+            let key = if t.client_cert_auth { "tls.client_cert_auth" } else { "tls.peer_allowed_names" };
+            return Err(bad(key, "needs tls.cert_file, tls.key_file and tls.ca_file"));
+        }
+        if self.insecure && self.auth.bootstrap_token_file.is_some() {
+            return Err(bad("auth.bootstrap_token_file", "has no use with --insecure, which checks no tokens"));
+        }
+        Ok(())
+    }
+
+    /// Whether API calls must carry a bearer token.
+    pub fn tokens_enabled(&self) -> bool {
+        !self.insecure
+    }
+
+    /// Whether the ports serve TLS.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.cert_file.is_some()
     }
 
     /// The parsed `cluster.initial_members`.
@@ -444,7 +548,12 @@ pub fn node_id_from_hostname(host: &str) -> Option<u64> {
 mod tests {
     use super::*;
 
+    /// `list` as a command line of an `--insecure` node (the rules here are not about TLS).
     fn args(list: &[&str]) -> Args {
+        secure_args(&[&["--insecure"], list].concat())
+    }
+
+    fn secure_args(list: &[&str]) -> Args {
         Args::try_parse_from(std::iter::once("vexil").chain(list.iter().copied())).expect("args parse")
     }
 
@@ -574,8 +683,9 @@ mod tests {
     #[test]
     fn the_example_configuration_in_deploy_is_valid() {
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../deploy/vexil.toml");
-        let cfg = Config::load(&args(&["--config", path])).expect("deploy/vexil.toml loads");
+        let cfg = Config::load(&secure_args(&["--config", path])).expect("deploy/vexil.toml loads");
         assert_eq!(cfg.node_id, 1);
+        assert!(cfg.tokens_enabled() && cfg.tls_enabled(), "the example is a secure node");
         assert_eq!(cfg.initial_members().expect("members").len(), 3);
         assert!(cfg.raft.read_lease_ms < cfg.raft.election_timeout_min_ms);
     }
@@ -606,7 +716,11 @@ mod tests {
             }
         }
         // Optional keys serialise only when set.
-        let cfg = Config { admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7201))), ..Config::default() };
+        let mut cfg = Config { admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7201))), ..Config::default() };
+        cfg.tls.cert_file = Some("node.pem".into());
+        cfg.tls.key_file = Some("node-key.pem".into());
+        cfg.tls.ca_file = Some("ca.pem".into());
+        cfg.auth.bootstrap_token_file = Some("admin.token".into());
         let table = toml::Table::try_from(&cfg).expect("serialises");
         let mut fields = Vec::new();
         paths(&table, "", &mut fields);
@@ -656,6 +770,18 @@ mod tests {
         assert_eq!(cfg.log, "info,openraft=warn");
         assert_eq!(cfg.worker_threads, 0);
         assert_eq!(cfg.cluster, ClusterConfig { bootstrap: false, initial_members: vec![], secret: String::new() });
+        assert!(!cfg.insecure, "secure by default");
+        assert_eq!(
+            cfg.tls,
+            TlsConfig {
+                cert_file: None,
+                key_file: None,
+                ca_file: None,
+                client_cert_auth: false,
+                peer_allowed_names: vec![]
+            }
+        );
+        assert_eq!(cfg.auth, AuthConfig { bootstrap_token_file: None });
         assert_eq!(
             cfg.raft,
             RaftConfig {
@@ -671,6 +797,26 @@ mod tests {
                 read_lease_ms: 0,
             }
         );
+    }
+
+    #[test]
+    fn a_node_without_tls_material_refuses_to_start_unless_insecure() {
+        let err = Config::load(&secure_args(&["--node-id", "1"])).expect_err("no TLS, not insecure");
+        assert_eq!(err.key, "tls.cert_file");
+        assert!(err.problem.contains("--insecure") && err.problem.contains("vexilctl tls"), "{err}");
+        let cfg = Config::load(&secure_args(&["--node-id", "1", "--insecure"])).expect("insecure is allowed");
+        assert!(!cfg.tokens_enabled() && !cfg.tls_enabled());
+
+        let tls = ["--node-id", "1", "--tls-cert-file", "n.pem", "--tls-key-file", "k.pem"];
+        let err = Config::load(&secure_args(&tls)).expect_err("no CA");
+        assert_eq!(err.key, "tls.ca_file");
+        let err = Config::load(&secure_args(&tls[..4])).expect_err("no key");
+        assert_eq!(err.key, "tls.key_file");
+        let cfg = Config::load(&secure_args(&[&tls[..], &["--tls-ca-file", "ca.pem"]].concat())).expect("secure");
+        assert!(cfg.tokens_enabled() && cfg.tls_enabled());
+        let err = Config::load(&secure_args(&["--node-id", "1", "--insecure", "--tls-client-cert-auth", "true"]))
+            .expect_err("client certificates without TLS");
+        assert_eq!(err.key, "tls.client_cert_auth");
     }
 
     #[test]

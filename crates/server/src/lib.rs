@@ -8,9 +8,11 @@
 //! - [`api`]: the public `vexil.v1` services, and `grpc.health.v1`.
 //! - [`error`]: the one mapping from server errors to gRPC statuses, and the exit codes.
 //! - [`health`]: liveness and readiness, for `/livez`, `/readyz` and `grpc.health.v1`.
+//! - [`auth`]: bearer tokens and the role each call needs; [`tls`]: TLS on every port.
 
 pub mod admin;
 pub mod api;
+pub mod auth;
 pub mod batcher;
 pub mod config;
 pub mod error;
@@ -22,6 +24,7 @@ pub mod node;
 pub mod raft_service;
 pub mod read_index;
 pub mod shutdown;
+pub mod tls;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -30,6 +33,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_stream::Stream;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Server;
 use tonic::transport::server::{Connected, TcpIncoming};
 use tonic_health::pb::health_server::HealthServer;
@@ -37,6 +41,7 @@ use vexil_proto::v1::audit_server::AuditServer;
 use vexil_proto::v1::cluster_server::ClusterServer;
 use vexil_proto::v1::evaluation_server::EvaluationServer;
 use vexil_proto::v1::flags_server::FlagsServer;
+use vexil_proto::v1::tokens_server::TokensServer;
 use vexil_proto::v1::watch_server::WatchServer;
 use vexil_proto::vexil::raft::v1::raft_transport_server::RaftTransportServer;
 
@@ -160,22 +165,44 @@ where
     let raft_service = RaftTransportServer::new(raft_service::RaftService { node: node.clone() })
         .max_decoding_message_size(RAFT_MESSAGE_BYTES_MAX)
         .max_encoding_message_size(RAFT_MESSAGE_BYTES_MAX);
+    let (mut raft_builder, mut api_builder) = (Server::builder(), Server::builder());
+    if let Some(tls) = &node.tls {
+        raft_builder = raft_builder.tls_config(tls.raft_server())?;
+        api_builder = api_builder.tls_config(tls.api_server())?;
+    }
     let raft_server =
-        Server::builder().add_service(raft_service).serve_with_incoming_shutdown(raft_incoming, stopped(stop_raft_rx));
+        raft_builder.add_service(raft_service).serve_with_incoming_shutdown(raft_incoming, stopped(stop_raft_rx));
 
-    let api_server = Server::builder()
+    // Every vexil.v1 service authenticates its callers first (`auth.rs`); health probes are
+    // open to anyone.
+    let authn = auth::Authenticator { node: node.clone() };
+    let api_server = api_builder
         .max_concurrent_streams(API_CONCURRENT_STREAMS_MAX)
-        .add_service(
+        .add_service(InterceptedService::new(
             FlagsServer::new(api::flags::FlagsApi { node: node.clone() })
                 .max_decoding_message_size(API_MESSAGE_BYTES_MAX),
-        )
-        .add_service(AuditServer::new(api::audit::AuditApi { node: node.clone() }))
-        .add_service(ClusterServer::new(api::cluster::ClusterApi { node: node.clone() }))
-        .add_service(EvaluationServer::new(api::evaluation::EvaluationApi::new(node.clone())))
-        .add_service(WatchServer::new(api::watch::WatchApi {
-            node: node.clone(),
-            slots: Arc::new(tokio::sync::Semaphore::new(limits::WATCH_STREAMS_MAX)),
-        }))
+            authn.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            AuditServer::new(api::audit::AuditApi { node: node.clone() }),
+            authn.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            ClusterServer::new(api::cluster::ClusterApi { node: node.clone() }),
+            authn.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            EvaluationServer::new(api::evaluation::EvaluationApi::new(node.clone())),
+            authn.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            WatchServer::new(api::watch::WatchApi {
+                node: node.clone(),
+                slots: Arc::new(tokio::sync::Semaphore::new(limits::WATCH_STREAMS_MAX)),
+            }),
+            authn.clone(),
+        ))
+        .add_service(InterceptedService::new(TokensServer::new(api::tokens::TokensApi { node: node.clone() }), authn))
         .add_service(HealthServer::new(api::health::HealthApi::new(node.clone())))
         .serve_with_incoming_shutdown(api_incoming, stopped(stop_api_rx.clone()));
 
@@ -187,11 +214,33 @@ where
         "vexil node ready"
     );
     let leader_log = tokio::spawn(log_leader_changes(node.clone()));
-    let admin_task = admin_listener.map(|listener| {
-        let app = admin::router(node.clone());
-        let stop = stopped(stop_api_rx.clone());
-        tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop).await })
-    });
+    if node.config.insecure {
+        tracing::warn!(
+            node_id = node.id,
+            "running --insecure: tokens are not checked and every caller is the admin \"anonymous\"; for development only"
+        );
+    }
+    let bootstrap_token = match (&node.config.auth.bootstrap_token_file, node.config.tokens_enabled()) {
+        (Some(path), true) => {
+            Some(tokio::spawn(auth::bootstrap_admin_token(node.clone(), auth::read_bootstrap_secret(path)?)))
+        }
+        _ => None,
+    };
+    let admin_task = match admin_listener {
+        None => None,
+        Some(listener) => {
+            let app = admin::router(node.clone());
+            let stop = stopped(stop_api_rx.clone());
+            Some(match &node.tls {
+                Some(tls) => {
+                    let listener =
+                        tls::AdminListener::new(listener, tls.admin_acceptor()?).map_err(NodeError::Admin)?;
+                    tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop).await })
+                }
+                None => tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop).await }),
+            })
+        }
+    };
     let mut raft_task = tokio::spawn(raft_server);
     let mut api_task = tokio::spawn(api_server);
     let core_stop = tokio::select! {
@@ -240,6 +289,10 @@ where
     };
     leader_log.abort();
     let _ = leader_log.await;
+    if let Some(task) = bootstrap_token {
+        task.abort();
+        let _ = task.await;
+    }
     drop(node);
     if let Some(stop) = core_failure {
         return Err(NodeError::RaftStopped(stop));
@@ -336,7 +389,7 @@ mod tests {
     async fn a_node_whose_disk_fails_a_sync_is_not_live_and_stops_with_the_storage_exit_code() {
         let disk = MemDisk::new(Faults::default());
         let (log_store, state_machine, reader) = disk.open().expect("open the disk");
-        let mut config = Config { node_id: 1, ..Config::default() };
+        let mut config = Config { node_id: 1, insecure: true, ..Config::default() };
         config.cluster.bootstrap = true;
         config.cluster.initial_members = vec!["1=127.0.0.1:1/127.0.0.1:2".into()];
         config.raft.read_lease_ms = 100;
@@ -344,7 +397,8 @@ mod tests {
             log_store,
             state_machine,
             reader,
-            channels: network::tcp_channels(),
+            channels: network::tcp_channels(None),
+            tls: None,
             clock: system_clock(),
             faults: InjectedFaults::default(),
         };

@@ -5,6 +5,9 @@
 pub const LIST_PAGE_DEFAULT: usize = 100;
 /// Most items per page of a list.
 pub const LIST_PAGE_MAX: usize = 1_000;
+/// Bytes of flag definitions in one page of `ListFlags`: a page ends early (with
+/// `next_after_key` set) rather than grow past it.
+pub const LIST_RESPONSE_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Largest gRPC message accepted on the public port (a whole namespace document plus framing).
 pub const API_MESSAGE_BYTES_MAX: usize = vexil_model::limits::DOCUMENT_BYTES_MAX + 1024 * 1024;
 /// Largest gRPC message on the Raft port (a batch of entries or a snapshot chunk).
@@ -58,3 +61,10 @@ pub const WRITE_BATCH_BYTES_MAX: usize = 512 * 1024;
 pub const WRITE_BATCHES_IN_FLIGHT: usize = 2;
 /// Writes waiting for a batch on one node before callers wait to enqueue.
 pub const WRITE_QUEUE_MAX: usize = 4_096;
+/// How long a TLS handshake on the admin port may take before the connection is dropped.
+pub const TLS_HANDSHAKE_MS_MAX: u64 = 10_000;
+/// How often an open watch stream checks that its token has not expired (a revoked token ends
+/// its streams at once, when the revocation applies).
+pub const STREAM_TOKEN_CHECK_INTERVAL_MS: u64 = 1_000;
+/// Namespaces whose compiled flags the evaluation API keeps (least recently used go first).
+pub const EVAL_CACHE_NAMESPACES_MAX: usize = 256;

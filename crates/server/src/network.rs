@@ -19,7 +19,7 @@ use openraft::raft::{
     VoteResponse,
 };
 use serde::{Deserialize, Serialize};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 use vexil_proto::vexil::raft::v1::RaftPayload;
 use vexil_proto::vexil::raft::v1::raft_transport_client::RaftTransportClient;
 use vexil_raft_store::codec;
@@ -51,11 +51,16 @@ pub enum ReadIndexReply {
 /// connections in the simulation.
 pub type ChannelFactory = Arc<dyn Fn(&str, Duration) -> Result<Channel, String> + Send + Sync>;
 
-/// Channels over TCP.
-pub fn tcp_channels() -> ChannelFactory {
-    Arc::new(|addr, connect_timeout| {
-        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| e.to_string())?
+/// Channels over TCP; over mutual TLS (`https://`, this node's certificate, only the cluster
+/// CA trusted) when `tls` is given, so a node with TLS never dials a peer in plaintext.
+pub fn tcp_channels(tls: Option<ClientTlsConfig>) -> ChannelFactory {
+    Arc::new(move |addr, connect_timeout| {
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let mut endpoint = Endpoint::from_shared(format!("{scheme}://{addr}")).map_err(|e| e.to_string())?;
+        if let Some(tls) = &tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(|e| e.to_string())?;
+        }
+        let endpoint = endpoint
             .connect_timeout(connect_timeout)
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(10))

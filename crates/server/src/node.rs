@@ -39,6 +39,8 @@ pub struct Node {
     pub metrics: Metrics,
     /// Raised when the node starts leaving; see [`Node::begin_leaving`].
     pub leaving: Leaving,
+    /// TLS material of every port (`[tls]`); `None` serves plaintext.
+    pub tls: Option<crate::tls::Material>,
     batcher: WriteBatcher,
     clock: Clock,
     pub(crate) faults: InjectedFaults,
@@ -65,6 +67,8 @@ pub struct Environment<LS, SM> {
     pub state_machine: SM,
     pub reader: StateReader,
     pub channels: ChannelFactory,
+    /// TLS for the node's ports; the channels must dial peers with it when set.
+    pub tls: Option<crate::tls::Material>,
     pub clock: Clock,
     /// Bugs to inject; always [`InjectedFaults::default`] (none) outside the simulation.
     pub faults: InjectedFaults,
@@ -88,11 +92,13 @@ impl Node {
     pub async fn start(config: Config) -> Result<Arc<Node>, NodeError> {
         let (log_store, state_machine) = vexil_raft_store::open(&config.data_dir)?;
         let reader = StateReader::new(&state_machine);
+        let tls = crate::tls::Material::load(&config.tls)?;
         let env = Environment {
             log_store,
             state_machine,
             reader,
-            channels: tcp_channels(),
+            channels: tcp_channels(tls.as_ref().map(crate::tls::Material::raft_client)),
+            tls,
             clock: system_clock(),
             faults: InjectedFaults::default(),
         };
@@ -105,7 +111,7 @@ impl Node {
         LS: RaftLogStorage<TypeConfig>,
         SM: RaftStateMachine<TypeConfig>,
     {
-        let Environment { mut log_store, state_machine: mut sm, reader, channels, clock, faults } = env;
+        let Environment { mut log_store, state_machine: mut sm, reader, channels, tls, clock, faults } = env;
         Self::never_resume_leadership(config.node_id, &mut log_store).await?;
         Self::committed_covers_applied(&mut log_store, &mut sm).await?;
         let r = &config.raft;
@@ -142,6 +148,7 @@ impl Node {
             reads,
             metrics,
             leaving,
+            tls,
             batcher,
             clock,
             faults,

@@ -1,8 +1,10 @@
 //! The Raft transport, server side: the internal gRPC service on the Raft port.
 //!
 //! Each call decodes an openraft request, hands it to the local Raft instance and encodes the
-//! `Result` back, so remote Raft errors reach the caller's openraft intact. When a cluster
-//! secret is configured, a call without it is refused before anything is decoded. This port's
+//! `Result` back, so remote Raft errors reach the caller's openraft intact. With TLS the port
+//! takes only peers with a certificate of the cluster CA (mutual TLS, and
+//! `tls.peer_allowed_names`); when a cluster secret is configured, a call without it is refused
+//! too; both before anything is decoded. This port's
 //! own refusals (no secret, an undecodable payload) are `ServerError`s too, turned into
 //! statuses by the one mapping in `error.rs`.
 //!
@@ -28,7 +30,16 @@ pub struct RaftService {
 }
 
 impl RaftService {
-    fn check_secret<T>(&self, req: &Request<T>) -> Result<(), ServerError> {
+    /// Who may speak Raft here: with TLS, a peer whose certificate the cluster CA signed (the
+    /// handshake checked that) holding one of `tls.peer_allowed_names` when set; with a cluster
+    /// secret, one that sends it. Checked before anything is decoded.
+    fn check_peer<T>(&self, req: &Request<T>) -> Result<(), ServerError> {
+        if let Some(tls) = &self.node.tls {
+            let chain = req.peer_certs();
+            tls.peer_names()
+                .allows(chain.as_deref().map(Vec::as_slice))
+                .map_err(|why| ServerError::Unauthenticated(format!("not a peer of this cluster: {why}")))?;
+        }
         let secret = &self.node.config.cluster.secret;
         if secret.is_empty() {
             return Ok(());
@@ -70,25 +81,25 @@ impl RaftService {
 #[tonic::async_trait]
 impl RaftTransport for RaftService {
     async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.check_secret(&req)?;
+        self.check_peer(&req)?;
         let rpc = Self::decode(req)?;
         Self::raft_reply(self.node.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.check_secret(&req)?;
+        self.check_peer(&req)?;
         let rpc = Self::decode(req)?;
         Self::raft_reply(self.node.raft.vote(rpc).await)
     }
 
     async fn install_snapshot(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.check_secret(&req)?;
+        self.check_peer(&req)?;
         let rpc = Self::decode(req)?;
         Self::raft_reply(self.node.raft.install_snapshot(rpc).await)
     }
 
     async fn forward_write(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.check_secret(&req)?;
+        self.check_peer(&req)?;
         let write = Self::decode(req)?;
         let reply = match self.node.write_local(write).await {
             Ok(Ok(resp)) => ForwardReply::Applied(resp),
@@ -102,7 +113,7 @@ impl RaftTransport for RaftService {
     }
 
     async fn read_index(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.check_secret(&req)?;
+        self.check_peer(&req)?;
         let () = Self::decode(req)?;
         // Bounded like a write: the follower asking gives up after the same time.
         let deadline =

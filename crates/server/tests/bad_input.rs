@@ -93,3 +93,44 @@ async fn invalid_definitions_are_rejected_with_the_field_and_nothing_is_written(
     let flag_entries: Vec<_> = log.iter().filter(|e| e.action.starts_with("flag.")).collect();
     assert_eq!(flag_entries.len(), 1, "only the one valid create is audited: {log:?}");
 }
+
+/// A page of flags ends before it grows past `LIST_RESPONSE_BYTES_MAX`, and says where to go on:
+/// paging still returns every flag once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_page_of_large_flags_stops_at_the_response_bound_and_paging_returns_them_all() {
+    use vexil_proto::v1::ListFlagsRequest;
+    use vexil_server::limits::LIST_RESPONSE_BYTES_MAX;
+    let cluster = common::start(1).await;
+    let mut c = cluster.flags(1).await;
+    // Each ~200 KiB: about 20 fill one page's bound; write a few more.
+    let variant = "v".repeat(200 * 1024);
+    let count = LIST_RESPONSE_BYTES_MAX / variant.len() + 5;
+    for i in 0..count {
+        let spec_json = format!(r#"{{"state":"ENABLED","variants":{{"big":"{variant}"}},"defaultVariant":"big"}}"#);
+        c.create_flag(CreateFlagRequest { namespace: "big".into(), key: format!("f{i:03}"), spec_json, options: None })
+            .await
+            .expect("create");
+    }
+    let mut seen = Vec::new();
+    let mut after_key = String::new();
+    let mut pages = 0;
+    loop {
+        let page = c
+            .list_flags(ListFlagsRequest { namespace: "big".into(), after_key, limit: 1000, read: linearizable() })
+            .await
+            .expect("list")
+            .into_inner();
+        pages += 1;
+        let bytes: usize = page.flags.iter().map(|f| f.spec_json.len()).sum();
+        assert!(bytes <= LIST_RESPONSE_BYTES_MAX, "page {pages} holds {bytes} bytes");
+        assert!(!page.flags.is_empty());
+        seen.extend(page.flags.iter().map(|f| f.key.clone()));
+        if page.next_after_key.is_empty() {
+            break;
+        }
+        after_key = page.next_after_key;
+    }
+    assert!(pages >= 2, "the first page stopped at the bound");
+    let want: Vec<String> = (0..count).map(|i| format!("f{i:03}")).collect();
+    assert_eq!(seen, want, "every flag once, in order");
+}

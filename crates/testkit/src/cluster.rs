@@ -14,6 +14,7 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::limits::{LEADER_TIMEOUT, STOP_TIMEOUT};
+use crate::security::Credentials;
 use crate::{Listener, Process, free_port, vexil_binary};
 
 /// The read lease test nodes run with by default (below their 300 ms minimum election timeout).
@@ -47,6 +48,7 @@ pub struct ClusterBuilder {
     runtime: Runtime,
     listeners: BTreeSet<Listener>,
     flags: Vec<String>,
+    secure: bool,
 }
 
 impl ClusterBuilder {
@@ -64,6 +66,7 @@ impl ClusterBuilder {
             runtime: Runtime::Default,
             listeners: Listener::ALL.into_iter().filter(|l| l.always()).collect(),
             flags: Vec::new(),
+            secure: false,
         }
     }
 
@@ -131,6 +134,14 @@ impl ClusterBuilder {
         self
     }
 
+    /// Run the nodes secure: TLS on every port with certificates of a cluster CA, mutual TLS
+    /// between nodes, and tokens checked (the first admin token from a file;
+    /// [`Cluster::credentials`]). Without it nodes run `--insecure`.
+    pub fn secure(mut self) -> Self {
+        self.secure = true;
+        self
+    }
+
     /// Starts the voters and waits (up to 30 s) until they agree on a leader.
     pub async fn start(self) -> Cluster {
         let cluster = self.spawn().unwrap_or_else(|e| panic!("cannot start the cluster: {e}"));
@@ -155,7 +166,9 @@ impl ClusterBuilder {
             .map(|(id, p)| format!("{id}=127.0.0.1:{}/127.0.0.1:{}", p[&Listener::Api], p[&Listener::Raft]))
             .collect::<Vec<_>>()
             .join(",");
-        let mut cluster = Cluster { _tempdir: tempdir, root, bin, settings: self, members, nodes: BTreeMap::new() };
+        let credentials = if self.secure { Some(Credentials::create(&root.join("pki"))?) } else { None };
+        let mut cluster =
+            Cluster { _tempdir: tempdir, root, bin, settings: self, members, nodes: BTreeMap::new(), credentials };
         for (id, ports) in ports {
             cluster.add_node(id, ports, true)?;
         }
@@ -185,6 +198,7 @@ pub struct Cluster {
     /// `--cluster-initial-members` of the voters.
     members: String,
     nodes: BTreeMap<u64, Node>,
+    credentials: Option<Credentials>,
 }
 
 impl Cluster {
@@ -231,6 +245,14 @@ impl Cluster {
         if s.runtime == Runtime::Mixed {
             p.args(["--worker-threads", if id.is_multiple_of(2) { "1" } else { "0" }]);
         }
+        match &self.credentials {
+            Some(c) => {
+                p.args(c.node_flags(id)?);
+            }
+            None => {
+                p.args(["--insecure"]);
+            }
+        }
         p.args(&s.flags);
         // Every flag has a `VEXIL_*` variable; a developer's must not reach the nodes.
         for (name, _) in std::env::vars_os() {
@@ -268,9 +290,20 @@ impl Cluster {
         format!("127.0.0.1:{}", self.port(id, listener))
     }
 
-    /// `http://127.0.0.1:<api port>` of node `id`.
+    /// `http://127.0.0.1:<api port>` of node `id` (`https://` in a secure cluster).
     pub fn api_addr(&self, id: u64) -> String {
-        format!("http://{}", self.addr(id, Listener::Api))
+        let scheme = if self.credentials.is_some() { "https" } else { "http" };
+        format!("{scheme}://{}", self.addr(id, Listener::Api))
+    }
+
+    /// A secure cluster's CA and admin token ([`ClusterBuilder::secure`]).
+    pub fn credentials(&self) -> &Credentials {
+        self.credentials.as_ref().expect("a secure cluster (ClusterBuilder::secure)")
+    }
+
+    /// Whether the nodes run secure.
+    pub fn is_secure(&self) -> bool {
+        self.credentials.is_some()
     }
 
     /// Every node's API address, in id order.

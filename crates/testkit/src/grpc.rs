@@ -6,7 +6,7 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use tonic::transport::Channel;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use vexil_proto::v1::audit_client::AuditClient;
 use vexil_proto::v1::cluster_client::ClusterClient;
 use vexil_proto::v1::flags_client::FlagsClient;
@@ -19,11 +19,31 @@ use crate::limits::{
 use crate::{Cluster, Listener};
 
 impl Cluster {
+    /// An endpoint for node `id`'s API: TLS trusting the cluster CA in a secure cluster.
+    pub fn endpoint(&self, id: u64) -> Endpoint {
+        let endpoint = Channel::from_shared(self.api_addr(id)).unwrap();
+        if !self.is_secure() {
+            return endpoint;
+        }
+        let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(self.credentials().ca_pem()));
+        endpoint.tls_config(tls).unwrap()
+    }
+
+    /// `msg` as a request carrying the admin token in a secure cluster (as is otherwise).
+    pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
+        let mut req = tonic::Request::new(msg);
+        if self.is_secure() {
+            let header = format!("Bearer {}", self.credentials().admin_token());
+            req.metadata_mut().insert("authorization", header.parse().unwrap());
+        }
+        req
+    }
+
     /// A channel to node `id`'s API, retrying for up to 10 s while the node comes up.
     pub async fn channel(&self, id: u64) -> Channel {
         let deadline = Instant::now() + CONNECT_RETRY_TIMEOUT;
         loop {
-            match Channel::from_shared(self.api_addr(id)).unwrap().connect_timeout(CONNECT_TIMEOUT).connect().await {
+            match self.endpoint(id).connect_timeout(CONNECT_TIMEOUT).connect().await {
                 Ok(ch) => return ch,
                 Err(e) if Instant::now() > deadline => panic!("node {id} is not reachable: {e}\n{}", self.log_tail(id)),
                 Err(_) => tokio::time::sleep(RETRY_POLL).await,
@@ -45,14 +65,9 @@ impl Cluster {
 
     /// A node's status, or `None` if it does not answer within about a second.
     pub async fn status(&self, id: u64) -> Option<StatusResponse> {
-        let ch = Channel::from_shared(self.api_addr(id))
-            .unwrap()
-            .connect_timeout(STATUS_CONNECT_TIMEOUT)
-            .connect()
-            .await
-            .ok()?;
+        let ch = self.endpoint(id).connect_timeout(STATUS_CONNECT_TIMEOUT).connect().await.ok()?;
         let mut c = ClusterClient::new(ch);
-        let mut req = tonic::Request::new(StatusRequest {});
+        let mut req = self.request(StatusRequest {});
         req.set_timeout(STATUS_REQUEST_TIMEOUT);
         tokio::time::timeout(STATUS_TIMEOUT, c.status(req)).await.ok()?.ok().map(|r| r.into_inner())
     }
@@ -104,12 +119,12 @@ impl Cluster {
         let mut after_seq = 0;
         loop {
             let page = client
-                .list_audit(ListAuditRequest {
+                .list_audit(self.request(ListAuditRequest {
                     after_seq,
                     limit: AUDIT_PAGE_ENTRIES,
                     read: Some(ReadOptions { consistency: Consistency::Stale as i32, min_revision }),
                     ..Default::default()
-                })
+                }))
                 .await
                 .unwrap()
                 .into_inner();
@@ -123,16 +138,45 @@ impl Cluster {
     }
 
     /// One HTTP GET on the node's admin listener ([`Listener::Admin`]): (status code, body).
+    /// Over TLS with the admin token in a secure cluster.
     pub fn admin_get(&self, id: u64, path: &str) -> (u16, String) {
+        let token = self.is_secure().then(|| self.credentials().admin_token().to_string());
+        self.admin_get_as(id, path, token.as_deref())
+    }
+
+    /// [`Cluster::admin_get`] with this bearer token, or none.
+    pub fn admin_get_as(&self, id: u64, path: &str, token: Option<&str>) -> (u16, String) {
         use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port(id, Listener::Admin))).unwrap();
-        s.set_read_timeout(Some(ADMIN_READ_TIMEOUT)).unwrap();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", self.port(id, Listener::Admin))).unwrap();
+        tcp.set_read_timeout(Some(ADMIN_READ_TIMEOUT)).unwrap();
+        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
         let mut text = String::new();
-        s.read_to_string(&mut text).unwrap();
+        if self.is_secure() {
+            let mut s = rustls::StreamOwned::new(self.tls_client("127.0.0.1"), tcp);
+            s.write_all(request.as_bytes()).unwrap();
+            // The server may close without close_notify once it has answered.
+            let _ = s.read_to_string(&mut text);
+        } else {
+            let mut s = tcp;
+            s.write_all(request.as_bytes()).unwrap();
+            s.read_to_string(&mut text).unwrap();
+        }
         let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
         let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
         (code, body)
+    }
+
+    /// A rustls client connection to `server_name` that trusts only the cluster CA.
+    pub fn tls_client(&self, server_name: &str) -> rustls::ClientConnection {
+        use rustls_pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls_pki_types::CertificateDer::pem_slice_iter(self.credentials().ca_pem().as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+        let name = rustls_pki_types::ServerName::try_from(server_name.to_string()).unwrap();
+        rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap()
     }
 }
 

@@ -9,6 +9,8 @@
 //!   (voters, timeouts, lease, runtime, listeners, extra flags, log filter, binary, directory),
 //!   nodes started outside the membership, and node handling by id.
 //! - [`Listener`] (`listener.rs`): each socket a node opens, declared once (flag and port).
+//! - [`Credentials`] (`security.rs`): a secure cluster's CA, node certificates and first admin
+//!   token ([`ClusterBuilder::secure`]).
 //! - [`ThinDisk`] (`disk.rs`): a disk that really fails (EIO at fsync) under a node's data
 //!   directory, and its recovery onto a working disk. Needs root.
 //! - `grpc.rs`: clients, status, leader agreement, audit log, admin GET, and request pieces
@@ -38,12 +40,14 @@ mod grpc;
 pub mod limits;
 mod listener;
 mod process;
+mod security;
 
 pub use cluster::{Cluster, ClusterBuilder, READ_LEASE_MS, Runtime};
 pub use disk::ThinDisk;
 pub use grpc::{bool_spec, linearizable, spec, verify_chain};
 pub use listener::Listener;
 pub use process::Process;
+pub use security::Credentials;
 
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};

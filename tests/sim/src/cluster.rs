@@ -63,6 +63,8 @@ impl NodeSetup {
     pub fn config(&self) -> Config {
         let id = self.id;
         let mut c = Config { node_id: id, data_dir: PathBuf::from(format!("/sim/n{id}")), ..Config::default() };
+        // Simulated TCP carries no TLS; the simulation checks consensus, not credentials.
+        c.insecure = true;
         c.api_advertise = api_addr(id);
         c.raft_advertise = format!("n{id}:{RAFT_PORT}");
         c.cluster.bootstrap = id <= self.voters;
@@ -107,6 +109,7 @@ pub fn add_host(sim: &mut turmoil::Sim<'_>, setup: NodeSetup, disk: MemDisk, reg
                 state_machine,
                 reader,
                 channels: net::channel_factory(),
+                tls: None,
                 clock: sim_clock(),
                 faults: setup.bugs,
             };

@@ -9,8 +9,10 @@ use vexil_proto::v1::{Consistency, ListAuditRequest, ListAuditResponse};
 use vexil_raft_store::AuditQuery;
 
 use super::{check_key, check_namespace, page_size, read_barrier};
+use crate::auth::caller;
 use crate::error::ServerError;
 use crate::node::Node;
+use vexil_model::access::Need;
 
 pub struct AuditApi {
     pub node: Arc<Node>,
@@ -20,7 +22,11 @@ pub struct AuditApi {
 impl Audit for AuditApi {
     #[tracing::instrument(skip_all, fields(node = self.node.id, ns = %req.get_ref().namespace, key = %req.get_ref().key))]
     async fn list_audit(&self, req: Request<ListAuditRequest>) -> Result<Response<ListAuditResponse>, Status> {
+        let who = caller(&self.node, &req).await?;
         let r = req.into_inner();
+        // One namespace's history is that namespace's to read; the whole log (tokens,
+        // membership, every namespace) is the admin's.
+        who.check(if r.namespace.is_empty() { Need::Admin } else { Need::Read(&r.namespace) })?;
         if !r.namespace.is_empty() {
             check_namespace(&r.namespace)?;
         }

@@ -13,7 +13,12 @@ use vexil_proto::v1::{
 use vexil_raft_store::{Command, NodeId, NodeInfo};
 
 use super::write_header;
+use crate::auth::{self, Principal, caller};
 use crate::error::ServerError;
+use vexil_model::access::{Grant, Need};
+
+/// How long Init waits for the new cluster's first leader to create the first admin token.
+const FIRST_TOKEN_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 use crate::node::Node;
 
 pub struct ClusterApi {
@@ -41,6 +46,7 @@ impl ClusterApi {
     /// audited too (actor `raft`); this entry adds the actor, reason and request id.
     async fn change_and_record<F>(
         &self,
+        who: Principal,
         options: Option<vexil_proto::v1::WriteOptions>,
         change: F,
         describe: impl FnOnce(u64) -> serde_json::Value + Send + 'static,
@@ -51,7 +57,7 @@ impl ClusterApi {
         let node = self.node.clone();
         let task = tokio::spawn(async move {
             let revision = change.await?;
-            record(&node, options, describe(revision)).await;
+            record(&node, &who, options, describe(revision)).await;
             Ok(revision)
         });
         task.await.map_err(|e| ServerError::Internal(format!("membership change task failed: {e}")))?
@@ -61,14 +67,14 @@ impl ClusterApi {
 /// Appends the audit record of a committed membership change. The change has already happened,
 /// so a failure here is logged, not returned; it is retried (at most once applied, by request
 /// id) for as long as a write may take.
-async fn record(node: &Node, options: Option<vexil_proto::v1::WriteOptions>, what: serde_json::Value) {
+async fn record(node: &Node, who: &Principal, options: Option<vexil_proto::v1::WriteOptions>, what: serde_json::Value) {
     let mut options = options.unwrap_or_default();
     if options.request_id.is_empty() {
         // Derived from the change's revision, so a retry below is applied at most once.
         options.request_id = format!("membership-record-{}", what["revision"]);
     }
     let command = Command::RecordMembershipChange { description: what.to_string() };
-    let req = match super::request(node, Some(options), command) {
+    let req = match super::request(node, who, Some(options), command) {
         Ok(req) => req,
         Err(e) => {
             tracing::error!(error = %e, change = %what, "membership change committed but its actor cannot be audited");
@@ -101,6 +107,46 @@ async fn record(node: &Node, options: Option<vexil_proto::v1::WriteOptions>, wha
 }
 
 impl ClusterApi {
+    /// Whether this cluster checks tokens, takes its first admin token from Init (not from
+    /// `auth.bootstrap_token_file`) and has none yet.
+    fn needs_first_token(&self) -> Result<bool, ServerError> {
+        let config = &self.node.config;
+        Ok(config.tokens_enabled()
+            && config.auth.bootstrap_token_file.is_none()
+            && !self.node.reader.tokens_bootstrapped()?)
+    }
+
+    /// Creates the first admin token and returns its secret, once the new cluster has a leader.
+    async fn create_first_token(&self) -> Result<String, ServerError> {
+        let secret = auth::new_secret();
+        let command = auth::create_token_command(auth::BOOTSTRAP_TOKEN_NAME, Grant::admin(), &secret, 0, true);
+        let req = vexil_raft_store::Request {
+            request_id: String::new(),
+            actor: "init".into(),
+            reason: "vexilctl cluster init".into(),
+            time_ms: self.node.now_ms(),
+            command,
+        };
+        // A cluster initialised a moment ago elects its first leader now.
+        let deadline = tokio::time::Instant::now() + FIRST_TOKEN_WAIT;
+        loop {
+            match self.node.write(req.clone()).await {
+                Ok((resp, _)) => {
+                    resp.outcome.map_err(ServerError::Write)?;
+                    tracing::info!("created the first admin token");
+                    return Ok(secret);
+                }
+                Err(e @ (ServerError::NoLeader | ServerError::NotLeader(_)))
+                    if tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::debug!(error = %e, "waiting for a leader to create the first admin token");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
     fn membership_response(&self, revision: u64) -> MembershipResponse {
         let m = self.node.metrics();
         let membership = m.membership_config.membership();
@@ -125,6 +171,12 @@ impl ClusterApi {
 impl Cluster for ClusterApi {
     #[tracing::instrument(skip_all, fields(node = self.node.id))]
     async fn init(&self, req: Request<InitRequest>) -> Result<Response<InitResponse>, Status> {
+        // Until the first admin token exists nobody holds one: Init is the one call a caller
+        // without a token may make. A caller with a token must be an admin.
+        let who = caller(&self.node, &req).await?;
+        if who.grant.is_some() {
+            who.check(Need::Admin)?;
+        }
         let r = req.into_inner();
         if r.members.is_empty() {
             return Err(ServerError::invalid("members", "must list at least one voter").into());
@@ -143,12 +195,22 @@ impl Cluster for ClusterApi {
         if !members.contains_key(&self.node.id) {
             return Err(ServerError::invalid("members", format!("must include this node ({})", self.node.id)).into());
         }
-        self.node.initialize(members).await?;
-        tracing::info!("cluster initialised through the API");
-        Ok(Response::new(InitResponse { admin_token: String::new() }))
+        let initialised = match self.node.initialize(members).await {
+            Ok(()) => true,
+            // A cluster formed by configuration, or by an Init whose token step failed, still
+            // gets its first admin token here, once.
+            Err(ServerError::AlreadyInitialized) if self.needs_first_token()? => false,
+            Err(e) => return Err(e.into()),
+        };
+        if initialised {
+            tracing::info!("cluster initialised through the API");
+        }
+        let admin_token = if self.needs_first_token()? { self.create_first_token().await? } else { String::new() };
+        Ok(Response::new(InitResponse { admin_token }))
     }
 
-    async fn status(&self, _req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
+        caller(&self.node, &req).await?.check(Need::AnyRole)?;
         let m = self.node.metrics();
         let membership = m.membership_config.membership();
         let voters: BTreeSet<NodeId> = membership.voter_ids().collect();
@@ -186,6 +248,8 @@ impl Cluster for ClusterApi {
 
     #[tracing::instrument(skip_all, fields(node = self.node.id))]
     async fn add_learner(&self, req: Request<AddLearnerRequest>) -> Result<Response<MembershipResponse>, Status> {
+        let who = caller(&self.node, &req).await?;
+        who.check(Need::Admin)?;
         let r = req.into_inner();
         let m = r.member.ok_or_else(|| ServerError::invalid("member", "is required"))?;
         let (id, info) = from_member(&m, "member")?;
@@ -194,7 +258,7 @@ impl Cluster for ClusterApi {
         let blocking = r.blocking;
         let change = async move { node.add_learner(id, info, blocking).await };
         let revision = self
-            .change_and_record(r.options, change, move |revision| {
+            .change_and_record(who, r.options, change, move |revision| {
                 serde_json::json!({"request": "add_learner", "node_id": id, "api_addr": api_addr,
                                    "raft_addr": raft_addr, "revision": revision})
             })
@@ -208,6 +272,8 @@ impl Cluster for ClusterApi {
         &self,
         req: Request<ChangeMembershipRequest>,
     ) -> Result<Response<MembershipResponse>, Status> {
+        let who = caller(&self.node, &req).await?;
+        who.check(Need::Admin)?;
         let r = req.into_inner();
         if r.voters.is_empty() {
             return Err(ServerError::invalid("voters", "must name at least one voter").into());
@@ -219,7 +285,7 @@ impl Cluster for ClusterApi {
             async move { node.change_membership(ChangeMembers::ReplaceAllVoters(change_voters), retain).await };
         let audited = voters.clone();
         let revision = self
-            .change_and_record(r.options, change, move |revision| {
+            .change_and_record(who, r.options, change, move |revision| {
                 serde_json::json!({"request": "change_membership", "voters": audited, "retain": retain,
                                    "revision": revision})
             })
@@ -230,11 +296,14 @@ impl Cluster for ClusterApi {
 
     #[tracing::instrument(skip_all, fields(node = self.node.id))]
     async fn remove_node(&self, req: Request<RemoveNodeRequest>) -> Result<Response<MembershipResponse>, Status> {
+        let who = caller(&self.node, &req).await?;
+        who.check(Need::Admin)?;
         let r = req.into_inner();
         let (node, id) = (self.node.clone(), r.node_id);
         let change = async move { node.remove_node(id).await };
         let revision = self
             .change_and_record(
+                who,
                 r.options,
                 change,
                 move |revision| serde_json::json!({"request": "remove_node", "node_id": id, "revision": revision}),
@@ -245,7 +314,8 @@ impl Cluster for ClusterApi {
     }
 
     #[tracing::instrument(skip_all, fields(node = self.node.id))]
-    async fn snapshot(&self, _req: Request<SnapshotRequest>) -> Result<Response<SnapshotResponse>, Status> {
+    async fn snapshot(&self, req: Request<SnapshotRequest>) -> Result<Response<SnapshotResponse>, Status> {
+        caller(&self.node, &req).await?.check(Need::Admin)?;
         let target = self.node.metrics().last_applied.map(|l| l.index).unwrap_or(0);
         let deadline = tokio::time::Instant::now()
             + std::time::Duration::from_millis(self.node.config.raft.write_timeout_ms.max(30_000));

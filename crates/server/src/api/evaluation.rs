@@ -1,11 +1,11 @@
 //! `vexil.v1.Evaluation`: server-side evaluation with the same engine the client embeds.
 //!
-//! Each namespace is compiled once per applied revision and kept in a small cache, so an
+//! Each namespace is compiled once per applied revision and kept in a bounded cache, so an
 //! evaluation costs a context parse plus the compiled rule, not a recompilation. The result is
 //! rendered by the one conversion in `vexil-proto` (`FlagEvaluation::from_resolution`), which
 //! applies the requested type by the model's rule.
 
-use std::collections::HashMap;
+use std::num::NonZeroUsize;
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
@@ -18,35 +18,57 @@ use vexil_proto::v1::{
 };
 
 use super::{check_key, check_namespace, read_barrier};
+use crate::auth::caller;
 use crate::error::ServerError;
-use crate::limits::CONTEXT_BYTES_MAX;
+use crate::limits::{CONTEXT_BYTES_MAX, EVAL_CACHE_NAMESPACES_MAX};
 use crate::node::Node;
+use vexil_model::access::Need;
 
 pub struct EvaluationApi {
     pub node: Arc<Node>,
-    /// namespace → (revision it was compiled at, compiled flags).
-    cache: Mutex<HashMap<String, (u64, Arc<CompiledNamespace>)>>,
+    cache: CompiledCache,
+}
+
+/// namespace → (revision it was compiled at, compiled flags), for the
+/// [`EVAL_CACHE_NAMESPACES_MAX`] namespaces used last: a caller naming ever new namespaces
+/// (each may be empty) costs a compilation each, never memory.
+struct CompiledCache(Mutex<lru::LruCache<String, (u64, Arc<CompiledNamespace>)>>);
+
+impl CompiledCache {
+    fn new() -> Self {
+        let cap = NonZeroUsize::new(EVAL_CACHE_NAMESPACES_MAX).expect("a positive bound");
+        CompiledCache(Mutex::new(lru::LruCache::new(cap)))
+    }
+
+    fn get(&self, namespace: &str, revision: u64) -> Option<Arc<CompiledNamespace>> {
+        let mut cache = self.0.lock().expect("evaluation cache lock poisoned");
+        cache.get(namespace).filter(|(rev, _)| *rev == revision).map(|(_, ns)| ns.clone())
+    }
+
+    fn put(&self, namespace: &str, revision: u64, compiled: Arc<CompiledNamespace>) {
+        self.0.lock().expect("evaluation cache lock poisoned").put(namespace.to_string(), (revision, compiled));
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().expect("evaluation cache lock poisoned").len()
+    }
 }
 
 impl EvaluationApi {
     pub fn new(node: Arc<Node>) -> Self {
-        EvaluationApi { node, cache: Mutex::new(HashMap::new()) }
+        EvaluationApi { node, cache: CompiledCache::new() }
     }
 
     /// The namespace compiled at the latest applied revision (reused while nothing changed).
     fn compiled(&self, namespace: &str) -> Result<(u64, Arc<CompiledNamespace>), ServerError> {
         let revision = self.node.reader.revision()?;
-        if let Some((rev, ns)) = self.cache.lock().expect("evaluation cache lock poisoned").get(namespace)
-            && *rev == revision
-        {
-            return Ok((*rev, ns.clone()));
+        if let Some(ns) = self.cache.get(namespace, revision) {
+            return Ok((revision, ns));
         }
         let (states_revision, doc) = super::current_document(&self.node, namespace)?;
         let compiled = Arc::new(CompiledNamespace::new(&doc));
-        self.cache
-            .lock()
-            .expect("evaluation cache lock poisoned")
-            .insert(namespace.to_string(), (states_revision, compiled.clone()));
+        self.cache.put(namespace, states_revision, compiled.clone());
         Ok((states_revision, compiled))
     }
 }
@@ -72,7 +94,9 @@ fn parse_context(json: &str) -> Result<Map<String, Value>, ServerError> {
 impl Evaluation for EvaluationApi {
     #[tracing::instrument(skip_all, fields(node = self.node.id, ns = %req.get_ref().namespace, key = %req.get_ref().key))]
     async fn evaluate_flag(&self, req: Request<EvaluateFlagRequest>) -> Result<Response<EvaluateFlagResponse>, Status> {
+        let who = caller(&self.node, &req).await?;
         let r = req.into_inner();
+        who.check(Need::Read(&r.namespace))?;
         check_namespace(&r.namespace)?;
         check_key(&r.key)?;
         let ty = ValueType::try_from(r.r#type)
@@ -89,7 +113,9 @@ impl Evaluation for EvaluationApi {
 
     #[tracing::instrument(skip_all, fields(node = self.node.id, ns = %req.get_ref().namespace))]
     async fn evaluate_all(&self, req: Request<EvaluateAllRequest>) -> Result<Response<EvaluateAllResponse>, Status> {
+        let who = caller(&self.node, &req).await?;
         let r = req.into_inner();
+        who.check(Need::Read(&r.namespace))?;
         check_namespace(&r.namespace)?;
         let context = parse_context(&r.context_json)?;
         let header = read_barrier(&self.node, r.read, Consistency::Lease).await?;
@@ -99,5 +125,24 @@ impl Evaluation for EvaluationApi {
         let evaluations =
             ns.keys().map(|key| FlagEvaluation::from_resolution(key, ns.evaluate(key, &ctx, now), None)).collect();
         Ok(Response::new(EvaluateAllResponse { header: header(revision), evaluations }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_compiled_cache_keeps_at_most_its_bound_of_namespaces() {
+        let cache = CompiledCache::new();
+        let empty = Arc::new(CompiledNamespace::new(&vexil_model::NamespaceDocument::default()));
+        for i in 0..EVAL_CACHE_NAMESPACES_MAX + 50 {
+            cache.put(&format!("ns-{i}"), 7, empty.clone());
+        }
+        assert_eq!(cache.len(), EVAL_CACHE_NAMESPACES_MAX);
+        assert!(cache.get("ns-0", 7).is_none(), "the least recently used went");
+        let last = format!("ns-{}", EVAL_CACHE_NAMESPACES_MAX + 49);
+        assert!(cache.get(&last, 7).is_some());
+        assert!(cache.get(&last, 8).is_none(), "a newer revision compiles again");
     }
 }

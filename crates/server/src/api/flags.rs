@@ -13,8 +13,11 @@ use vexil_proto::v1::{
 use vexil_raft_store::{Command, FlagRecord, Outcome, WriteError};
 
 use super::{check_key, check_namespace, page_size, read_barrier, request, write_header};
+use crate::auth::{Principal, caller};
 use crate::error::ServerError;
+use crate::limits::LIST_RESPONSE_BYTES_MAX;
 use crate::node::Node;
+use vexil_model::access::Need;
 
 pub struct FlagsApi {
     pub node: Arc<Node>,
@@ -38,10 +41,11 @@ impl FlagsApi {
     /// Proposes a single-flag command and shapes the reply.
     async fn write_flag(
         &self,
+        who: &Principal,
         options: Option<vexil_proto::v1::WriteOptions>,
         command: Command,
     ) -> Result<WriteFlagResponse, ServerError> {
-        let (resp, leader) = self.node.write(request(&self.node, options, command)?).await?;
+        let (resp, leader) = self.node.write(request(&self.node, who, options, command)?).await?;
         match resp.outcome {
             Ok(Outcome::Flag { version }) => {
                 Ok(WriteFlagResponse { header: write_header(resp.revision, leader), version })
@@ -72,44 +76,54 @@ impl FlagsApi {
 impl Flags for FlagsApi {
     #[tracing::instrument(skip_all, fields(node = self.node.id, ns = %req.get_ref().namespace, key = %req.get_ref().key))]
     async fn create_flag(&self, req: Request<CreateFlagRequest>) -> Result<Response<WriteFlagResponse>, Status> {
+        let who = caller(&self.node, &req).await?;
         let r = req.into_inner();
+        who.check(Need::Write(&r.namespace))?;
         let spec_json = self.validated_spec(&r.namespace, &r.key, &r.spec_json)?;
         let command = Command::CreateFlag { namespace: r.namespace, key: r.key, spec_json };
-        Ok(Response::new(self.write_flag(r.options, command).await?))
+        Ok(Response::new(self.write_flag(&who, r.options, command).await?))
     }
 
     #[tracing::instrument(skip_all, fields(node = self.node.id, ns = %req.get_ref().namespace, key = %req.get_ref().key))]
     async fn update_flag(&self, req: Request<UpdateFlagRequest>) -> Result<Response<WriteFlagResponse>, Status> {
+        let who = caller(&self.node, &req).await?;
         let r = req.into_inner();
+        who.check(Need::Write(&r.namespace))?;
         let spec_json = self.validated_spec(&r.namespace, &r.key, &r.spec_json)?;
         let command =
             Command::UpdateFlag { namespace: r.namespace, key: r.key, spec_json, expected_version: r.expected_version };
-        Ok(Response::new(self.write_flag(r.options, command).await?))
+        Ok(Response::new(self.write_flag(&who, r.options, command).await?))
     }
 
     #[tracing::instrument(skip_all, fields(node = self.node.id, ns = %req.get_ref().namespace, key = %req.get_ref().key))]
     async fn set_flag_state(&self, req: Request<SetFlagStateRequest>) -> Result<Response<WriteFlagResponse>, Status> {
+        let who = caller(&self.node, &req).await?;
         let r = req.into_inner();
+        who.check(Need::Write(&r.namespace))?;
         check_namespace(&r.namespace)?;
         check_key(&r.key)?;
         let state = if r.enabled { FlagState::Enabled } else { FlagState::Disabled };
         let command =
             Command::SetFlagState { namespace: r.namespace, key: r.key, state, expected_version: r.expected_version };
-        Ok(Response::new(self.write_flag(r.options, command).await?))
+        Ok(Response::new(self.write_flag(&who, r.options, command).await?))
     }
 
     #[tracing::instrument(skip_all, fields(node = self.node.id, ns = %req.get_ref().namespace, key = %req.get_ref().key))]
     async fn delete_flag(&self, req: Request<DeleteFlagRequest>) -> Result<Response<WriteFlagResponse>, Status> {
+        let who = caller(&self.node, &req).await?;
         let r = req.into_inner();
+        who.check(Need::Write(&r.namespace))?;
         check_namespace(&r.namespace)?;
         check_key(&r.key)?;
         let command = Command::DeleteFlag { namespace: r.namespace, key: r.key, expected_version: r.expected_version };
-        Ok(Response::new(self.write_flag(r.options, command).await?))
+        Ok(Response::new(self.write_flag(&who, r.options, command).await?))
     }
 
     #[tracing::instrument(skip_all, fields(node = self.node.id, ns = %req.get_ref().namespace, key = %req.get_ref().key))]
     async fn get_flag(&self, req: Request<GetFlagRequest>) -> Result<Response<GetFlagResponse>, Status> {
+        let who = caller(&self.node, &req).await?;
         let r = req.into_inner();
+        who.check(Need::Read(&r.namespace))?;
         check_namespace(&r.namespace)?;
         check_key(&r.key)?;
         let header = read_barrier(&self.node, r.read, Consistency::Lease).await?;
@@ -125,14 +139,31 @@ impl Flags for FlagsApi {
 
     #[tracing::instrument(skip_all, fields(node = self.node.id, ns = %req.get_ref().namespace))]
     async fn list_flags(&self, req: Request<ListFlagsRequest>) -> Result<Response<ListFlagsResponse>, Status> {
+        let who = caller(&self.node, &req).await?;
         let r = req.into_inner();
+        who.check(Need::Read(&r.namespace))?;
         check_namespace(&r.namespace)?;
         let limit = page_size(r.limit);
         let header = read_barrier(&self.node, r.read, Consistency::Lease).await?;
-        let (revision, flags) =
+        let (revision, mut flags) =
             self.node.reader.list_flags(&r.namespace, &r.after_key, limit).map_err(ServerError::from)?;
+        let full = flags.len() == limit;
+        // A page ends early rather than grow past LIST_RESPONSE_BYTES_MAX (a thousand flags of
+        // up to 256 KiB each would be a quarter of a GiB); it always holds one flag.
+        let mut bytes = 0;
+        let fits = flags
+            .iter()
+            .position(|(k, rec)| {
+                bytes += k.len() + rec.spec_json.len() + rec.updated_by.len();
+                bytes > LIST_RESPONSE_BYTES_MAX
+            })
+            .map(|at| at.max(1));
+        let trimmed = fits.is_some_and(|at| at < flags.len());
+        if let Some(at) = fits {
+            flags.truncate(at);
+        }
         let next_after_key =
-            if flags.len() == limit { flags.last().map(|(k, _)| k.clone()).unwrap_or_default() } else { String::new() };
+            if full || trimmed { flags.last().map(|(k, _)| k.clone()).unwrap_or_default() } else { String::new() };
         let flags = flags.into_iter().map(|(k, rec)| to_proto(&r.namespace, &k, rec)).collect();
         Ok(Response::new(ListFlagsResponse { header: header(revision), flags, next_after_key }))
     }
@@ -142,9 +173,13 @@ impl Flags for FlagsApi {
         &self,
         req: Request<ListNamespacesRequest>,
     ) -> Result<Response<ListNamespacesResponse>, Status> {
+        let who = caller(&self.node, &req).await?;
         let r = req.into_inner();
+        who.check(Need::AnyRole)?;
         let header = read_barrier(&self.node, r.read, Consistency::Lease).await?;
-        let (revision, namespaces) = self.node.reader.list_namespaces().map_err(ServerError::from)?;
+        let (revision, mut namespaces) = self.node.reader.list_namespaces().map_err(ServerError::from)?;
+        // A caller sees the namespaces it may read, and no others.
+        namespaces.retain(|ns| who.can_read(ns));
         Ok(Response::new(ListNamespacesResponse { header: header(revision), namespaces }))
     }
 
@@ -153,7 +188,9 @@ impl Flags for FlagsApi {
         &self,
         req: Request<ApplyNamespaceRequest>,
     ) -> Result<Response<ApplyNamespaceResponse>, Status> {
+        let who = caller(&self.node, &req).await?;
         let r = req.into_inner();
+        who.check(Need::Write(&r.namespace))?;
         check_namespace(&r.namespace)?;
         let doc = NamespaceDocument::from_json(&r.document_json).map_err(ServerError::from)?;
         vexil_model::eval::validate_document(&doc).map_err(ServerError::from)?;
@@ -163,7 +200,7 @@ impl Flags for FlagsApi {
             return Ok(Response::new(dry_run_response(revision, &vexil_model::document::diff(&current, &doc))));
         }
         let command = Command::ApplyNamespace { namespace: r.namespace, document_json: r.document_json };
-        let (resp, leader) = self.node.write(request(&self.node, r.options, command)?).await?;
+        let (resp, leader) = self.node.write(request(&self.node, &who, r.options, command)?).await?;
         match resp.outcome {
             Ok(Outcome::Applied { created, updated, deleted, unchanged }) => {
                 Ok(Response::new(ApplyNamespaceResponse {

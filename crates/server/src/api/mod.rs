@@ -6,22 +6,25 @@ pub mod cluster;
 pub mod evaluation;
 pub mod flags;
 pub mod health;
+pub mod tokens;
 pub mod watch;
 
 use vexil_model::{FlagSpec, NamespaceDocument, limits};
 use vexil_proto::v1::{Consistency, ReadHeader, ReadOptions, WriteHeader, WriteOptions};
 use vexil_raft_store::{Command, Request};
 
+use crate::auth::Principal;
 use crate::error::ServerError;
 use crate::limits::{LIST_PAGE_DEFAULT, LIST_PAGE_MAX};
 use crate::node::Node;
 
-/// The principal recorded as the audit actor. Until bearer tokens land, every caller is
-/// `anonymous`.
-const ANONYMOUS: &str = "anonymous";
-
-/// Builds the Raft request for a validated command.
-pub(crate) fn request(node: &Node, options: Option<WriteOptions>, command: Command) -> Result<Request, ServerError> {
+/// Builds the Raft request for a validated command; `who` is its audit actor.
+pub(crate) fn request(
+    node: &Node,
+    who: &Principal,
+    options: Option<WriteOptions>,
+    command: Command,
+) -> Result<Request, ServerError> {
     let options = options.unwrap_or_default();
     if options.request_id.len() > limits::REQUEST_ID_BYTES_MAX {
         return Err(ServerError::invalid(
@@ -37,7 +40,7 @@ pub(crate) fn request(node: &Node, options: Option<WriteOptions>, command: Comma
     }
     Ok(Request {
         request_id: options.request_id,
-        actor: ANONYMOUS.into(),
+        actor: who.name.clone(),
         reason: options.reason,
         time_ms: node.now_ms(),
         command,

@@ -11,6 +11,10 @@
 //! (INVALID_ARGUMENT naming `after_revision`), before the stream takes a slot: no node of this
 //! cluster ever served it, so the client's position belongs to another history.
 //!
+//! A stream needs read access to each namespace it watches (no namespaces: all those the
+//! caller may read), and lives as long as its token: it ends UNAUTHENTICATED once the token is
+//! revoked (when the revocation applies on this node) or expires.
+//!
 //! When the node starts leaving ([`Node::leaving`]), every stream ends at once with UNAVAILABLE
 //! `ShuttingDown` (and a new one is refused so): its client resumes on another node from its
 //! last revision, and the API can drain instead of waiting for watchers to go away.
@@ -32,10 +36,15 @@ use vexil_proto::v1::{
 
 use super::check_namespace;
 use super::flags::to_proto as flag_to_proto;
+use crate::auth::{self, Principal, caller};
 use crate::error::ServerError;
-use crate::limits::{WATCH_BATCH_ENTRIES_MAX, WATCH_BUFFER_MESSAGES, WATCH_NAMESPACES_MAX, WATCH_PROGRESS_INTERVAL_MS};
+use crate::limits::{
+    STREAM_TOKEN_CHECK_INTERVAL_MS, WATCH_BATCH_ENTRIES_MAX, WATCH_BUFFER_MESSAGES, WATCH_NAMESPACES_MAX,
+    WATCH_PROGRESS_INTERVAL_MS,
+};
 use crate::node::Node;
 use crate::read_index;
+use vexil_model::access::{Need, Role};
 
 pub struct WatchApi {
     pub node: Arc<Node>,
@@ -51,7 +60,8 @@ impl Watch for WatchApi {
 
     #[tracing::instrument(skip_all, fields(node = self.node.id, after = req.get_ref().after_revision))]
     async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
-        let r = req.into_inner();
+        let who = caller(&self.node, &req).await?;
+        let mut r = req.into_inner();
         if r.namespaces.len() > WATCH_NAMESPACES_MAX {
             return Err(ServerError::invalid("namespaces", format!("lists more than {WATCH_NAMESPACES_MAX}")).into());
         }
@@ -60,13 +70,24 @@ impl Watch for WatchApi {
                 ServerError::invalid(format!("namespaces[{i}]"), format!("{ns:?} is not a valid namespace"))
             })?;
         }
+        if r.namespaces.is_empty() {
+            // "Every namespace" is every namespace the caller may read.
+            match &who.grant {
+                Some(g) if g.role != Role::Admin => r.namespaces = g.namespaces.iter().cloned().collect(),
+                Some(_) => {}
+                None => who.check(Need::AnyRole)?,
+            }
+        }
+        for ns in &r.namespaces {
+            who.check(Need::Read(ns))?;
+        }
         if self.node.leaving.has_begun() {
             return Err(ServerError::ShuttingDown.into());
         }
         check_after_revision(&self.node, r.after_revision).await?;
         let permit = self.slots.clone().try_acquire_owned().map_err(|_| ServerError::WatchLimit)?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER_MESSAGES);
-        tokio::spawn(stream(self.node.clone(), r, tx, WatchSlot::new(permit, &self.node)));
+        tokio::spawn(stream(self.node.clone(), r, who, tx, WatchSlot::new(permit, &self.node)));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 }
@@ -92,9 +113,9 @@ async fn check_after_revision(node: &Arc<Node>, after_revision: u64) -> Result<(
     Ok(())
 }
 
-async fn stream(node: Arc<Node>, req: WatchRequest, tx: Sender, _slot: WatchSlot) {
+async fn stream(node: Arc<Node>, req: WatchRequest, who: Principal, tx: Sender, _slot: WatchSlot) {
     let outcome = tokio::select! {
-        r = follow(&node, &req, &tx) => r,
+        r = follow(&node, &req, &who, &tx) => r,
         () = tx.closed() => Ok(()),
         () = node.leaving.begun() => Err(ServerError::ShuttingDown),
     };
@@ -109,7 +130,7 @@ async fn send(tx: &Sender, kind: Kind) -> Result<(), ServerError> {
     Ok(())
 }
 
-async fn follow(node: &Node, req: &WatchRequest, tx: &Sender) -> Result<(), ServerError> {
+async fn follow(node: &Node, req: &WatchRequest, who: &Principal, tx: &Sender) -> Result<(), ServerError> {
     let filter: BTreeSet<&str> = req.namespaces.iter().map(String::as_str).collect();
     let mut applied = node.reader.applied_revision();
     // Resuming on a node that is behind: wait until it has what the client already has (which
@@ -133,13 +154,19 @@ async fn follow(node: &Node, req: &WatchRequest, tx: &Sender) -> Result<(), Serv
     }
 
     let progress_every = Duration::from_millis(WATCH_PROGRESS_INTERVAL_MS);
+    let token_check_every = Duration::from_millis(STREAM_TOKEN_CHECK_INTERVAL_MS);
+    let mut last_sent = tokio::time::Instant::now();
     loop {
+        // The stream lives as long as its token: a revocation ends it when it applies here (the
+        // applied revision moves), an expiry within a check interval.
+        auth::still_valid(node, who)?;
         // Catch up from the audit log, whole revisions at a time.
         loop {
             let (entries, seen) = node.reader.changes_after(cursor, WATCH_BATCH_ENTRIES_MAX)?;
             let caught_up = entries.len() < WATCH_BATCH_ENTRIES_MAX;
             for batch in group_by_revision(entries, &filter, node) {
                 send(tx, Kind::Changes(batch)).await?;
+                last_sent = tokio::time::Instant::now();
             }
             cursor = cursor.max(seen);
             if caught_up {
@@ -148,10 +175,14 @@ async fn follow(node: &Node, req: &WatchRequest, tx: &Sender) -> Result<(), Serv
         }
         // Live: wait for the applied revision to move past the cursor, or say we are current.
         let moved = async { applied.wait_for(|a| *a > cursor).await.map(|_| ()) };
-        match tokio::time::timeout(progress_every, moved).await {
+        match tokio::time::timeout(token_check_every, moved).await {
             Ok(Ok(_)) => {}
             Ok(Err(_)) => return Err(ServerError::ShuttingDown),
-            Err(_) => send(tx, Kind::Progress(Progress { revision: cursor })).await?,
+            Err(_) if last_sent.elapsed() >= progress_every => {
+                send(tx, Kind::Progress(Progress { revision: cursor })).await?;
+                last_sent = tokio::time::Instant::now();
+            }
+            Err(_) => {}
         }
     }
 }
@@ -182,11 +213,19 @@ fn json_or_empty(s: &str) -> String {
 }
 
 /// Turns audit entries into one batch per revision, keeping the watched namespaces' flag and
-/// namespace changes (membership changes are not part of the flag feed).
+/// namespace changes (membership and token changes are not part of the flag feed).
 fn group_by_revision(entries: Vec<AuditEntry>, filter: &BTreeSet<&str>, node: &Node) -> Vec<ChangeBatch> {
     let mut batches: Vec<ChangeBatch> = Vec::new();
     for e in entries {
-        if e.action == AuditAction::MembershipChange || (!filter.is_empty() && !filter.contains(e.namespace.as_str())) {
+        let flag_feed = matches!(
+            e.action,
+            AuditAction::FlagCreate
+                | AuditAction::FlagUpdate
+                | AuditAction::FlagSetState
+                | AuditAction::FlagDelete
+                | AuditAction::NamespaceUpdate
+        );
+        if !flag_feed || (!filter.is_empty() && !filter.contains(e.namespace.as_str())) {
             continue;
         }
         let change = to_change(e, node);

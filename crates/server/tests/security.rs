@@ -1,0 +1,535 @@
+//! Security on a real TLS cluster (`ClusterBuilder::secure`: a cluster CA, node certificates,
+//! mutual TLS between nodes, the first admin token from a file):
+//!
+//! - every `vexil.v1` RPC and the admin port refuse a call without a token, with a wrong, an
+//!   expired or a revoked one (UNAUTHENTICATED), and with a token of the wrong role or namespace
+//!   (PERMISSION_DENIED naming the role); health probes stay open;
+//! - an editor of `a` cannot touch `b`, a reader cannot write, only an admin manages tokens and
+//!   membership; the audit names the principal of flag, token and membership changes, and the
+//!   chain verifies;
+//! - a watch stream ends when its token is revoked;
+//! - the Raft port refuses plaintext, a client without a certificate and one with a certificate
+//!   of another CA; a node with a certificate of another CA cannot join.
+
+use std::time::Duration;
+
+use futures::future::BoxFuture;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
+use tonic::{Code, Request, Status};
+use vexil_proto::v1::audit_client::AuditClient;
+use vexil_proto::v1::cluster_client::ClusterClient;
+use vexil_proto::v1::evaluation_client::EvaluationClient;
+use vexil_proto::v1::flags_client::FlagsClient;
+use vexil_proto::v1::tokens_client::TokensClient;
+use vexil_proto::v1::watch_client::WatchClient;
+use vexil_proto::v1::*;
+use vexil_proto::vexil::raft::v1::RaftPayload;
+use vexil_proto::vexil::raft::v1::raft_transport_client::RaftTransportClient;
+use vexil_server::error::ErrorReason;
+use vexil_testkit::{Cluster, Listener, spec, verify_chain};
+
+fn secure(voters: u64) -> vexil_testkit::ClusterBuilder {
+    Cluster::builder(voters).bin(env!("CARGO_BIN_EXE_vexil")).secure()
+}
+
+/// `msg` with `authorization: Bearer <token>` when a token is given.
+fn with_token<T>(msg: T, token: &Option<String>) -> Request<T> {
+    let mut req = Request::new(msg);
+    if let Some(t) = token {
+        req.metadata_mut().insert("authorization", format!("Bearer {t}").parse().expect("header"));
+    }
+    req
+}
+
+fn reason(status: &Status) -> Option<String> {
+    vexil_server::error::error_info(status).map(|(r, _)| r)
+}
+
+/// Creates a token as the cluster's admin and returns its secret.
+async fn create_token(c: &Cluster, name: &str, role: Role, namespaces: &[&str], expires_ms: i64) -> String {
+    let mut tokens = TokensClient::new(c.channel(1).await);
+    let resp = tokens
+        .create_token(c.request(CreateTokenRequest {
+            name: name.into(),
+            role: role as i32,
+            namespaces: namespaces.iter().map(|s| s.to_string()).collect(),
+            expires_ms,
+            options: None,
+        }))
+        .await
+        .unwrap_or_else(|s| panic!("create token {name}: {s:?}"))
+        .into_inner();
+    assert!(resp.secret.starts_with("vexil_") && resp.secret.len() == 70, "{}", resp.secret);
+    resp.secret
+}
+
+/// What an RPC needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Needs {
+    Admin,
+    /// Editor (or admin) of namespace `a`.
+    WriteA,
+    /// Any role on namespace `a`.
+    ReadA,
+    /// Any valid token.
+    AnyRole,
+    /// `Init`: a caller without a token may call it (an initialised cluster refuses what it
+    /// asks); a token must be an admin's.
+    Init,
+}
+
+type Call = Box<dyn Fn(Channel, Option<String>) -> BoxFuture<'static, Result<(), Status>> + Send + Sync>;
+
+macro_rules! call {
+    ($client:ident, $method:ident, $msg:expr) => {
+        Box::new(|ch: Channel, token: Option<String>| -> BoxFuture<'static, Result<(), Status>> {
+            Box::pin(async move { $client::new(ch).$method(with_token($msg, &token)).await.map(|_| ()) })
+        }) as Call
+    };
+}
+
+/// Every `vexil.v1` RPC, with what it needs. Namespaced calls use namespace `a`.
+fn every_rpc() -> Vec<(&'static str, Needs, Call)> {
+    fn ns() -> String {
+        "a".to_string()
+    }
+    vec![
+        (
+            "Flags.CreateFlag",
+            Needs::WriteA,
+            call!(
+                FlagsClient,
+                create_flag,
+                CreateFlagRequest { namespace: ns(), key: "x".into(), spec_json: spec("x"), options: None }
+            ),
+        ),
+        (
+            "Flags.UpdateFlag",
+            Needs::WriteA,
+            call!(
+                FlagsClient,
+                update_flag,
+                UpdateFlagRequest { namespace: ns(), key: "x".into(), spec_json: spec("y"), ..Default::default() }
+            ),
+        ),
+        (
+            "Flags.SetFlagState",
+            Needs::WriteA,
+            call!(
+                FlagsClient,
+                set_flag_state,
+                SetFlagStateRequest { namespace: ns(), key: "x".into(), ..Default::default() }
+            ),
+        ),
+        (
+            "Flags.DeleteFlag",
+            Needs::WriteA,
+            call!(
+                FlagsClient,
+                delete_flag,
+                DeleteFlagRequest { namespace: ns(), key: "nope".into(), ..Default::default() }
+            ),
+        ),
+        (
+            "Flags.ApplyNamespace",
+            Needs::WriteA,
+            call!(
+                FlagsClient,
+                apply_namespace,
+                ApplyNamespaceRequest {
+                    namespace: ns(),
+                    document_json: r#"{"flags":{}}"#.into(),
+                    dry_run: true,
+                    ..Default::default()
+                }
+            ),
+        ),
+        (
+            "Flags.GetFlag",
+            Needs::ReadA,
+            call!(FlagsClient, get_flag, GetFlagRequest { namespace: ns(), key: "x".into(), ..Default::default() }),
+        ),
+        (
+            "Flags.ListFlags",
+            Needs::ReadA,
+            call!(FlagsClient, list_flags, ListFlagsRequest { namespace: ns(), ..Default::default() }),
+        ),
+        ("Flags.ListNamespaces", Needs::AnyRole, call!(FlagsClient, list_namespaces, ListNamespacesRequest::default())),
+        (
+            "Evaluation.EvaluateFlag",
+            Needs::ReadA,
+            call!(
+                EvaluationClient,
+                evaluate_flag,
+                EvaluateFlagRequest { namespace: ns(), key: "x".into(), ..Default::default() }
+            ),
+        ),
+        (
+            "Evaluation.EvaluateAll",
+            Needs::ReadA,
+            call!(EvaluationClient, evaluate_all, EvaluateAllRequest { namespace: ns(), ..Default::default() }),
+        ),
+        (
+            "Watch.Watch",
+            Needs::ReadA,
+            call!(WatchClient, watch, WatchRequest { namespaces: vec![ns()], ..Default::default() }),
+        ),
+        (
+            "Audit.ListAudit(namespace)",
+            Needs::ReadA,
+            call!(AuditClient, list_audit, ListAuditRequest { namespace: ns(), ..Default::default() }),
+        ),
+        ("Audit.ListAudit(all)", Needs::Admin, call!(AuditClient, list_audit, ListAuditRequest::default())),
+        (
+            "Cluster.Init",
+            Needs::Init,
+            call!(
+                ClusterClient,
+                init,
+                InitRequest {
+                    members: vec![Member {
+                        node_id: 1,
+                        api_addr: "127.0.0.1:1".into(),
+                        raft_addr: "127.0.0.1:2".into()
+                    }]
+                }
+            ),
+        ),
+        ("Cluster.Status", Needs::AnyRole, call!(ClusterClient, status, StatusRequest {})),
+        (
+            "Cluster.AddLearner",
+            Needs::Admin,
+            call!(
+                ClusterClient,
+                add_learner,
+                AddLearnerRequest {
+                    member: Some(Member {
+                        node_id: 9,
+                        api_addr: "127.0.0.1:1".into(),
+                        raft_addr: "127.0.0.1:2".into()
+                    }),
+                    ..Default::default()
+                }
+            ),
+        ),
+        (
+            "Cluster.ChangeMembership",
+            Needs::Admin,
+            call!(ClusterClient, change_membership, ChangeMembershipRequest { voters: vec![1], ..Default::default() }),
+        ),
+        (
+            "Cluster.RemoveNode",
+            Needs::Admin,
+            call!(ClusterClient, remove_node, RemoveNodeRequest { node_id: 2, ..Default::default() }),
+        ),
+        ("Cluster.Snapshot", Needs::Admin, call!(ClusterClient, snapshot, SnapshotRequest {})),
+        (
+            "Tokens.CreateToken",
+            Needs::Admin,
+            call!(
+                TokensClient,
+                create_token,
+                CreateTokenRequest { name: "sneaky".into(), role: Role::Admin as i32, ..Default::default() }
+            ),
+        ),
+        ("Tokens.ListTokens", Needs::Admin, call!(TokensClient, list_tokens, ListTokensRequest {})),
+        (
+            "Tokens.RevokeToken",
+            Needs::Admin,
+            call!(TokensClient, revoke_token, RevokeTokenRequest { name: "admin".into(), ..Default::default() }),
+        ),
+    ]
+}
+
+/// A credential a caller presents, and what the cluster must make of it.
+enum Caller {
+    /// Refused as UNAUTHENTICATED whatever the call (`Init` aside for no token).
+    Invalid(Option<String>),
+    /// A valid token with this role on these namespaces.
+    Valid { role: Role, namespaces: &'static [&'static str], token: String },
+}
+
+fn allowed(role: Role, namespaces: &[&str], needs: Needs) -> bool {
+    let on_a = namespaces.contains(&"a");
+    match needs {
+        Needs::Admin | Needs::Init => role == Role::Admin,
+        Needs::WriteA => role == Role::Admin || (role == Role::Editor && on_a),
+        Needs::ReadA => role == Role::Admin || on_a,
+        Needs::AnyRole => true,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_rpc_refuses_missing_wrong_expired_revoked_and_insufficient_tokens() {
+    let c = secure(3).listener(Listener::Admin).start().await;
+    let expiring = create_token(&c, "short-lived", Role::Admin, &[], now_ms() + 1_500).await;
+    let revoked = create_token(&c, "gone", Role::Admin, &[], 0).await;
+    TokensClient::new(c.channel(1).await)
+        .revoke_token(c.request(RevokeTokenRequest { name: "gone".into(), options: None }))
+        .await
+        .expect("revoke");
+    let callers = vec![
+        ("no token", Caller::Invalid(None)),
+        ("a wrong token", Caller::Invalid(Some(format!("vexil_{}", "0".repeat(64))))),
+        ("a revoked token", Caller::Invalid(Some(revoked))),
+        (
+            "an editor of b",
+            Caller::Valid {
+                role: Role::Editor,
+                namespaces: &["b"],
+                token: create_token(&c, "editor-b", Role::Editor, &["b"], 0).await,
+            },
+        ),
+        (
+            "a reader of a",
+            Caller::Valid {
+                role: Role::Reader,
+                namespaces: &["a"],
+                token: create_token(&c, "reader-a", Role::Reader, &["a"], 0).await,
+            },
+        ),
+        (
+            "an editor of a",
+            Caller::Valid {
+                role: Role::Editor,
+                namespaces: &["a"],
+                token: create_token(&c, "editor-a", Role::Editor, &["a"], 0).await,
+            },
+        ),
+        ("an expired token", Caller::Invalid(Some(expiring))),
+    ];
+    // The expiring token was created first; by now it has expired.
+    tokio::time::sleep(Duration::from_millis(1_600)).await;
+
+    // Ask a follower too: authentication reads the replicated tokens on whichever node.
+    let leader = c.wait_leader(Duration::from_secs(10)).await;
+    let follower = (1..=3).find(|id| *id != leader).expect("a follower");
+    let mut checked = 0;
+    for node in [leader, follower] {
+        let ch = c.channel(node).await;
+        for (caller, credential) in &callers {
+            for (rpc, needs, call) in every_rpc() {
+                let (token, want_allowed) = match credential {
+                    Caller::Invalid(token) => (token.clone(), false),
+                    Caller::Valid { role, namespaces, token } => {
+                        (Some(token.clone()), allowed(*role, namespaces, needs))
+                    }
+                };
+                let result = call(ch.clone(), token.clone()).await;
+                let what = format!("{rpc} by {caller} on node {node}: {result:?}");
+                match (credential, needs) {
+                    (Caller::Invalid(None), Needs::Init) => {
+                        // Past authentication, refused for what it asks (the cluster exists).
+                        let s = result.expect_err(&what);
+                        assert!(!matches!(s.code(), Code::Unauthenticated | Code::PermissionDenied), "{what}");
+                    }
+                    (Caller::Invalid(_), _) => {
+                        let s = result.expect_err(&what);
+                        assert_eq!(s.code(), Code::Unauthenticated, "{what}");
+                        assert_eq!(reason(&s).as_deref(), Some(ErrorReason::Unauthenticated.as_str()), "{what}");
+                    }
+                    (Caller::Valid { .. }, _) if want_allowed => {
+                        if let Err(s) = &result {
+                            assert!(
+                                !matches!(s.code(), Code::Unauthenticated | Code::PermissionDenied),
+                                "{what}: allowed, yet refused"
+                            );
+                        }
+                    }
+                    (Caller::Valid { .. }, _) => {
+                        let s = result.expect_err(&what);
+                        assert_eq!(s.code(), Code::PermissionDenied, "{what}");
+                        assert_eq!(reason(&s).as_deref(), Some(ErrorReason::PermissionDenied.as_str()), "{what}");
+                        assert!(s.message().contains("needs role"), "{what}: the message names the role");
+                    }
+                }
+                checked += 1;
+            }
+        }
+    }
+    assert_eq!(checked, 2 * callers.len() * every_rpc().len());
+
+    // Health probes answer anyone; the admin port's metrics need a token, over TLS.
+    let mut health = tonic_health::pb::health_client::HealthClient::new(c.channel(leader).await);
+    let serving = health.check(tonic_health::pb::HealthCheckRequest { service: String::new() }).await;
+    assert!(serving.is_ok(), "grpc.health.v1 needs no token: {serving:?}");
+    assert_eq!(c.admin_get_as(leader, "/livez", None).0, 200);
+    assert_eq!(c.admin_get_as(leader, "/metrics", None).0, 401);
+    assert_eq!(c.admin_get_as(leader, "/metrics", Some(&format!("vexil_{}", "1".repeat(64)))).0, 401);
+    let Caller::Valid { token: reader, .. } = &callers[4].1 else { unreachable!() };
+    let (code, body) = c.admin_get_as(leader, "/metrics", Some(reader));
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("vexil_"), "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_audit_names_the_principal_of_every_change_and_editors_stay_in_their_namespace() {
+    let mut c = secure(3).start().await;
+    let editor = Some(create_token(&c, "editor-a", Role::Editor, &["a"], 0).await);
+    let reader = Some(create_token(&c, "reader-a", Role::Reader, &["a"], 0).await);
+    let mut flags = FlagsClient::new(c.channel(2).await);
+    let create = |ns: &str, key: &str| CreateFlagRequest {
+        namespace: ns.into(),
+        key: key.into(),
+        spec_json: spec(key),
+        options: Some(WriteOptions { request_id: String::new(), reason: format!("{ns}/{key}") }),
+    };
+    flags.create_flag(with_token(create("a", "banner"), &editor)).await.expect("an editor of a writes a");
+    let denied = flags.create_flag(with_token(create("b", "banner"), &editor)).await.expect_err("not b");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert!(denied.message().contains("\"editor-a\"") && denied.message().contains("namespace \"b\""), "{denied:?}");
+    let denied = flags.create_flag(with_token(create("a", "other"), &reader)).await.expect_err("a reader");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    // Nothing of the refused writes exists.
+    let got =
+        flags.get_flag(c.request(GetFlagRequest { namespace: "b".into(), key: "banner".into(), read: None })).await;
+    assert_eq!(got.expect_err("never written").code(), Code::NotFound);
+    let mut namespaces = flags.list_namespaces(with_token(ListNamespacesRequest::default(), &reader)).await;
+    let seen = namespaces.as_mut().map(|r| std::mem::take(&mut r.get_mut().namespaces)).expect("list");
+    assert_eq!(seen, ["a"], "a reader sees only the namespaces it may read");
+
+    // A membership change by the admin (a learner that joins over mutual TLS).
+    c.start_outsider(4);
+    let mut cluster = ClusterClient::new(c.channel(1).await);
+    cluster
+        .add_learner(c.request(AddLearnerRequest {
+            member: Some(Member {
+                node_id: 4,
+                api_addr: c.addr(4, Listener::Api),
+                raft_addr: c.addr(4, Listener::Raft),
+            }),
+            blocking: true,
+            options: Some(WriteOptions { request_id: String::new(), reason: "read replica".into() }),
+        }))
+        .await
+        .expect("the admin adds a learner with a certificate of the cluster CA");
+    let revoked = TokensClient::new(c.channel(3).await)
+        .revoke_token(c.request(RevokeTokenRequest { name: "reader-a".into(), options: None }))
+        .await
+        .expect("revoke")
+        .into_inner();
+
+    // The learner follows the leader and knows the admin token.
+    c.wait_leader_among(&[1, 2, 3, 4], Duration::from_secs(20)).await;
+    let entries = c.audit_log(4, revoked.header.expect("header").revision).await;
+    verify_chain(&entries).expect("the chain verifies on the learner");
+    let by = |action: &str, key: &str| -> Vec<String> {
+        entries.iter().filter(|e| e.action == action && e.key == key).map(|e| e.actor.clone()).collect()
+    };
+    assert_eq!(by("token.create", "admin"), ["bootstrap"], "the first admin token came from the file");
+    assert_eq!(by("token.create", "editor-a"), ["admin"]);
+    assert_eq!(by("token.revoke", "reader-a"), ["admin"]);
+    assert_eq!(by("flag.create", "banner"), ["editor-a"]);
+    let membership: Vec<&AuditEntry> =
+        entries.iter().filter(|e| e.action == "membership.change" && e.actor != "raft").collect();
+    assert!(
+        membership.iter().any(|e| e.actor == "admin" && e.reason == "read replica"),
+        "the learner's addition names who asked: {membership:#?}"
+    );
+    assert!(entries.iter().filter_map(|e| e.after.as_deref()).all(|a| !a.contains("secret") && !a.contains("hash")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_ends_when_its_token_is_revoked() {
+    let c = secure(1).start().await;
+    let reader = Some(create_token(&c, "watcher", Role::Reader, &["a"], 0).await);
+    let mut watch = WatchClient::new(c.channel(1).await);
+    let mut stream = watch
+        .watch(with_token(
+            WatchRequest { namespaces: vec!["a".into()], initial_snapshot: true, ..Default::default() },
+            &reader,
+        ))
+        .await
+        .expect("a reader of a watches a")
+        .into_inner();
+    stream.message().await.expect("the snapshot").expect("a message");
+    TokensClient::new(c.channel(1).await)
+        .revoke_token(c.request(RevokeTokenRequest { name: "watcher".into(), options: None }))
+        .await
+        .expect("revoke");
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends within seconds of the revocation");
+    let status = end.expect_err("it ends with an error");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("revoked"), "{status:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_raft_port_takes_only_peers_with_a_certificate_of_the_cluster_ca() {
+    let mut c = secure(3).start().await;
+    let raft = format!("127.0.0.1:{}", c.port(1, Listener::Raft));
+    let payload = || RaftPayload { data: vec![1, 2, 3] };
+    let ca = Certificate::from_pem(c.credentials().ca_pem());
+
+    // Plaintext: the TLS port does not speak it.
+    let plain = Channel::from_shared(format!("http://{raft}")).expect("url").connect().await;
+    if let Ok(ch) = plain {
+        let refused = RaftTransportClient::new(ch).append_entries(payload()).await;
+        assert!(refused.is_err(), "plaintext Raft was answered: {refused:?}");
+    }
+    // TLS without a client certificate, and with one of another CA: the handshake fails.
+    let other = vexil_pki::Ca::generate("another CA").expect("CA");
+    let other_cert = other.issue("intruder", &["127.0.0.1".to_string()]).expect("cert");
+    for (what, identity) in [
+        ("no client certificate", None),
+        ("a certificate of another CA", Some(Identity::from_pem(&other_cert.cert_pem, &other_cert.key_pem))),
+    ] {
+        let mut tls = ClientTlsConfig::new().ca_certificate(ca.clone());
+        if let Some(id) = identity {
+            tls = tls.identity(id);
+        }
+        let ch = Channel::from_shared(format!("https://{raft}")).expect("url").tls_config(tls).expect("tls");
+        let result = match ch.connect().await {
+            Ok(ch) => RaftTransportClient::new(ch).append_entries(payload()).await.map(|_| ()),
+            Err(e) => Err(Status::unavailable(e.to_string())),
+        };
+        let status = result.expect_err(what);
+        assert_ne!(status.code(), Code::InvalidArgument, "{what}: the payload was read: {status:?}");
+    }
+    // The same call with a certificate of the cluster CA gets as far as decoding the payload.
+    let (cert, key) = c.credentials().issue("a-peer", &["127.0.0.1".to_string()]);
+    let tls = ClientTlsConfig::new().ca_certificate(ca).identity(Identity::from_pem(cert, key));
+    let ch = Channel::from_shared(format!("https://{raft}")).expect("url").tls_config(tls).expect("tls");
+    let status = RaftTransportClient::new(ch.connect().await.expect("mutual TLS"))
+        .append_entries(payload())
+        .await
+        .expect_err("garbage");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+
+    // A node whose certificate another CA signed cannot join: it never receives the log.
+    let pki = c.credentials().ca_file().parent().expect("pki dir").to_path_buf();
+    let intruder = other.issue("node-4", &["127.0.0.1".to_string(), "localhost".to_string()]).expect("cert");
+    std::fs::write(pki.join("node-4.pem"), &intruder.cert_pem).expect("write");
+    std::fs::write(pki.join("node-4-key.pem"), &intruder.key_pem).expect("write");
+    c.start_outsider(4);
+    let leader = c.wait_leader_among(&[1, 2, 3], Duration::from_secs(10)).await;
+    ClusterClient::new(c.channel(leader).await)
+        .add_learner(c.request(AddLearnerRequest {
+            member: Some(Member {
+                node_id: 4,
+                api_addr: c.addr(4, Listener::Api),
+                raft_addr: c.addr(4, Listener::Raft),
+            }),
+            blocking: false,
+            options: None,
+        }))
+        .await
+        .expect("the learner is added to the membership");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = c.status(leader).await.expect("the leader's status");
+    let lag = status.lag.get(&4).copied();
+    assert_eq!(lag, Some(status.last_log_index), "node 4 never matched any of the log: {status:?}");
+    assert!(status.lag.iter().filter(|(id, _)| **id != 4).all(|(_, l)| *l < status.last_log_index), "{status:?}");
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
+}
