@@ -16,7 +16,7 @@ use vexil_proto::v1 as pb;
 use vexil_proto::v1::flags_client::FlagsClient;
 use vexil_proto::v1::watch_client::WatchClient;
 
-use crate::conn::{CALL_TIMEOUT, Conn};
+use crate::conn::CALL_TIMEOUT;
 use crate::errors::{self, Subject};
 use crate::flag::{FieldDiff, render_field_diff};
 use crate::output;
@@ -228,7 +228,7 @@ pub async fn run_export(a: &ExportArgs, ctx: &Ctx) -> Result<String, Failure> {
     let mut last = String::from("no endpoint");
     let mut snapshot = None;
     for url in &ctx.conn.endpoints {
-        let mut client = WatchClient::new(Conn::channel(url, EXPORT_TIMEOUT)?);
+        let mut client = WatchClient::new(ctx.conn.channel(url, EXPORT_TIMEOUT)?);
         let first = tokio::time::timeout(EXPORT_TIMEOUT, async {
             let mut stream = client.watch(req.clone()).await?.into_inner();
             stream.next().await.unwrap_or_else(|| Err(tonic::Status::unavailable("the stream ended")))

@@ -13,7 +13,7 @@ use vexil_proto::v1 as pb;
 use vexil_proto::v1::audit_client::AuditClient;
 use vexil_proto::v1::watch_client::WatchClient;
 
-use crate::conn::{CALL_TIMEOUT, Conn};
+use crate::conn::CALL_TIMEOUT;
 use crate::errors::{self, Subject};
 use crate::output;
 use crate::{Ctx, Failure, Output};
@@ -192,7 +192,7 @@ async fn tail(a: &TailArgs, ctx: &Ctx) -> Result<String, Failure> {
         let url = &ctx.conn.endpoints[endpoint % ctx.conn.endpoints.len()];
         let req = pb::WatchRequest { namespaces: vec![], after_revision: last_revision, initial_snapshot: false };
         let stream = async {
-            let ch = Conn::channel(url, Duration::from_secs(24 * 3600))?;
+            let ch = ctx.conn.channel(url, Duration::from_secs(24 * 3600))?;
             WatchClient::new(ch)
                 .watch(req)
                 .await

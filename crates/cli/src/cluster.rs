@@ -147,11 +147,11 @@ fn members_of(s: &pb::StatusResponse) -> Vec<(pb::Member, bool)> {
 }
 
 /// Asks every member for its own status, concurrently.
-async fn probe(members: &[(pb::Member, bool)]) -> BTreeMap<u64, Result<pb::StatusResponse, String>> {
+async fn probe(conn: &Conn, members: &[(pb::Member, bool)]) -> BTreeMap<u64, Result<pb::StatusResponse, String>> {
     let mut set = tokio::task::JoinSet::new();
     for (m, _) in members {
-        let (id, addr) = (m.node_id, m.api_addr.clone());
-        set.spawn(async move { (id, Conn::status_of(&addr).await.map_err(|e| e.message().to_string())) });
+        let (id, addr, conn) = (m.node_id, m.api_addr.clone(), conn.clone());
+        set.spawn(async move { (id, conn.status_of(&addr).await.map_err(|e| e.message().to_string())) });
     }
     let mut out = BTreeMap::new();
     while let Some(r) = set.join_next().await {
@@ -172,7 +172,7 @@ pub async fn gather(conn: &Conn) -> Result<Vec<MemberRow>, Failure> {
             first.node_id
         )));
     }
-    let statuses = probe(&members).await;
+    let statuses = probe(conn, &members).await;
     let leader_lag = statuses.values().filter_map(|s| s.as_ref().ok()).find(|s| s.role == "leader").map(|s| &s.lag);
     Ok(members
         .into_iter()
@@ -298,10 +298,12 @@ async fn init(a: &InitArgs, ctx: &Ctx) -> Result<String, Failure> {
     // Init goes to one of the members; the endpoints (or else the members' own addresses)
     // say where to find one.
     let mut candidates: Vec<String> = ctx.conn.endpoints.clone();
-    candidates.extend(members.iter().map(|m| crate::endpoints::normalise(&m.api_addr)));
+    for m in &members {
+        candidates.push(ctx.conn.node_url(&m.api_addr)?);
+    }
     let mut target = None;
     for url in &candidates {
-        if let Ok(s) = Conn::status_of(url).await
+        if let Ok(s) = ctx.conn.status_of(url).await
             && ids.contains(&s.node_id)
         {
             target = Some(url.clone());
@@ -315,20 +317,40 @@ async fn init(a: &InitArgs, ctx: &Ctx) -> Result<String, Failure> {
         ));
     };
     let req = pb::InitRequest { members: members.clone() };
-    ClusterClient::new(Conn::channel(&url, LONG_CALL_TIMEOUT)?)
+    let resp = ClusterClient::new(ctx.conn.channel(&url, LONG_CALL_TIMEOUT)?)
         .init(req)
         .await
-        .map_err(|s| errors::from_status(&s, Subject::Cluster))?;
+        .map_err(|s| errors::from_status(&s, Subject::Cluster))?
+        .into_inner();
     let leader = ctx.conn.leader_status().await.map(|s| s.node_id).ok();
-    Ok(match ctx.output {
-        Output::Json => output::json(&json!({"initialized": true, "voters": ids, "leader_id": leader})),
-        Output::Table => format!(
-            "initialised a cluster of {} voter(s) ({}); leader: {}",
-            ids.len(),
-            ids.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
-            leader.map_or("not elected yet".to_string(), |l| format!("node {l}"))
-        ),
-    })
+    Ok(render_init(ctx.output, &ids, leader, &resp.admin_token))
+}
+
+/// What `cluster init` prints: the voters and leader, and the first admin token when the
+/// cluster made one (its secret exists nowhere else, so this is the one chance to keep it).
+pub fn render_init(out: Output, ids: &BTreeSet<u64>, leader: Option<u64>, admin_token: &str) -> String {
+    match out {
+        Output::Json => {
+            let mut v = json!({"initialized": true, "voters": ids, "leader_id": leader});
+            if !admin_token.is_empty() {
+                v["admin_token"] = json!(admin_token);
+            }
+            output::json(&v)
+        }
+        Output::Table => {
+            let mut text = format!(
+                "initialised a cluster of {} voter(s) ({}); leader: {}",
+                ids.len(),
+                ids.iter().map(u64::to_string).collect::<Vec<_>>().join(", "),
+                leader.map_or("not elected yet".to_string(), |l| format!("node {l}"))
+            );
+            if !admin_token.is_empty() {
+                text.push_str("\n\n");
+                text.push_str(&crate::token::render_secret("the first admin token", admin_token));
+            }
+            text
+        }
+    }
 }
 
 /// The audit reason and one request id for every attempt of a membership change: the cluster
@@ -477,7 +499,7 @@ async fn demote(a: &DemoteArgs, ctx: &Ctx) -> Result<String, Failure> {
         }
     }
     let next: BTreeSet<u64> = current.iter().copied().filter(|id| !a.ids.contains(id)).collect();
-    check_quorum(&s, &next, a.force).await?;
+    check_quorum(&ctx.conn, &s, &next, a.force).await?;
     let ids = a.ids.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
     let resp = change_voters(ctx, next, true, &a.reason).await?;
     Ok(membership_result(ctx, &format!("demoted node {ids} to learner"), &resp))
@@ -511,7 +533,7 @@ async fn remove(a: &RemoveArgs, ctx: &Ctx) -> Result<String, Failure> {
     }
     if current.contains(&a.id) {
         let next: BTreeSet<u64> = current.iter().copied().filter(|id| *id != a.id).collect();
-        check_quorum(&s, &next, a.force).await?;
+        check_quorum(&ctx.conn, &s, &next, a.force).await?;
     }
     let req = pb::RemoveNodeRequest { node_id: a.id, options: Some(write_options(&a.reason)) };
     let resp = ctx
@@ -526,7 +548,12 @@ async fn remove(a: &RemoveArgs, ctx: &Ctx) -> Result<String, Failure> {
 }
 
 /// Refuses a change whose voter set `next` would have no reachable majority (or no voter).
-async fn check_quorum(leader: &pb::StatusResponse, next: &BTreeSet<u64>, force: bool) -> Result<(), Failure> {
+async fn check_quorum(
+    conn: &Conn,
+    leader: &pb::StatusResponse,
+    next: &BTreeSet<u64>,
+    force: bool,
+) -> Result<(), Failure> {
     if next.is_empty() {
         return Err(Failure::Failed(
             "refusing to remove the last voter: the cluster would have no voters and could never commit again; add and promote another member first".into(),
@@ -534,7 +561,7 @@ async fn check_quorum(leader: &pb::StatusResponse, next: &BTreeSet<u64>, force: 
     }
     let members = members_of(leader);
     let remaining: Vec<(pb::Member, bool)> = members.into_iter().filter(|(m, _)| next.contains(&m.node_id)).collect();
-    let statuses = probe(&remaining).await;
+    let statuses = probe(conn, &remaining).await;
     let healthy: Vec<u64> = remaining
         .iter()
         .map(|(m, _)| m.node_id)
@@ -563,7 +590,7 @@ async fn snapshot(a: &SnapshotArgs, ctx: &Ctx) -> Result<String, Failure> {
                 .into_iter()
                 .find(|(m, _)| m.node_id == id)
                 .ok_or_else(|| Failure::Failed(format!("node {id} is not a member (see `vexilctl cluster status`)")))?;
-            (id, crate::endpoints::normalise(&m.0.api_addr))
+            (id, ctx.conn.node_url(&m.0.api_addr)?)
         }
     };
     let spinner = if std::io::stderr().is_terminal() {
@@ -574,7 +601,7 @@ async fn snapshot(a: &SnapshotArgs, ctx: &Ctx) -> Result<String, Failure> {
     } else {
         None
     };
-    let r = ClusterClient::new(Conn::channel(&url, LONG_CALL_TIMEOUT)?).snapshot(pb::SnapshotRequest {}).await;
+    let r = ClusterClient::new(ctx.conn.channel(&url, LONG_CALL_TIMEOUT)?).snapshot(pb::SnapshotRequest {}).await;
     if let Some(sp) = spinner {
         sp.finish_and_clear();
     }
@@ -633,6 +660,23 @@ mod tests {
     fn status_table_without_leader() {
         let rows = vec![row(1, true, Ok(st(1, "candidate", 7, 10, 0)), None), row(2, true, Err("down".into()), None)];
         insta::assert_snapshot!(render_status(&rows));
+    }
+
+    #[test]
+    fn init_shows_the_first_admin_token_once_when_there_is_one() {
+        let ids: BTreeSet<u64> = [1, 2, 3].into();
+        let secret = "vexil_00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
+        let text = render_init(Output::Table, &ids, Some(1), secret);
+        assert!(text.starts_with("initialised a cluster of 3 voter(s) (1, 2, 3); leader: node 1"), "{text}");
+        assert_eq!(text.matches(secret).count(), 1, "{text}");
+        assert!(text.contains("the first admin token (shown only this once"), "{text}");
+        let v: Value = serde_json::from_str(&render_init(Output::Json, &ids, None, secret)).expect("JSON");
+        assert_eq!(v["admin_token"], secret);
+        // A cluster without tokens (or whose first admin token came from configuration).
+        let text = render_init(Output::Table, &ids, Some(1), "");
+        assert!(!text.contains("token"), "{text}");
+        let v: Value = serde_json::from_str(&render_init(Output::Json, &ids, Some(1), "")).expect("JSON");
+        assert!(v.get("admin_token").is_none());
     }
 
     #[test]

@@ -1,8 +1,12 @@
-//! Reaching the cluster: the client library's [`AdminClient`] for flag and audit calls (it
-//! retries across endpoints with one request id per write), and raw generated clients for the
-//! calls it does not offer: membership changes (which must reach the leader: a follower answers
-//! `NOT_LEADER` with the leader's address, which is followed), per-node status, dry runs,
-//! server-side evaluation, audit pages by seq and the change feed.
+//! Reaching the cluster: the client library's [`AdminClient`] for flag, audit and token calls
+//! (it retries across endpoints with one request id per write), and raw generated clients for
+//! the calls it does not offer: membership changes (which must reach the leader: a follower
+//! answers `NOT_LEADER` with the leader's address, which is followed), per-node status, dry
+//! runs, server-side evaluation, audit pages by seq and the change feed.
+//!
+//! Every channel, raw or not, comes from the client library ([`ConnectOptions::channel`]), so
+//! the token and TLS apply to all of them the same way; addresses the cluster reports (members,
+//! leader hints) are dialed with the scheme the options choose.
 //!
 //! What a failed call means, whether to try again and how long to wait are the client
 //! library's to say ([`Error::from_status`], [`Error::is_retryable`], its jittered
@@ -12,18 +16,18 @@
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use tonic::transport::{Channel, Endpoint};
 use vexil_client::admin::backoff;
-use vexil_client::{AdminClient, Consistency, Error, ReadOpts};
+use vexil_client::{AdminClient, ConnectOptions, Consistency, Error, NodeChannel, ReadOpts};
 use vexil_proto::v1 as pb;
 use vexil_proto::v1::cluster_client::ClusterClient;
 
-use crate::endpoints::normalise;
+use crate::endpoints::Settings;
 use crate::errors::{self, Subject};
 use crate::{ConsistencyArg, Failure};
 
-/// Time to open a connection to one node before giving up on it.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_millis(1_000);
+/// Time to open a connection to one node before giving up on it (the client library's, which
+/// builds every channel).
+pub const CONNECT_TIMEOUT: Duration = vexil_client::limits::CONNECT_TIMEOUT;
 /// Deadline of one ordinary call.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 /// Deadline of a per-node status probe (`cluster status` shows a slow node as unreachable).
@@ -40,20 +44,27 @@ pub const RETRY_BACKOFF_MAX: Duration = Duration::from_millis(2_000);
 /// Deadline of a membership change (joint consensus is two commits) or a snapshot build.
 pub const LONG_CALL_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// How `vexilctl` reaches the cluster. Cheap to clone (for concurrent probes).
+#[derive(Debug, Clone)]
 pub struct Conn {
-    /// Normalised (`http://host:port`) endpoint URLs, in the order given.
+    /// Endpoint URLs (`http(s)://host:port`, the scheme from the TLS settings), in the order
+    /// given.
     pub endpoints: Vec<String>,
     pub admin: AdminClient,
     pub read: ReadOpts,
+    /// The token and TLS every channel carries.
+    pub options: ConnectOptions,
 }
 
 impl Conn {
-    pub fn new(endpoints: Vec<String>, consistency: Option<ConsistencyArg>) -> Result<Conn, Failure> {
-        let endpoints: Vec<String> = endpoints.iter().map(|e| normalise(e)).collect();
-        for e in &endpoints {
-            Endpoint::from_shared(e.clone())
-                .map_err(|err| Failure::Usage(format!("endpoint {e:?} is not a valid address: {err}")))?;
-        }
+    /// Reads the token and TLS files the settings name and checks the endpoints against them.
+    pub fn new(settings: &Settings, consistency: Option<ConsistencyArg>) -> Result<Conn, Failure> {
+        let options = settings.connect_options()?;
+        let endpoints: Vec<String> = settings
+            .endpoints
+            .iter()
+            .map(|e| options.endpoint_url(e).map_err(|e| errors::from_client(e, Subject::Cluster)))
+            .collect::<Result<_, _>>()?;
         let read = ReadOpts {
             consistency: match consistency {
                 None => Consistency::Unspecified,
@@ -63,28 +74,34 @@ impl Conn {
             },
             min_revision: 0,
         };
-        let admin =
-            AdminClient::new(endpoints.clone()).map_err(|e| errors::from_client(e, Subject::Cluster))?.with_read(read);
-        Ok(Conn { endpoints, admin, read })
+        let admin = AdminClient::new_with_options(endpoints.clone(), options.clone())
+            .map_err(|e| errors::from_client(e, Subject::Cluster))?
+            .with_read(read);
+        Ok(Conn { endpoints, admin, read, options })
+    }
+
+    /// The URL to dial a node at: an address the cluster reports (`host:port`, a member's or
+    /// a leader hint's) with the scheme this connection uses.
+    pub fn node_url(&self, addr: &str) -> Result<String, Failure> {
+        let addr = addr.trim();
+        let bare = addr.split_once("://").map_or(addr, |(_, rest)| rest);
+        self.options.endpoint_url(bare).map_err(|e| errors::from_client(e, Subject::Cluster))
     }
 
     pub fn read_options(&self) -> pb::ReadOptions {
         pb::ReadOptions { consistency: self.read.consistency as i32, min_revision: self.read.min_revision }
     }
 
-    /// A lazily connected channel to one node with a per-call deadline.
-    pub fn channel(url: &str, timeout: Duration) -> Result<Channel, Failure> {
-        Ok(Endpoint::from_shared(normalise(url))
-            .map_err(|e| Failure::Usage(format!("{url:?} is not a valid address: {e}")))?
-            .connect_timeout(CONNECT_TIMEOUT)
-            .timeout(timeout)
-            .tcp_nodelay(true)
-            .connect_lazy())
+    /// A lazily connected channel to one node (an endpoint, or an address the cluster
+    /// reported) with this connection's token and TLS, and a per-call deadline.
+    pub fn channel(&self, url: &str, timeout: Duration) -> Result<NodeChannel, Failure> {
+        let url = self.node_url(url)?;
+        self.options.channel(&url, timeout).map_err(|e| errors::from_client(e, Subject::Cluster))
     }
 
     /// One node's own status, within [`STATUS_TIMEOUT`].
-    pub async fn status_of(url: &str) -> Result<pb::StatusResponse, tonic::Status> {
-        let ch = Self::channel(url, STATUS_TIMEOUT).map_err(|f| tonic::Status::invalid_argument(f.to_string()))?;
+    pub async fn status_of(&self, url: &str) -> Result<pb::StatusResponse, tonic::Status> {
+        let ch = self.channel(url, STATUS_TIMEOUT).map_err(|f| tonic::Status::invalid_argument(f.to_string()))?;
         let mut client = ClusterClient::new(ch);
         match tokio::time::timeout(STATUS_TIMEOUT + CONNECT_TIMEOUT, client.status(pb::StatusRequest {})).await {
             Ok(r) => r.map(tonic::Response::into_inner),
@@ -96,7 +113,7 @@ impl Conn {
     pub async fn any_status(&self) -> Result<(String, pb::StatusResponse), Failure> {
         let mut last = String::new();
         for url in &self.endpoints {
-            match Self::status_of(url).await {
+            match self.status_of(url).await {
                 Ok(s) => return Ok((url.clone(), s)),
                 Err(e) => last = format!("{url}: {}", e.message()),
             }
@@ -115,7 +132,7 @@ impl Conn {
                 if s.leader_id == s.node_id {
                     return Ok(s);
                 }
-                if let Ok(l) = Self::status_of(&s.leader_api_addr).await
+                if let Ok(l) = self.status_of(&s.leader_api_addr).await
                     && l.leader_id == l.node_id
                 {
                     return Ok(l);
@@ -137,7 +154,7 @@ impl Conn {
     /// already hold are accepted again by openraft).
     pub async fn on_leader<T, F, Fut>(&self, timeout: Duration, subject: Subject<'_>, mut call: F) -> Result<T, Failure>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(NodeChannel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let deadline = Instant::now() + LEADER_SEARCH;
@@ -147,7 +164,7 @@ impl Conn {
             let url = match target.take() {
                 Some(u) => u,
                 None => match self.any_status().await {
-                    Ok((_, s)) if !s.leader_api_addr.is_empty() => normalise(&s.leader_api_addr),
+                    Ok((_, s)) if !s.leader_api_addr.is_empty() => self.node_url(&s.leader_api_addr)?,
                     Ok((url, _)) => url,
                     Err(f) if Instant::now() >= deadline => return Err(f),
                     Err(_) => {
@@ -157,14 +174,14 @@ impl Conn {
                     }
                 },
             };
-            match call(Self::channel(&url, timeout)?).await {
+            match call(self.channel(&url, timeout)?).await {
                 Ok(r) => return Ok(r.into_inner()),
                 Err(status) => {
                     let err = Error::from_status(&status);
                     if !err.is_retryable() || Instant::now() >= deadline {
                         return Err(errors::from_client(err, subject));
                     }
-                    target = Error::leader_hint(&status).map(|a| normalise(&a));
+                    target = Error::leader_hint(&status).map(|a| self.node_url(&a)).transpose()?;
                     if target.is_none() {
                         tokio::time::sleep(backoff(failures, RETRY_BACKOFF_MIN, RETRY_BACKOFF_MAX)).await;
                         failures += 1;
@@ -178,7 +195,7 @@ impl Conn {
     /// retryable (a refusal) is final.
     pub async fn on_any<T, F, Fut>(&self, timeout: Duration, subject: Subject<'_>, mut call: F) -> Result<T, Failure>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(NodeChannel) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, tonic::Status>>,
     {
         let mut last: Option<Error> = None;
@@ -187,7 +204,7 @@ impl Conn {
                 tokio::time::sleep(backoff(round, RETRY_BACKOFF_MIN, RETRY_BACKOFF_MAX)).await;
             }
             for url in &self.endpoints {
-                match call(Self::channel(url, timeout)?).await {
+                match call(self.channel(url, timeout)?).await {
                     Ok(r) => return Ok(r.into_inner()),
                     Err(s) => {
                         let err = Error::from_status(&s);

@@ -13,10 +13,15 @@ use crate::Failure;
 /// What the failed call was about, so messages can name it.
 #[derive(Debug, Clone, Copy)]
 pub enum Subject<'a> {
-    Flag { namespace: &'a str, key: &'a str },
+    Flag {
+        namespace: &'a str,
+        key: &'a str,
+    },
     Namespace(&'a str),
     Audit,
     Cluster,
+    /// A bearer token, by name.
+    Token(&'a str),
 }
 
 /// A failure from a raw gRPC status (calls made with the generated clients).
@@ -32,7 +37,11 @@ pub fn from_client(e: Error, subject: Subject<'_>) -> Failure {
         _ => ("", ""),
     };
     let msg = match e {
-        Error::Config(m) => return Failure::Usage(format!("{m}; check --endpoints or VEXIL_ENDPOINTS")),
+        Error::Config(m) => {
+            return Failure::Usage(format!(
+                "{m}; check --endpoints, --cacert, --cert, --key and --token (or their variables, or vexilctl.toml)"
+            ));
+        }
         Error::Invalid { field, problem } => {
             format!("the cluster refused the input: `{field}`: {problem}; fix it and run the command again")
         }
@@ -67,7 +76,7 @@ pub fn from_client(e: Error, subject: Subject<'_>) -> Failure {
                 "the cluster has no reachable leader after {attempts} attempt(s) ({message}); check `vexilctl cluster status` and that a majority of voters run"
             ),
             _ => format!(
-                "cannot reach the cluster after {attempts} attempt(s): {message}; check that the nodes run and that --endpoints / VEXIL_ENDPOINTS point at their API ports"
+                "cannot reach the cluster after {attempts} attempt(s): {message}; check that the nodes run, that --endpoints / VEXIL_ENDPOINTS point at their API ports, and with TLS that --cacert is the CA that issued their certificates"
             ),
         },
         Error::Server { code, reason, message } => match reason {
@@ -78,6 +87,18 @@ pub fn from_client(e: Error, subject: Subject<'_>) -> Failure {
                 "the cluster is already initialised; nothing was changed (see `vexilctl cluster status`)".to_string()
             }
             Some(ErrorReason::RevisionCompacted) => format!("{message}; start again from a newer revision"),
+            Some(ErrorReason::TokenNotFound) => match subject {
+                Subject::Token(name) => {
+                    format!("there is no token named {name:?}; see the tokens with `vexilctl token list`")
+                }
+                _ => format!("{message}; see the tokens with `vexilctl token list`"),
+            },
+            Some(ErrorReason::TokenExists) => match subject {
+                Subject::Token(name) => format!(
+                    "a token named {name:?} already exists; pick another name, or revoke it first with `vexilctl token revoke {name}`"
+                ),
+                _ => format!("{message}; see the tokens with `vexilctl token list`"),
+            },
             _ => format!(
                 "the cluster failed the request ({code:?}{}): {message}",
                 reason.map(|r| format!(", {r}")).unwrap_or_default()
@@ -131,5 +152,23 @@ mod tests {
         assert!(f.to_string().contains("already initialised"), "{f}");
         let f = from_client(server(ErrorReason::Internal), Subject::Cluster);
         assert_eq!(f.to_string(), "the cluster failed the request (FailedPrecondition, INTERNAL): m");
+        let f = from_client(server(ErrorReason::TokenNotFound), Subject::Token("ci"));
+        assert!(f.to_string().contains("no token named \"ci\"") && f.to_string().contains("token list"), "{f}");
+        let f = from_client(server(ErrorReason::TokenExists), Subject::Token("ci"));
+        assert!(f.to_string().contains("vexilctl token revoke ci"), "{f}");
+    }
+
+    #[test]
+    fn credentials_errors_say_how_to_give_a_token() {
+        let f = from_client(Error::Unauthenticated { message: "no token".into() }, Subject::Cluster);
+        assert!(f.to_string().contains("--token") && f.to_string().contains("VEXIL_TOKEN"), "{f}");
+        let f = from_client(
+            Error::PermissionDenied { principal: "ci".into(), needs: "role admin".into(), message: "m".into() },
+            Subject::Cluster,
+        );
+        assert!(f.to_string().contains("needs role admin"), "{f}");
+        let f = from_client(Error::Config("endpoint \"http://x:1\" is http://".into()), Subject::Cluster);
+        assert_eq!(f.exit_code(), 2);
+        assert!(f.to_string().contains("--cacert"), "{f}");
     }
 }

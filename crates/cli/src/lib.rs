@@ -3,10 +3,12 @@
 //!
 //! One module per command group: `cluster` (membership, status, snapshots), `flag` (one flag:
 //! reads, writes, history, rollback, server-side evaluation), `apply` (`apply` and `export`:
-//! a namespace as one flagd document), `audit` (list, tail, verify the hash chain) and `eval`
-//! (offline evaluation of a local file). `endpoints` resolves where the cluster is, `conn`
-//! reaches it (any node, or the leader for membership changes), `errors` turns what the
-//! cluster said into a message that says what to do next, `output` renders tables and JSON.
+//! a namespace as one flagd document), `audit` (list, tail, verify the hash chain), `token`
+//! (bearer tokens), `eval` (offline evaluation of a local file) and `tls` (offline: a CA and
+//! certificates). `endpoints` resolves where the cluster is and how to reach it (endpoints,
+//! token, TLS: flags, then their variables, then `vexilctl.toml`), `conn` reaches it (any node,
+//! or the leader for membership changes), `errors` turns what the cluster said into a message
+//! that says what to do next, `output` renders tables and JSON.
 //!
 //! Exit codes scripts can rely on: 0 when the command did its job (an evaluation that reports
 //! an error such as `FLAG_NOT_FOUND` still did its job), 1 when the operation failed (the
@@ -27,6 +29,8 @@ pub mod errors;
 pub mod eval;
 pub mod flag;
 pub mod output;
+pub mod tls;
+pub mod token;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -44,10 +48,26 @@ pub struct Cli {
     /// config file, then the three local nodes 127.0.0.1:7001-7003.
     #[arg(long, global = true, env = "VEXIL_ENDPOINTS", value_delimiter = ',', value_name = "HOST:PORT,...")]
     pub endpoints: Option<Vec<String>>,
-    /// Config file (TOML: `endpoints = [...]`, `consistency = "..."`). Default:
-    /// `$XDG_CONFIG_HOME/vexil/vexilctl.toml` or `~/.config/vexil/vexilctl.toml`, if present.
+    /// Config file (TOML: endpoints, consistency, token or token_file, cacert, cert, key).
+    /// Default: ./vexilctl.toml, else `$XDG_CONFIG_HOME/vexil/vexilctl.toml` or
+    /// `~/.config/vexil/vexilctl.toml`, if present. Flags and variables override it.
     #[arg(long, global = true, env = "VEXILCTL_CONFIG", value_name = "PATH")]
     pub config: Option<PathBuf>,
+    /// Bearer token (`vexil_...`) sent on every call. Prefer `VEXIL_TOKEN` or `token_file` in
+    /// the config file: other users can read command lines.
+    #[arg(long, global = true, env = "VEXIL_TOKEN", hide_env_values = true, value_name = "SECRET")]
+    pub token: Option<String>,
+    /// TLS: the CA certificate (PEM) that issued the nodes' certificates. With it, endpoints
+    /// are dialed as https:// (an http:// endpoint is then an error).
+    #[arg(long, global = true, env = "VEXIL_CACERT", value_name = "PEM_FILE")]
+    pub cacert: Option<PathBuf>,
+    /// Mutual TLS: this client's certificate (PEM). Give it before the command
+    /// (`vexilctl --cert c.pem --key k.pem flag list ns`): after one, `--key` is the command's own.
+    #[arg(long, env = "VEXIL_CERT", value_name = "PEM_FILE")]
+    pub cert: Option<PathBuf>,
+    /// Mutual TLS: the private key (PEM) of --cert. Give it before the command.
+    #[arg(long, env = "VEXIL_KEY", value_name = "PEM_FILE")]
+    pub key: Option<PathBuf>,
     /// Read consistency: `linearizable`, `lease`, or `stale` (whatever the node you ask has
     /// applied; use it to inspect one node, e.g. `audit verify` on a suspect node).
     #[arg(long, value_enum, global = true)]
@@ -85,8 +105,14 @@ pub enum Command {
     /// The hash-chained audit log: list, tail (--follow), verify.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
+    /// Bearer tokens and their roles: create (prints the secret once), list, revoke.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
     /// Evaluate a flag offline against a local flagd file (no cluster needed).
     Eval(eval::EvalArgs),
+    /// Certificates for TLS, offline: create-ca, issue.
+    #[command(subcommand)]
+    Tls(tls::TlsCommand),
 }
 
 /// A failed command: what to tell the user and which exit code to use.
@@ -133,6 +159,7 @@ pub struct Ctx {
 pub fn run(cli: Cli) -> ExitCode {
     let result = match &cli.command {
         Command::Eval(args) => eval::run(args, cli.output, unix_now_secs()),
+        Command::Tls(c) => tls::run(c, cli.output),
         _ => run_networked(&cli),
     };
     let printed = result.and_then(|text| if text.is_empty() { Ok(()) } else { output::print_line(&text) });
@@ -145,23 +172,36 @@ pub fn run(cli: Cli) -> ExitCode {
     }
 }
 
+/// What the command line says about reaching the cluster, for [`endpoints::resolve`].
+pub fn given(cli: &Cli) -> endpoints::Given<'_> {
+    endpoints::Given {
+        endpoints: cli.endpoints.as_deref(),
+        config: cli.config.as_deref(),
+        token: cli.token.as_deref(),
+        cacert: cli.cacert.as_deref(),
+        cert: cli.cert.as_deref(),
+        key: cli.key.as_deref(),
+    }
+}
+
 fn run_networked(cli: &Cli) -> Result<String, Failure> {
-    let settings =
-        endpoints::resolve(cli.endpoints.as_deref(), cli.config.as_deref(), endpoints::default_config_path())?;
+    let settings = endpoints::resolve(&given(cli), &endpoints::default_config_paths())?;
     let consistency = cli.consistency.or(settings.consistency);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::Failed(format!("cannot start the async runtime: {e}")))?;
     runtime.block_on(async {
-        let ctx = Ctx { conn: conn::Conn::new(settings.endpoints, consistency)?, output: cli.output };
+        let ctx = Ctx { conn: conn::Conn::new(&settings, consistency)?, output: cli.output };
         match &cli.command {
             Command::Cluster(c) => cluster::run(c, &ctx).await,
             Command::Flag(c) => flag::run(c, &ctx).await,
             Command::Apply(a) => apply::run_apply(a, &ctx).await,
             Command::Export(a) => apply::run_export(a, &ctx).await,
             Command::Audit(c) => audit::run(c, &ctx).await,
+            Command::Token(c) => token::run(c, &ctx).await,
             Command::Eval(_) => Err(Failure::Usage("eval runs offline".into())),
+            Command::Tls(_) => Err(Failure::Usage("tls runs offline".into())),
         }
     })
 }
@@ -174,4 +214,47 @@ fn unix_now_secs() -> i64 {
 /// Unix milliseconds now (for reports that age flags).
 pub(crate) fn unix_now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_tree_is_consistent() {
+        // clap's own checks: unique flags per command (a global `--key` would clash with
+        // `audit list --key`, which is why --cert/--key are top-level only), valid defaults.
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn the_security_options_parse_where_they_are_allowed() {
+        let cli = Cli::try_parse_from([
+            "vexilctl",
+            "--cert",
+            "me.pem",
+            "--key",
+            "me-key.pem",
+            "audit",
+            "list",
+            "-n",
+            "shop",
+            "--key",
+            "banner",
+            "--token",
+            "vexil_x",
+            "--cacert",
+            "ca.pem",
+        ])
+        .expect("parses");
+        assert_eq!(cli.cert, Some(PathBuf::from("me.pem")));
+        assert_eq!(cli.key, Some(PathBuf::from("me-key.pem")));
+        assert_eq!(cli.token.as_deref(), Some("vexil_x"), "--token is global");
+        assert_eq!(cli.cacert, Some(PathBuf::from("ca.pem")), "--cacert is global");
+        let Command::Audit(audit::AuditCommand::List(list)) = &cli.command else { panic!("{:?}", cli.command) };
+        assert_eq!(list.key.as_deref(), Some("banner"), "after the command, --key is the audit filter");
+        assert!(Cli::try_parse_from(["vexilctl", "cluster", "status", "--cert", "me.pem"]).is_err());
+    }
 }

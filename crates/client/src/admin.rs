@@ -1,5 +1,5 @@
 //! Typed admin calls: flag writes and reads, namespace documents, the audit log, cluster
-//! status. Any node serves them (followers forward writes to the leader).
+//! status, bearer tokens. Any node serves them (followers forward writes to the leader).
 //!
 //! Retries: a call that fails with a retryable error ([`Error::is_retryable`], the one retry
 //! policy: the node is unreachable, there is no leader, a write's outcome is unknown, ...) is
@@ -11,18 +11,18 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use tonic::transport::Channel;
 use vexil_proto::v1 as proto;
 use vexil_proto::v1::audit_client::AuditClient;
 use vexil_proto::v1::cluster_client::ClusterClient;
 use vexil_proto::v1::flags_client::FlagsClient;
+use vexil_proto::v1::tokens_client::TokensClient;
 
 use crate::error::Error;
 use crate::limits;
-use crate::transport::Endpoints;
 pub use crate::transport::backoff;
+use crate::transport::{ConnectOptions, Dialer, Endpoints, NodeChannel};
 
-pub use proto::Consistency;
+pub use proto::{Consistency, Role};
 
 /// Options of one write.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -87,6 +87,28 @@ pub struct ReadResult<T> {
     pub header: proto::ReadHeader,
 }
 
+/// A token just created: its record and its secret. The cluster keeps only the secret's hash,
+/// so this is the one time anyone sees it.
+#[derive(Clone, PartialEq)]
+pub struct CreatedToken {
+    pub token: proto::Token,
+    /// The bearer secret (`vexil_...`): send it as `authorization: Bearer <secret>`
+    /// ([`ConnectOptions::token`]).
+    pub secret: String,
+    /// The revision of the write.
+    pub revision: u64,
+}
+
+impl std::fmt::Debug for CreatedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CreatedToken")
+            .field("token", &self.token)
+            .field("secret", &"[secret]")
+            .field("revision", &self.revision)
+            .finish()
+    }
+}
+
 /// Which audit entries to list.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AuditFilter {
@@ -115,12 +137,29 @@ pub fn new_request_id() -> String {
 }
 
 impl AdminClient {
-    /// A client for these endpoints (`http://host:port` or `host:port`). Channels connect
-    /// lazily, so this succeeds with every node down; it must be called inside a Tokio runtime.
+    /// A client for these endpoints (`http://host:port` or `host:port`), in plaintext and
+    /// without a token. Channels connect lazily, so this succeeds with every node down; it must
+    /// be called inside a Tokio runtime.
     pub fn new<S: Into<String>>(endpoints: impl IntoIterator<Item = S>) -> Result<AdminClient, Error> {
+        AdminClient::new_with_options(endpoints, ConnectOptions::default())
+    }
+
+    /// A client for these endpoints that presents a token and/or speaks TLS ([`ConnectOptions`]):
+    /// with TLS, `host:port` endpoints are dialed as `https://`, and an `http://` endpoint is
+    /// an [`Error::Config`] naming it.
+    pub fn new_with_options<S: Into<String>>(
+        endpoints: impl IntoIterator<Item = S>,
+        options: ConnectOptions,
+    ) -> Result<AdminClient, Error> {
         let urls: Vec<String> = endpoints.into_iter().map(Into::into).collect();
+        AdminClient::from_dialer(&urls, &options.dialer()?)
+    }
+
+    /// What [`crate::ClientBuilder`] uses, so the watcher and the admin calls share one check
+    /// of the options.
+    pub(crate) fn from_dialer(urls: &[String], dialer: &Dialer) -> Result<AdminClient, Error> {
         Ok(AdminClient {
-            endpoints: Arc::new(Endpoints::for_unary(&urls)?),
+            endpoints: Arc::new(Endpoints::for_unary(urls, dialer)?),
             read: ReadOpts::default(),
             attempts_max: limits::ADMIN_ATTEMPTS_MAX,
         })
@@ -140,7 +179,7 @@ impl AdminClient {
     /// run out. `call` must be idempotent across attempts (writes reuse their request id).
     async fn retry<T, F, Fut>(&self, what: &'static str, mut call: F) -> Result<T, Error>
     where
-        F: FnMut(Channel) -> Fut,
+        F: FnMut(NodeChannel) -> Fut,
         Fut: Future<Output = Result<T, tonic::Status>>,
     {
         let mut hinted: Option<usize> = None;
@@ -175,6 +214,9 @@ impl AdminClient {
             }
         }
         let (reason, message) = match last {
+            // Its own message, not its Display ("unavailable after 1 attempt(s): ..."), which
+            // would repeat in ours.
+            Some(Error::Unavailable { reason, message, .. }) => (reason, message),
             Some(e) => (e.reason(), e.to_string()),
             None => (None, "no attempt was made".to_string()),
         };
@@ -412,6 +454,64 @@ impl AdminClient {
         self.retry("cluster_status", |ch| async move { ClusterClient::new(ch).status(proto::StatusRequest {}).await })
             .await
             .map(tonic::Response::into_inner)
+    }
+
+    /// Creates a bearer token (role `admin` needed). An editor or reader token names the
+    /// namespaces it covers, an admin token none; `expires_ms` is Unix milliseconds, 0 for
+    /// never. The returned secret is shown this once. A retry reuses the request id, so a
+    /// lost reply does not create a second token.
+    pub async fn create_token(
+        &self,
+        name: &str,
+        role: Role,
+        namespaces: &[String],
+        expires_ms: i64,
+        opts: WriteOpts,
+    ) -> Result<CreatedToken, Error> {
+        let req = proto::CreateTokenRequest {
+            name: name.into(),
+            role: role as i32,
+            namespaces: namespaces.to_vec(),
+            expires_ms,
+            options: Some(Self::write_options(&opts)),
+        };
+        let r = self
+            .retry("create_token", |ch| {
+                let req = req.clone();
+                async move { TokensClient::new(ch).create_token(req).await }
+            })
+            .await?
+            .into_inner();
+        Ok(CreatedToken {
+            token: r.token.unwrap_or_default(),
+            secret: r.secret,
+            revision: r.header.map_or(0, |h| h.revision),
+        })
+    }
+
+    /// Every token, by name: no secrets (the cluster does not have them). Role `admin` needed.
+    pub async fn list_tokens(&self) -> Result<ReadResult<Vec<proto::Token>>, Error> {
+        let r =
+            self.retry("list_tokens", |ch| async move {
+                TokensClient::new(ch).list_tokens(proto::ListTokensRequest {}).await
+            })
+            .await?
+            .into_inner();
+        Ok(ReadResult { value: r.tokens, header: r.header.unwrap_or_default() })
+    }
+
+    /// Revokes a token: it stops working at once on every node, and the streams it opened are
+    /// closed. Returns the revision of the write. Role `admin` needed.
+    pub async fn revoke_token(&self, name: &str, opts: WriteOpts) -> Result<u64, Error> {
+        let req = proto::RevokeTokenRequest { name: name.into(), options: Some(Self::write_options(&opts)) };
+        let r = self
+            .retry("revoke_token", |ch| {
+                let req = req.clone();
+                async move { TokensClient::new(ch).revoke_token(req).await }
+            })
+            .await?
+            .into_inner();
+        Ok(r.header.map_or(0, |h| h.revision))
     }
 }
 

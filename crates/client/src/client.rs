@@ -20,7 +20,8 @@ use crate::eval::{EvaluationDetails, Namespace};
 use crate::shared::Shared;
 use crate::status::{ChangeEvent, Status, StatusState};
 use crate::store::{DataSource, Snapshot};
-use crate::{disk_cache, limits, transport, watcher};
+use crate::transport::{ConnectOptions, TlsOptions};
+use crate::{disk_cache, limits, watcher};
 
 /// Configures and starts a [`Client`].
 #[derive(Debug, Clone)]
@@ -29,6 +30,7 @@ pub struct ClientBuilder {
     namespaces: Vec<String>,
     disk_cache: Option<PathBuf>,
     init_timeout: Duration,
+    connect: ConnectOptions,
 }
 
 impl ClientBuilder {
@@ -40,6 +42,7 @@ impl ClientBuilder {
             namespaces: Vec::new(),
             disk_cache: None,
             init_timeout: limits::INIT_TIMEOUT_DEFAULT,
+            connect: ConnectOptions::default(),
         }
     }
 
@@ -67,6 +70,27 @@ impl ClientBuilder {
         self
     }
 
+    /// Presents this bearer token (`vexil_...`, a reader token of the watched namespaces is
+    /// enough) on the watch stream and every admin call.
+    pub fn token(mut self, secret: impl Into<String>) -> ClientBuilder {
+        self.connect = self.connect.token(secret);
+        self
+    }
+
+    /// Speaks TLS to the nodes: `host:port` endpoints are dialed as `https://`, and an
+    /// `http://` endpoint makes [`ClientBuilder::start`] fail with [`Error::Config`].
+    pub fn tls(mut self, tls: TlsOptions) -> ClientBuilder {
+        self.connect = self.connect.tls(tls);
+        self
+    }
+
+    /// Token and TLS at once, e.g. the options an [`AdminClient`] was built with (replaces
+    /// what [`ClientBuilder::token`] and [`ClientBuilder::tls`] set).
+    pub fn connect_options(mut self, options: ConnectOptions) -> ClientBuilder {
+        self.connect = options;
+        self
+    }
+
     fn check(&self) -> Result<(), Error> {
         if self.namespaces.is_empty() {
             return Err(Error::Config("at least one namespace is required".into()));
@@ -89,8 +113,9 @@ impl ClientBuilder {
     /// inside a Tokio runtime (it spawns the watcher).
     pub fn start(self) -> Result<Client, Error> {
         self.check()?;
-        let endpoints = transport::parse_endpoints(&self.endpoints)?;
-        let admin = AdminClient::new(self.endpoints.clone())?;
+        let dialer = self.connect.dialer()?;
+        let endpoints = dialer.watch_channels(&dialer.endpoints(&self.endpoints)?);
+        let admin = AdminClient::from_dialer(&self.endpoints, &dialer)?;
         let names: Arc<[Box<str>]> = self.namespaces.iter().map(|n| Box::from(n.as_str())).collect();
         let shared = Arc::new(Shared::new(names));
         if let Some(path) = &self.disk_cache {
@@ -236,7 +261,7 @@ impl Client {
         self.inner.shared.events.subscribe()
     }
 
-    /// The typed admin client for the same endpoints.
+    /// The typed admin client for the same endpoints, token and TLS.
     pub fn admin(&self) -> &AdminClient {
         &self.inner.admin
     }

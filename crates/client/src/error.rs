@@ -31,7 +31,8 @@ pub enum Error {
     #[error("request id reused for a different command: {message}")]
     RequestIdReused { message: String },
     /// No valid credentials: no token, or an unknown, expired or revoked one (the message says
-    /// which). Set a token (`ClientConfig::token`, `vexilctl --token`).
+    /// which). Set a token ([`ClientBuilder::token`](crate::ClientBuilder::token),
+    /// [`ConnectOptions::token`](crate::ConnectOptions::token), `vexilctl --token`).
     #[error("not authenticated: {message}")]
     Unauthenticated { message: String },
     /// Valid credentials without the role the call needs; `needs` names it.

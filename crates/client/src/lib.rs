@@ -15,7 +15,11 @@
 //!   process start with its flags; with nothing at all the caller's default is served and the
 //!   client reports not ready.
 //! - **Admin calls** ([`AdminClient`]): typed writes with retries that reuse one `request_id`,
-//!   reads, audit, cluster status.
+//!   reads, audit, cluster status, bearer tokens.
+//! - **Security** ([`ConnectOptions`]): a bearer token sent on every call and stream, and TLS
+//!   (a CA to trust, optionally a client certificate for mutual TLS), applied to every channel
+//!   in one place (`transport.rs`): `ClientBuilder::token`/`tls`,
+//!   `AdminClient::new_with_options`.
 //! - **OpenFeature** (feature `openfeature`): a provider for the `open-feature` SDK.
 //!
 //! ```no_run
@@ -59,12 +63,16 @@ pub mod store;
 mod transport;
 mod watcher;
 
-pub use admin::{AdminClient, ApplyResult, AuditFilter, Consistency, ReadOpts, ReadResult, WriteOpts, WriteResult};
+pub use admin::{
+    AdminClient, ApplyResult, AuditFilter, Consistency, CreatedToken, ReadOpts, ReadResult, Role, WriteOpts,
+    WriteResult,
+};
 pub use client::{Client, ClientBuilder};
 pub use error::Error;
 pub use eval::{ErrorCode, EvaluationDetails, Namespace};
 pub use status::{ChangeEvent, Status, UpdateKind};
 pub use store::{DataSource, FlagChange, NamespaceState, Snapshot};
+pub use transport::{ConnectOptions, Credentials, NodeChannel, TlsOptions};
 pub use vexil_model::FlagRecord;
 pub use vexil_model::eval::{Attr, EvalContext, Reason};
 /// The generated protobuf types the admin calls return (`Flag`, `AuditEntry`, ...).

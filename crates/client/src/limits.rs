@@ -6,6 +6,10 @@ use std::time::Duration;
 /// Endpoints a client accepts (a cluster is 3–5 voters plus a few learners per region).
 pub const ENDPOINTS_MAX: usize = 64;
 
+/// Longest bearer token accepted (a Vexil secret is `vexil_` and 64 hex digits; the bound keeps
+/// a wrong file given as a token out of every request header).
+pub const TOKEN_BYTES_MAX: usize = 1_024;
+
 /// Namespaces one client keeps a live copy of.
 pub const NAMESPACES_MAX: usize = 64;
 

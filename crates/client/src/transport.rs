@@ -1,17 +1,319 @@
-//! Endpoints, channels and backoff, shared by the admin client and the watcher.
+//! Endpoints, channels, connection security and backoff, shared by the admin client, the
+//! watcher and `vexilctl`.
 //!
 //! A client is given a list of node addresses (any node serves reads and watches, and accepts
 //! writes, forwarding them to the leader). Channels are opened lazily, one per endpoint, and
 //! reused; a failed call moves to the next endpoint in the list.
+//!
+//! Security ([`ConnectOptions`]) is applied here and nowhere else: every channel this crate
+//! (or `vexilctl`, through [`ConnectOptions::channel`]) opens is a [`NodeChannel`], which
+//! sends the bearer token on every call, unary and streaming, and speaks TLS when TLS is
+//! configured. tonic uses TLS only for `https://` URIs and silently stays plaintext for
+//! `http://`, so the scheme is decided here: a bare `host:port` becomes `https://` with TLS and
+//! `http://` without, and a scheme that contradicts the options is a configuration error,
+//! never a quiet downgrade.
+//!
+//! Architecture invariant: no channel to a node is built outside this module.
 
+use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use rand::Rng;
-use tonic::transport::{Channel, Endpoint};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tonic::metadata::{AsciiMetadataValue, MetadataValue};
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 use crate::error::Error;
 use crate::limits;
+
+/// How a client reaches the nodes: the bearer token it presents and the TLS it speaks. The
+/// default is a plaintext connection without a token (a cluster run without security).
+///
+/// ```
+/// use vexil_client::{AdminClient, ConnectOptions, TlsOptions};
+/// # fn example(ca_pem: String, token: String) -> Result<(), vexil_client::Error> {
+/// # let _rt = tokio::runtime::Runtime::new().expect("runtime"); let _g = _rt.enter();
+/// let options = ConnectOptions::new().token(token).tls(TlsOptions::new(ca_pem));
+/// // `host:port` endpoints become https:// because TLS is configured.
+/// let admin = AdminClient::new_with_options(["10.0.0.1:7001", "10.0.0.2:7001"], options)?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, Default)]
+pub struct ConnectOptions {
+    token: Option<String>,
+    tls: Option<TlsOptions>,
+}
+
+impl fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("token", &self.token.as_ref().map(|_| "[secret]"))
+            .field("tls", &self.tls)
+            .finish()
+    }
+}
+
+/// TLS to the nodes: the CA certificate to trust, and for mutual TLS the client's own
+/// certificate and key. All PEM text (as `vexilctl tls` writes it).
+#[derive(Clone)]
+pub struct TlsOptions {
+    ca_cert_pem: String,
+    identity: Option<(String, String)>,
+    domain_name: Option<String>,
+}
+
+impl fmt::Debug for TlsOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TlsOptions")
+            .field("client_certificate", &self.identity.is_some())
+            .field("domain_name", &self.domain_name)
+            .finish_non_exhaustive()
+    }
+}
+
+impl TlsOptions {
+    /// Trust nodes whose certificates this CA issued (`ca.pem`; several certificates may be
+    /// concatenated, e.g. during a CA rotation). No system roots are trusted.
+    pub fn new(ca_cert_pem: impl Into<String>) -> TlsOptions {
+        TlsOptions { ca_cert_pem: ca_cert_pem.into(), identity: None, domain_name: None }
+    }
+
+    /// Mutual TLS: present this certificate (PEM, optionally followed by intermediates) and
+    /// its private key (PEM) to nodes that demand client certificates.
+    pub fn identity(mut self, cert_pem: impl Into<String>, key_pem: impl Into<String>) -> TlsOptions {
+        self.identity = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
+    /// Check the nodes' certificates for this name instead of the host of each endpoint (for
+    /// nodes dialed by an address their certificates do not carry).
+    pub fn domain_name(mut self, name: impl Into<String>) -> TlsOptions {
+        self.domain_name = Some(name.into());
+        self
+    }
+
+    /// tonic's configuration, after checking each PEM input (tonic would skip what it cannot
+    /// parse and fail only at the handshake, or never say why).
+    fn to_tonic(&self) -> Result<ClientTlsConfig, Error> {
+        let certs = |pem: &str, what: &str| -> Result<usize, Error> {
+            let n = CertificateDer::pem_slice_iter(pem.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| Error::Config(format!("{what} is not valid PEM: {e}")))?
+                .len();
+            if n == 0 {
+                return Err(Error::Config(format!("{what} holds no PEM certificate (-----BEGIN CERTIFICATE-----)")));
+            }
+            Ok(n)
+        };
+        certs(&self.ca_cert_pem, "the TLS CA certificate")?;
+        let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&self.ca_cert_pem));
+        if let Some((cert, key)) = &self.identity {
+            certs(cert, "the TLS client certificate")?;
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).map_err(|e| {
+                Error::Config(format!("the TLS client key is not a PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"))
+            })?;
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        if let Some(name) = &self.domain_name {
+            if name.trim().is_empty() {
+                return Err(Error::Config("the TLS domain name is empty".into()));
+            }
+            config = config.domain_name(name.clone());
+        }
+        Ok(config)
+    }
+}
+
+impl ConnectOptions {
+    /// No token, no TLS.
+    pub fn new() -> ConnectOptions {
+        ConnectOptions::default()
+    }
+
+    /// Send this bearer token (`vexil_...`) on every call, as `authorization: Bearer <token>`.
+    pub fn token(mut self, secret: impl Into<String>) -> ConnectOptions {
+        self.token = Some(secret.into());
+        self
+    }
+
+    /// Speak TLS to the nodes.
+    pub fn tls(mut self, tls: TlsOptions) -> ConnectOptions {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Whether TLS is configured (endpoints are then `https://`).
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The URL a client dials for `endpoint`: `host:port` gets `https://` with TLS and
+    /// `http://` without; a URL is kept if its scheme agrees with the options. An `http://`
+    /// endpoint with TLS configured is an error naming it (tonic would connect in plaintext).
+    pub fn endpoint_url(&self, endpoint: &str) -> Result<String, Error> {
+        endpoint_url(endpoint, self.is_tls())
+    }
+
+    /// A lazily connected channel to one node with these credentials and TLS, and a deadline
+    /// on every call: for callers that pick the node themselves (`vexilctl` asks each member
+    /// for its status, sends membership changes to the leader). Must be called inside a Tokio
+    /// runtime.
+    pub fn channel(&self, endpoint: &str, timeout: Duration) -> Result<NodeChannel, Error> {
+        let dialer = self.dialer()?;
+        let (_, e) = dialer.endpoint(endpoint)?;
+        Ok(dialer.wrap(e.connect_timeout(limits::CONNECT_TIMEOUT).timeout(timeout).tcp_nodelay(true).connect_lazy()))
+    }
+
+    /// Checks the options and prepares what every channel is built from.
+    pub(crate) fn dialer(&self) -> Result<Dialer, Error> {
+        let credentials = match &self.token {
+            None => Credentials { authorization: None },
+            Some(secret) => Credentials { authorization: Some(authorization(secret)?) },
+        };
+        let tls = self.tls.as_ref().map(TlsOptions::to_tonic).transpose()?;
+        Ok(Dialer { tls, credentials })
+    }
+}
+
+/// The `authorization` metadata value for a token, marked sensitive (HTTP/2 header compression
+/// never indexes it). The error never quotes the secret.
+fn authorization(secret: &str) -> Result<AsciiMetadataValue, Error> {
+    if secret.is_empty() {
+        return Err(Error::Config("the token is empty".into()));
+    }
+    if secret.len() > limits::TOKEN_BYTES_MAX {
+        return Err(Error::Config(format!(
+            "the token is {} bytes long; the limit is {}",
+            secret.len(),
+            limits::TOKEN_BYTES_MAX
+        )));
+    }
+    if let Some(i) = secret.find(|c: char| !c.is_ascii_graphic()) {
+        return Err(Error::Config(format!(
+            "the token contains a space, a control or a non-ASCII character at byte {i}; a token is one word such as vexil_0123…"
+        )));
+    }
+    let mut value: AsciiMetadataValue = MetadataValue::try_from(format!("Bearer {secret}"))
+        .map_err(|_| Error::Config("the token cannot be sent in a header".into()))?;
+    value.set_sensitive(true);
+    Ok(value)
+}
+
+/// The interceptor of every [`NodeChannel`]: adds `authorization: Bearer <token>` to each
+/// request (unary calls and streams alike) when a token is configured.
+#[derive(Clone)]
+pub struct Credentials {
+    authorization: Option<AsciiMetadataValue>,
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials").field("token", &self.authorization.as_ref().map(|_| "[secret]")).finish()
+    }
+}
+
+impl Interceptor for Credentials {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(value) = &self.authorization {
+            request.metadata_mut().insert("authorization", value.clone());
+        }
+        Ok(request)
+    }
+}
+
+/// A channel to one node that carries the client's credentials: build any generated client
+/// on it (`FlagsClient::new(channel)`).
+pub type NodeChannel = InterceptedService<Channel, Credentials>;
+
+/// Checked connection options: what every channel is built from.
+#[derive(Clone)]
+pub(crate) struct Dialer {
+    tls: Option<ClientTlsConfig>,
+    credentials: Credentials,
+}
+
+impl Dialer {
+    /// The endpoint for one node address, with TLS when configured.
+    fn endpoint(&self, raw: &str) -> Result<(String, Endpoint), Error> {
+        let url = endpoint_url(raw, self.tls.is_some())?;
+        let endpoint = Endpoint::from_shared(url.clone())
+            .map_err(|e| Error::Config(format!("endpoint {raw:?} is not a valid URL: {e}")))?;
+        let endpoint = match &self.tls {
+            Some(tls) => endpoint
+                .tls_config(tls.clone())
+                .map_err(|e| Error::Config(format!("endpoint {raw:?}: cannot set up TLS: {e}")))?,
+            None => endpoint,
+        };
+        Ok((url, endpoint))
+    }
+
+    fn wrap(&self, channel: Channel) -> NodeChannel {
+        InterceptedService::new(channel, self.credentials.clone())
+    }
+
+    /// Parses and checks the endpoint list.
+    pub(crate) fn endpoints(&self, urls: &[String]) -> Result<Vec<(String, Endpoint)>, Error> {
+        if urls.is_empty() {
+            return Err(Error::Config("at least one endpoint is required".into()));
+        }
+        if urls.len() > limits::ENDPOINTS_MAX {
+            return Err(Error::Config(format!(
+                "{} endpoints given; the limit is {}",
+                urls.len(),
+                limits::ENDPOINTS_MAX
+            )));
+        }
+        urls.iter().map(|u| self.endpoint(u)).collect()
+    }
+
+    /// Channels for the watch stream: no per-call deadline (the stream lives for hours), but
+    /// HTTP/2 keep-alive, so a node that vanishes without closing the connection is noticed.
+    pub(crate) fn watch_channels(&self, endpoints: &[(String, Endpoint)]) -> Vec<(String, NodeChannel)> {
+        endpoints
+            .iter()
+            .map(|(url, e)| {
+                let channel = e
+                    .clone()
+                    .connect_timeout(limits::CONNECT_TIMEOUT)
+                    .tcp_nodelay(true)
+                    .http2_keep_alive_interval(limits::WATCH_KEEPALIVE_INTERVAL)
+                    .keep_alive_timeout(limits::WATCH_KEEPALIVE_TIMEOUT)
+                    .keep_alive_while_idle(true)
+                    .connect_lazy();
+                (url.clone(), self.wrap(channel))
+            })
+            .collect()
+    }
+}
+
+/// `host:port` → `http(s)://host:port` by whether TLS is on; a URL must agree with it.
+fn endpoint_url(raw: &str, tls: bool) -> Result<String, Error> {
+    let url = raw.trim().trim_end_matches('/');
+    match url.split_once("://") {
+        None => Ok(format!("{}://{url}", if tls { "https" } else { "http" })),
+        Some(("https", _)) if tls => Ok(url.to_string()),
+        Some(("http", _)) if !tls => Ok(url.to_string()),
+        Some(("http", _)) => Err(Error::Config(format!(
+            "endpoint {raw:?} is http:// but TLS is configured; it would connect in plaintext: use https:// or plain host:port"
+        ))),
+        Some(("https", _)) => Err(Error::Config(format!(
+            "endpoint {raw:?} is https:// but no TLS is configured: give the CA certificate to trust (TlsOptions, vexilctl --cacert)"
+        ))),
+        Some((scheme, _)) => Err(Error::Config(format!(
+            "endpoint {raw:?} has the scheme {scheme:?}; use host:port, http:// or https://"
+        ))),
+    }
+}
+
+/// `host:port` of a URL or an address, for comparing a leader hint with the endpoints.
+fn authority(url: &str) -> &str {
+    let url = url.trim().trim_end_matches('/');
+    url.split_once("://").map_or(url, |(_, rest)| rest)
+}
 
 /// The configured node addresses, each with a lazily connected channel.
 #[derive(Debug)]
@@ -24,52 +326,30 @@ pub(crate) struct Endpoints {
 #[derive(Debug)]
 struct Node {
     url: String,
-    channel: Channel,
-}
-
-/// Normalises `host:port` to `http://host:port`.
-fn normalise(url: &str) -> String {
-    let url = url.trim();
-    if url.contains("://") { url.to_string() } else { format!("http://{url}") }
-}
-
-/// Parses and checks the endpoint list.
-pub(crate) fn parse_endpoints(urls: &[String]) -> Result<Vec<(String, Endpoint)>, Error> {
-    if urls.is_empty() {
-        return Err(Error::Config("at least one endpoint is required".into()));
-    }
-    if urls.len() > limits::ENDPOINTS_MAX {
-        return Err(Error::Config(format!("{} endpoints given; the limit is {}", urls.len(), limits::ENDPOINTS_MAX)));
-    }
-    urls.iter()
-        .map(|u| {
-            let url = normalise(u);
-            Endpoint::from_shared(url.clone())
-                .map(|e| (url.clone(), e))
-                .map_err(|e| Error::Config(format!("endpoint {u:?} is not a valid URL: {e}")))
-        })
-        .collect()
+    channel: NodeChannel,
 }
 
 impl Endpoints {
     /// Channels for unary calls: a connect timeout and a per-call deadline.
-    pub(crate) fn for_unary(urls: &[String]) -> Result<Endpoints, Error> {
-        let nodes = parse_endpoints(urls)?
+    pub(crate) fn for_unary(urls: &[String], dialer: &Dialer) -> Result<Endpoints, Error> {
+        let nodes = dialer
+            .endpoints(urls)?
             .into_iter()
             .map(|(url, e)| Node {
                 url,
-                channel: e
-                    .connect_timeout(limits::CONNECT_TIMEOUT)
-                    .timeout(limits::REQUEST_TIMEOUT)
-                    .tcp_nodelay(true)
-                    .connect_lazy(),
+                channel: dialer.wrap(
+                    e.connect_timeout(limits::CONNECT_TIMEOUT)
+                        .timeout(limits::REQUEST_TIMEOUT)
+                        .tcp_nodelay(true)
+                        .connect_lazy(),
+                ),
             })
             .collect();
         Ok(Endpoints { nodes, preferred: AtomicUsize::new(0) })
     }
 
     /// The `attempt`-th endpoint to try for a call (round robin from the preferred one).
-    pub(crate) fn pick(&self, attempt: u32) -> (usize, &str, Channel) {
+    pub(crate) fn pick(&self, attempt: u32) -> (usize, &str, NodeChannel) {
         let i = (self.preferred.load(Ordering::Relaxed) + attempt as usize) % self.nodes.len();
         let n = &self.nodes[i];
         (i, &n.url, n.channel.clone())
@@ -80,24 +360,12 @@ impl Endpoints {
         self.preferred.store(i % self.nodes.len(), Ordering::Relaxed);
     }
 
-    /// The index of the endpoint with this address, if it is one of ours (for leader hints).
+    /// The index of the endpoint with this address, if it is one of ours (for leader hints,
+    /// which name a `host:port` whatever the scheme).
     pub(crate) fn index_of(&self, addr: &str) -> Option<usize> {
-        let addr = normalise(addr);
-        self.nodes.iter().position(|n| n.url == addr)
+        let addr = authority(addr);
+        self.nodes.iter().position(|n| authority(&n.url) == addr)
     }
-}
-
-/// A channel for the watch stream: no per-call deadline (the stream lives for hours), but
-/// HTTP/2 keep-alive, so a node that vanishes without closing the connection is noticed.
-pub(crate) fn watch_channel(endpoint: &Endpoint) -> Channel {
-    endpoint
-        .clone()
-        .connect_timeout(limits::CONNECT_TIMEOUT)
-        .tcp_nodelay(true)
-        .http2_keep_alive_interval(limits::WATCH_KEEPALIVE_INTERVAL)
-        .keep_alive_timeout(limits::WATCH_KEEPALIVE_TIMEOUT)
-        .keep_alive_while_idle(true)
-        .connect_lazy()
 }
 
 /// Exponential backoff with jitter: `min · 2^failures`, capped at `max`, then a uniformly random
@@ -130,12 +398,96 @@ mod tests {
         assert!(samples.len() > 10, "backoff is not jittered: {samples:?}");
     }
 
+    fn plain() -> Dialer {
+        ConnectOptions::new().dialer().expect("plain options")
+    }
+
+    fn ca_pem() -> String {
+        vexil_pki::Ca::generate("test CA").expect("CA").cert_pem().to_string()
+    }
+
     #[test]
     fn endpoints_are_validated_and_normalised() {
-        assert!(matches!(parse_endpoints(&[]), Err(Error::Config(_))));
-        assert!(matches!(parse_endpoints(&["http://[::1".to_string()]), Err(Error::Config(_))));
-        let e = parse_endpoints(&["127.0.0.1:7000".to_string(), "http://node-2:7000".to_string()]).unwrap();
+        assert!(matches!(plain().endpoints(&[]), Err(Error::Config(_))));
+        assert!(matches!(plain().endpoints(&["http://[::1".to_string()]), Err(Error::Config(_))));
+        let too_many: Vec<String> = (0..=limits::ENDPOINTS_MAX).map(|i| format!("n{i}:1")).collect();
+        assert!(matches!(plain().endpoints(&too_many), Err(Error::Config(_))));
+        let e = plain().endpoints(&["127.0.0.1:7000".to_string(), "http://node-2:7000/".to_string()]).unwrap();
         assert_eq!(e[0].0, "http://127.0.0.1:7000");
         assert_eq!(e[1].0, "http://node-2:7000");
+    }
+
+    #[test]
+    fn the_scheme_follows_the_tls_options_and_never_contradicts_them() {
+        assert_eq!(endpoint_url("10.0.0.1:7001", true).unwrap(), "https://10.0.0.1:7001");
+        assert_eq!(endpoint_url(" https://n:1/ ", true).unwrap(), "https://n:1");
+        assert_eq!(endpoint_url("10.0.0.1:7001", false).unwrap(), "http://10.0.0.1:7001");
+        // Plaintext where TLS was asked for: refused, naming the endpoint.
+        let Err(Error::Config(m)) = endpoint_url("http://10.0.0.1:7001", true) else { panic!("http with TLS") };
+        assert!(m.contains("\"http://10.0.0.1:7001\"") && m.contains("plaintext"), "{m}");
+        let Err(Error::Config(m)) = endpoint_url("https://n:1", false) else { panic!("https without TLS") };
+        assert!(m.contains("\"https://n:1\"") && m.contains("CA certificate"), "{m}");
+        assert!(matches!(endpoint_url("unix:///tmp/s", false), Err(Error::Config(_))));
+
+        let tls = ConnectOptions::new().tls(TlsOptions::new(ca_pem()));
+        let d = tls.dialer().unwrap();
+        let e = d.endpoints(&["127.0.0.1:7000".to_string(), "https://node-2:7000".to_string()]).unwrap();
+        assert_eq!(e[0].0, "https://127.0.0.1:7000");
+        assert_eq!(e[1].0, "https://node-2:7000");
+        let err = d.endpoints(&["127.0.0.1:7000".to_string(), "http://node-2:7000".to_string()]).unwrap_err();
+        assert!(err.to_string().contains("http://node-2:7000"), "{err}");
+    }
+
+    #[test]
+    fn bad_pem_and_tokens_are_configuration_errors() {
+        let err = |o: ConnectOptions| match o.dialer() {
+            Err(Error::Config(m)) => m,
+            Ok(_) => panic!("accepted {o:?}"),
+            Err(e) => panic!("{e:?}"),
+        };
+        let m = err(ConnectOptions::new().tls(TlsOptions::new("not a certificate")));
+        assert!(m.contains("CA certificate holds no PEM certificate"), "{m}");
+        let ca = vexil_pki::Ca::generate("test CA").unwrap();
+        let id = ca.issue("client", &["client".into()]).unwrap();
+        let m = err(ConnectOptions::new().tls(TlsOptions::new(ca.cert_pem()).identity(&id.cert_pem, "nope")));
+        assert!(m.contains("client key"), "{m}");
+        let m = err(ConnectOptions::new().tls(TlsOptions::new(ca.cert_pem()).identity(&id.key_pem, &id.key_pem)));
+        assert!(m.contains("client certificate"), "{m}");
+        assert!(
+            ConnectOptions::new()
+                .tls(TlsOptions::new(ca.cert_pem()).identity(&id.cert_pem, &id.key_pem))
+                .dialer()
+                .is_ok()
+        );
+
+        let m = err(ConnectOptions::new().token(""));
+        assert!(m.contains("empty"), "{m}");
+        let secret = "vexil_abc def";
+        let m = err(ConnectOptions::new().token(secret));
+        assert!(m.contains("space") && !m.contains(secret), "the message must not quote the token: {m}");
+        assert!(err(ConnectOptions::new().token("x".repeat(limits::TOKEN_BYTES_MAX + 1))).contains("limit"));
+        let opts = ConnectOptions::new().token("vexil_0123");
+        assert!(!format!("{opts:?}").contains("vexil_0123"));
+        assert!(!format!("{:?}", opts.dialer().unwrap().credentials).contains("vexil_0123"));
+    }
+
+    #[test]
+    fn the_interceptor_adds_the_bearer_token_when_there_is_one() {
+        let mut with = ConnectOptions::new().token("vexil_00ff").dialer().unwrap().credentials;
+        let req = with.call(tonic::Request::new(())).unwrap();
+        assert_eq!(req.metadata().get("authorization").unwrap(), "Bearer vexil_00ff");
+        let mut without = plain().credentials;
+        assert!(without.call(tonic::Request::new(())).unwrap().metadata().get("authorization").is_none());
+    }
+
+    #[test]
+    fn leader_hints_match_endpoints_whatever_their_scheme() {
+        let tls = ConnectOptions::new().tls(TlsOptions::new(ca_pem())).dialer().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let _guard = rt.enter();
+        let e = Endpoints::for_unary(&["10.0.0.1:7001".into(), "10.0.0.2:7001".into()], &tls).unwrap();
+        assert_eq!(e.index_of("10.0.0.2:7001"), Some(1));
+        assert_eq!(e.index_of("https://10.0.0.2:7001/"), Some(1));
+        assert_eq!(e.index_of("10.0.0.3:7001"), None);
     }
 }

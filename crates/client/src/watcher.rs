@@ -26,7 +26,6 @@ use std::sync::Arc;
 
 use tokio::sync::watch;
 use tonic::Code;
-use tonic::transport::{Channel, Endpoint};
 use vexil_proto::v1 as proto;
 use vexil_proto::v1::watch_client::WatchClient;
 use vexil_proto::v1::watch_response::Kind;
@@ -36,7 +35,7 @@ use crate::limits;
 use crate::shared::Shared;
 use crate::status::UpdateKind;
 use crate::store::{self, DataSource};
-use crate::transport::{backoff, watch_channel};
+use crate::transport::{NodeChannel, backoff};
 
 /// How one stream ended.
 #[derive(Debug)]
@@ -49,9 +48,13 @@ enum End {
     Failed { delivered: bool, error: String },
 }
 
-/// Runs until `shutdown` flips (or its sender is dropped).
-pub(crate) async fn run(shared: Arc<Shared>, endpoints: Vec<(String, Endpoint)>, mut shutdown: watch::Receiver<bool>) {
-    let channels: Vec<(String, Channel)> = endpoints.iter().map(|(url, e)| (url.clone(), watch_channel(e))).collect();
+/// Runs until `shutdown` flips (or its sender is dropped). `channels` are the watch channels
+/// (keep-alive, no deadline, the client's credentials), one per endpoint.
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    channels: Vec<(String, NodeChannel)>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let namespaces: Vec<String> = shared.names.iter().map(|n| n.to_string()).collect();
     // Spread many clients over the nodes.
     let mut index = rand::random_range(0..channels.len());
@@ -124,7 +127,7 @@ fn failed(delivered: bool, status: &tonic::Status) -> End {
 async fn stream(
     shared: &Shared,
     url: &str,
-    channel: Channel,
+    channel: NodeChannel,
     request: proto::WatchRequest,
     synced: &mut bool,
     streams: &mut u64,

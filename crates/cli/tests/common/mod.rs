@@ -46,12 +46,25 @@ impl Out {
     }
 }
 
-/// The `vexilctl` command, isolated from the user's environment and config file.
+/// The `vexilctl` command, isolated from the user's environment and config files (run in an
+/// empty directory, so no `./vexilctl.toml` is found).
 pub fn ctl_command(args: &[&str]) -> tokio::process::Command {
+    let cwd = std::env::temp_dir().join("vexilctl-test-cwd-without-config");
+    std::fs::create_dir_all(&cwd).unwrap();
+    ctl_command_in(&cwd, args)
+}
+
+/// The `vexilctl` command run in `cwd`, isolated from the user's environment and config files.
+pub fn ctl_command_in(cwd: &std::path::Path, args: &[&str]) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_vexilctl"));
     cmd.args(args)
+        .current_dir(cwd)
         .env_remove("VEXIL_ENDPOINTS")
         .env_remove("VEXILCTL_CONFIG")
+        .env_remove("VEXIL_TOKEN")
+        .env_remove("VEXIL_CACERT")
+        .env_remove("VEXIL_CERT")
+        .env_remove("VEXIL_KEY")
         .env_remove("XDG_CONFIG_HOME")
         .env("HOME", std::env::temp_dir().join("vexilctl-test-home-that-does-not-exist"))
         .stdin(Stdio::null())
@@ -61,7 +74,12 @@ pub fn ctl_command(args: &[&str]) -> tokio::process::Command {
 
 /// Runs `vexilctl` to completion (bounded: 120 s).
 pub async fn ctl(args: &[&str]) -> Out {
-    let run = ctl_command(args).output();
+    run(ctl_command(args), args).await
+}
+
+/// Runs a prepared `vexilctl` command to completion (bounded: 120 s).
+pub async fn run(mut cmd: tokio::process::Command, args: &[&str]) -> Out {
+    let run = cmd.output();
     let out = tokio::time::timeout(Duration::from_secs(120), run)
         .await
         .unwrap_or_else(|_| panic!("vexilctl {args:?} did not finish within 120s"))
