@@ -3,9 +3,13 @@
 #
 #     scripts/local-cluster.sh [DATA_DIR]      (default: ./.vexil-local)
 #
-# Node N listens for the API on 127.0.0.1:700N, for Raft on 127.0.0.1:710N and for HTTP
-# (/metrics, /livez, /readyz) on 127.0.0.1:720N; its data and log are under DATA_DIR/node-N. The first start initialises the cluster; later starts reuse
-# the data (the cluster is never initialised twice). Delete DATA_DIR for a fresh cluster.
+# Node N listens for the API on 127.0.0.1:700N, for Raft on 127.0.0.1:710N and for HTTPS
+# (/metrics, /livez, /readyz) on 127.0.0.1:720N; its data and log are under DATA_DIR/node-N.
+# The cluster runs secure, as in production: the first start makes a CA, a certificate per node
+# and the first admin token under DATA_DIR/pki (with `vexilctl tls`, no openssl needed), and a
+# DATA_DIR/vexilctl.toml that points vexilctl at the cluster with them. The first start
+# initialises the cluster; later starts reuse the data and credentials (the cluster is never
+# initialised twice). Delete DATA_DIR for a fresh cluster.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 data=$(mkdir -p "${1:-$root/.vexil-local}" && cd "${1:-$root/.vexil-local}" && pwd)
@@ -13,9 +17,29 @@ cd "$root"
 
 "$root/scripts/setup.sh"
 eval "$("$root/scripts/rocksdb-env.sh")"
-echo "building vexil (the first build compiles RocksDB once, ~15 minutes on 2 cores)..."
-cargo build --locked -q -p vexil-server --bin vexil
+echo "building vexil and vexilctl (the first build compiles RocksDB once, ~15 minutes on 2 cores)..."
+cargo build --locked -q -p vexil-server --bin vexil -p vexil-cli --bin vexilctl
 bin="${CARGO_TARGET_DIR:-$root/target}/debug/vexil"
+ctl="${CARGO_TARGET_DIR:-$root/target}/debug/vexilctl"
+
+# Credentials, once: the cluster CA, one certificate per node (for 127.0.0.1 and localhost,
+# used to serve and to dial the other nodes), and the first admin token, which the first leader
+# creates from the file.
+pki="$data/pki"
+if [ ! -f "$pki/admin.token" ]; then
+    mkdir -p "$pki"
+    "$ctl" tls create-ca --out-dir "$pki" --force >/dev/null
+    for n in 1 2 3; do
+        "$ctl" tls issue --ca-dir "$pki" --name "node-$n" --san 127.0.0.1 --san localhost --out-dir "$pki" --force >/dev/null
+    done
+    (umask 077 && printf 'vexil_%s\n' "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" >"$pki/admin.token")
+fi
+cat >"$data/vexilctl.toml" <<TOML
+# vexilctl settings for the local cluster (scripts/local-cluster.sh writes this file).
+endpoints = ["127.0.0.1:7001", "127.0.0.1:7002", "127.0.0.1:7003"]
+cacert = "$pki/ca.pem"
+token_file = "$pki/admin.token"
+TOML
 
 members="1=127.0.0.1:7001/127.0.0.1:7101,2=127.0.0.1:7002/127.0.0.1:7102,3=127.0.0.1:7003/127.0.0.1:7103"
 pids=()
@@ -36,7 +60,9 @@ for n in 1 2 3; do
     [ -f "$data/node-$n/node.log" ] && mv "$data/node-$n/node.log" "$data/node-$n/node.log.prev"
     "$bin" --node-id "$n" --data-dir "$data/node-$n" \
         --api-listen "127.0.0.1:700$n" --raft-listen "127.0.0.1:710$n" --admin-listen "127.0.0.1:720$n" \
-        --cluster-bootstrap true --cluster-initial-members "$members" --insecure \
+        --cluster-bootstrap true --cluster-initial-members "$members" \
+        --tls-cert-file "$pki/node-$n.pem" --tls-key-file "$pki/node-$n-key.pem" --tls-ca-file "$pki/ca.pem" \
+        --auth-bootstrap-token-file "$pki/admin.token" \
         >>"$data/node-$n/node.log" 2>&1 &
     pids+=($!)
 done
@@ -55,11 +81,17 @@ done
 
 cat <<MSG
 
-Vexil cluster is up (leader: node $leader).
-  API endpoints:  127.0.0.1:7001  127.0.0.1:7002  127.0.0.1:7003
-  Raft ports:     127.0.0.1:7101  127.0.0.1:7102  127.0.0.1:7103
-  Admin (HTTP):   http://127.0.0.1:7201/metrics  (and /livez, /readyz; 7202, 7203)
+Vexil cluster is up (leader: node $leader), with TLS on every port and tokens.
+  API endpoints:  https://127.0.0.1:7001  https://127.0.0.1:7002  https://127.0.0.1:7003
+  Raft ports:     127.0.0.1:7101  127.0.0.1:7102  127.0.0.1:7103 (mutual TLS)
+  Admin (HTTPS):  https://127.0.0.1:7201/livez  (and /readyz; /metrics needs a token; 7202, 7203)
+  CA certificate: $pki/ca.pem
+  Admin token:    $pki/admin.token  (keep it secret)
   Data and logs:  $data/node-{1,2,3}
+
+Point vexilctl at it (endpoints, CA and token come from the file):
+  export VEXILCTL_CONFIG=$data/vexilctl.toml
+  vexilctl cluster status
 
 Press Ctrl-C to stop it.
 MSG
