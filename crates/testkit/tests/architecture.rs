@@ -52,7 +52,7 @@ fn the_store_knows_no_networking() {
 
 #[test]
 fn the_client_and_the_cli_build_without_rocksdb() {
-    for package in ["vexil-client", "vexil-cli", "vexil-proto"] {
+    for package in ["vexil-client", "vexil-cli", "vexil-proto", "vexil-pki"] {
         assert_free_of(package, &["rocksdb", "librocksdb-sys"], "services and operators must not need a C++ build");
     }
 }
@@ -60,7 +60,7 @@ fn the_client_and_the_cli_build_without_rocksdb() {
 #[test]
 fn one_tls_provider_at_most() {
     // rustls panics at its first handshake when both providers are in the build.
-    for package in ["vexil-server", "vexil-client", "vexil-cli"] {
+    for package in ["vexil-server", "vexil-client", "vexil-cli", "vexil-pki", "vexil-testkit"] {
         assert_free_of(package, &["aws-lc-rs", "aws-lc-sys"], "rustls must use ring alone");
     }
 }
