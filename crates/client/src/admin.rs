@@ -403,13 +403,30 @@ impl AdminClient {
         }
     }
 
+    /// Every namespace the caller may read, in order (all pages).
     pub async fn list_namespaces(&self) -> Result<ReadResult<Vec<String>>, Error> {
-        let req = proto::ListNamespacesRequest { read: Some(self.read.to_proto()) };
-        let r = self
-            .retry("list_namespaces", |ch| async move { FlagsClient::new(ch).list_namespaces(req).await })
-            .await?
-            .into_inner();
-        Ok(ReadResult { value: r.namespaces, header: r.header.unwrap_or_default() })
+        let mut namespaces = Vec::new();
+        let mut header: Option<proto::ReadHeader> = None;
+        let mut after = String::new();
+        loop {
+            // Later pages are read at least at the first page's revision.
+            let mut read = self.read;
+            read.min_revision = read.min_revision.max(header.as_ref().map_or(0, |h| h.revision));
+            let req = proto::ListNamespacesRequest { read: Some(read.to_proto()), after: after.clone(), limit: 0 };
+            let r = self
+                .retry("list_namespaces", |ch| {
+                    let req = req.clone();
+                    async move { FlagsClient::new(ch).list_namespaces(req).await }
+                })
+                .await?
+                .into_inner();
+            header = header.or(r.header);
+            namespaces.extend(r.namespaces);
+            if r.next_after.is_empty() {
+                return Ok(ReadResult { value: namespaces, header: header.unwrap_or_default() });
+            }
+            after = r.next_after;
+        }
     }
 
     /// Audit entries matching `filter`, in commit order (all pages, up to `filter.limit`).

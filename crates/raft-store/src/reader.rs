@@ -179,22 +179,36 @@ impl StateReader {
         })
     }
 
-    /// Every namespace that has flags or document-level settings, in order.
-    pub fn list_namespaces(&self) -> Result<(u64, Vec<String>), StoreError> {
+    /// Up to `limit` namespaces after `after` that have flags or document-level settings, in
+    /// order, and whether more follow.
+    pub fn list_namespaces(&self, after: &str, limit: usize) -> Result<(u64, Vec<String>, bool), StoreError> {
         self.with_view(|view, rev| {
             let mut names = std::collections::BTreeSet::new();
-            for (k, _) in view.scan(Table::Namespaces, &[], &[], usize::MAX)? {
+            let mut start = after.as_bytes().to_vec();
+            if !after.is_empty() {
+                start.push(0);
+            }
+            for (k, _) in view.scan(Table::Namespaces, &[], &start, limit.saturating_add(1))? {
                 names.insert(String::from_utf8_lossy(&k).into_owned());
             }
-            // Namespaces are few; skip from one namespace's prefix to the next.
+            // Namespaces are few per page; skip from one namespace's prefix to the next.
             let mut start: Vec<u8> = Vec::new();
-            while let Some((k, _)) = view.scan(Table::Flags, &[], &start, 1)?.pop() {
+            if !after.is_empty() {
+                start = codec::namespace_prefix(after);
+                *start.last_mut().expect("prefix ends with the NUL separator") = 1;
+            }
+            let mut from_flags = 0;
+            while from_flags <= limit
+                && let Some((k, _)) = view.scan(Table::Flags, &[], &start, 1)?.pop()
+            {
                 let Some((ns, _)) = codec::split_flag_key(&k) else { break };
                 names.insert(ns.to_string());
+                from_flags += 1;
                 start = codec::namespace_prefix(ns);
                 *start.last_mut().expect("prefix ends with the NUL separator") = 1;
             }
-            Ok((rev, names.into_iter().collect()))
+            let more = names.len() > limit;
+            Ok((rev, names.into_iter().take(limit).collect(), more))
         })
     }
 

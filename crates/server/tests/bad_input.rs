@@ -134,3 +134,39 @@ async fn a_page_of_large_flags_stops_at_the_response_bound_and_paging_returns_th
     let want: Vec<String> = (0..count).map(|i| format!("f{i:03}")).collect();
     assert_eq!(seen, want, "every flag once, in order");
 }
+
+/// Namespaces are listed a page at a time (no listing reads them all), in order, each once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn namespaces_are_listed_in_bounded_pages() {
+    use vexil_proto::v1::ListNamespacesRequest;
+    let cluster = common::start(1).await;
+    let mut c = cluster.flags(1).await;
+    let want: Vec<String> = (0..25).map(|i| format!("ns-{i:02}")).collect();
+    for ns in &want {
+        c.create_flag(CreateFlagRequest {
+            namespace: ns.clone(),
+            key: "k".into(),
+            spec_json: spec("k"),
+            options: None,
+        })
+        .await
+        .expect("create");
+    }
+    let (mut seen, mut after, mut pages) = (Vec::new(), String::new(), 0);
+    loop {
+        let page = c
+            .list_namespaces(ListNamespacesRequest { read: linearizable(), after, limit: 10 })
+            .await
+            .expect("list")
+            .into_inner();
+        pages += 1;
+        assert!(page.namespaces.len() <= 10, "{page:?}");
+        seen.extend(page.namespaces);
+        if page.next_after.is_empty() {
+            break;
+        }
+        after = page.next_after;
+    }
+    assert_eq!(seen, want);
+    assert_eq!(pages, 3);
+}

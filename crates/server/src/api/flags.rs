@@ -177,10 +177,13 @@ impl Flags for FlagsApi {
         let r = req.into_inner();
         who.check(Need::AnyRole)?;
         let header = read_barrier(&self.node, r.read, Consistency::Lease).await?;
-        let (revision, mut namespaces) = self.node.reader.list_namespaces().map_err(ServerError::from)?;
+        let limit = page_size(r.limit);
+        let (revision, mut namespaces, more) =
+            self.node.reader.list_namespaces(&r.after, limit).map_err(ServerError::from)?;
+        let next_after = if more { namespaces.last().cloned().unwrap_or_default() } else { String::new() };
         // A caller sees the namespaces it may read, and no others.
         namespaces.retain(|ns| who.can_read(ns));
-        Ok(Response::new(ListNamespacesResponse { header: header(revision), namespaces }))
+        Ok(Response::new(ListNamespacesResponse { header: header(revision), namespaces, next_after }))
     }
 
     #[tracing::instrument(skip_all, fields(node = self.node.id, ns = %req.get_ref().namespace))]
