@@ -236,7 +236,9 @@ impl Node {
     async fn write_inner(&self, req: Request) -> Result<(Response, NodeId), ServerError> {
         let mut leader = match self.write_local(req.clone()).await? {
             Ok(resp) => return Ok((resp, self.id)),
-            Err(leader) => leader,
+            // Not knowing the leader, ask a voter: a node just removed from the cluster hears
+            // from no leader again, yet must still reach it (to audit its own removal).
+            Err(leader) => leader.or_else(|| self.another_voter()),
         };
         for _ in 0..FORWARD_ATTEMPTS_MAX {
             let Some((leader_id, info)) = leader.clone() else { return Err(ServerError::NoLeader) };
@@ -271,6 +273,16 @@ impl Node {
             }
         }
         Err(Self::hint(leader))
+    }
+
+    /// A voter of the current membership other than this node, if there is one.
+    fn another_voter(&self) -> Option<(NodeId, NodeInfo)> {
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        membership
+            .voter_ids()
+            .find(|id| *id != self.id)
+            .and_then(|id| membership.get_node(&id).map(|info| (id, info.clone())))
     }
 
     /// openraft's read index on the leader: `max(committed, first log id of this leadership)`,
