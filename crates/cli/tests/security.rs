@@ -1,7 +1,7 @@
 //! `vexilctl tls` (a CA and certificates on disk), the security settings (flags, variables,
 //! `vexilctl.toml`), and what reaches a node: without a cluster. The "node" is a real tonic
-//! TLS server on loopback serving only the gRPC health service, behind a layer that records
-//! each request's `authorization` header; Vexil calls reach it (and are recorded) and come back
+//! TLS server on loopback that records each request's `authorization` header
+//! (`vexil_testkit::HeaderRecorder`); Vexil calls reach it (and are recorded) and come back
 //! UNIMPLEMENTED, which is enough to show that the connection was TLS with the right
 //! certificates and carried the right token.
 
@@ -9,69 +9,26 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
 use common::{Out, ctl, ctl_command_in, run};
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use vexil_testkit::{HeaderRecorder, RecorderTls};
 
 /// A token shaped like the cluster's secrets.
 const TOKEN: &str = "vexil_00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
-/// A gRPC server on 127.0.0.1 (TLS when given a certificate) that records each request's
-/// `authorization` header. Stops when dropped.
-struct Recorder {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Option<String>>>>,
-    _stop: oneshot::Sender<()>,
-}
-
-impl Recorder {
-    /// `tls`: the directory and name of the server's `NAME.pem`/`NAME-key.pem`, and whether
-    /// it demands client certificates from the CA in that directory.
-    async fn start(tls: Option<(&Path, &str, bool)>) -> Recorder {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let recorder = seen.clone();
-        let record = move |req: tonic::Request<()>| {
-            let auth = req.metadata().get("authorization").map(|v| v.to_str().unwrap().to_string());
-            recorder.lock().unwrap().push(auth);
-            Ok(req)
-        };
-        let mut builder = Server::builder();
-        if let Some((dir, name, mutual)) = tls {
-            let read = |f: String| std::fs::read_to_string(dir.join(f)).unwrap();
-            let mut config = ServerTlsConfig::new()
-                .identity(Identity::from_pem(read(format!("{name}.pem")), read(format!("{name}-key.pem"))));
-            if mutual {
-                config = config.client_ca_root(Certificate::from_pem(read("ca.pem".into())));
-            }
-            builder = builder.tls_config(config).unwrap();
+/// A recorder: plaintext, or TLS with the certificate `NAME.pem`/`NAME-key.pem` in `dir`
+/// (demanding client certificates of the CA in `dir` when `mutual`).
+async fn recorder(tls: Option<(&Path, &str, bool)>) -> HeaderRecorder {
+    let tls = tls.map(|(dir, name, mutual)| {
+        let read = |f: String| std::fs::read_to_string(dir.join(f)).unwrap();
+        RecorderTls {
+            cert_pem: read(format!("{name}.pem")),
+            key_pem: read(format!("{name}-key.pem")),
+            client_ca_pem: mutual.then(|| read("ca.pem".into())),
         }
-        let (_reporter, health) = tonic_health::server::health_reporter();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = builder
-            .layer(tonic::service::InterceptorLayer::new(record))
-            .add_service(health)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                let _ = stopped.await;
-            });
-        tokio::spawn(server);
-        Recorder { addr, seen, _stop: stop }
-    }
-
-    fn seen(&self) -> Vec<Option<String>> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    fn endpoint(&self) -> String {
-        self.addr.to_string()
-    }
+    });
+    HeaderRecorder::start(tls).await
 }
 
 fn bearer(token: &str) -> Option<String> {
@@ -171,13 +128,13 @@ async fn tls_commands_write_a_ca_and_certificates_and_never_overwrite_silently()
 async fn a_config_file_in_the_current_directory_sets_up_mutual_tls_and_the_token() {
     let dir = tempfile::tempdir().unwrap();
     pki(dir.path()).await;
-    let node = Recorder::start(Some((dir.path(), "node", true))).await;
+    let node = recorder(Some((dir.path(), "node", true))).await;
     std::fs::write(dir.path().join("admin.token"), format!("{TOKEN}\n")).unwrap();
     std::fs::write(
         dir.path().join("vexilctl.toml"),
         format!(
             "endpoints = [\"{}\"]\ntoken_file = \"admin.token\"\ncacert = \"ca.pem\"\ncert = \"me.pem\"\nkey = \"me-key.pem\"\n",
-            node.endpoint()
+            node.addr()
         ),
     )
     .unwrap();
@@ -206,7 +163,17 @@ async fn a_config_file_in_the_current_directory_sets_up_mutual_tls_and_the_token
     let out = ctl_in(
         other.path(),
         &[],
-        &["flag", "list", "shop", "--endpoints", &node.endpoint(), "--cacert", ca.to_str().unwrap(), "--token", TOKEN],
+        &[
+            "flag",
+            "list",
+            "shop",
+            "--endpoints",
+            &node.addr().to_string(),
+            "--cacert",
+            ca.to_str().unwrap(),
+            "--token",
+            TOKEN,
+        ],
     )
     .await;
     let err = out.fails(1);
@@ -220,14 +187,14 @@ async fn a_node_certificate_from_another_ca_is_refused() {
     let theirs = tempfile::tempdir().unwrap();
     pki(ours.path()).await;
     pki(theirs.path()).await;
-    let impostor = Recorder::start(Some((theirs.path(), "node", false))).await;
+    let impostor = recorder(Some((theirs.path(), "node", false))).await;
     let ca = ours.path().join("ca.pem");
     let out = ctl(&[
         "flag",
         "list",
         "shop",
         "--endpoints",
-        &impostor.endpoint(),
+        &impostor.addr().to_string(),
         "--cacert",
         ca.to_str().unwrap(),
         "--token",
@@ -239,17 +206,25 @@ async fn a_node_certificate_from_another_ca_is_refused() {
     assert!(impostor.seen().is_empty(), "the token was sent to a server of another CA");
     // The same server with its own CA: reached.
     let theirs_ca = theirs.path().join("ca.pem");
-    ctl(&["flag", "list", "shop", "--endpoints", &impostor.endpoint(), "--cacert", theirs_ca.to_str().unwrap()])
-        .await
-        .fails(1);
+    ctl(&[
+        "flag",
+        "list",
+        "shop",
+        "--endpoints",
+        &impostor.addr().to_string(),
+        "--cacert",
+        theirs_ca.to_str().unwrap(),
+    ])
+    .await
+    .fails(1);
     assert_eq!(impostor.seen(), vec![None]);
 }
 
 #[tokio::test]
 async fn a_plaintext_node_gets_the_token_too() {
-    let node = Recorder::start(None).await;
-    ctl(&["flag", "list", "shop", "--endpoints", &node.endpoint(), "--token", TOKEN]).await.fails(1);
-    ctl(&["flag", "list", "shop", "--endpoints", &node.endpoint()]).await.fails(1);
+    let node = recorder(None).await;
+    ctl(&["flag", "list", "shop", "--endpoints", &node.addr().to_string(), "--token", TOKEN]).await.fails(1);
+    ctl(&["flag", "list", "shop", "--endpoints", &node.addr().to_string()]).await.fails(1);
     assert_eq!(node.seen(), vec![bearer(TOKEN), None]);
 }
 

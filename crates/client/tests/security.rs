@@ -1,69 +1,31 @@
-//! Connection security against a real TLS gRPC server: tonic serving the standard health
-//! service on loopback with certificates from `vexil-pki`, behind a layer that records the
-//! `authorization` header of every request (whatever the method: calls the server does not
-//! implement are recorded, then answered UNIMPLEMENTED). What it shows: the client speaks TLS
+//! Connection security against a real TLS gRPC server (`vexil_testkit::HeaderRecorder`, with
+//! certificates from `vexil-pki`), which records the `authorization` header of every request.
+//! What it shows: the client speaks TLS
 //! with the CA it is given (and mutual TLS with a client certificate), refuses a server of
 //! another CA, and sends the token on unary calls and on the watch stream.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
-use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use vexil_client::{AdminClient, Client, ConnectOptions, Error, TlsOptions};
 use vexil_pki::{Ca, Issued};
+use vexil_testkit::{HeaderRecorder, RecorderTls};
 
 /// A token shaped like the cluster's secrets.
 const TOKEN: &str = "vexil_00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff";
 
-/// A TLS gRPC server on 127.0.0.1 that records each request's `authorization` header
-/// (`None` when absent). Stops when dropped.
-struct TlsServer {
-    addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Option<String>>>>,
-    _stop: oneshot::Sender<()>,
-}
-
-impl TlsServer {
-    async fn start(id: &Issued, client_ca: Option<&str>) -> TlsServer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let mut tls = ServerTlsConfig::new().identity(Identity::from_pem(&id.cert_pem, &id.key_pem));
-        if let Some(ca) = client_ca {
-            tls = tls.client_ca_root(Certificate::from_pem(ca));
-        }
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let recorder = seen.clone();
-        let record = move |req: tonic::Request<()>| {
-            let auth = req.metadata().get("authorization").map(|v| v.to_str().unwrap().to_string());
-            recorder.lock().unwrap().push(auth);
-            Ok(req)
-        };
-        let (_reporter, health) = tonic_health::server::health_reporter();
-        let (stop, stopped) = oneshot::channel::<()>();
-        let server = Server::builder()
-            .tls_config(tls)
-            .unwrap()
-            .layer(tonic::service::InterceptorLayer::new(record))
-            .add_service(health)
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-                let _ = stopped.await;
-            });
-        tokio::spawn(server);
-        TlsServer { addr, seen, _stop: stop }
-    }
-
-    fn seen(&self) -> Vec<Option<String>> {
-        self.seen.lock().unwrap().clone()
-    }
+/// A recorder serving TLS with `id`, demanding client certificates of `client_ca` if given.
+async fn tls_server(id: &Issued, client_ca: Option<&str>) -> HeaderRecorder {
+    HeaderRecorder::start(Some(RecorderTls {
+        cert_pem: id.cert_pem.clone(),
+        key_pem: id.key_pem.clone(),
+        client_ca_pem: client_ca.map(str::to_string),
+    }))
+    .await
 }
 
 async fn check(options: &ConnectOptions, endpoint: &str) -> Result<ServingStatus, tonic::Status> {
@@ -77,7 +39,7 @@ fn bearer() -> Option<String> {
 }
 
 /// Waits (up to 10 s) until the server has recorded more than `n` requests.
-async fn wait_for_more_than(server: &TlsServer, n: usize, what: &str) {
+async fn wait_for_more_than(server: &HeaderRecorder, n: usize, what: &str) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while server.seen().len() <= n {
         assert!(tokio::time::Instant::now() < deadline, "{what} did not reach the server");
@@ -88,10 +50,10 @@ async fn wait_for_more_than(server: &TlsServer, n: usize, what: &str) {
 #[tokio::test]
 async fn the_client_speaks_tls_with_its_ca_and_sends_the_token_on_calls_and_streams() {
     let ca = Ca::generate("vexil test CA").unwrap();
-    let server = TlsServer::start(&ca.issue("node-1", &["127.0.0.1".into()]).unwrap(), None).await;
+    let server = tls_server(&ca.issue("node-1", &["127.0.0.1".into()]).unwrap(), None).await;
     let options = ConnectOptions::new().token(TOKEN).tls(TlsOptions::new(ca.cert_pem()));
     // A bare host:port: TLS makes it https://.
-    let endpoint = server.addr.to_string();
+    let endpoint = server.addr().to_string();
 
     assert_eq!(check(&options, &endpoint).await.unwrap(), ServingStatus::Serving);
     assert_eq!(server.seen(), vec![bearer()]);
@@ -135,12 +97,12 @@ async fn the_client_speaks_tls_with_its_ca_and_sends_the_token_on_calls_and_stre
 async fn a_server_with_a_certificate_from_another_ca_is_refused() {
     let ca = Ca::generate("vexil test CA").unwrap();
     let other = Ca::generate("someone else's CA").unwrap();
-    let server = TlsServer::start(&other.issue("node-1", &["127.0.0.1".into()]).unwrap(), None).await;
+    let server = tls_server(&other.issue("node-1", &["127.0.0.1".into()]).unwrap(), None).await;
     let options = ConnectOptions::new().token(TOKEN).tls(TlsOptions::new(ca.cert_pem()));
 
-    let status = check(&options, &server.addr.to_string()).await.unwrap_err();
+    let status = check(&options, &server.addr().to_string()).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
-    let admin = AdminClient::new_with_options([server.addr.to_string()], options).unwrap().with_attempts(1);
+    let admin = AdminClient::new_with_options([server.addr().to_string()], options).unwrap().with_attempts(1);
     let err = admin.cluster_status().await.unwrap_err();
     assert!(matches!(err, Error::Unavailable { .. }), "{err:?}");
     // Saying why, once (not "unavailable after 1 attempt(s): unavailable after 1 attempt(s)").
@@ -153,14 +115,14 @@ async fn a_server_with_a_certificate_from_another_ca_is_refused() {
 
     // The same server is fine for a client that trusts its CA: the refusal was the CA's.
     let trusting = ConnectOptions::new().tls(TlsOptions::new(other.cert_pem()));
-    assert_eq!(check(&trusting, &server.addr.to_string()).await.unwrap(), ServingStatus::Serving);
+    assert_eq!(check(&trusting, &server.addr().to_string()).await.unwrap(), ServingStatus::Serving);
 }
 
 #[tokio::test]
 async fn mutual_tls_presents_the_client_certificate() {
     let ca = Ca::generate("vexil test CA").unwrap();
-    let server = TlsServer::start(&ca.issue("node-1", &["127.0.0.1".into()]).unwrap(), Some(ca.cert_pem())).await;
-    let endpoint = server.addr.to_string();
+    let server = tls_server(&ca.issue("node-1", &["127.0.0.1".into()]).unwrap(), Some(ca.cert_pem())).await;
+    let endpoint = server.addr().to_string();
     let me = ca.issue("vexilctl", &["vexilctl".into()]).unwrap();
 
     let with_cert = ConnectOptions::new().tls(TlsOptions::new(ca.cert_pem()).identity(&me.cert_pem, &me.key_pem));
@@ -182,8 +144,8 @@ async fn mutual_tls_presents_the_client_certificate() {
 async fn the_domain_name_override_checks_the_certificate_for_that_name() {
     let ca = Ca::generate("vexil test CA").unwrap();
     // A certificate for a name, not for the address the client dials.
-    let server = TlsServer::start(&ca.issue("node-1", &["node-1.vexil.test".into()]).unwrap(), None).await;
-    let endpoint = server.addr.to_string();
+    let server = tls_server(&ca.issue("node-1", &["node-1.vexil.test".into()]).unwrap(), None).await;
+    let endpoint = server.addr().to_string();
     let by_address = ConnectOptions::new().tls(TlsOptions::new(ca.cert_pem()));
     assert!(check(&by_address, &endpoint).await.is_err(), "127.0.0.1 is not in the certificate");
     let by_name = ConnectOptions::new().tls(TlsOptions::new(ca.cert_pem()).domain_name("node-1.vexil.test"));

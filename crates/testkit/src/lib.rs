@@ -11,6 +11,8 @@
 //! - [`Listener`] (`listener.rs`): each socket a node opens, declared once (flag and port).
 //! - [`Credentials`] (`security.rs`): a secure cluster's CA, node certificates and first admin
 //!   token ([`ClusterBuilder::secure`]).
+//! - [`HeaderRecorder`] (`recorder.rs`): a TLS gRPC server that records the `authorization`
+//!   header of every call, for client-side tests without a cluster.
 //! - [`ThinDisk`] (`disk.rs`): a disk that really fails (EIO at fsync) under a node's data
 //!   directory, and its recovery onto a working disk. Needs root.
 //! - `grpc.rs`: clients, status, leader agreement, audit log, admin GET, and request pieces
@@ -40,6 +42,7 @@ mod grpc;
 pub mod limits;
 mod listener;
 mod process;
+mod recorder;
 mod security;
 
 pub use cluster::{Cluster, ClusterBuilder, READ_LEASE_MS, Runtime};
@@ -47,6 +50,7 @@ pub use disk::ThinDisk;
 pub use grpc::{bool_spec, linearizable, spec, verify_chain};
 pub use listener::Listener;
 pub use process::Process;
+pub use recorder::{HeaderRecorder, RecorderTls};
 pub use security::Credentials;
 
 use std::net::TcpListener;
