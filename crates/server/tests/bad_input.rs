@@ -102,11 +102,14 @@ async fn a_page_of_large_flags_stops_at_the_response_bound_and_paging_returns_th
     use vexil_server::limits::LIST_RESPONSE_BYTES_MAX;
     let cluster = common::start(1).await;
     let mut c = cluster.flags(1).await;
-    // Each ~200 KiB: about 20 fill one page's bound; write a few more.
-    let variant = "v".repeat(200 * 1024);
-    let count = LIST_RESPONSE_BYTES_MAX / variant.len() + 5;
+    // Each ~180 KiB (12 variants of 15 KB, under the 16 KiB a variant may hold): about 23 fill
+    // one page's bound; write a few more.
+    let value = "v".repeat(15_000);
+    let variants: Vec<String> = (0..12).map(|v| format!(r#""v{v}":"{value}""#)).collect();
+    let spec_json = format!(r#"{{"state":"ENABLED","variants":{{{}}},"defaultVariant":"v0"}}"#, variants.join(","));
+    let count = LIST_RESPONSE_BYTES_MAX / spec_json.len() + 5;
     for i in 0..count {
-        let spec_json = format!(r#"{{"state":"ENABLED","variants":{{"big":"{variant}"}},"defaultVariant":"big"}}"#);
+        let spec_json = spec_json.clone();
         c.create_flag(CreateFlagRequest { namespace: "big".into(), key: format!("f{i:03}"), spec_json, options: None })
             .await
             .expect("create");
