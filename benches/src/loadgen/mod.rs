@@ -8,6 +8,7 @@
 //! - [`memory`]: resident size and restart time of a node holding many flags and audit entries.
 //! - [`audit_verify`]: `vexilctl audit verify` over a long audit log, several builds side by side.
 //! - [`report`]: rows, tables and the Vexil/etcd comparison.
+//! - [`security`]: the secure mode (TLS with client certificates, tokens) of both systems.
 
 pub mod audit_verify;
 pub mod backend;
@@ -18,9 +19,11 @@ pub mod limits;
 pub mod memory;
 pub mod report;
 pub mod scenario;
+pub mod security;
 pub mod vexil;
 pub mod workload;
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -52,10 +55,17 @@ pub enum Cmd {
     Memory(MemoryArgs),
     /// Time `vexilctl audit verify` over a long audit log, for several builds side by side.
     AuditVerify(AuditVerifyArgs),
+    /// Start a cluster as `run` does (auth enabled and keys seeded), run a command against it
+    /// with the endpoints and credentials in its environment, then stop the cluster: etcd's
+    /// `ETCDCTL_ENDPOINTS`, `ETCDCTL_CACERT`, `ETCDCTL_CERT`, `ETCDCTL_KEY`, `ETCDCTL_USER`
+    /// (for `etcdctl`), Vexil's `VEXIL_ENDPOINTS`, `VEXIL_CACERT`, `VEXIL_CERT`, `VEXIL_KEY`,
+    /// `VEXIL_TOKEN` (for `vexilctl`).
+    Exec(ExecArgs),
 }
 
+/// Which cluster to start, and how.
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub struct ClusterArgs {
     #[arg(long, value_enum)]
     pub system: System,
     /// The server binary (`target/release/vexil` or `etcd`).
@@ -65,19 +75,6 @@ pub struct RunArgs {
     /// dir, removed at the end).
     #[arg(long)]
     pub work_dir: Option<PathBuf>,
-    /// Measured seconds per scenario run.
-    #[arg(long, default_value_t = 6.0)]
-    pub duration: f64,
-    /// Unmeasured seconds before each run.
-    #[arg(long, default_value_t = 1.0)]
-    pub warmup: f64,
-    /// Concurrent clients, one run per value.
-    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
-    pub clients: Vec<usize>,
-    #[arg(long, value_enum, value_delimiter = ',', default_value = "write,read,watch,failover")]
-    pub scenarios: Vec<Scenario>,
-    #[arg(long, default_value_t = 3)]
-    pub failover_repeats: usize,
     /// Cluster members (3 for every comparison; 1 isolates a node's own write path).
     #[arg(long, default_value_t = 3)]
     pub nodes: usize,
@@ -92,9 +89,41 @@ pub struct RunArgs {
     /// Vexil's read lease.
     #[arg(long, default_value_t = 500)]
     pub read_lease_ms: u64,
+    /// TLS on every port with client certificates required (clients and peers), and a token
+    /// on every call: Vexil's admin token, etcd's `bench` user with auth enabled.
+    #[arg(long)]
+    pub secure: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// Measured seconds per scenario run.
+    #[arg(long, default_value_t = 6.0)]
+    pub duration: f64,
+    /// Unmeasured seconds before each run.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Concurrent clients, one run per value.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64,256")]
+    pub clients: Vec<usize>,
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "write,read,watch,failover")]
+    pub scenarios: Vec<Scenario>,
+    #[arg(long, default_value_t = 3)]
+    pub failover_repeats: usize,
     /// Also write the rows as JSON here.
     #[arg(long)]
     pub json: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub cluster: ClusterArgs,
+    /// The command and its arguments (after `--`).
+    #[arg(last = true, required = true)]
+    pub command: Vec<OsString>,
 }
 
 /// Where a one-node cluster lives and how much it is filled with (`memory`, `audit-verify`).
@@ -165,8 +194,9 @@ fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> anyhow::Result<()>
     Ok(())
 }
 
-async fn run_system(args: &RunArgs) -> anyhow::Result<Vec<Row>> {
-    let work = WorkDir::new(args.work_dir.as_deref(), args.system.name())?;
+/// Starts the cluster `args` describe under `work`.
+fn start_cluster(args: &ClusterArgs, work: &WorkDir) -> anyhow::Result<Cluster> {
+    anyhow::ensure!(args.nodes > 0, "--nodes must be at least 1");
     let spec = ClusterSpec {
         system: args.system,
         bin: args.bin.clone(),
@@ -175,7 +205,15 @@ async fn run_system(args: &RunArgs) -> anyhow::Result<Vec<Row>> {
         election_min_ms: args.election_timeout_min_ms,
         election_max_ms: args.election_timeout_max_ms,
         read_lease_ms: args.read_lease_ms,
+        secure: args.secure,
     };
+    let mode = if args.secure { "TLS with client certificates, tokens" } else { "plaintext, no tokens" };
+    eprintln!("{}: starting {} members ({mode}) under {}", args.system.name(), args.nodes, work.path.display());
+    Cluster::start(spec, &work.path)
+}
+
+async fn run_system(args: &RunArgs) -> anyhow::Result<Vec<Row>> {
+    let work = WorkDir::new(args.cluster.work_dir.as_deref(), args.cluster.system.name())?;
     let settings = Settings {
         duration: Duration::from_secs_f64(args.duration),
         warmup: Duration::from_secs_f64(args.warmup),
@@ -183,14 +221,74 @@ async fn run_system(args: &RunArgs) -> anyhow::Result<Vec<Row>> {
         scenarios: args.scenarios.clone(),
         failover_repeats: args.failover_repeats,
     };
-    anyhow::ensure!(args.nodes > 0, "--nodes must be at least 1");
-    eprintln!("{}: starting {} members under {}", args.system.name(), args.nodes, work.path.display());
-    let cluster = Cluster::start(spec, &work.path)?;
-    let rows = match args.system {
+    let cluster = start_cluster(&args.cluster, &work)?;
+    let rows = match args.cluster.system {
         System::Vexil => Bench::<vexil::Vexil>::open(cluster).await?.run(&settings).await?,
         System::Etcd => Bench::<etcd::Etcd>::open(cluster).await?.run(&settings).await?,
     };
     Ok(rows)
+}
+
+/// The environment that points `etcdctl` or `vexilctl` at `cluster`.
+fn client_env(system: System, cluster: &Cluster) -> Vec<(&'static str, String)> {
+    let endpoints: Vec<String> = (0..cluster.len()).map(|i| cluster.endpoint(i)).collect();
+    let path = |p: &Path| p.to_string_lossy().into_owned();
+    match system {
+        System::Etcd => {
+            let mut env = vec![("ETCDCTL_API", "3".to_string()), ("ETCDCTL_ENDPOINTS", endpoints.join(","))];
+            if let Some(s) = cluster.security() {
+                env.push(("ETCDCTL_CACERT", path(&s.ca_file)));
+                env.push(("ETCDCTL_CERT", path(&s.client.cert_file)));
+                env.push(("ETCDCTL_KEY", path(&s.client.key_file)));
+                if let security::Login::EtcdUser { name, password, .. } = &s.login {
+                    env.push(("ETCDCTL_USER", format!("{name}:{password}")));
+                }
+            }
+            env
+        }
+        System::Vexil => {
+            // vexilctl takes host:port and picks the scheme from its TLS settings.
+            let hosts: Vec<&str> =
+                endpoints.iter().map(|e| e.split_once("://").map_or(e.as_str(), |(_, h)| h)).collect();
+            let mut env = vec![("VEXIL_ENDPOINTS", hosts.join(","))];
+            if let Some(s) = cluster.security() {
+                env.push(("VEXIL_CACERT", path(&s.ca_file)));
+                env.push(("VEXIL_CERT", path(&s.client.cert_file)));
+                env.push(("VEXIL_KEY", path(&s.client.key_file)));
+                if let security::Login::Bearer(token) = &s.login {
+                    env.push(("VEXIL_TOKEN", token.clone()));
+                }
+            }
+            env
+        }
+    }
+}
+
+async fn exec(args: &ExecArgs) -> anyhow::Result<()> {
+    let work = WorkDir::new(args.cluster.work_dir.as_deref(), args.cluster.system.name())?;
+    let cluster = start_cluster(&args.cluster, &work)?;
+    match args.cluster.system {
+        System::Vexil => exec_on::<vexil::Vexil>(System::Vexil, cluster, &args.command).await,
+        System::Etcd => exec_on::<etcd::Etcd>(System::Etcd, cluster, &args.command).await,
+    }
+}
+
+/// Runs `command` against `cluster` once it is ready as for a benchmark run (a leader agreed,
+/// etcd's auth enabled in secure mode, the keys seeded); the cluster stops when this returns.
+async fn exec_on<B: backend::Backend>(system: System, cluster: Cluster, command: &[OsString]) -> anyhow::Result<()> {
+    let bench = Bench::<B>::open(cluster).await?;
+    let env = client_env(system, bench.cluster());
+    let names: Vec<&str> = env.iter().map(|(k, _)| *k).collect();
+    eprintln!("running {command:?} with {}", names.join(", "));
+    let (program, rest) = command.split_first().ok_or_else(|| anyhow::anyhow!("no command given after --"))?;
+    let status = tokio::process::Command::new(program)
+        .args(rest)
+        .envs(env)
+        .status()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", program.to_string_lossy()))?;
+    anyhow::ensure!(status.success(), "{} exited with {status}", program.to_string_lossy());
+    Ok(())
 }
 
 /// Runs the parsed command line.
@@ -221,6 +319,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
                 write_json(path, &report)?;
             }
         }
+        Cmd::Exec(args) => exec(&args).await?,
         Cmd::AuditVerify(args) => {
             let work = WorkDir::new(args.fill.work_dir.as_deref(), "audit-verify")?;
             let settings = audit_verify::AuditVerifySettings {
