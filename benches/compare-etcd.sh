@@ -77,7 +77,10 @@ if [ -z "$vexil_bin" ]; then
 fi
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/compare-etcd.XXXXXX")
+hold=
 cleanup() {
+    # The load generator holding a cluster for etcdctl (it stops its members on SIGTERM).
+    if [ -n "$hold" ]; then kill -TERM "$hold" 2>/dev/null && wait "$hold" 2>/dev/null || true; fi
     # Members a crashed or interrupted run left behind: each wrote its pid beside its data.
     for f in "$work"/*/*/pid "$work"/*/*/*/pid; do
         [ -f "$f" ] || continue
@@ -112,16 +115,31 @@ echo
 "$loadgen" compare --vexil "$out/vexil.json" --etcd "$out/etcd.json" | tee "$out/comparison.md"
 
 if [ -n "$check_perf" ]; then
-    # The etcd cluster of the run above, set up again (secure: auth enabled, user bench), with
-    # etcd's own client. Its keys go under bench/, which the bench user may write.
+    # The etcd cluster of the run above, set up again (secure: auth enabled, user bench) and
+    # held while etcd's own client runs against it. Its keys go under bench/, which the bench
+    # user may write.
     echo
     echo "etcdctl check perf --load $check_perf ($("$etcdctl_bin" version | head -n 1)):"
+    env_file=$work/check.env
+    "$loadgen" hold --system etcd --bin "$etcd_bin" --work-dir "$work/check" --heartbeat-ms 100 \
+        --election-timeout-min-ms 1000 --election-timeout-max-ms 2000 "${secure[@]}" --env-file "$env_file" \
+        2> "$out/etcd-hold.log" &
+    hold=$!
+    while [ ! -f "$env_file" ]; do
+        if ! kill -0 "$hold" 2>/dev/null; then
+            echo "compare-etcd: the etcd cluster for check perf did not start:" >&2
+            cat "$out/etcd-hold.log" >&2
+            exit 1
+        fi
+        sleep 0.2
+    done
     # check perf exits non-zero when etcd misses the load's target rate (FAIL): not an error here.
     status=0
-    "$loadgen" exec --system etcd --bin "$etcd_bin" --work-dir "$work/check" --heartbeat-ms 100 \
-        --election-timeout-min-ms 1000 --election-timeout-max-ms 2000 "${secure[@]}" \
-        -- "$etcdctl_bin" check perf --load "$check_perf" --prefix bench/check-perf/ \
-        > "$out/etcdctl-check-perf.log" 2>&1 || status=$?
+    (set -a && . "$env_file" && set +a && exec "$etcdctl_bin" check perf --load "$check_perf" \
+        --prefix bench/check-perf/) > "$out/etcdctl-check-perf.log" 2>&1 || status=$?
+    kill -TERM "$hold"
+    wait "$hold" || true
+    hold=
     tr '\r' '\n' < "$out/etcdctl-check-perf.log" | grep -E 'PASS|FAIL|Throughput|Slowest|Stddev|rror' || true
     [ "$status" -eq 0 ] || echo "(exit status $status: a FAIL above is etcd missing the load's target; else see $out/etcdctl-check-perf.log)"
 fi

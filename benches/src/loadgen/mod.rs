@@ -23,10 +23,10 @@ pub mod security;
 pub mod vexil;
 pub mod workload;
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 
 use self::cluster::{Cluster, ClusterSpec, System};
@@ -55,12 +55,13 @@ pub enum Cmd {
     Memory(MemoryArgs),
     /// Time `vexilctl audit verify` over a long audit log, for several builds side by side.
     AuditVerify(AuditVerifyArgs),
-    /// Start a cluster as `run` does (auth enabled and keys seeded), run a command against it
-    /// with the endpoints and credentials in its environment, then stop the cluster: etcd's
-    /// `ETCDCTL_ENDPOINTS`, `ETCDCTL_CACERT`, `ETCDCTL_CERT`, `ETCDCTL_KEY`, `ETCDCTL_USER`
-    /// (for `etcdctl`), Vexil's `VEXIL_ENDPOINTS`, `VEXIL_CACERT`, `VEXIL_CERT`, `VEXIL_KEY`,
-    /// `VEXIL_TOKEN` (for `vexilctl`).
-    Exec(ExecArgs),
+    /// Start a cluster as `run` does (a leader agreed, etcd's auth enabled in secure mode, the
+    /// keys seeded), write the environment that points a client tool at it to `--env-file`,
+    /// and keep it running until SIGTERM or SIGINT: etcd's `ETCDCTL_ENDPOINTS`,
+    /// `ETCDCTL_CACERT`, `ETCDCTL_CERT`, `ETCDCTL_KEY`, `ETCDCTL_USER` (for `etcdctl`), Vexil's
+    /// `VEXIL_ENDPOINTS`, `VEXIL_CACERT`, `VEXIL_CERT`, `VEXIL_KEY`, `VEXIL_TOKEN` (for
+    /// `vexilctl`). For measuring a cluster with the system's own client.
+    Hold(HoldArgs),
 }
 
 /// Which cluster to start, and how.
@@ -118,12 +119,13 @@ pub struct RunArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct ExecArgs {
+pub struct HoldArgs {
     #[command(flatten)]
     pub cluster: ClusterArgs,
-    /// The command and its arguments (after `--`).
-    #[arg(last = true, required = true)]
-    pub command: Vec<OsString>,
+    /// Where to write the client environment (`NAME='value'` lines, for `set -a; . FILE`),
+    /// once the cluster is ready. It holds the token or password: readable by its owner only.
+    #[arg(long)]
+    pub env_file: PathBuf,
 }
 
 /// Where a one-node cluster lives and how much it is filled with (`memory`, `audit-verify`).
@@ -264,30 +266,42 @@ fn client_env(system: System, cluster: &Cluster) -> Vec<(&'static str, String)> 
     }
 }
 
-async fn exec(args: &ExecArgs) -> anyhow::Result<()> {
+async fn hold(args: &HoldArgs) -> anyhow::Result<()> {
     let work = WorkDir::new(args.cluster.work_dir.as_deref(), args.cluster.system.name())?;
     let cluster = start_cluster(&args.cluster, &work)?;
     match args.cluster.system {
-        System::Vexil => exec_on::<vexil::Vexil>(System::Vexil, cluster, &args.command).await,
-        System::Etcd => exec_on::<etcd::Etcd>(System::Etcd, cluster, &args.command).await,
+        System::Vexil => hold_open::<vexil::Vexil>(System::Vexil, cluster, &args.env_file).await,
+        System::Etcd => hold_open::<etcd::Etcd>(System::Etcd, cluster, &args.env_file).await,
     }
 }
 
-/// Runs `command` against `cluster` once it is ready as for a benchmark run (a leader agreed,
-/// etcd's auth enabled in secure mode, the keys seeded); the cluster stops when this returns.
-async fn exec_on<B: backend::Backend>(system: System, cluster: Cluster, command: &[OsString]) -> anyhow::Result<()> {
+/// Readies `cluster` as for a benchmark run, writes its client environment to `env_file` and
+/// waits for SIGTERM or SIGINT; the cluster stops when this returns.
+async fn hold_open<B: backend::Backend>(system: System, cluster: Cluster, env_file: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    use tokio::signal::unix::{SignalKind, signal};
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
     let bench = Bench::<B>::open(cluster).await?;
     let env = client_env(system, bench.cluster());
+    let mut text = String::new();
+    for (name, value) in &env {
+        anyhow::ensure!(!value.contains('\''), "{name} holds a quote: {value:?}");
+        text.push_str(&format!("{name}='{value}'\n"));
+    }
+    // Written whole, then renamed: a reader never sees half of it.
+    let partial = env_file.with_extension("partial");
+    std::fs::write(&partial, text).with_context(|| format!("writing {}", partial.display()))?;
+    std::fs::set_permissions(&partial, std::fs::Permissions::from_mode(0o600))?;
+    std::fs::rename(&partial, env_file).with_context(|| format!("writing {}", env_file.display()))?;
     let names: Vec<&str> = env.iter().map(|(k, _)| *k).collect();
-    eprintln!("running {command:?} with {}", names.join(", "));
-    let (program, rest) = command.split_first().ok_or_else(|| anyhow::anyhow!("no command given after --"))?;
-    let status = tokio::process::Command::new(program)
-        .args(rest)
-        .envs(env)
-        .status()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot run {}: {e}", program.to_string_lossy()))?;
-    anyhow::ensure!(status.success(), "{} exited with {status}", program.to_string_lossy());
+    eprintln!("{}: ready; {} in {}; stop with SIGTERM", system.name(), names.join(", "), env_file.display());
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    eprintln!("{}: stopping", system.name());
     Ok(())
 }
 
@@ -319,7 +333,7 @@ pub async fn main(cli: Cli) -> anyhow::Result<()> {
                 write_json(path, &report)?;
             }
         }
-        Cmd::Exec(args) => exec(&args).await?,
+        Cmd::Hold(args) => hold(&args).await?,
         Cmd::AuditVerify(args) => {
             let work = WorkDir::new(args.fill.work_dir.as_deref(), "audit-verify")?;
             let settings = audit_verify::AuditVerifySettings {
