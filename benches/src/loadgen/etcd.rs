@@ -94,6 +94,8 @@ impl EtcdConn {
         }
         let token = authenticate(&self.channel, &auth.name, &auth.password).await?;
         self.set_token(token);
+        // Rare (a restarted member, an idle one): said, so that a run that logs in often shows.
+        eprintln!("    etcd: a member refused the token; this connection logged in again");
         Ok(())
     }
 }
