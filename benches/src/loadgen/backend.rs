@@ -7,6 +7,8 @@ use std::time::Instant;
 
 use tokio::sync::{mpsc, oneshot};
 
+use super::security::Secure;
+
 /// A read consistency level, named as each system names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -53,7 +55,18 @@ pub trait Backend: Send + Sync + 'static {
     /// The read levels this system offers, strongest first.
     const LEVELS: &'static [Level];
 
-    fn connect(endpoint: &str) -> impl Future<Output = anyhow::Result<Self::Conn>> + Send;
+    /// One connection to `endpoint`: TLS with the client certificate and the login of `secure`
+    /// when the cluster is secure (the same for both systems: [`super::security::channel`]).
+    fn connect(endpoint: &str, secure: Option<&Secure>) -> impl Future<Output = anyhow::Result<Self::Conn>> + Send;
+
+    /// Called once, when the nodes agree on a leader and before the keys are seeded, with a
+    /// connection to the leader and every connection the scenarios will use: whatever the
+    /// system needs before its clients can work. etcd in secure mode enables auth here and
+    /// logs the connections in; nothing else needs it.
+    fn prepare(leader: &Self::Conn, all: &[Self::Conn]) -> impl Future<Output = anyhow::Result<()>> + Send {
+        let _ = (leader, all);
+        async { Ok(()) }
+    }
 
     /// Creates the benchmark's keys, each with `value`.
     fn seed(conn: &Self::Conn, keys: &[String], value: &str) -> impl Future<Output = anyhow::Result<()>> + Send;

@@ -12,6 +12,8 @@ pub const CONNECTIONS_PER_NODE: usize = 8;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a connection attempt may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Letters and digits of the etcd users' random passwords (secure mode).
+pub const PASSWORD_CHARS: usize = 24;
 /// Pause after a failed request, so an unavailable cluster is not hammered in a tight loop.
 pub const ERROR_BACKOFF: Duration = Duration::from_millis(5);
 /// How long a cluster may take to start and agree on a leader.

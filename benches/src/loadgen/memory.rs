@@ -11,14 +11,12 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::task::JoinSet;
-use vexil_proto::v1::StatusRequest;
-use vexil_proto::v1::cluster_client::ClusterClient;
 
 use super::cluster::{self, ClusterSpec, System};
 use super::limits::{
     CLUSTER_READY_TIMEOUT, FILL_CONCURRENCY, FILL_FLAGS_PER_NAMESPACE, RESTART_WAIT_MAX, STOP_TIMEOUT,
 };
-use super::vexil::{apply_namespace, channel, document, get_linearizable};
+use super::vexil::{apply_namespace, connect, document, get_linearizable, status};
 use super::workload::flag_json;
 
 #[derive(Debug, Clone)]
@@ -56,6 +54,7 @@ pub fn one_node(bin: &Path) -> ClusterSpec {
         election_min_ms: 1000,
         election_max_ms: 2000,
         read_lease_ms: 500,
+        secure: false,
     }
 }
 
@@ -101,7 +100,7 @@ async fn wait_serving(endpoint: &str, within: Duration) -> anyhow::Result<Instan
             first_answer = Some(Instant::now());
         }
         let attempt = async {
-            let conn = channel(endpoint).await?;
+            let conn = connect(endpoint, None).await?;
             get_linearizable(&conn, &namespace(0), "flag-0000").await
         };
         match tokio::time::timeout(Duration::from_secs(2), attempt).await {
@@ -138,7 +137,7 @@ pub async fn fill(
             let endpoint = endpoint.to_string();
             tasks.spawn(async move {
                 let doc = document(&keys, |i| flag_json((round * 1_000_000 + i) as u64));
-                let conn = channel(&endpoint).await?;
+                let conn = connect(&endpoint, None).await?;
                 apply_namespace(&conn, &namespace(ns), doc, format!("fill-{round}-{ns}")).await.map(|_| ())
             });
         }
@@ -158,8 +157,8 @@ pub async fn fill(
 
 /// The number of audit entries of the node at `endpoint` (its audit chain's last seq).
 pub async fn audit_seq(endpoint: &str) -> anyhow::Result<u64> {
-    let conn = channel(endpoint).await?;
-    Ok(ClusterClient::new(conn).status(StatusRequest {}).await?.into_inner().audit_seq)
+    let conn = connect(endpoint, None).await?;
+    Ok(status(&conn).await?.audit_seq)
 }
 
 pub async fn run(settings: &MemorySettings, work_dir: &Path) -> anyhow::Result<MemoryReport> {

@@ -102,7 +102,7 @@ impl<B: Backend> Bench<B> {
         for i in 0..cluster.len() {
             let mut pool = Vec::new();
             while pool.len() < CONNECTIONS_PER_NODE {
-                match B::connect(&cluster.endpoint(i)).await {
+                match B::connect(&cluster.endpoint(i), cluster.security()).await {
                     Ok(conn) => pool.push(conn),
                     Err(e) if Instant::now() > deadline => {
                         anyhow::bail!("{} node {} is not reachable: {e:#}\n{}", B::NAME, i + 1, cluster.log_tail(i))
@@ -114,8 +114,15 @@ impl<B: Backend> Bench<B> {
         }
         let bench = Bench { cluster, pools, keys: Arc::new(keys()) };
         let leader = bench.wait_leader(None).await?;
+        let all: Vec<B::Conn> = bench.pools.iter().flatten().cloned().collect();
+        B::prepare(&bench.pools[leader][0], &all).await?;
         B::seed(&bench.pools[leader][0], &bench.keys, &flag_json(0)).await?;
         Ok(bench)
+    }
+
+    /// The cluster under test.
+    pub fn cluster(&self) -> &Cluster {
+        &self.cluster
     }
 
     async fn statuses(&self, skip: Option<usize>) -> Vec<Option<NodeStatus>> {
