@@ -219,6 +219,20 @@ pub fn token_to_proto(t: &TokenRecord) -> vexil_proto::v1::Token {
     }
 }
 
+/// The write that creates the first admin token, `admin`, with `secret`: a bootstrap token,
+/// which the state machine applies at most once in the cluster's life (`Init` and the
+/// configured file both propose it).
+pub fn first_token_request(node: &Node, secret: &str, actor: &str, reason: &str) -> vexil_raft_store::Request {
+    vexil_raft_store::Request {
+        // One id per node and secret: a retry applies once, another node's proposal is its own.
+        request_id: format!("first-token-{}-{}", node.id, &hex::encode(secret_hash(secret))[..16]),
+        actor: actor.into(),
+        reason: reason.into(),
+        time_ms: node.now_ms(),
+        command: create_token_command(BOOTSTRAP_TOKEN_NAME, Grant::admin(), secret, 0, true),
+    }
+}
+
 /// While this node leads, creates the first admin token from `auth.bootstrap_token_file`
 /// unless one was bootstrapped already (the state machine applies a bootstrap token at most
 /// once in the cluster's life, so racing leaders are harmless).
@@ -230,14 +244,7 @@ pub async fn bootstrap_admin_token(node: Arc<Node>, secret: String) {
             match node.reader.tokens_bootstrapped() {
                 Ok(true) => return,
                 Ok(false) => {
-                    let command = create_token_command(BOOTSTRAP_TOKEN_NAME, Grant::admin(), &secret, 0, true);
-                    let req = vexil_raft_store::Request {
-                        request_id: format!("bootstrap-token-{}", node.id),
-                        actor: "bootstrap".into(),
-                        reason: "auth.bootstrap_token_file".into(),
-                        time_ms: node.now_ms(),
-                        command,
-                    };
+                    let req = first_token_request(&node, &secret, "bootstrap", "auth.bootstrap_token_file");
                     match node.write(req).await {
                         Ok((resp, _)) => {
                             match resp.outcome {

@@ -530,6 +530,38 @@ async fn the_raft_port_takes_only_peers_with_a_certificate_of_the_cluster_ca() {
     assert!(status.lag.iter().filter(|(id, _)| **id != 4).all(|(_, l)| *l < status.last_log_index), "{status:?}");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn init_creates_the_first_admin_token_once() {
+    let c = secure(3).uninitialised().spawn().expect("start the nodes");
+    let members: Vec<Member> = (1..=3)
+        .map(|id| Member { node_id: id, api_addr: c.addr(id, Listener::Api), raft_addr: c.addr(id, Listener::Raft) })
+        .collect();
+    // No token exists yet: Init is the one call a caller without one may make.
+    let mut cluster = ClusterClient::new(c.channel(1).await);
+    let init = cluster.init(InitRequest { members: members.clone() }).await.expect("init").into_inner();
+    let admin = Some(init.admin_token);
+    assert!(admin.as_deref().is_some_and(|t| t.starts_with("vexil_") && t.len() == 70), "{admin:?}");
+
+    // The token works on every node, also on one that learns of it a moment later.
+    for id in 1..=3 {
+        let status = ClusterClient::new(c.channel(id).await).status(with_token(StatusRequest {}, &admin)).await;
+        assert!(status.is_ok(), "node {id}: {status:?}");
+    }
+    // Once: a second Init (with no token, or with the admin's) creates nothing.
+    let again = cluster.init(InitRequest { members: members.clone() }).await.expect_err("initialised");
+    assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
+    let again = cluster.init(with_token(InitRequest { members }, &admin)).await.expect_err("initialised");
+    assert_eq!(again.code(), Code::FailedPrecondition, "{again:?}");
+    let tokens = TokensClient::new(c.channel(2).await)
+        .list_tokens(with_token(ListTokensRequest {}, &admin))
+        .await
+        .expect("list")
+        .into_inner()
+        .tokens;
+    let names: Vec<(&str, &str)> = tokens.iter().map(|t| (t.name.as_str(), t.created_by.as_str())).collect();
+    assert_eq!(names, [("admin", "init")]);
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
 }

@@ -49,6 +49,7 @@ pub struct ClusterBuilder {
     listeners: BTreeSet<Listener>,
     flags: Vec<String>,
     secure: bool,
+    uninitialised: bool,
 }
 
 impl ClusterBuilder {
@@ -67,6 +68,7 @@ impl ClusterBuilder {
             listeners: Listener::ALL.into_iter().filter(|l| l.always()).collect(),
             flags: Vec::new(),
             secure: false,
+            uninitialised: false,
         }
     }
 
@@ -139,6 +141,15 @@ impl ClusterBuilder {
     /// [`Cluster::credentials`]). Without it nodes run `--insecure`.
     pub fn secure(mut self) -> Self {
         self.secure = true;
+        self
+    }
+
+    /// Start the voters without forming a cluster (no `--cluster-bootstrap`) and, when secure,
+    /// without a first admin token file: the test initialises it through `Init`, which then
+    /// creates the first admin token. Use [`ClusterBuilder::spawn`] (there is no leader to
+    /// wait for).
+    pub fn uninitialised(mut self) -> Self {
+        self.uninitialised = true;
         self
     }
 
@@ -229,7 +240,7 @@ impl Cluster {
         for (listener, port) in &ports {
             p.args([listener.flag().to_string(), format!("127.0.0.1:{port}")]);
         }
-        if voter {
+        if voter && !s.uninitialised {
             p.args(["--cluster-bootstrap", "true", "--cluster-initial-members", &self.members]);
         }
         p.args(["--raft-heartbeat-interval-ms".into(), s.heartbeat_ms.to_string()])
@@ -247,7 +258,7 @@ impl Cluster {
         }
         match &self.credentials {
             Some(c) => {
-                p.args(c.node_flags(id)?);
+                p.args(c.node_flags(id, !s.uninitialised)?);
             }
             None => {
                 p.args(["--insecure"]);

@@ -44,8 +44,9 @@ impl Credentials {
         Ok(Credentials { dir: dir.to_path_buf(), ca, admin_token })
     }
 
-    /// The flags that make node `id` secure: its certificate, the CA, the admin token file.
-    pub(crate) fn node_flags(&self, id: u64) -> io::Result<Vec<String>> {
+    /// The flags that make node `id` secure: its certificate, the CA, and (`with_token_file`)
+    /// the first admin token's file.
+    pub(crate) fn node_flags(&self, id: u64, with_token_file: bool) -> io::Result<Vec<String>> {
         let cert = self.dir.join(format!("node-{id}.pem"));
         let key = self.dir.join(format!("node-{id}-key.pem"));
         if !cert.exists() {
@@ -55,16 +56,18 @@ impl Credentials {
             write(&key, &issued.key_pem)?;
         }
         let path = |p: PathBuf| p.to_string_lossy().into_owned();
-        Ok(vec![
+        let mut flags = vec![
             "--tls-cert-file".into(),
             path(cert),
             "--tls-key-file".into(),
             path(key),
             "--tls-ca-file".into(),
             path(self.dir.join("ca.pem")),
-            "--auth-bootstrap-token-file".into(),
-            path(self.dir.join("admin.token")),
-        ])
+        ];
+        if with_token_file {
+            flags.extend(["--auth-bootstrap-token-file".into(), path(self.dir.join("admin.token"))]);
+        }
+        Ok(flags)
     }
 
     /// The cluster CA's certificate (PEM): what clients trust.

@@ -15,7 +15,7 @@ use vexil_raft_store::{Command, NodeId, NodeInfo};
 use super::write_header;
 use crate::auth::{self, Principal, caller};
 use crate::error::ServerError;
-use vexil_model::access::{Grant, Need};
+use vexil_model::access::Need;
 
 /// How long Init waits for the new cluster's first leader to create the first admin token.
 const FIRST_TOKEN_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
@@ -119,14 +119,7 @@ impl ClusterApi {
     /// Creates the first admin token and returns its secret, once the new cluster has a leader.
     async fn create_first_token(&self) -> Result<String, ServerError> {
         let secret = auth::new_secret();
-        let command = auth::create_token_command(auth::BOOTSTRAP_TOKEN_NAME, Grant::admin(), &secret, 0, true);
-        let req = vexil_raft_store::Request {
-            request_id: String::new(),
-            actor: "init".into(),
-            reason: "vexilctl cluster init".into(),
-            time_ms: self.node.now_ms(),
-            command,
-        };
+        let req = auth::first_token_request(&self.node, &secret, "init", "vexilctl cluster init");
         // A cluster initialised a moment ago elects its first leader now.
         let deadline = tokio::time::Instant::now() + FIRST_TOKEN_WAIT;
         loop {
