@@ -154,7 +154,11 @@ async fn grow_three_voters_to_five_then_remove_the_original_leader() {
     };
     assert!(asked("grow to five", "add_learner"), "{membership:#?}");
     assert!(asked("grow to five", "change_membership"), "{membership:#?}");
-    assert!(asked("retire", "remove_node"), "{membership:#?}");
+    assert!(
+        asked("retire", "remove_node"),
+        "{membership:#?}\n--- node {first_leader} ---\n{}",
+        c.log_tail(first_leader)
+    );
 }
 
 #[tokio::test]

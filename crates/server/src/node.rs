@@ -234,11 +234,17 @@ impl Node {
     }
 
     async fn write_inner(&self, req: Request) -> Result<(Response, NodeId), ServerError> {
-        let mut leader = match self.write_local(req.clone()).await? {
-            Ok(resp) => return Ok((resp, self.id)),
-            // Not knowing the leader, ask a voter: a node just removed from the cluster hears
-            // from no leader again, yet must still reach it (to audit its own removal).
-            Err(leader) => leader.or_else(|| self.another_voter()),
+        // A node removed from the cluster (a leader that removed itself included) hears from
+        // no leader again and can no longer commit, yet must still reach the cluster (to audit
+        // its own removal): it asks a voter of the membership it was removed by.
+        let mut leader = if self.removed() {
+            self.another_voter()
+        } else {
+            match self.write_local(req.clone()).await? {
+                Ok(resp) => return Ok((resp, self.id)),
+                // Not knowing the leader (an election), ask a voter.
+                Err(leader) => leader.or_else(|| self.another_voter()),
+            }
         };
         for _ in 0..FORWARD_ATTEMPTS_MAX {
             let Some((leader_id, info)) = leader.clone() else { return Err(ServerError::NoLeader) };
@@ -273,6 +279,13 @@ impl Node {
             }
         }
         Err(Self::hint(leader))
+    }
+
+    /// Whether the latest membership this node knows has voters but not this node.
+    fn removed(&self) -> bool {
+        let m = self.metrics();
+        let membership = m.membership_config.membership();
+        membership.voter_ids().next().is_some() && membership.get_node(&self.id).is_none()
     }
 
     /// A voter of the current membership other than this node, if there is one.
