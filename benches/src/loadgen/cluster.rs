@@ -62,7 +62,13 @@ pub fn vexil(spec: &ClusterSpec, root: &Path) -> ClusterBuilder {
         .write_timeout_ms(None)
         .rpc_timeout_ms(None)
         .log("warn");
-    if spec.secure { builder.secure().flags(&["--tls-client-cert-auth", "true"]) } else { builder }
+    // No per-principal rate limit: every load client shares one token, and etcd has no such
+    // limit to compare with.
+    if spec.secure {
+        builder.secure().flags(&["--tls-client-cert-auth", "true", "--auth-principal-requests-per-second", "0"])
+    } else {
+        builder
+    }
 }
 
 /// What the load generator needs to call a secure Vexil cluster: the cluster CA, a client

@@ -229,17 +229,29 @@ pub async fn run_export(a: &ExportArgs, ctx: &Ctx) -> Result<String, Failure> {
     let mut snapshot = None;
     for url in &ctx.conn.endpoints {
         let mut client = WatchClient::new(ctx.conn.channel(url, EXPORT_TIMEOUT)?);
+        // The state may come in several parts (`more`): join them.
         let first = tokio::time::timeout(EXPORT_TIMEOUT, async {
             let mut stream = client.watch(req.clone()).await?.into_inner();
-            stream.next().await.unwrap_or_else(|| Err(tonic::Status::unavailable("the stream ended")))
+            let mut joined: Option<pb::WatchSnapshot> = None;
+            loop {
+                let msg = stream.next().await.unwrap_or_else(|| Err(tonic::Status::unavailable("the stream ended")))?;
+                let Some(pb::watch_response::Kind::Snapshot(part)) = msg.kind else { return Ok(None) };
+                match joined.as_mut() {
+                    Some(j) => j.absorb(part),
+                    None => joined = Some(part),
+                }
+                if joined.as_ref().is_some_and(|j| !j.more) {
+                    return Ok(joined);
+                }
+            }
         })
         .await;
         match first {
-            Ok(Ok(pb::WatchResponse { kind: Some(pb::watch_response::Kind::Snapshot(s)) })) => {
+            Ok(Ok(Some(s))) => {
                 snapshot = Some(s);
                 break;
             }
-            Ok(Ok(_)) => last = format!("{url} sent changes before the namespace's state"),
+            Ok(Ok(None)) => last = format!("{url} sent changes before the namespace's state"),
             Ok(Err(s)) => {
                 let err = vexil_client::Error::from_status(&s);
                 if !err.is_retryable() {

@@ -138,8 +138,9 @@ async fn list(a: &ListArgs, ctx: &Ctx) -> Result<String, Failure> {
     })
 }
 
-/// One page of entries with seq > `after_seq`, from the first endpoint that answers.
-async fn page(ctx: &Ctx, after_seq: u64, limit: u32) -> Result<Vec<pb::AuditEntry>, Failure> {
+/// One page of entries with seq > `after_seq`, from the first endpoint that answers, and
+/// whether more may follow (the page stopped at `limit` or at the server's byte budget).
+async fn page(ctx: &Ctx, after_seq: u64, limit: u32) -> Result<(Vec<pb::AuditEntry>, bool), Failure> {
     let req = pb::ListAuditRequest { after_seq, limit, read: Some(ctx.conn.read_options()), ..Default::default() };
     let r = ctx
         .conn
@@ -148,7 +149,7 @@ async fn page(ctx: &Ctx, after_seq: u64, limit: u32) -> Result<Vec<pb::AuditEntr
             async move { AuditClient::new(ch).list_audit(req).await }
         })
         .await?;
-    Ok(r.entries)
+    Ok((r.entries, r.more))
 }
 
 /// Prints entries as they come (one line each); fails with [`Failure::OutputClosed`] once
@@ -172,13 +173,13 @@ async fn tail(a: &TailArgs, ctx: &Ctx) -> Result<String, Failure> {
     let mut after = status.audit_seq.saturating_sub(a.lines);
     let mut last_revision = 0;
     loop {
-        let entries = page(ctx, after, PAGE_ENTRIES).await?;
+        let (entries, more) = page(ctx, after, PAGE_ENTRIES).await?;
         if let Some(e) = entries.last() {
             after = e.seq;
             last_revision = e.revision;
         }
         print_entries(ctx, &entries)?;
-        if entries.len() < PAGE_ENTRIES as usize {
+        if !more {
             break;
         }
     }
@@ -218,7 +219,7 @@ async fn tail(a: &TailArgs, ctx: &Ctx) -> Result<String, Failure> {
                     false
                 }
             };
-            if let Ok(entries) = page(ctx, after, PAGE_ENTRIES).await {
+            if let Ok((entries, _)) = page(ctx, after, PAGE_ENTRIES).await {
                 if let Some(e) = entries.last() {
                     after = e.seq;
                     last_revision = e.revision;
@@ -263,12 +264,12 @@ async fn verify(ctx: &Ctx) -> Result<String, Failure> {
     let mut last_revision = 0;
     let mut after = 0;
     let verdict = loop {
-        let entries = page(ctx, after, PAGE_ENTRIES).await?;
+        let (entries, more) = page(ctx, after, PAGE_ENTRIES).await?;
         if let Some(bad) = verify_entries(&mut v, &mut last_revision, &entries) {
             break bad;
         }
         match entries.last() {
-            Some(e) if entries.len() == PAGE_ENTRIES as usize => after = e.seq,
+            Some(e) if more => after = e.seq,
             _ => break Verdict::Intact { entries: v.verified(), last_revision, head: v.head_hash() },
         }
     };

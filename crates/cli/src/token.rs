@@ -27,6 +27,27 @@ pub enum TokenCommand {
     List,
     /// Revoke a token: it stops working on every node, and its open streams are closed.
     Revoke(RevokeArgs),
+    /// Namespaces callers without a token may read (for flagd providers that cannot send one).
+    #[command(subcommand)]
+    AnonymousRead(AnonymousReadCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AnonymousReadCommand {
+    /// Let callers without a token read a namespace: get, list, evaluate, watch. Audited.
+    Enable(AnonymousReadArgs),
+    /// Stop it again; streams opened without a token on it are closed.
+    Disable(AnonymousReadArgs),
+    /// The namespaces open to callers without a token.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct AnonymousReadArgs {
+    pub namespace: String,
+    /// Why: recorded in the audit log with who asked.
+    #[arg(long, default_value = "")]
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -88,7 +109,44 @@ pub async fn run(cmd: &TokenCommand, ctx: &Ctx) -> Result<String, Failure> {
         TokenCommand::Create(a) => create(a, ctx, crate::unix_now_ms()).await,
         TokenCommand::List => list(ctx, crate::unix_now_ms()).await,
         TokenCommand::Revoke(a) => revoke(a, ctx).await,
+        TokenCommand::AnonymousRead(AnonymousReadCommand::Enable(a)) => set_anonymous_read(a, true, ctx).await,
+        TokenCommand::AnonymousRead(AnonymousReadCommand::Disable(a)) => set_anonymous_read(a, false, ctx).await,
+        TokenCommand::AnonymousRead(AnonymousReadCommand::List) => list_anonymous_read(ctx).await,
     }
+}
+
+async fn set_anonymous_read(a: &AnonymousReadArgs, enabled: bool, ctx: &Ctx) -> Result<String, Failure> {
+    vexil_model::flag::validate_namespace(&a.namespace).map_err(|p| Failure::Usage(format!("namespace: {p}")))?;
+    let revision = ctx
+        .conn
+        .admin
+        .set_anonymous_read(&a.namespace, enabled, WriteOpts::reason(&a.reason))
+        .await
+        .map_err(|e| errors::from_client(e, Subject::Cluster))?;
+    Ok(match ctx.output {
+        Output::Json => {
+            output::json(&json!({"namespace": a.namespace, "anonymous_read": enabled, "revision": revision}))
+        }
+        Output::Table if enabled => format!(
+            "namespace {:?} is readable without a token from revision {revision} (get, list, evaluate, watch); \
+             `vexilctl token anonymous-read disable {}` closes it again",
+            a.namespace, a.namespace
+        ),
+        Output::Table => format!(
+            "namespace {:?} needs a token again from revision {revision}; streams opened without one are closed",
+            a.namespace
+        ),
+    })
+}
+
+async fn list_anonymous_read(ctx: &Ctx) -> Result<String, Failure> {
+    let open =
+        ctx.conn.admin.anonymous_read_namespaces().await.map_err(|e| errors::from_client(e, Subject::Cluster))?.value;
+    Ok(match ctx.output {
+        Output::Json => output::json(&json!(open)),
+        Output::Table if open.is_empty() => "no namespace is readable without a token".into(),
+        Output::Table => open.join("\n"),
+    })
 }
 
 /// `30d`, `12h`, `90m`, `45s`, `2w`: a positive whole number and one unit, at most

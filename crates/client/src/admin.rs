@@ -458,9 +458,8 @@ impl AdminClient {
                 .await?
                 .into_inner();
             header.get_or_insert(page.header.unwrap_or_default());
-            let n = page.entries.len();
             entries.extend(page.entries);
-            if n < want as usize || (filter.limit != 0 && entries.len() >= filter.limit) {
+            if !page.more || (filter.limit != 0 && entries.len() >= filter.limit) {
                 return Ok(ReadResult { value: entries, header: header.unwrap_or_default() });
             }
         }
@@ -525,6 +524,36 @@ impl AdminClient {
             .retry("revoke_token", |ch| {
                 let req = req.clone();
                 async move { TokensClient::new(ch).revoke_token(req).await }
+            })
+            .await?
+            .into_inner();
+        Ok(r.header.map_or(0, |h| h.revision))
+    }
+
+    /// The namespaces callers without a token may read. Role `admin` needed.
+    pub async fn anonymous_read_namespaces(&self) -> Result<ReadResult<Vec<String>>, Error> {
+        let r =
+            self.retry("list_tokens", |ch| async move {
+                TokensClient::new(ch).list_tokens(proto::ListTokensRequest {}).await
+            })
+            .await?
+            .into_inner();
+        Ok(ReadResult { value: r.anonymous_read_namespaces, header: r.header.unwrap_or_default() })
+    }
+
+    /// Lets callers without a token read `namespace` (for flagd providers that cannot send
+    /// one), or stops them; their open streams end when it is turned off. Audited. Returns the
+    /// revision of the write. Role `admin` needed.
+    pub async fn set_anonymous_read(&self, namespace: &str, enabled: bool, opts: WriteOpts) -> Result<u64, Error> {
+        let req = proto::SetAnonymousReadRequest {
+            namespace: namespace.into(),
+            enabled,
+            options: Some(Self::write_options(&opts)),
+        };
+        let r = self
+            .retry("set_anonymous_read", |ch| {
+                let req = req.clone();
+                async move { TokensClient::new(ch).set_anonymous_read(req).await }
             })
             .await?
             .into_inner();

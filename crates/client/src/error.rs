@@ -152,7 +152,9 @@ fn retry_elsewhere(reason: ErrorReason) -> bool {
         | ErrorReason::ReadTimeout
         | ErrorReason::LeaseExpired
         | ErrorReason::ShuttingDown
-        | ErrorReason::WatchLimit => true,
+        | ErrorReason::WatchLimit
+        // This principal called this node too often: after a backoff (metadata `retry_after_ms`).
+        | ErrorReason::RateLimited => true,
         // Refusals: the same call gets the same answer.
         ErrorReason::InvalidField
         | ErrorReason::FlagNotFound

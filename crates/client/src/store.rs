@@ -514,6 +514,7 @@ pub(crate) mod tests {
                 evaluators_json: "{}".into(),
                 metadata_json: "{}".into(),
             }],
+            more: false,
         };
         let (s2, changes) = s1.replace(9, DataSource::Cluster, states_from_proto(&snap));
         assert_eq!(s2.revision(), 9);
@@ -552,7 +553,7 @@ pub(crate) mod tests {
                 evaluators_json: "{}".into(),
                 metadata_json: "{}".into(),
             };
-            states_from_proto(&proto::WatchSnapshot { revision: 3, namespaces: vec![ns] })
+            states_from_proto(&proto::WatchSnapshot { revision: 3, namespaces: vec![ns], more: false })
         };
         let reordered = r#"{"variants": {"off": false, "on": true}, "state": "ENABLED", "defaultVariant": "on"}"#;
         assert_eq!(s1.replace(3, DataSource::Cluster, cluster(reordered)).1, vec![]);

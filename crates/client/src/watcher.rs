@@ -147,14 +147,33 @@ async fn stream(
     });
     tracing::info!(endpoint = %url, revision = shared.snapshot.load().revision(), "watch stream open");
     let mut delivered = false;
+    // The parts of a snapshot received so far (it is applied once its last part arrives).
+    let mut parts: Option<proto::WatchSnapshot> = None;
     loop {
         let msg = match messages.message().await {
             Ok(Some(m)) => m,
             Ok(None) => return End::Failed { delivered, error: "the server ended the stream".into() },
             Err(status) => return failed(delivered, &status),
         };
+        if parts.is_some() && !matches!(msg.kind, Some(Kind::Snapshot(_))) {
+            return End::Failed { delivered, error: "the node sent another message inside a snapshot".into() };
+        }
         match msg.kind {
-            Some(Kind::Snapshot(snap)) => {
+            Some(Kind::Snapshot(part)) => {
+                let snap = match parts.take() {
+                    Some(mut joined) if joined.revision == part.revision => {
+                        joined.absorb(part);
+                        joined
+                    }
+                    Some(_) => {
+                        return End::Failed { delivered, error: "the parts of a snapshot differ in revision".into() };
+                    }
+                    None => part,
+                };
+                if snap.more {
+                    parts = Some(snap);
+                    continue;
+                }
                 let current = shared.snapshot.load();
                 if *synced && snap.revision < current.revision() {
                     return End::Failed {

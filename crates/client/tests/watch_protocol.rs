@@ -83,6 +83,11 @@ fn flag(key: &str, default: &str, version: u64, revision: u64) -> Flag {
 }
 
 fn snapshot(revision: u64, flags: Vec<Flag>) -> Kind {
+    snapshot_part(revision, flags, false)
+}
+
+/// One part of a snapshot; `more`: parts follow.
+fn snapshot_part(revision: u64, flags: Vec<Flag>, more: bool) -> Kind {
     Kind::Snapshot(WatchSnapshot {
         revision,
         namespaces: vec![NamespaceState {
@@ -91,6 +96,7 @@ fn snapshot(revision: u64, flags: Vec<Flag>) -> Kind {
             evaluators_json: "{}".into(),
             metadata_json: "{}".into(),
         }],
+        more,
     })
 }
 
@@ -129,8 +135,16 @@ async fn resume_refuse_duplicates_and_resync_after_compaction() -> anyhow::Resul
         Step::Send(vec![upsert(flag("f", "on", 2, 6))], true),
         // 3. Resumed from 6 again: compacted.
         Step::Fail(compacted()),
-        // 4. Resync: a snapshot at 9, then a change at 10; the stream stays open.
-        Step::Send(vec![snapshot(9, vec![flag("f", "on", 3, 8)]), upsert(flag("g", "on", 1, 10))], true),
+        // 4. Resync: a snapshot at 9 in two parts (namespace `n` spans both), then a change at
+        //    10; the stream stays open.
+        Step::Send(
+            vec![
+                snapshot_part(9, vec![flag("f", "on", 3, 8)], true),
+                snapshot_part(9, vec![flag("h", "on", 1, 9)], false),
+                upsert(flag("g", "on", 1, 10)),
+            ],
+            true,
+        ),
     ]);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
@@ -147,6 +161,7 @@ async fn resume_refuse_duplicates_and_resync_after_compaction() -> anyhow::Resul
 
     let ctx = EvalContext::new();
     assert!(client.bool_value("f", &ctx, false), "the resync snapshot replaced the state");
+    assert!(client.bool_value("h", &ctx, false), "both parts of the snapshot are in the state");
     assert!(client.bool_value("g", &ctx, false));
     assert_eq!(
         *server.requests.lock().unwrap(),
@@ -164,7 +179,7 @@ async fn resume_refuse_duplicates_and_resync_after_compaction() -> anyhow::Resul
     assert_eq!(
         seen,
         [(5, UpdateKind::Snapshot), (6, UpdateKind::Changes), (9, UpdateKind::Snapshot), (10, UpdateKind::Changes)],
-        "the repeated revision 6 was never applied"
+        "the repeated revision 6 was never applied, and the snapshot in two parts applied once"
     );
     assert!(client.status().connected);
     Ok(())

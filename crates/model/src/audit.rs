@@ -41,10 +41,12 @@ pub enum AuditAction {
     MembershipChange,
     TokenCreate,
     TokenRevoke,
+    /// A namespace's access setting changed: whether callers without a token may read it.
+    NamespaceAccess,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 8] = [
+    pub const ALL: [AuditAction; 9] = [
         AuditAction::FlagCreate,
         AuditAction::FlagUpdate,
         AuditAction::FlagSetState,
@@ -53,6 +55,7 @@ impl AuditAction {
         AuditAction::MembershipChange,
         AuditAction::TokenCreate,
         AuditAction::TokenRevoke,
+        AuditAction::NamespaceAccess,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +68,7 @@ impl AuditAction {
             AuditAction::MembershipChange => "membership.change",
             AuditAction::TokenCreate => "token.create",
             AuditAction::TokenRevoke => "token.revoke",
+            AuditAction::NamespaceAccess => "namespace.access",
         }
     }
 

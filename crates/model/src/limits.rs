@@ -54,3 +54,5 @@ pub const TOKENS_MAX: usize = 1_000;
 
 const _: () = assert!(FLAG_BYTES_MAX >= TARGETING_BYTES_MAX + VARIANT_VALUE_BYTES_MAX);
 const _: () = assert!(DOCUMENT_BYTES_MAX >= FLAG_BYTES_MAX);
+/// Namespaces that callers without a token may read (`SetAnonymousRead`).
+pub const ANONYMOUS_READ_NAMESPACES_MAX: usize = 256;

@@ -85,6 +85,9 @@ error_reasons! {
     TokenNotFound = "TOKEN_NOT_FOUND",
     /// RESOURCE_EXHAUSTED: a limit on stored items was reached; metadata `limit` names it.
     LimitReached = "LIMIT_REACHED",
+    /// RESOURCE_EXHAUSTED: one principal called a node too often; metadata `principal`,
+    /// `limit` (the setting and its value) and `retry_after_ms`.
+    RateLimited = "RATE_LIMITED",
     /// INTERNAL: this node's storage failed.
     Storage = "STORAGE",
     /// INTERNAL: openraft stopped on a fatal error (its storage failed, or it panicked), on
@@ -105,6 +108,21 @@ impl ErrorReason {
 impl std::fmt::Display for ErrorReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+impl v1::WatchSnapshot {
+    /// Joins the next part of a snapshot sent in parts (`more` is set on every part but the
+    /// last): a namespace continued from the previous part gains the part's flags, and keeps
+    /// the `$evaluators` and metadata of its first part.
+    pub fn absorb(&mut self, part: v1::WatchSnapshot) {
+        for state in part.namespaces {
+            match self.namespaces.last_mut() {
+                Some(last) if last.namespace == state.namespace => last.flags.extend(state.flags),
+                _ => self.namespaces.push(state),
+            }
+        }
+        self.more = part.more;
     }
 }
 

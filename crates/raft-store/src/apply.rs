@@ -10,7 +10,7 @@
 //! state. No clock, no randomness, no iteration over unordered maps: every replica computes the
 //! same flags, the same responses and the same audit hash chain.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use openraft::EntryPayload;
 use sha2::{Digest, Sha256};
@@ -21,7 +21,9 @@ use vexil_model::{AuditAction, AuditEntry, FlagSpec, NamespaceDocument, limits};
 use crate::codec;
 use crate::error::StoreError;
 use crate::limits::DEDUP_GENERATION_REQUESTS;
-use crate::schema::{AuditHead, DedupRecord, FlagRecord, META_TOKENS_BOOTSTRAPPED, NamespaceRecord, Table};
+use crate::schema::{
+    AuditHead, DedupRecord, FlagRecord, META_ANONYMOUS_READ, META_TOKENS_BOOTSTRAPPED, NamespaceRecord, Table,
+};
 use crate::sm_state::SmState;
 use crate::txn::{KvRead, Txn, Writes};
 use crate::types::{Command, Entry, Outcome, Request, Response, StoredMembership, WriteError};
@@ -351,6 +353,7 @@ fn execute<R: KvRead + ?Sized>(a: &mut Auditor<'_, '_, R>, command: &Command) ->
             create_token(a, name, grant, secret_hash, *expires_ms, *bootstrap)
         }
         Command::RevokeToken { name } => revoke_token(a, name),
+        Command::SetAnonymousRead { namespace, enabled } => set_anonymous_read(a, namespace, *enabled),
         // `apply_request` unpacks a batch; one inside a batch is refused.
         Command::Batch { .. } => Ok(Err(WriteError::Invalid {
             field: "command".into(),
@@ -426,6 +429,37 @@ fn revoke_token<R: KvRead + ?Sized>(a: &mut Auditor<'_, '_, R>, name: &str) -> C
     };
     a.txn.delete(Table::Tokens, key);
     a.record(AuditAction::TokenRevoke, "", name, 0, Some(record.describe().to_string()), None)?;
+    Ok(Ok(Outcome::None))
+}
+
+fn set_anonymous_read<R: KvRead + ?Sized>(a: &mut Auditor<'_, '_, R>, namespace: &str, enabled: bool) -> CommandResult {
+    if let Err(problem) = vexil_model::flag::validate_namespace(namespace) {
+        return Ok(Err(WriteError::Invalid { field: "namespace".into(), problem }));
+    }
+    let mut open: BTreeSet<String> = a.txn.get_decoded(Table::Meta, META_ANONYMOUS_READ)?.unwrap_or_default();
+    let was = open.contains(namespace);
+    if was == enabled {
+        return Ok(Ok(Outcome::None));
+    }
+    if enabled && open.len() >= limits::ANONYMOUS_READ_NAMESPACES_MAX {
+        return Ok(Err(WriteError::LimitReached {
+            limit: "ANONYMOUS_READ_NAMESPACES_MAX".into(),
+            what: "namespaces readable without a token".into(),
+            max: limits::ANONYMOUS_READ_NAMESPACES_MAX as u64,
+        }));
+    }
+    if enabled {
+        open.insert(namespace.into());
+    } else {
+        open.remove(namespace);
+    }
+    if open.is_empty() {
+        a.txn.delete(Table::Meta, META_ANONYMOUS_READ.to_vec());
+    } else {
+        a.txn.put_encoded(Table::Meta, META_ANONYMOUS_READ.to_vec(), &open)?;
+    }
+    let state = |on: bool| Some(serde_json::json!({ "anonymous_read": on }).to_string());
+    a.record(AuditAction::NamespaceAccess, namespace, "", 0, state(was), state(enabled))?;
     Ok(Ok(Outcome::None))
 }
 
@@ -813,5 +847,46 @@ pub(crate) mod tests {
         for e in &audit {
             chain.push(e).expect("the chain verifies");
         }
+    }
+
+    #[test]
+    fn anonymous_read_is_a_bounded_audited_setting_of_a_namespace() {
+        let mut h = Harness::new();
+        let set = |ns: &str, enabled: bool| Command::SetAnonymousRead { namespace: ns.into(), enabled };
+        let open = |h: &Harness| -> BTreeSet<String> {
+            Txn::new(&h.kv).get_decoded(Table::Meta, META_ANONYMOUS_READ).expect("read").unwrap_or_default()
+        };
+        assert!(h.run("", set("public", true)).outcome.is_ok());
+        assert_eq!(open(&h), BTreeSet::from(["public".to_string()]));
+        let entry = h.audit().last().cloned().expect("audited");
+        assert_eq!(
+            (entry.action, entry.namespace.as_str(), entry.actor.as_str()),
+            (AuditAction::NamespaceAccess, "public", "alice")
+        );
+        assert_eq!(entry.before.as_deref(), Some(r#"{"anonymous_read":false}"#));
+        assert_eq!(entry.after.as_deref(), Some(r#"{"anonymous_read":true}"#));
+        // Setting it to what it is changes nothing and records nothing.
+        let entries = h.audit().len();
+        assert!(h.run("", set("public", true)).outcome.is_ok());
+        assert_eq!(h.audit().len(), entries);
+        // A bad name is refused naming the field.
+        let bad = h.run("", set("Not OK", true)).outcome;
+        assert!(matches!(&bad, Err(WriteError::Invalid { field, .. }) if field == "namespace"), "{bad:?}");
+        // At most ANONYMOUS_READ_NAMESPACES_MAX namespaces, and nothing written past it.
+        for i in 1..limits::ANONYMOUS_READ_NAMESPACES_MAX {
+            assert!(h.run("", set(&format!("ns{i}"), true)).outcome.is_ok());
+        }
+        let full = h.run("", set("one-more", true)).outcome;
+        assert!(
+            matches!(&full, Err(WriteError::LimitReached { limit, .. }) if limit == "ANONYMOUS_READ_NAMESPACES_MAX"),
+            "{full:?}"
+        );
+        assert!(!open(&h).contains("one-more"));
+        // Turning it off removes it; the last one off leaves no key behind.
+        for ns in open(&h) {
+            assert!(h.run("", set(&ns, false)).outcome.is_ok());
+        }
+        assert!(Txn::new(&h.kv).get(Table::Meta, META_ANONYMOUS_READ).expect("read").is_none());
+        assert_eq!(h.audit().last().and_then(|e| e.after.clone()).as_deref(), Some(r#"{"anonymous_read":false}"#));
     }
 }

@@ -161,7 +161,7 @@ impl KvRead for OwnedTables {
 }
 
 impl ViewSource for MemSource {
-    fn view(&self) -> Box<dyn KvRead + '_> {
+    fn view(&self) -> Box<dyn KvRead + Send + Sync + '_> {
         Box::new(OwnedTables(self.disk.lock().current.tables.clone()))
     }
 }

@@ -63,6 +63,9 @@ pub const META_AUDIT_HEAD: &[u8] = b"audit_head";
 /// `Meta` key, present once the first admin token was created by bootstrap (configuration or
 /// `Init`): a bootstrap token is refused after that, whatever happened to it since.
 pub const META_TOKENS_BOOTSTRAPPED: &[u8] = b"tokens_bootstrapped";
+/// The namespaces callers without a token may read: an encoded `BTreeSet<String>`, absent
+/// when there are none.
+pub const META_ANONYMOUS_READ: &[u8] = b"anonymous_read";
 /// `Meta` key: how many deduplication records were ever written (numbers the next one).
 pub const META_REQUESTS_SEQ: &[u8] = b"requests_seq";
 

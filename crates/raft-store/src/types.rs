@@ -79,6 +79,7 @@ impl Request {
                 name.len() + 32 + grant.namespaces.iter().map(String::len).sum::<usize>()
             }
             Command::RevokeToken { name } => name.len(),
+            Command::SetAnonymousRead { namespace, .. } => namespace.len(),
             Command::Batch { requests } => requests.iter().map(Request::approx_bytes).sum(),
         };
         FRAMING + strings + command
@@ -143,6 +144,11 @@ pub enum Command {
     RevokeToken {
         name: String,
     },
+    /// Let callers without a token read a namespace (flags, evaluation, watch), or stop them.
+    SetAnonymousRead {
+        namespace: String,
+        enabled: bool,
+    },
     /// Several client requests proposed as ONE log entry (the leader's write batcher groups the
     /// writes that queue while earlier ones are in flight). They apply in order, each as if it
     /// were its own entry at this revision: its own deduplication record, audit entries and
@@ -161,7 +167,8 @@ impl Command {
             | Command::UpdateFlag { namespace, .. }
             | Command::SetFlagState { namespace, .. }
             | Command::DeleteFlag { namespace, .. }
-            | Command::ApplyNamespace { namespace, .. } => namespace,
+            | Command::ApplyNamespace { namespace, .. }
+            | Command::SetAnonymousRead { namespace, .. } => namespace,
             Command::RecordMembershipChange { .. }
             | Command::CreateToken { .. }
             | Command::RevokeToken { .. }

@@ -15,7 +15,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use vexil_model::access::Need;
 
 use crate::auth;
-use crate::error::ServerError;
 use axum::response::IntoResponse;
 use axum::routing::get;
 
@@ -34,11 +33,14 @@ async fn metrics(State(node): State<Arc<Node>>, headers: HeaderMap) -> impl Into
     let allowed = auth::authenticate_header(&node, headers.get(header::AUTHORIZATION).map(|v| v.as_bytes()))
         .and_then(|who| who.check(Need::AnyRole));
     if let Err(e) = allowed {
-        let status = match e {
-            ServerError::PermissionDenied { .. } => StatusCode::FORBIDDEN,
-            _ => StatusCode::UNAUTHORIZED,
-        };
-        return (status, format!("{e}\n")).into_response();
+        let status = StatusCode::from_u16(e.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut response = (status, format!("{e}\n")).into_response();
+        if let Some(secs) = e.retry_after_secs()
+            && let Ok(value) = header::HeaderValue::from_str(&secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+        return response;
     }
     let m = node.metrics();
     let gauges = &node.metrics;

@@ -4,14 +4,18 @@
 //! - **Authentication** ([`Authenticator`], a tonic interceptor on every `vexil.v1` service):
 //!   `authorization: Bearer <secret>` is hashed (SHA-256) and looked up in the replicated token
 //!   table; an unknown, revoked or expired token is refused UNAUTHENTICATED before the handler
-//!   runs. A call without a token goes on as [`Principal::anonymous`], which no [`Need`]
-//!   accepts; only `Init` on a node without a cluster takes it.
+//!   runs. A call without a token goes on as a principal named `anonymous` that may only read
+//!   the namespaces an admin opened to such callers (`SetAnonymousRead`, replicated and
+//!   audited; none by default); besides that, only `Init` on a node without a cluster takes it.
+//! - **Rate** ([`PrincipalRates`]): each principal's calls to one node are limited to
+//!   `auth.principal_requests_per_second`.
 //! - **Authorization** ([`Principal::check`], called by every handler with the [`Need`] of
 //!   what it does): PERMISSION_DENIED names the role that was missing.
 //! - A node started `--insecure` checks no tokens: every caller is the admin `anonymous`.
 //!
 //! The principal's name is the audit `actor` of what it changes (`api::request`).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tonic::metadata::MetadataMap;
@@ -42,17 +46,32 @@ pub struct Principal {
     pub token_hash: Option<[u8; 32]>,
     /// A token this node did not know when the call arrived ([`caller`] looks again).
     unknown: Option<[u8; 32]>,
+    /// For a caller without a token: the namespaces anyone may read (`SetAnonymousRead`), as
+    /// the node knew them when the call arrived.
+    anonymous_reads: Arc<BTreeSet<String>>,
 }
 
 impl Principal {
-    /// A caller without credentials, on a node that checks tokens.
+    /// A caller without credentials, on a node that checks tokens and opened no namespace to
+    /// such callers.
     pub fn anonymous() -> Principal {
-        Principal { name: ANONYMOUS.into(), grant: None, token_hash: None, unknown: None }
+        Principal::without_token(None, None, BTreeSet::new())
     }
 
     /// Every caller of an `--insecure` node.
     pub fn insecure() -> Principal {
-        Principal { name: ANONYMOUS.into(), grant: Some(Grant::admin()), token_hash: None, unknown: None }
+        Principal::without_token(Some(Grant::admin()), None, BTreeSet::new())
+    }
+
+    fn without_token(grant: Option<Grant>, unknown: Option<[u8; 32]>, open: BTreeSet<String>) -> Principal {
+        let name = if unknown.is_some() { String::new() } else { ANONYMOUS.into() };
+        Principal { name, grant, token_hash: None, unknown, anonymous_reads: Arc::new(open) }
+    }
+
+    /// The namespaces this caller may read only because they are open to callers without a
+    /// token (empty for a caller with one).
+    pub fn anonymous_reads(&self) -> &BTreeSet<String> {
+        &self.anonymous_reads
     }
 
     /// `Ok` when this caller may do what needs `need`.
@@ -61,6 +80,11 @@ impl Principal {
             return Err(unknown_token());
         }
         let Some(grant) = &self.grant else {
+            if let Need::Read(ns) = need
+                && self.anonymous_reads.contains(ns)
+            {
+                return Ok(());
+            }
             return Err(ServerError::Unauthenticated(format!(
                 "no bearer token was sent; this call needs {need}: send `authorization: Bearer <token>` (vexilctl --token, VEXIL_TOKEN)"
             )));
@@ -70,7 +94,7 @@ impl Principal {
 
     /// Whether this caller may read `namespace` (to filter listings).
     pub fn can_read(&self, namespace: &str) -> bool {
-        self.grant.as_ref().is_some_and(|g| g.can_read(namespace))
+        self.grant.as_ref().is_some_and(|g| g.can_read(namespace)) || self.anonymous_reads.contains(namespace)
     }
 }
 
@@ -80,12 +104,23 @@ pub fn authenticate(node: &Node, metadata: &MetadataMap) -> Result<Principal, Se
 }
 
 /// Authenticates an `authorization` header's value (gRPC metadata or HTTP) against `node`'s
-/// replicated tokens.
+/// replicated tokens, and counts the call against its principal's rate ([`PrincipalRates`]).
 pub fn authenticate_header(node: &Node, header: Option<&[u8]>) -> Result<Principal, ServerError> {
+    let who = identify(node, header)?;
+    // A token this node does not know yet is counted once `caller` knows whose it is.
+    if who.unknown.is_none() {
+        node.rates.check(&who.name)?;
+    }
+    Ok(who)
+}
+
+fn identify(node: &Node, header: Option<&[u8]>) -> Result<Principal, ServerError> {
     if !node.config.tokens_enabled() {
         return Ok(Principal::insecure());
     }
-    let Some(value) = header else { return Ok(Principal::anonymous()) };
+    let Some(value) = header else {
+        return Ok(Principal::without_token(None, None, node.reader.anonymous_read_namespaces()?));
+    };
     let value = std::str::from_utf8(value)
         .map_err(|_| ServerError::Unauthenticated("the authorization header is not text".into()))?;
     let Some(secret) = value.strip_prefix("Bearer ").map(str::trim) else {
@@ -96,7 +131,7 @@ pub fn authenticate_header(node: &Node, header: Option<&[u8]>) -> Result<Princip
         Some(token) => valid(node, token, hash),
         // Maybe made a moment ago on another node: `caller` looks again once this node has
         // caught up.
-        None => Ok(Principal { name: String::new(), grant: None, token_hash: None, unknown: Some(hash) }),
+        None => Ok(Principal::without_token(None, Some(hash), BTreeSet::new())),
     }
 }
 
@@ -111,7 +146,13 @@ fn valid(node: &Node, token: TokenRecord, hash: [u8; 32]) -> Result<Principal, S
             token.name, token.expires_ms
         )));
     }
-    Ok(Principal { name: token.name, grant: Some(token.grant), token_hash: Some(hash), unknown: None })
+    Ok(Principal {
+        name: token.name,
+        grant: Some(token.grant),
+        token_hash: Some(hash),
+        unknown: None,
+        anonymous_reads: Arc::default(),
+    })
 }
 
 /// The caller of a request that passed the [`Authenticator`]. A token this node did not know
@@ -123,14 +164,68 @@ pub async fn caller<T>(node: &Arc<Node>, req: &tonic::Request<T>) -> Result<Prin
     let who = req.extensions().get::<Principal>().cloned().unwrap_or_else(Principal::anonymous);
     let Some(hash) = who.unknown else { return Ok(who) };
     node.read_barrier(Consistency::Lease, Consistency::Lease, 0).await?;
-    match node.reader.token(&hash)? {
-        Some(token) => valid(node, token, hash),
-        None => Err(unknown_token()),
+    let who = match node.reader.token(&hash)? {
+        Some(token) => valid(node, token, hash)?,
+        None => return Err(unknown_token()),
+    };
+    node.rates.check(&who.name)?;
+    Ok(who)
+}
+
+/// The per-principal call rate of one node (`auth.principal_requests_per_second`): a token
+/// bucket per principal name, refilled at the configured rate and holding a second's worth.
+/// Keys are principals that authenticated (token names, at most `TOKENS_MAX` of them, and
+/// `anonymous`), so the table cannot be grown by made-up credentials; buckets idle for a
+/// second are full again and are dropped when the table grows past that.
+pub struct PrincipalRates {
+    limiter: Option<governor::DefaultKeyedRateLimiter<String>>,
+    per_second: u32,
+}
+
+impl PrincipalRates {
+    /// No limit when `per_second` is 0 or the node checks no tokens (`--insecure`).
+    pub fn new(per_second: u32, tokens_enabled: bool) -> PrincipalRates {
+        let limiter = std::num::NonZeroU32::new(per_second)
+            .filter(|_| tokens_enabled)
+            .map(|n| governor::RateLimiter::keyed(governor::Quota::per_second(n)));
+        PrincipalRates { limiter, per_second }
+    }
+
+    /// Counts one call of `principal`; RESOURCE_EXHAUSTED when its bucket is empty.
+    pub fn check(&self, principal: &str) -> Result<(), ServerError> {
+        let Some(limiter) = &self.limiter else { return Ok(()) };
+        let key = principal.to_string();
+        if limiter.len() > vexil_model::limits::TOKENS_MAX + 1 {
+            // Names of revoked tokens: their buckets are full again, so forgetting them is exact.
+            limiter.retain_recent();
+        }
+        match limiter.check_key(&key) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(limiter.clock()));
+                Err(ServerError::RateLimited {
+                    principal: key,
+                    per_second: self.per_second,
+                    retry_after_ms: u64::try_from(wait.as_millis()).unwrap_or(u64::MAX).max(1),
+                })
+            }
+        }
     }
 }
 
-/// Whether the token `principal` authenticated with still does, now: for open streams.
-pub fn still_valid(node: &Node, principal: &Principal) -> Result<(), ServerError> {
+/// Whether `principal` may still read `namespaces`, now: for open streams. A token must still
+/// exist and not have expired; a caller without one needs each namespace still open to such
+/// callers.
+pub fn still_valid(node: &Node, principal: &Principal, namespaces: &[String]) -> Result<(), ServerError> {
+    if principal.grant.is_none() {
+        let open = node.reader.anonymous_read_namespaces()?;
+        return match namespaces.iter().find(|ns| !open.contains(ns.as_str())) {
+            Some(ns) => Err(ServerError::Unauthenticated(format!(
+                "namespace {ns:?} is no longer readable without a token; reconnect with one"
+            ))),
+            None => Ok(()),
+        };
+    }
     let Some(hash) = &principal.token_hash else { return Ok(()) };
     match node.reader.token(hash)? {
         None => Err(ServerError::Unauthenticated(format!("token {:?} was revoked", principal.name))),
@@ -289,6 +384,7 @@ mod tests {
             grant: Some(Grant { role: vexil_model::access::Role::Reader, namespaces: ["a".to_string()].into() }),
             token_hash: None,
             unknown: None,
+            anonymous_reads: Arc::default(),
         };
         assert!(reader.check(Need::Read("a")).is_ok());
         let err = reader.check(Need::Write("a")).expect_err("a reader cannot write");
@@ -296,5 +392,16 @@ mod tests {
             matches!(&err, ServerError::PermissionDenied { principal, needs } if principal == "svc" && needs.contains("editor"))
         );
         assert!(Principal::insecure().check(Need::Admin).is_ok());
+    }
+
+    #[test]
+    fn a_caller_without_a_token_reads_only_the_namespaces_open_to_it() {
+        let open = Principal::without_token(None, None, ["public".to_string()].into());
+        assert!(open.check(Need::Read("public")).is_ok());
+        assert!(open.can_read("public") && !open.can_read("a"));
+        for need in [Need::Read("a"), Need::Write("public"), Need::Admin, Need::AnyRole] {
+            let err = open.check(need.clone()).expect_err("only reads of open namespaces");
+            assert!(matches!(&err, ServerError::Unauthenticated(_)), "{need}: {err:?}");
+        }
     }
 }

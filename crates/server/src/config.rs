@@ -137,6 +137,12 @@ pub struct AuthConfig {
     #[arg(id = "auth.bootstrap_token_file", long = "auth-bootstrap-token-file")]
     #[arg(env = "VEXIL_AUTH_BOOTSTRAP_TOKEN_FILE", value_name = "FILE")]
     pub bootstrap_token_file: Option<PathBuf>,
+    /// Calls per second one principal (a token, or all callers without one) may make to this
+    /// node, with bursts of as many; beyond it calls fail RESOURCE_EXHAUSTED (RATE_LIMITED)
+    /// saying when to retry. 0 turns the limit off. Not applied on an --insecure node.
+    #[arg(id = "auth.principal_requests_per_second", long = "auth-principal-requests-per-second")]
+    #[arg(env = "VEXIL_AUTH_PRINCIPAL_REQUESTS_PER_SECOND", value_name = "N", default_value_t = 10_000)]
+    pub principal_requests_per_second: u32,
 }
 
 /// The `[cluster]` keys: forming the cluster and authenticating its members.
@@ -781,7 +787,7 @@ mod tests {
                 peer_allowed_names: vec![]
             }
         );
-        assert_eq!(cfg.auth, AuthConfig { bootstrap_token_file: None });
+        assert_eq!(cfg.auth, AuthConfig { bootstrap_token_file: None, principal_requests_per_second: 10_000 });
         assert_eq!(
             cfg.raft,
             RaftConfig {

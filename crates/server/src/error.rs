@@ -55,6 +55,11 @@ pub enum ServerError {
         "this node is shutting down; send the request to another node (a write retried with the same request_id applies at most once; a watch resumes from its last revision)"
     )]
     ShuttingDown,
+    /// A principal called this node more often than `auth.principal_requests_per_second`.
+    #[error(
+        "{principal:?} made more than {per_second} calls per second to this node (auth.principal_requests_per_second); retry in {retry_after_ms} ms"
+    )]
+    RateLimited { principal: String, per_second: u32, retry_after_ms: u64 },
     /// Every watch slot of this node is taken (`limits::WATCH_STREAMS_MAX`).
     #[error("this node serves the most watch streams it allows; connect to another node")]
     WatchLimit,
@@ -196,6 +201,30 @@ impl ServerError {
         ServerError::Invalid { field: field.into(), problem: problem.into() }
     }
 
+    /// The HTTP status of this error on the HTTP surfaces (the admin port), from its gRPC code
+    /// as gRPC's HTTP mapping has it.
+    pub fn http_status(&self) -> u16 {
+        match self.classify(&mut HashMap::new()).0 {
+            Code::InvalidArgument | Code::FailedPrecondition | Code::OutOfRange => 400,
+            Code::Unauthenticated => 401,
+            Code::PermissionDenied => 403,
+            Code::NotFound => 404,
+            Code::AlreadyExists | Code::Aborted => 409,
+            Code::ResourceExhausted => 429,
+            Code::Unavailable => 503,
+            Code::DeadlineExceeded => 504,
+            _ => 500,
+        }
+    }
+
+    /// For RATE_LIMITED: how long to wait, in whole seconds (HTTP `Retry-After`).
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        match self {
+            ServerError::RateLimited { retry_after_ms, .. } => Some(retry_after_ms.div_ceil(1000)),
+            _ => None,
+        }
+    }
+
     /// The gRPC code and the stable reason of this error; the metadata that goes with them is
     /// added to `meta`.
     fn classify(&self, meta: &mut HashMap<String, String>) -> (Code, ErrorReason) {
@@ -250,6 +279,12 @@ impl ServerError {
             ServerError::LeaseExpired { .. } => (Code::Unavailable, ErrorReason::LeaseExpired),
             ServerError::ShuttingDown => (Code::Unavailable, ErrorReason::ShuttingDown),
             ServerError::WatchLimit => (Code::ResourceExhausted, ErrorReason::WatchLimit),
+            ServerError::RateLimited { principal, per_second, retry_after_ms } => {
+                meta.insert("principal".into(), principal.clone());
+                meta.insert("limit".into(), format!("auth.principal_requests_per_second={per_second}"));
+                meta.insert("retry_after_ms".into(), retry_after_ms.to_string());
+                (Code::ResourceExhausted, ErrorReason::RateLimited)
+            }
             ServerError::Membership(_) => (Code::FailedPrecondition, ErrorReason::Membership),
             ServerError::SnapshotTimeout { .. } => (Code::DeadlineExceeded, ErrorReason::SnapshotTimeout),
             ServerError::Unauthenticated(_) => (Code::Unauthenticated, ErrorReason::Unauthenticated),
@@ -323,6 +358,18 @@ mod tests {
         let panicked = ServerError::from(openraft::error::Fatal::<NodeId>::Panicked);
         assert!(matches!(&panicked, ServerError::RaftFailed(m) if m == "panicked"), "{panicked:?}");
         assert_eq!(Status::from(panicked).code(), Code::Internal);
+    }
+
+    #[test]
+    fn the_http_surfaces_answer_with_the_status_of_the_grpc_code() {
+        let limited = ServerError::RateLimited { principal: "ci".into(), per_second: 10, retry_after_ms: 1_200 };
+        assert_eq!((limited.http_status(), limited.retry_after_secs()), (429, Some(2)));
+        assert_eq!(ServerError::Unauthenticated("no token".into()).http_status(), 401);
+        let denied = ServerError::PermissionDenied { principal: "ci".into(), needs: "role admin".into() };
+        assert_eq!((denied.http_status(), denied.retry_after_secs()), (403, None));
+        assert_eq!(ServerError::invalid("key", "empty").http_status(), 400);
+        assert_eq!(ServerError::NoLeader.http_status(), 503);
+        assert_eq!(ServerError::Internal("bug".into()).http_status(), 500);
     }
 
     #[test]

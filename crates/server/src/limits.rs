@@ -5,8 +5,8 @@
 pub const LIST_PAGE_DEFAULT: usize = 100;
 /// Most items per page of a list.
 pub const LIST_PAGE_MAX: usize = 1_000;
-/// Bytes of flag definitions in one page of `ListFlags`: a page ends early (with
-/// `next_after_key` set) rather than grow past it.
+/// Bytes of flag definitions in one page of `ListFlags`, or of audit entries in one page of
+/// `ListAudit`: a page ends early (with `next_after_key` or `more` set) rather than grow past it.
 pub const LIST_RESPONSE_BYTES_MAX: usize = 4 * 1024 * 1024;
 /// Largest gRPC message accepted on the public port (a whole namespace document plus framing).
 pub const API_MESSAGE_BYTES_MAX: usize = vexil_model::limits::DOCUMENT_BYTES_MAX + 1024 * 1024;
@@ -23,6 +23,12 @@ pub const WATCH_NAMESPACES_MAX: usize = 256;
 pub const WATCH_BATCH_ENTRIES_MAX: usize = 1_024;
 /// Messages buffered per watch stream before the stream waits for its client.
 pub const WATCH_BUFFER_MESSAGES: usize = 64;
+/// Encoded bytes of messages one watch stream may have waiting for its client (one larger
+/// message waits alone): what a stalled client costs the node.
+pub const WATCH_BUFFER_BYTES_MAX: usize = 8 * 1024 * 1024;
+/// Stored bytes of flags in one part of a watch's initial snapshot (a part holds at least one
+/// flag): a snapshot of any size reaches the client in messages of about this size.
+pub const WATCH_SNAPSHOT_PART_BYTES: usize = 1024 * 1024;
 /// How long a leaving node waits for its API to drain (in-flight requests to finish, watch
 /// streams to deliver their `ShuttingDown` end) before it cuts the rest off and shuts Raft
 /// down. Every handler is bounded by the write timeout; this is the backstop for what is not,

@@ -41,6 +41,8 @@ pub struct Node {
     pub leaving: Leaving,
     /// TLS material of every port (`[tls]`); `None` serves plaintext.
     pub tls: Option<crate::tls::Material>,
+    /// Calls per second per principal (`auth.principal_requests_per_second`).
+    pub rates: crate::auth::PrincipalRates,
     batcher: WriteBatcher,
     clock: Clock,
     pub(crate) faults: InjectedFaults,
@@ -139,6 +141,8 @@ impl Node {
         let reads = ReadGate::new(Duration::from_millis(r.read_lease_ms), r.write_timeout_ms, counters);
         let raft = Raft::new(config.node_id, raft_config, network, log_store, sm).await?;
         let batcher = WriteBatcher::start(raft.clone(), Duration::from_millis(config.raft.write_timeout_ms));
+        let rates =
+            crate::auth::PrincipalRates::new(config.auth.principal_requests_per_second, config.tokens_enabled());
         let node = Arc::new(Node {
             id: config.node_id,
             config,
@@ -149,6 +153,7 @@ impl Node {
             metrics,
             leaving,
             tls,
+            rates,
             batcher,
             clock,
             faults,

@@ -98,7 +98,7 @@ async fn invalid_definitions_are_rejected_with_the_field_and_nothing_is_written(
 /// paging still returns every flag once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_page_of_large_flags_stops_at_the_response_bound_and_paging_returns_them_all() {
-    use vexil_proto::v1::ListFlagsRequest;
+    use vexil_proto::v1::{ListAuditRequest, ListFlagsRequest};
     use vexil_server::limits::LIST_RESPONSE_BYTES_MAX;
     let cluster = common::start(1).await;
     let mut c = cluster.flags(1).await;
@@ -136,6 +136,72 @@ async fn a_page_of_large_flags_stops_at_the_response_bound_and_paging_returns_th
     assert!(pages >= 2, "the first page stopped at the bound");
     let want: Vec<String> = (0..count).map(|i| format!("f{i:03}")).collect();
     assert_eq!(seen, want, "every flag once, in order");
+
+    // Their audit entries (each carries the whole flag) page the same way: `more` says go on.
+    let mut audit = cluster.audit(1).await;
+    let (mut seen, mut after_seq, mut pages) = (Vec::new(), 0, 0);
+    loop {
+        let page = audit
+            .list_audit(ListAuditRequest {
+                namespace: "big".into(),
+                after_seq,
+                limit: 1000,
+                read: linearizable(),
+                ..Default::default()
+            })
+            .await
+            .expect("audit page")
+            .into_inner();
+        pages += 1;
+        let bytes: usize = page.entries.iter().map(|e| e.after.as_ref().map_or(0, String::len)).sum();
+        assert!(bytes <= LIST_RESPONSE_BYTES_MAX, "audit page {pages} holds {bytes} bytes");
+        seen.extend(page.entries.iter().map(|e| e.key.clone()));
+        match page.entries.last() {
+            Some(e) if page.more => after_seq = e.seq,
+            _ => break,
+        }
+    }
+    assert!(pages >= 2, "the first audit page stopped at the bound");
+    assert_eq!(seen, want, "every creation once, in order");
+
+    // A watch's initial snapshot of the namespace comes in parts of bounded size, all of one
+    // revision, `more` on every part but the last; joined, they hold every flag once.
+    use prost::Message;
+    use vexil_proto::v1::WatchRequest;
+    use vexil_proto::v1::watch_response::Kind;
+    use vexil_server::limits::WATCH_SNAPSHOT_PART_BYTES;
+    let mut stream = vexil_proto::v1::watch_client::WatchClient::new(cluster.channel(1).await)
+        .watch(WatchRequest { namespaces: vec!["big".into()], after_revision: 0, initial_snapshot: true })
+        .await
+        .expect("watch")
+        .into_inner();
+    let mut joined: Option<vexil_proto::v1::WatchSnapshot> = None;
+    let mut parts = 0;
+    loop {
+        let msg = stream.message().await.expect("a message").expect("the stream stays open");
+        let Some(Kind::Snapshot(part)) = msg.kind else { panic!("a snapshot part, got {msg:?}") };
+        parts += 1;
+        assert!(
+            part.encoded_len() <= WATCH_SNAPSHOT_PART_BYTES + 64 * 1024,
+            "part {parts}: {} bytes",
+            part.encoded_len()
+        );
+        match joined.as_mut() {
+            Some(j) => {
+                assert_eq!(j.revision, part.revision, "every part is of one revision");
+                j.absorb(part);
+            }
+            None => joined = Some(part),
+        }
+        if !joined.as_ref().expect("joined").more {
+            break;
+        }
+    }
+    let joined = joined.expect("a snapshot");
+    assert!(parts >= 4, "about 5 MB in parts of 1 MiB: {parts} parts");
+    assert_eq!(joined.namespaces.len(), 1);
+    let keys: Vec<String> = joined.namespaces[0].flags.iter().map(|f| f.key.clone()).collect();
+    assert_eq!(keys, want, "every flag once, in order");
 }
 
 /// Namespaces are listed a page at a time (no listing reads them all), in order, each once.
@@ -172,4 +238,30 @@ async fn namespaces_are_listed_in_bounded_pages() {
     }
     assert_eq!(seen, want);
     assert_eq!(pages, 3);
+}
+
+/// One connection carries at most `API_CONCURRENT_STREAMS_MAX` calls at once (HTTP/2's
+/// SETTINGS_MAX_CONCURRENT_STREAMS): one more is not served beside them, it waits until one of
+/// them ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_carries_at_most_the_stream_limit_at_once() {
+    use std::time::Duration;
+    use vexil_proto::v1::WatchRequest;
+    use vexil_proto::v1::watch_client::WatchClient;
+    use vexil_server::limits::API_CONCURRENT_STREAMS_MAX;
+    let cluster = common::start(1).await;
+    let channel = cluster.channel(1).await;
+    let req = || WatchRequest { namespaces: vec!["quiet".into()], after_revision: 0, initial_snapshot: false };
+    let mut open = Vec::new();
+    for _ in 0..API_CONCURRENT_STREAMS_MAX {
+        open.push(WatchClient::new(channel.clone()).watch(req()).await.expect("a stream within the limit"));
+    }
+    let mut extra = WatchClient::new(channel.clone());
+    let waiting = tokio::time::timeout(Duration::from_millis(1_500), extra.watch(req())).await;
+    assert!(waiting.is_err(), "call {} was served beside the others", API_CONCURRENT_STREAMS_MAX + 1);
+    drop(open.pop());
+    tokio::time::timeout(Duration::from_secs(10), extra.watch(req()))
+        .await
+        .expect("served once a stream ended")
+        .expect("a stream");
 }

@@ -26,7 +26,7 @@ struct Expect {
 }
 
 /// How many arms `expect` has.
-const VARIANTS: usize = 25;
+const VARIANTS: usize = 26;
 
 /// The arm of `expect` an error falls in, and what the client must make of it.
 fn expect(e: &ServerError) -> (usize, Expect) {
@@ -91,6 +91,7 @@ fn expect(e: &ServerError) -> (usize, Expect) {
         // The batcher's shutdown used to be INTERNAL (not retried); it is the node going away.
         ServerError::ShuttingDown => (12, x(Code::Unavailable, ErrorReason::ShuttingDown, true, unavailable)),
         ServerError::WatchLimit => (13, x(Code::ResourceExhausted, ErrorReason::WatchLimit, true, server)),
+        ServerError::RateLimited { .. } => (25, x(Code::ResourceExhausted, ErrorReason::RateLimited, true, server)),
         ServerError::Membership(_) => (14, x(Code::FailedPrecondition, ErrorReason::Membership, false, server)),
         ServerError::SnapshotTimeout { .. } => {
             (15, x(Code::DeadlineExceeded, ErrorReason::SnapshotTimeout, false, server))
@@ -137,6 +138,7 @@ fn samples() -> Vec<ServerError> {
         ServerError::LeaseExpired { expired_ms: Some(12), cause: "no leader".into() },
         ServerError::ShuttingDown,
         ServerError::WatchLimit,
+        ServerError::RateLimited { principal: "ci".into(), per_second: 100, retry_after_ms: 8 },
         ServerError::Membership("node 9 is not a member".into()),
         ServerError::SnapshotTimeout { target: 10, latest: 7 },
         ServerError::Unauthenticated("no bearer token was sent".into()),

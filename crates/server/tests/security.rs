@@ -238,6 +238,15 @@ fn every_rpc() -> Vec<(&'static str, Needs, Call)> {
             Needs::Admin,
             call!(TokensClient, revoke_token, RevokeTokenRequest { name: "admin".into(), ..Default::default() }),
         ),
+        (
+            "Tokens.SetAnonymousRead",
+            Needs::Admin,
+            call!(
+                TokensClient,
+                set_anonymous_read,
+                SetAnonymousReadRequest { namespace: ns(), enabled: false, ..Default::default() }
+            ),
+        ),
     ]
 }
 
@@ -560,6 +569,167 @@ async fn init_creates_the_first_admin_token_once() {
         .tokens;
     let names: Vec<(&str, &str)> = tokens.iter().map(|t| (t.name.as_str(), t.created_by.as_str())).collect();
     assert_eq!(names, [("admin", "init")]);
+}
+
+/// Each principal has its own bucket of `auth.principal_requests_per_second` calls per node: a
+/// reader calling in a tight loop is refused RESOURCE_EXHAUSTED (RATE_LIMITED, naming the
+/// setting and when to retry) while an editor's calls go on; a refused write writes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_principal_calling_too_often_is_refused_and_others_are_not() {
+    const PER_SECOND: usize = 40;
+    let c = secure(1).flags(&["--auth-principal-requests-per-second", &PER_SECOND.to_string()]).start().await;
+    let reader = Some(create_token(&c, "busy-reader", Role::Reader, &["a"], 0).await);
+    let editor = Some(create_token(&c, "editor", Role::Editor, &["a"], 0).await);
+    let mut flags = FlagsClient::new(c.channel(1).await);
+    let get = || GetFlagRequest { namespace: "a".into(), key: "none".into(), read: None };
+
+    let mut refused = Vec::new();
+    for _ in 0..4 * PER_SECOND {
+        match flags.get_flag(with_token(get(), &reader)).await {
+            Err(s) if s.code() == Code::ResourceExhausted => refused.push(s),
+            Err(s) => assert_eq!(s.code(), Code::NotFound, "{s:?}"),
+            Ok(_) => panic!("flag `none` does not exist"),
+        }
+    }
+    assert!(refused.len() >= PER_SECOND, "{} of {} calls refused", refused.len(), 4 * PER_SECOND);
+    let first = &refused[0];
+    let (why, meta) = vexil_server::error::error_info(first).expect("error info");
+    assert_eq!(why, ErrorReason::RateLimited.as_str());
+    assert_eq!(meta.get("principal").map(String::as_str), Some("busy-reader"));
+    assert_eq!(meta.get("limit").map(String::as_str), Some("auth.principal_requests_per_second=40"));
+    assert!(meta.get("retry_after_ms").and_then(|ms| ms.parse::<u64>().ok()).is_some_and(|ms| ms >= 1), "{meta:?}");
+    assert!(first.message().contains("busy-reader") && first.message().contains("retry in"), "{first:?}");
+
+    // The editor's bucket is its own; its refused writes leave nothing behind.
+    let (mut written, mut refused_keys) = (Vec::new(), Vec::new());
+    for i in 0..3 * PER_SECOND {
+        let key = format!("f{i:03}");
+        let create =
+            CreateFlagRequest { namespace: "a".into(), key: key.clone(), spec_json: spec(&key), options: None };
+        match flags.create_flag(with_token(create, &editor)).await {
+            Ok(_) => written.push(key),
+            Err(s) if s.code() == Code::ResourceExhausted => refused_keys.push(key),
+            Err(s) => panic!("{key}: {s:?}"),
+        }
+    }
+    assert!(written.len() >= PER_SECOND / 2, "the editor was not held back by the reader: {} written", written.len());
+    assert!(!refused_keys.is_empty(), "the editor's own burst crossed its limit");
+    let listed = flags
+        .list_flags(c.request(ListFlagsRequest { namespace: "a".into(), limit: 1000, ..Default::default() }))
+        .await
+        .expect("the admin lists")
+        .into_inner();
+    let keys: Vec<String> = listed.flags.into_iter().map(|f| f.key).collect();
+    assert_eq!(keys, written, "exactly the accepted writes exist");
+    // A second later the reader is served again.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let again = flags.get_flag(with_token(get(), &reader)).await.expect_err("still no such flag");
+    assert_eq!(again.code(), Code::NotFound, "{again:?}");
+}
+
+/// Anonymous read is off until an admin opens a namespace; then a caller without a token may
+/// read that namespace (get, evaluate, watch) on every node, and nothing else; closing it ends
+/// the streams opened without a token. Both changes are audited with the admin as actor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anonymous_read_is_an_audited_setting_of_one_namespace() {
+    let c = secure(3).start().await;
+    let mut flags = FlagsClient::new(c.channel(2).await);
+    for ns in ["public", "a"] {
+        let create =
+            CreateFlagRequest { namespace: ns.into(), key: "banner".into(), spec_json: spec("banner"), options: None };
+        flags.create_flag(c.request(create)).await.expect("the admin creates");
+    }
+    let get = |ns: &str| GetFlagRequest { namespace: ns.into(), key: "banner".into(), read: None };
+    let refused = flags.get_flag(get("public")).await.expect_err("off by default");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+
+    let editor = Some(create_token(&c, "editor-public", Role::Editor, &["public"], 0).await);
+    let mut tokens = TokensClient::new(c.channel(1).await);
+    let open = |enabled| SetAnonymousReadRequest {
+        namespace: "public".into(),
+        enabled,
+        options: Some(WriteOptions { request_id: String::new(), reason: "flagd providers".into() }),
+    };
+    let denied = tokens.set_anonymous_read(with_token(open(true), &editor)).await.expect_err("admins only");
+    assert_eq!(denied.code(), Code::PermissionDenied, "{denied:?}");
+    let opened = tokens.set_anonymous_read(c.request(open(true))).await.expect("the admin opens it").into_inner();
+    let at = opened.header.expect("header").revision;
+
+    // Every node lets a caller without a token read `public` once it has applied the setting.
+    for id in 1..=3 {
+        let mut node = FlagsClient::new(c.channel(id).await);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            match node.get_flag(get("public")).await {
+                Ok(got) => {
+                    assert!(got.into_inner().flag.is_some());
+                    break;
+                }
+                Err(s) if s.code() == Code::Unauthenticated && tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(s) => panic!("node {id}: {s:?}"),
+            }
+        }
+        // Nothing else: another namespace, a write, the cluster.
+        assert_eq!(node.get_flag(get("a")).await.expect_err("a is closed").code(), Code::Unauthenticated);
+        let write = UpdateFlagRequest {
+            namespace: "public".into(),
+            key: "banner".into(),
+            spec_json: spec("banner"),
+            ..Default::default()
+        };
+        assert_eq!(node.update_flag(write).await.expect_err("read only").code(), Code::Unauthenticated);
+        let status = ClusterClient::new(c.channel(id).await).status(StatusRequest {}).await;
+        assert_eq!(status.expect_err("not the cluster").code(), Code::Unauthenticated);
+    }
+    let evaluated = EvaluationClient::new(c.channel(3).await)
+        .evaluate_flag(EvaluateFlagRequest { namespace: "public".into(), key: "banner".into(), ..Default::default() })
+        .await;
+    assert!(evaluated.is_ok(), "{evaluated:?}");
+
+    // A watch without a token and without namespaces watches the open ones.
+    let mut watch = WatchClient::new(c.channel(3).await);
+    let mut stream = watch
+        .watch(WatchRequest { initial_snapshot: true, after_revision: at, ..Default::default() })
+        .await
+        .expect("a watch of the open namespaces")
+        .into_inner();
+    let first = stream.message().await.expect("the snapshot").expect("a message");
+    let Some(watch_response::Kind::Snapshot(snapshot)) = first.kind else { panic!("{first:?}") };
+    let names: Vec<&str> = snapshot.namespaces.iter().map(|n| n.namespace.as_str()).collect();
+    assert_eq!(names, ["public"]);
+    let closed = tokens.set_anonymous_read(c.request(open(false))).await.expect("the admin closes it").into_inner();
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends within seconds");
+    let status = end.expect_err("with an error");
+    assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
+    assert!(status.message().contains("no longer readable without a token"), "{status:?}");
+    let refused = FlagsClient::new(c.channel(3).await).get_flag(get("public")).await.expect_err("closed again");
+    assert_eq!(refused.code(), Code::Unauthenticated, "{refused:?}");
+
+    let entries = c.audit_log(1, closed.header.expect("header").revision).await;
+    let access: Vec<(&str, &str, Option<&str>)> = entries
+        .iter()
+        .filter(|e| e.action == "namespace.access")
+        .map(|e| (e.actor.as_str(), e.namespace.as_str(), e.after.as_deref()))
+        .collect();
+    assert_eq!(
+        access,
+        [
+            ("admin", "public", Some(r#"{"anonymous_read":true}"#)),
+            ("admin", "public", Some(r#"{"anonymous_read":false}"#))
+        ]
+    );
+    verify_chain(&entries).expect("the chain verifies");
 }
 
 fn now_ms() -> i64 {

@@ -128,9 +128,8 @@ impl Cluster {
                 .await
                 .unwrap()
                 .into_inner();
-            let n = page.entries.len();
             out.extend(page.entries);
-            if n < AUDIT_PAGE_ENTRIES as usize {
+            if !page.more {
                 return out;
             }
             after_seq = out.last().unwrap().seq;

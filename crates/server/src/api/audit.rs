@@ -11,6 +11,7 @@ use vexil_raft_store::AuditQuery;
 use super::{check_key, check_namespace, page_size, read_barrier};
 use crate::auth::caller;
 use crate::error::ServerError;
+use crate::limits::LIST_RESPONSE_BYTES_MAX;
 use crate::node::Node;
 use vexil_model::access::Need;
 
@@ -47,11 +48,13 @@ impl Audit for AuditApi {
             key: r.key,
             after_seq: r.after_seq,
             limit: page_size(r.limit),
+            bytes_max: Some(LIST_RESPONSE_BYTES_MAX),
         };
-        let (revision, entries) = self.node.reader.list_audit(&query).map_err(ServerError::from)?;
+        let (revision, entries, more) = self.node.reader.list_audit(&query).map_err(ServerError::from)?;
         Ok(Response::new(ListAuditResponse {
             header: header(revision),
             entries: entries.into_iter().map(pb::AuditEntry::from).collect(),
+            more,
         }))
     }
 }

@@ -9,11 +9,11 @@ use vexil_model::access::{Grant, Need, Role, validate_grant, validate_token_name
 use vexil_proto::v1::tokens_server::Tokens;
 use vexil_proto::v1::{
     Consistency, CreateTokenRequest, CreateTokenResponse, ListTokensRequest, ListTokensResponse, RevokeTokenRequest,
-    RevokeTokenResponse,
+    RevokeTokenResponse, SetAnonymousReadRequest, SetAnonymousReadResponse,
 };
 use vexil_raft_store::Command;
 
-use super::{read_barrier, request, write_header};
+use super::{check_namespace, read_barrier, request, write_header};
 use crate::auth::{self, caller};
 use crate::error::ServerError;
 use crate::node::Node;
@@ -73,9 +73,11 @@ impl Tokens for TokensApi {
         caller(&self.node, &req).await?.check(Need::Admin)?;
         let header = read_barrier(&self.node, None, Consistency::Linearizable).await?;
         let (revision, tokens) = self.node.reader.tokens().map_err(ServerError::from)?;
+        let anonymous = self.node.reader.anonymous_read_namespaces().map_err(ServerError::from)?;
         Ok(Response::new(ListTokensResponse {
             header: header(revision),
             tokens: tokens.iter().map(auth::token_to_proto).collect(),
+            anonymous_read_namespaces: anonymous.into_iter().collect(),
         }))
     }
 
@@ -89,5 +91,20 @@ impl Tokens for TokensApi {
         let (resp, leader) = self.node.write(request(&self.node, &who, r.options, command)?).await?;
         resp.outcome.map_err(ServerError::Write)?;
         Ok(Response::new(RevokeTokenResponse { header: write_header(resp.revision, leader) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(node = self.node.id, ns = %req.get_ref().namespace))]
+    async fn set_anonymous_read(
+        &self,
+        req: Request<SetAnonymousReadRequest>,
+    ) -> Result<Response<SetAnonymousReadResponse>, Status> {
+        let who = caller(&self.node, &req).await?;
+        who.check(Need::Admin)?;
+        let r = req.into_inner();
+        check_namespace(&r.namespace)?;
+        let command = Command::SetAnonymousRead { namespace: r.namespace, enabled: r.enabled };
+        let (resp, leader) = self.node.write(request(&self.node, &who, r.options, command)?).await?;
+        resp.outcome.map_err(ServerError::Write)?;
+        Ok(Response::new(SetAnonymousReadResponse { header: write_header(resp.revision, leader) }))
     }
 }

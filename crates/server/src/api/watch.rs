@@ -13,7 +13,8 @@
 //!
 //! A stream needs read access to each namespace it watches (no namespaces: all those the
 //! caller may read), and lives as long as its token: it ends UNAUTHENTICATED once the token is
-//! revoked (when the revocation applies on this node) or expires.
+//! revoked (when the revocation applies on this node) or expires. A stream opened without a
+//! token (of namespaces open to anonymous read) ends once one of them is closed again.
 //!
 //! When the node starts leaving ([`Node::leaving`]), every stream ends at once with UNAVAILABLE
 //! `ShuttingDown` (and a new one is refused so): its client resumes on another node from its
@@ -23,7 +24,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::StreamExt;
 use prometheus_client::metrics::gauge::Gauge;
+use prost::Message;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
@@ -39,8 +42,8 @@ use super::flags::to_proto as flag_to_proto;
 use crate::auth::{self, Principal, caller};
 use crate::error::ServerError;
 use crate::limits::{
-    STREAM_TOKEN_CHECK_INTERVAL_MS, WATCH_BATCH_ENTRIES_MAX, WATCH_BUFFER_MESSAGES, WATCH_NAMESPACES_MAX,
-    WATCH_PROGRESS_INTERVAL_MS,
+    STREAM_TOKEN_CHECK_INTERVAL_MS, WATCH_BATCH_ENTRIES_MAX, WATCH_BUFFER_BYTES_MAX, WATCH_BUFFER_MESSAGES,
+    WATCH_NAMESPACES_MAX, WATCH_PROGRESS_INTERVAL_MS, WATCH_SNAPSHOT_PART_BYTES,
 };
 use crate::node::Node;
 use crate::read_index;
@@ -52,11 +55,38 @@ pub struct WatchApi {
     pub slots: Arc<Semaphore>,
 }
 
-type Sender = mpsc::Sender<Result<WatchResponse, Status>>;
+/// A message on its way to the client, holding its share of the stream's byte budget until
+/// the response stream takes it ([`release`]).
+type Queued = (Result<WatchResponse, Status>, Option<OwnedSemaphorePermit>);
+
+fn release(queued: Queued) -> Result<WatchResponse, Status> {
+    queued.0
+}
+
+/// A stream's way out: at most `WATCH_BUFFER_BYTES_MAX` encoded bytes wait for a slow client
+/// (one larger message waits alone), so a stalled client costs the node that much, not its
+/// whole snapshot.
+struct Outbox {
+    tx: mpsc::Sender<Queued>,
+    budget: Arc<Semaphore>,
+}
+
+impl Outbox {
+    async fn send(&self, kind: Kind) -> Result<(), ServerError> {
+        let msg = WatchResponse { kind: Some(kind) };
+        let bytes = msg.encoded_len().clamp(1, WATCH_BUFFER_BYTES_MAX);
+        let Ok(permit) = self.budget.clone().acquire_many_owned(u32::try_from(bytes).unwrap_or(u32::MAX)).await else {
+            return Ok(());
+        };
+        // A closed channel means the client went away; `stream` notices through `tx.closed()`.
+        let _ = self.tx.send((Ok(msg), Some(permit))).await;
+        Ok(())
+    }
+}
 
 #[tonic::async_trait]
 impl Watch for WatchApi {
-    type WatchStream = ReceiverStream<Result<WatchResponse, Status>>;
+    type WatchStream = futures::stream::Map<ReceiverStream<Queued>, fn(Queued) -> Result<WatchResponse, Status>>;
 
     #[tracing::instrument(skip_all, fields(node = self.node.id, after = req.get_ref().after_revision))]
     async fn watch(&self, req: Request<WatchRequest>) -> Result<Response<Self::WatchStream>, Status> {
@@ -75,6 +105,10 @@ impl Watch for WatchApi {
             match &who.grant {
                 Some(g) if g.role != Role::Admin => r.namespaces = g.namespaces.iter().cloned().collect(),
                 Some(_) => {}
+                // A caller without a token: the namespaces open to it, if any.
+                None if !who.anonymous_reads().is_empty() => {
+                    r.namespaces = who.anonymous_reads().iter().cloned().collect();
+                }
                 None => who.check(Need::AnyRole)?,
             }
         }
@@ -87,8 +121,10 @@ impl Watch for WatchApi {
         check_after_revision(&self.node, r.after_revision).await?;
         let permit = self.slots.clone().try_acquire_owned().map_err(|_| ServerError::WatchLimit)?;
         let (tx, rx) = mpsc::channel(WATCH_BUFFER_MESSAGES);
-        tokio::spawn(stream(self.node.clone(), r, who, tx, WatchSlot::new(permit, &self.node)));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        let budget = Arc::new(Semaphore::new(WATCH_BUFFER_BYTES_MAX));
+        tokio::spawn(stream(self.node.clone(), r, who, Outbox { tx, budget }, WatchSlot::new(permit, &self.node)));
+        let release: fn(Queued) -> Result<WatchResponse, Status> = release;
+        Ok(Response::new(ReceiverStream::new(rx).map(release)))
     }
 }
 
@@ -113,24 +149,18 @@ async fn check_after_revision(node: &Arc<Node>, after_revision: u64) -> Result<(
     Ok(())
 }
 
-async fn stream(node: Arc<Node>, req: WatchRequest, who: Principal, tx: Sender, _slot: WatchSlot) {
+async fn stream(node: Arc<Node>, req: WatchRequest, who: Principal, out: Outbox, _slot: WatchSlot) {
     let outcome = tokio::select! {
-        r = follow(&node, &req, &who, &tx) => r,
-        () = tx.closed() => Ok(()),
+        r = follow(&node, &req, &who, &out) => r,
+        () = out.tx.closed() => Ok(()),
         () = node.leaving.begun() => Err(ServerError::ShuttingDown),
     };
     if let Err(e) = outcome {
-        let _ = tx.send(Err(e.into())).await;
+        let _ = out.tx.send((Err(e.into()), None)).await;
     }
 }
 
-async fn send(tx: &Sender, kind: Kind) -> Result<(), ServerError> {
-    // A closed channel means the client went away; `stream` notices through `tx.closed()`.
-    let _ = tx.send(Ok(WatchResponse { kind: Some(kind) })).await;
-    Ok(())
-}
-
-async fn follow(node: &Node, req: &WatchRequest, who: &Principal, tx: &Sender) -> Result<(), ServerError> {
+async fn follow(node: &Node, req: &WatchRequest, who: &Principal, out: &Outbox) -> Result<(), ServerError> {
     let filter: BTreeSet<&str> = req.namespaces.iter().map(String::as_str).collect();
     let mut applied = node.reader.applied_revision();
     // Resuming on a node that is behind: wait until it has what the client already has (which
@@ -139,17 +169,19 @@ async fn follow(node: &Node, req: &WatchRequest, who: &Principal, tx: &Sender) -
     let mut cursor = req.after_revision;
 
     if req.initial_snapshot {
-        let (revision, states) = node.reader.namespace_states(&req.namespaces)?;
-        let namespaces = states
-            .into_iter()
-            .map(|s| NamespaceState {
-                flags: s.flags.into_iter().map(|(k, rec)| flag_to_proto(&s.namespace, &k, rec)).collect(),
-                evaluators_json: json_or_empty(&s.record.evaluators_json),
-                metadata_json: json_or_empty(&s.record.metadata_json),
-                namespace: s.namespace,
-            })
-            .collect();
-        send(tx, Kind::Snapshot(WatchSnapshot { revision, namespaces })).await?;
+        // In parts of about WATCH_SNAPSHOT_PART_BYTES, all read from one storage snapshot.
+        let mut snapshot = node.reader.state_snapshot(&req.namespaces)?;
+        let revision = snapshot.revision();
+        let mut part = snapshot.next_part(WATCH_SNAPSHOT_PART_BYTES)?.unwrap_or_default();
+        loop {
+            let next = snapshot.next_part(WATCH_SNAPSHOT_PART_BYTES)?;
+            let namespaces = part.into_iter().map(state_to_proto).collect();
+            out.send(Kind::Snapshot(WatchSnapshot { revision, namespaces, more: next.is_some() })).await?;
+            match next {
+                Some(p) => part = p,
+                None => break,
+            }
+        }
         cursor = cursor.max(revision);
     }
 
@@ -159,13 +191,13 @@ async fn follow(node: &Node, req: &WatchRequest, who: &Principal, tx: &Sender) -
     loop {
         // The stream lives as long as its token: a revocation ends it when it applies here (the
         // applied revision moves), an expiry within a check interval.
-        auth::still_valid(node, who)?;
+        auth::still_valid(node, who, &req.namespaces)?;
         // Catch up from the audit log, whole revisions at a time.
         loop {
             let (entries, seen) = node.reader.changes_after(cursor, WATCH_BATCH_ENTRIES_MAX)?;
             let caught_up = entries.len() < WATCH_BATCH_ENTRIES_MAX;
             for batch in group_by_revision(entries, &filter, node) {
-                send(tx, Kind::Changes(batch)).await?;
+                out.send(Kind::Changes(batch)).await?;
                 last_sent = tokio::time::Instant::now();
             }
             cursor = cursor.max(seen);
@@ -179,7 +211,7 @@ async fn follow(node: &Node, req: &WatchRequest, who: &Principal, tx: &Sender) -
             Ok(Ok(_)) => {}
             Ok(Err(_)) => return Err(ServerError::ShuttingDown),
             Err(_) if last_sent.elapsed() >= progress_every => {
-                send(tx, Kind::Progress(Progress { revision: cursor })).await?;
+                out.send(Kind::Progress(Progress { revision: cursor })).await?;
                 last_sent = tokio::time::Instant::now();
             }
             Err(_) => {}
@@ -205,6 +237,15 @@ impl WatchSlot {
 impl Drop for WatchSlot {
     fn drop(&mut self) {
         self.open.dec();
+    }
+}
+
+fn state_to_proto(s: vexil_raft_store::NamespaceState) -> NamespaceState {
+    NamespaceState {
+        flags: s.flags.into_iter().map(|(k, rec)| flag_to_proto(&s.namespace, &k, rec)).collect(),
+        evaluators_json: json_or_empty(&s.record.evaluators_json),
+        metadata_json: json_or_empty(&s.record.metadata_json),
+        namespace: s.namespace,
     }
 }
 
