@@ -30,6 +30,7 @@ pub struct ClientBuilder {
     namespaces: Vec<String>,
     disk_cache: Option<PathBuf>,
     init_timeout: Duration,
+    max_staleness: Duration,
     connect: ConnectOptions,
 }
 
@@ -42,6 +43,7 @@ impl ClientBuilder {
             namespaces: Vec::new(),
             disk_cache: None,
             init_timeout: limits::INIT_TIMEOUT_DEFAULT,
+            max_staleness: limits::MAX_STALENESS_DEFAULT,
             connect: ConnectOptions::default(),
         }
     }
@@ -72,6 +74,16 @@ impl ClientBuilder {
 
     /// Presents this bearer token (`vexil_...`, a reader token of the watched namespaces is
     /// enough) on the watch stream and every admin call.
+    /// How long the local copy may go without the cluster confirming it current (the node
+    /// sends a confirmation every `watch.progress_interval_ms`, 1 s by default) before the
+    /// client reports itself stale ([`Status::is_stale`](crate::Status::is_stale)) and moves
+    /// to another node, resuming from its revision. It keeps serving its last-known-good values
+    /// meanwhile. Default 5 s; at least 100 ms.
+    pub fn max_staleness(mut self, max: Duration) -> ClientBuilder {
+        self.max_staleness = max;
+        self
+    }
+
     pub fn token(mut self, secret: impl Into<String>) -> ClientBuilder {
         self.connect = self.connect.token(secret);
         self
@@ -92,6 +104,13 @@ impl ClientBuilder {
     }
 
     fn check(&self) -> Result<(), Error> {
+        if self.max_staleness < limits::MAX_STALENESS_MIN {
+            return Err(Error::Config(format!(
+                "max_staleness is {:?}; at least {:?}",
+                self.max_staleness,
+                limits::MAX_STALENESS_MIN
+            )));
+        }
         if self.namespaces.is_empty() {
             return Err(Error::Config("at least one namespace is required".into()));
         }
@@ -118,6 +137,7 @@ impl ClientBuilder {
         let admin = AdminClient::from_dialer(&self.endpoints, &dialer)?;
         let names: Arc<[Box<str>]> = self.namespaces.iter().map(|n| Box::from(n.as_str())).collect();
         let shared = Arc::new(Shared::new(names));
+        shared.status.send_modify(|s| s.max_staleness = self.max_staleness);
         if let Some(path) = &self.disk_cache {
             disk_cache::load_into(&shared, path);
         }

@@ -57,6 +57,14 @@ pub const DISK_CACHE_BYTES_MAX: u64 = 256 * 1024 * 1024;
 /// client is returned anyway (serving the disk cache or the callers' defaults).
 pub const INIT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 
+/// How long the copy may go without the cluster confirming it current before the client calls
+/// itself stale and moves to another node (`ClientBuilder::max_staleness`). Above the server's
+/// `watch.unconfirmed_max_ms` default (3 s), so a node that can still speak says `stale`
+/// first; this catches one that cannot (paused, or its network gone silent).
+pub const MAX_STALENESS_DEFAULT: Duration = Duration::from_secs(5);
+/// The shortest `max_staleness` accepted: a few of the server's shortest progress intervals.
+pub const MAX_STALENESS_MIN: Duration = Duration::from_millis(100);
+
 /// Page size for listing calls that fetch every page.
 pub const LIST_PAGE_SIZE: u32 = 1_000;
 

@@ -48,6 +48,9 @@ pub struct Status {
     pub last_update: Option<SystemTime>,
     /// Time since `last_update`: how stale the copy may be.
     pub since_last_update: Option<Duration>,
+    /// Ready, but not confirmed current within `max_staleness` (or not connected): serving
+    /// last-known-good values.
+    pub stale: bool,
     /// Streams (re)opened after the first one.
     pub reconnects: u64,
     /// The last connection or stream error, if the stream is down.
@@ -55,27 +58,55 @@ pub struct Status {
 }
 
 impl Status {
-    /// Ready but not connected: serving last-known-good values.
+    /// Ready, but not connected or not confirmed current within `max_staleness`: serving
+    /// last-known-good values.
     pub fn is_stale(&self) -> bool {
-        self.ready && !self.connected
+        self.stale
     }
 }
 
 /// The watcher's view of the status (kept in a `watch` channel; `Status` is derived from it).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct StatusState {
     pub(crate) source: Option<DataSource>,
     pub(crate) revision: u64,
     pub(crate) connected: bool,
     pub(crate) endpoint: Option<String>,
     pub(crate) confirmed_at: Option<(Instant, SystemTime)>,
+    /// `ClientBuilder::max_staleness`.
+    pub(crate) max_staleness: Duration,
     pub(crate) reconnects: u64,
     pub(crate) last_error: Option<String>,
     /// +1 per data change (not per progress message): what the disk cache writer follows.
     pub(crate) data_version: u64,
 }
 
+impl Default for StatusState {
+    fn default() -> Self {
+        StatusState {
+            source: None,
+            revision: 0,
+            connected: false,
+            endpoint: None,
+            confirmed_at: None,
+            max_staleness: crate::limits::MAX_STALENESS_DEFAULT,
+            reconnects: 0,
+            last_error: None,
+            data_version: 0,
+        }
+    }
+}
+
 impl StatusState {
+    /// How long the stream may stay silent before the copy is stale: what is left of
+    /// `max_staleness` since the last confirmation (all of it if there was none yet).
+    pub(crate) fn confirmation_due_in(&self) -> Duration {
+        match self.confirmed_at {
+            Some((mono, _)) => self.max_staleness.saturating_sub(mono.elapsed()),
+            None => self.max_staleness,
+        }
+    }
+
     pub(crate) fn to_status(&self) -> Status {
         Status {
             ready: self.source.is_some(),
@@ -85,6 +116,8 @@ impl StatusState {
             revision: self.revision,
             last_update: self.confirmed_at.map(|(_, wall)| wall),
             since_last_update: self.confirmed_at.map(|(mono, _)| mono.elapsed()),
+            stale: self.source.is_some()
+                && (!self.connected || self.confirmed_at.is_none_or(|(mono, _)| mono.elapsed() > self.max_staleness)),
             reconnects: self.reconnects,
             last_error: self.last_error.clone(),
         }
@@ -108,5 +141,13 @@ mod tests {
         assert!(st.since_last_update.unwrap() >= Duration::from_secs(3));
         s.connected = false;
         assert!(s.to_status().is_stale());
+        // Connected, but not confirmed within max_staleness: stale too.
+        s.connected = true;
+        s.max_staleness = Duration::from_secs(2);
+        assert!(s.to_status().is_stale());
+        assert_eq!(s.confirmation_due_in(), Duration::ZERO);
+        s.confirmed_at = Some((Instant::now(), SystemTime::now()));
+        assert!(!s.to_status().is_stale());
+        assert!(s.confirmation_due_in() > Duration::from_millis(1_900));
     }
 }

@@ -147,13 +147,28 @@ async fn stream(
     });
     tracing::info!(endpoint = %url, revision = shared.snapshot.load().revision(), "watch stream open");
     let mut delivered = false;
+    let opened = std::time::Instant::now();
     // The parts of a snapshot received so far (it is applied once its last part arrives).
     let mut parts: Option<proto::WatchSnapshot> = None;
     loop {
-        let msg = match messages.message().await {
-            Ok(Some(m)) => m,
-            Ok(None) => return End::Failed { delivered, error: "the server ended the stream".into() },
-            Err(status) => return failed(delivered, &status),
+        // A node that stops confirming (cut off, paused, or silent) is left once the copy has
+        // gone `max_staleness` without a confirmation; a new stream has that long from its
+        // opening whatever came before.
+        let (left, max) = {
+            let st = shared.status.borrow();
+            (st.confirmation_due_in(), st.max_staleness)
+        };
+        let due_in = left.max(max.saturating_sub(opened.elapsed()));
+        let msg = match tokio::time::timeout(due_in, messages.message()).await {
+            Ok(Ok(Some(m))) => m,
+            Ok(Ok(None)) => return End::Failed { delivered, error: "the server ended the stream".into() },
+            Ok(Err(status)) => return failed(delivered, &status),
+            Err(_) => {
+                return End::Failed {
+                    delivered,
+                    error: format!("the node did not confirm the copy current within {max:?}; moving to another node"),
+                };
+            }
         };
         if parts.is_some() && !matches!(msg.kind, Some(Kind::Snapshot(_))) {
             return End::Failed { delivered, error: "the node sent another message inside a snapshot".into() };
@@ -201,6 +216,16 @@ async fn stream(
                 }
             }
             Some(Kind::Progress(p)) if *synced => shared.confirm(p.revision),
+            // The node is cut off from the leader: move to another before it ends the stream.
+            Some(Kind::Stale(s)) => {
+                return End::Failed {
+                    delivered,
+                    error: format!(
+                        "the node could not confirm it is current for {} ms: {}",
+                        s.unconfirmed_ms, s.reason
+                    ),
+                };
+            }
             Some(Kind::Progress(_)) | None => {}
         }
         delivered = true;

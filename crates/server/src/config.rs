@@ -91,6 +91,28 @@ pub struct Config {
     pub tls: TlsConfig,
     #[command(flatten)]
     pub auth: AuthConfig,
+    #[command(flatten)]
+    pub watch: WatchConfig,
+}
+
+/// The `[watch]` keys: how streams tell their clients they are current.
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
+#[command(next_help_heading = "Streams ([watch] in the file)")]
+#[serde(deny_unknown_fields)]
+pub struct WatchConfig {
+    /// How often every stream gets a progress message: "current up to revision R", sent only
+    /// when this node has just confirmed R through its read lease (so R holds every write the
+    /// cluster acknowledged before one lease duration ago).
+    #[arg(id = "watch.progress_interval_ms", long = "watch-progress-interval-ms")]
+    #[arg(env = "VEXIL_WATCH_PROGRESS_INTERVAL_MS", value_name = "MS", default_value_t = 1000)]
+    pub progress_interval_ms: u64,
+    /// How long a node may go without confirming it is current (cut off from the leader)
+    /// before it tells its streams (a `stale` message) and ends them UNAVAILABLE
+    /// (LEASE_EXPIRED), so that their clients move to a node that is. At least twice
+    /// watch.progress_interval_ms.
+    #[arg(id = "watch.unconfirmed_max_ms", long = "watch-unconfirmed-max-ms")]
+    #[arg(env = "VEXIL_WATCH_UNCONFIRMED_MAX_MS", value_name = "MS", default_value_t = 3000)]
+    pub unconfirmed_max_ms: u64,
 }
 
 /// The `[tls]` keys: certificates for every port. PEM files; a node's certificate needs both
@@ -233,6 +255,9 @@ pub struct RaftConfig {
 
 /// Largest `worker_threads` accepted: more than any machine this runs on has cores.
 const WORKER_THREADS_MAX: usize = 1024;
+/// Bounds of `watch.progress_interval_ms`.
+const WATCH_PROGRESS_INTERVAL_MS_MIN: u64 = 10;
+const WATCH_PROGRESS_INTERVAL_MS_MAX: u64 = 60_000;
 
 /// The parsed command line: `-c/--config FILE` and every key as a flag (which also reads the
 /// key's `VEXIL_*` variable). It keeps clap's matches, which say where each value came from.
@@ -425,6 +450,25 @@ impl Config {
         }
         if r.snapshot_logs_since_last == 0 {
             return Err(bad("raft.snapshot_logs_since_last", "must be positive"));
+        }
+        let w = &self.watch;
+        if !(WATCH_PROGRESS_INTERVAL_MS_MIN..=WATCH_PROGRESS_INTERVAL_MS_MAX).contains(&w.progress_interval_ms) {
+            return Err(bad(
+                "watch.progress_interval_ms",
+                format!(
+                    "is {}; it must be between {WATCH_PROGRESS_INTERVAL_MS_MIN} and {WATCH_PROGRESS_INTERVAL_MS_MAX}",
+                    w.progress_interval_ms
+                ),
+            ));
+        }
+        if w.unconfirmed_max_ms < 2 * w.progress_interval_ms {
+            return Err(bad(
+                "watch.unconfirmed_max_ms",
+                format!(
+                    "is {}; it must be at least twice watch.progress_interval_ms ({})",
+                    w.unconfirmed_max_ms, w.progress_interval_ms
+                ),
+            ));
         }
         self.check_security()?;
         let members = self.initial_members()?;
@@ -676,6 +720,23 @@ mod tests {
         assert_eq!(default.handle().runtime_flavor(), tokio::runtime::RuntimeFlavor::MultiThread);
         let err = load("5000").expect_err("too many");
         assert!(err.to_string().contains("`worker_threads`") && err.to_string().contains("1024"), "{err}");
+    }
+
+    #[test]
+    fn stream_freshness_settings_are_bounded() {
+        let load = |extra: &[&str]| {
+            let mut list = vec!["--node-id", "1"];
+            list.extend_from_slice(extra);
+            Config::load(&args(&list))
+        };
+        let cfg = load(&[]).expect("defaults");
+        assert_eq!((cfg.watch.progress_interval_ms, cfg.watch.unconfirmed_max_ms), (1000, 3000));
+        let err = load(&["--watch-progress-interval-ms", "5"]).expect_err("too often");
+        assert!(err.to_string().starts_with("config key `watch.progress_interval_ms`: is 5;"), "{err}");
+        let err = load(&["--watch-progress-interval-ms", "1000", "--watch-unconfirmed-max-ms", "1500"])
+            .expect_err("below twice the interval");
+        assert!(err.to_string().starts_with("config key `watch.unconfirmed_max_ms`: is 1500;"), "{err}");
+        assert!(load(&["--watch-progress-interval-ms", "200", "--watch-unconfirmed-max-ms", "400"]).is_ok());
     }
 
     #[test]

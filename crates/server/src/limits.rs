@@ -52,8 +52,6 @@ pub const READY_CHECK_MS_MAX: u64 = 500;
 pub const HEALTH_WATCH_INTERVAL_MS: u64 = 1_000;
 /// Open `grpc.health.v1` Watch streams per node (each checks readiness once per interval).
 pub const HEALTH_WATCH_STREAMS_MAX: usize = 1_000;
-/// How often an idle watch says "nothing changed up to revision R".
-pub const WATCH_PROGRESS_INTERVAL_MS: u64 = 5_000;
 /// Largest evaluation context, as JSON.
 pub const CONTEXT_BYTES_MAX: usize = 64 * 1024;
 /// Client requests in one Raft entry (see `batcher.rs`).

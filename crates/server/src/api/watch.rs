@@ -27,14 +27,15 @@ use std::time::Duration;
 use futures::StreamExt;
 use prometheus_client::metrics::gauge::Gauge;
 use prost::Message;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
+use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 use vexil_model::{AuditAction, AuditEntry};
 use vexil_proto::v1::watch_response::Kind;
 use vexil_proto::v1::watch_server::Watch;
 use vexil_proto::v1::{
-    Change, ChangeBatch, Flag, NamespaceState, Progress, WatchRequest, WatchResponse, WatchSnapshot,
+    Change, ChangeBatch, Flag, NamespaceState, Progress, Stale, WatchRequest, WatchResponse, WatchSnapshot,
 };
 
 use super::check_namespace;
@@ -43,7 +44,7 @@ use crate::auth::{self, Principal, caller};
 use crate::error::ServerError;
 use crate::limits::{
     STREAM_TOKEN_CHECK_INTERVAL_MS, WATCH_BATCH_ENTRIES_MAX, WATCH_BUFFER_BYTES_MAX, WATCH_BUFFER_MESSAGES,
-    WATCH_NAMESPACES_MAX, WATCH_PROGRESS_INTERVAL_MS, WATCH_SNAPSHOT_PART_BYTES,
+    WATCH_NAMESPACES_MAX, WATCH_SNAPSHOT_PART_BYTES,
 };
 use crate::node::Node;
 use crate::read_index;
@@ -160,7 +161,7 @@ async fn stream(node: Arc<Node>, req: WatchRequest, who: Principal, out: Outbox,
     }
 }
 
-async fn follow(node: &Node, req: &WatchRequest, who: &Principal, out: &Outbox) -> Result<(), ServerError> {
+async fn follow(node: &Arc<Node>, req: &WatchRequest, who: &Principal, out: &Outbox) -> Result<(), ServerError> {
     let filter: BTreeSet<&str> = req.namespaces.iter().map(String::as_str).collect();
     let mut applied = node.reader.applied_revision();
     // Resuming on a node that is behind: wait until it has what the client already has (which
@@ -185,37 +186,78 @@ async fn follow(node: &Node, req: &WatchRequest, who: &Principal, out: &Outbox) 
         cursor = cursor.max(revision);
     }
 
-    let progress_every = Duration::from_millis(WATCH_PROGRESS_INTERVAL_MS);
+    let progress_every = Duration::from_millis(node.config.watch.progress_interval_ms);
+    let unconfirmed_max = Duration::from_millis(node.config.watch.unconfirmed_max_ms);
     let token_check_every = Duration::from_millis(STREAM_TOKEN_CHECK_INTERVAL_MS);
-    let mut last_sent = tokio::time::Instant::now();
+    let mut next_progress = Instant::now() + progress_every;
+    let mut confirmed_at = Instant::now();
+    let mut why_unconfirmed = String::from("no confirmation yet");
     loop {
         // The stream lives as long as its token: a revocation ends it when it applies here (the
         // applied revision moves), an expiry within a check interval.
         auth::still_valid(node, who, &req.namespaces)?;
-        // Catch up from the audit log, whole revisions at a time.
-        loop {
-            let (entries, seen) = node.reader.changes_after(cursor, WATCH_BATCH_ENTRIES_MAX)?;
-            let caught_up = entries.len() < WATCH_BATCH_ENTRIES_MAX;
-            for batch in group_by_revision(entries, &filter, node) {
-                out.send(Kind::Changes(batch)).await?;
-                last_sent = tokio::time::Instant::now();
+        catch_up(node, &filter, &mut cursor, out).await?;
+        let now = Instant::now();
+        if now >= next_progress {
+            next_progress = now + progress_every;
+            match confirm(node, &mut applied, progress_every).await {
+                Ok(_) => {
+                    // Everything up to the confirmed revision goes out before the progress
+                    // that vouches for it.
+                    catch_up(node, &filter, &mut cursor, out).await?;
+                    out.send(Kind::Progress(Progress { revision: cursor })).await?;
+                    confirmed_at = now;
+                }
+                Err(why) => why_unconfirmed = why,
             }
-            cursor = cursor.max(seen);
-            if caught_up {
-                break;
+            let unconfirmed = confirmed_at.elapsed();
+            if unconfirmed >= unconfirmed_max {
+                let unconfirmed_ms = u64::try_from(unconfirmed.as_millis()).unwrap_or(u64::MAX);
+                let stale = Stale { revision: cursor, unconfirmed_ms, reason: why_unconfirmed.clone() };
+                out.send(Kind::Stale(stale)).await?;
+                return Err(ServerError::LeaseExpired {
+                    expired_ms: None,
+                    cause: format!(
+                        "this node could not confirm it is current for {unconfirmed_ms} ms ({why_unconfirmed}); watch another node"
+                    ),
+                });
             }
+            continue;
         }
-        // Live: wait for the applied revision to move past the cursor, or say we are current.
+        // Live: wait for the applied revision to move past the cursor, or for the next check.
+        let wait = token_check_every.min(next_progress - now);
         let moved = async { applied.wait_for(|a| *a > cursor).await.map(|_| ()) };
-        match tokio::time::timeout(token_check_every, moved).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(_)) => return Err(ServerError::ShuttingDown),
-            Err(_) if last_sent.elapsed() >= progress_every => {
-                out.send(Kind::Progress(Progress { revision: cursor })).await?;
-                last_sent = tokio::time::Instant::now();
-            }
-            Err(_) => {}
+        if let Ok(Err(_)) = tokio::time::timeout(wait, moved).await {
+            return Err(ServerError::ShuttingDown);
         }
+    }
+}
+
+/// Sends the changes after `cursor` up to what this node has applied, whole revisions at a
+/// time, and moves `cursor` past them.
+async fn catch_up(node: &Node, filter: &BTreeSet<&str>, cursor: &mut u64, out: &Outbox) -> Result<(), ServerError> {
+    loop {
+        let (entries, seen) = node.reader.changes_after(*cursor, WATCH_BATCH_ENTRIES_MAX)?;
+        let caught_up = entries.len() < WATCH_BATCH_ENTRIES_MAX;
+        for batch in group_by_revision(entries, filter, node) {
+            out.send(Kind::Changes(batch)).await?;
+        }
+        *cursor = (*cursor).max(seen);
+        if caught_up {
+            return Ok(());
+        }
+    }
+}
+
+/// A revision this node has just confirmed through its read lease (every write the cluster
+/// acknowledged before the lease's round was sent) and has applied; or why it cannot, within
+/// about `wait`.
+async fn confirm(node: &Arc<Node>, applied: &mut watch::Receiver<u64>, wait: Duration) -> Result<u64, String> {
+    let index = read_index::probe_lease(node, wait).await?;
+    match tokio::time::timeout(wait, applied.wait_for(|a| *a >= index)).await {
+        Ok(Ok(_)) => Ok(index),
+        Ok(Err(_)) => Err("the node is stopping".into()),
+        Err(_) => Err(format!("revision {index} was confirmed but not applied within {} ms", wait.as_millis())),
     }
 }
 

@@ -1,0 +1,68 @@
+//! A client whose node is cut off from the rest of the cluster knows it: the node stops
+//! confirming the copy current (no `progress`, then `stale`), the client reports itself stale
+//! within the bound while it keeps serving its last-known-good values, and once the cluster is
+//! reachable again it sees the kill switch flipped meanwhile, through another node.
+
+use std::time::{Duration, Instant};
+
+use vexil_client::{Client, EvalContext, Reason, WriteOpts};
+use vexil_testkit::{Cluster, bool_spec, eventually};
+
+const PROGRESS_MS: u64 = 200;
+const UNCONFIRMED_MAX_MS: u64 = 1_000;
+const MAX_STALENESS: Duration = Duration::from_millis(1_500);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_of_a_cut_off_node_reports_stale_then_sees_the_kill_switch_elsewhere() -> anyhow::Result<()> {
+    let cluster = Cluster::builder(3)
+        .flags(&[
+            "--watch-progress-interval-ms",
+            &PROGRESS_MS.to_string(),
+            "--watch-unconfirmed-max-ms",
+            &UNCONFIRMED_MAX_MS.to_string(),
+        ])
+        .start()
+        .await;
+    let admin = vexil_client::AdminClient::new(cluster.api_addrs())?;
+    let created = admin.create_flag("app", "checkout", &bool_spec("on", "t"), WriteOpts::reason("t")).await?;
+    let client = Client::builder(cluster.api_addrs()).namespace("app").max_staleness(MAX_STALENESS).connect().await?;
+    assert!(client.wait_for_revision(created.revision, Duration::from_secs(5)).await);
+    let ctx = EvalContext::new();
+    assert!(client.bool_value("checkout", &ctx, false));
+    // Healthy: confirmed about every progress interval, never stale.
+    tokio::time::sleep(Duration::from_millis(3 * PROGRESS_MS)).await;
+    let st = client.status();
+    assert!(!st.is_stale() && st.since_last_update.is_some_and(|d| d < MAX_STALENESS), "{st:?}");
+
+    // Cut the client's node off: the other two stop.
+    let streaming = client.status().endpoint.expect("connected");
+    let attached = cluster.node_at(&streaming).expect("a node of the cluster");
+    let others: Vec<u64> = cluster.ids().into_iter().filter(|id| *id != attached).collect();
+    for id in &others {
+        cluster.pause(*id);
+    }
+    let cut = Instant::now();
+    eventually(Duration::from_secs(10), "the client reports itself stale", || client.status().is_stale()).await;
+    let noticed = cut.elapsed();
+    // Within the node's bound (it says stale) or the client's own, whichever is first.
+    let bound = Duration::from_millis(UNCONFIRMED_MAX_MS + 2 * PROGRESS_MS + 500)
+        .min(MAX_STALENESS + Duration::from_millis(700));
+    assert!(noticed <= bound, "stale after {noticed:?}; bound {bound:?}");
+    assert!(client.bool_value("checkout", &ctx, false), "last-known-good while stale");
+
+    // The cluster comes back and the kill switch is flipped: the client sees it.
+    for id in &others {
+        cluster.resume(*id);
+    }
+    let flipped = admin.set_flag_state("app", "checkout", false, None, WriteOpts::reason("kill")).await?;
+    assert!(
+        client.wait_for_revision(flipped.revision, Duration::from_secs(15)).await,
+        "the kill switch arrives: {:?}",
+        client.status()
+    );
+    let d = client.bool_details("checkout", &ctx, false);
+    assert_eq!((d.value, d.reason), (false, Reason::Disabled), "the flag is off: the code default");
+    eventually(Duration::from_secs(5), "fresh again", || !client.status().is_stale()).await;
+    assert!(client.status().reconnects >= 1, "{:?}", client.status());
+    Ok(())
+}
