@@ -276,6 +276,13 @@ impl Client {
         self.inner.shared.status.borrow().to_status()
     }
 
+    /// Whether the copy is stale ([`Status::is_stale`]), as a value that changes when it
+    /// crosses: `wait_for(|stale| *stale)` wakes when the client has gone `max_staleness`
+    /// without a confirmation (or lost its stream), `changed()` again when it is fresh.
+    pub fn stale_changes(&self) -> watch::Receiver<bool> {
+        self.inner.shared.stale.subscribe()
+    }
+
     /// Change events from now on, one per applied update, in revision order.
     pub fn subscribe(&self) -> broadcast::Receiver<ChangeEvent> {
         self.inner.shared.events.subscribe()

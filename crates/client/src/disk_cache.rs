@@ -202,6 +202,7 @@ pub(crate) fn load_into(shared: &Shared, path: &Path) {
     let age = SystemTime::now().duration_since(written).unwrap_or_default();
     if let Some(at) = Instant::now().checked_sub(age) {
         shared.status.send_modify(|s| s.confirmed_at = Some((at, written)));
+        shared.refresh_stale();
     }
     tracing::info!(path = %path.display(), revision = file.revision, age_s = age.as_secs(), "started from the disk cache");
 }

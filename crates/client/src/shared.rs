@@ -23,6 +23,8 @@ pub(crate) struct Shared {
     pub(crate) snapshot: ArcSwap<Snapshot>,
     pub(crate) status: watch::Sender<StatusState>,
     pub(crate) events: broadcast::Sender<ChangeEvent>,
+    /// Whether the copy is stale ([`crate::Status::is_stale`]), changed when it crosses.
+    pub(crate) stale: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -32,7 +34,20 @@ impl Shared {
             names,
             status: watch::channel(StatusState::default()).0,
             events: broadcast::channel(limits::CHANGE_EVENTS_CAPACITY).0,
+            stale: watch::channel(false).0,
         }
+    }
+
+    /// Tells `stale` subscribers when the copy became stale or fresh again. Called wherever
+    /// staleness can change: a confirmation, a stream opening or ending, and the watcher's
+    /// `max_staleness` timer (the moment an open but silent stream crosses it).
+    pub(crate) fn refresh_stale(&self) {
+        let now = self.status.borrow().to_status().stale;
+        self.stale.send_if_modified(|was| {
+            let changed = *was != now;
+            *was = now;
+            changed
+        });
     }
 
     /// Makes `snap` the current state, then tells subscribers, then status readers. In that
@@ -54,6 +69,7 @@ impl Shared {
                 s.confirmed_at = Some((Instant::now(), SystemTime::now()));
             }
         });
+        self.refresh_stale();
     }
 
     /// The cluster confirmed the copy current up to `revision` without a change.
@@ -67,5 +83,6 @@ impl Shared {
             s.revision = revision;
             s.confirmed_at = Some((Instant::now(), SystemTime::now()));
         });
+        self.refresh_stale();
     }
 }

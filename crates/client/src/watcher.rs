@@ -83,6 +83,7 @@ pub(crate) async fn run(
             s.connected = false;
             s.endpoint = None;
         });
+        shared.refresh_stale();
         let delay = match end {
             End::Shutdown => return,
             End::Compacted => {
@@ -145,6 +146,7 @@ async fn stream(
         s.last_error = None;
         s.reconnects = reconnects;
     });
+    shared.refresh_stale();
     tracing::info!(endpoint = %url, revision = shared.snapshot.load().revision(), "watch stream open");
     let mut delivered = false;
     let opened = std::time::Instant::now();
@@ -164,6 +166,7 @@ async fn stream(
             Ok(Ok(None)) => return End::Failed { delivered, error: "the server ended the stream".into() },
             Ok(Err(status)) => return failed(delivered, &status),
             Err(_) => {
+                shared.refresh_stale();
                 return End::Failed {
                     delivered,
                     error: format!("the node did not confirm the copy current within {max:?}; moving to another node"),

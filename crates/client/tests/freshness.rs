@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use vexil_client::{Client, EvalContext, Reason, WriteOpts};
-use vexil_testkit::{Cluster, bool_spec, eventually};
+use vexil_testkit::{Cluster, bool_spec};
 
 const PROGRESS_MS: u64 = 200;
 const UNCONFIRMED_MAX_MS: u64 = 1_000;
@@ -14,15 +14,7 @@ const MAX_STALENESS: Duration = Duration::from_millis(1_500);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_of_a_cut_off_node_reports_stale_then_sees_the_kill_switch_elsewhere() -> anyhow::Result<()> {
-    let cluster = Cluster::builder(3)
-        .flags(&[
-            "--watch-progress-interval-ms",
-            &PROGRESS_MS.to_string(),
-            "--watch-unconfirmed-max-ms",
-            &UNCONFIRMED_MAX_MS.to_string(),
-        ])
-        .start()
-        .await;
+    let cluster = Cluster::builder(3).watch_freshness_ms(PROGRESS_MS, UNCONFIRMED_MAX_MS).start().await;
     let admin = vexil_client::AdminClient::new(cluster.api_addrs())?;
     let created = admin.create_flag("app", "checkout", &bool_spec("on", "t"), WriteOpts::reason("t")).await?;
     let client = Client::builder(cluster.api_addrs()).namespace("app").max_staleness(MAX_STALENESS).connect().await?;
@@ -42,8 +34,14 @@ async fn a_client_of_a_cut_off_node_reports_stale_then_sees_the_kill_switch_else
         cluster.pause(*id);
     }
     let cut = Instant::now();
-    eventually(Duration::from_secs(10), "the client reports itself stale", || client.status().is_stale()).await;
+    let mut stale = client.stale_changes();
+    assert!(!*stale.borrow());
+    tokio::time::timeout(Duration::from_secs(10), stale.wait_for(|s| *s))
+        .await
+        .expect("the client reports itself stale")
+        .expect("the client runs");
     let noticed = cut.elapsed();
+    assert!(client.status().is_stale(), "{:?}", client.status());
     // Within the node's bound (it says stale) or the client's own, whichever is first.
     let bound = Duration::from_millis(UNCONFIRMED_MAX_MS + 2 * PROGRESS_MS + 500)
         .min(MAX_STALENESS + Duration::from_millis(700));
@@ -62,7 +60,11 @@ async fn a_client_of_a_cut_off_node_reports_stale_then_sees_the_kill_switch_else
     );
     let d = client.bool_details("checkout", &ctx, false);
     assert_eq!((d.value, d.reason), (false, Reason::Disabled), "the flag is off: the code default");
-    eventually(Duration::from_secs(5), "fresh again", || !client.status().is_stale()).await;
+    tokio::time::timeout(Duration::from_secs(5), stale.wait_for(|s| !*s))
+        .await
+        .expect("fresh again")
+        .expect("the client runs");
+    assert!(!client.status().is_stale(), "{:?}", client.status());
     assert!(client.status().reconnects >= 1, "{:?}", client.status());
     Ok(())
 }

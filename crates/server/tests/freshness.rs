@@ -30,12 +30,7 @@ async fn a_node_confirms_it_is_current_and_a_cut_off_one_says_stale_and_ends_its
         .bin(env!("CARGO_BIN_EXE_vexil"))
         .listener(Listener::Admin)
         .runtime(Runtime::Mixed)
-        .flags(&[
-            "--watch-progress-interval-ms",
-            &PROGRESS_MS.to_string(),
-            "--watch-unconfirmed-max-ms",
-            &UNCONFIRMED_MAX_MS.to_string(),
-        ])
+        .watch_freshness_ms(PROGRESS_MS, UNCONFIRMED_MAX_MS)
         .start()
         .await;
     let leader = c.wait_leader(Duration::from_secs(20)).await;
@@ -118,4 +113,59 @@ async fn a_node_confirms_it_is_current_and_a_cut_off_one_says_stale_and_ends_its
     let (reason, _) = error_info(&end).expect("error info");
     assert_eq!(reason, ErrorReason::LeaseExpired.as_str(), "{end:?}");
     assert!(end.message().contains("could not confirm it is current"), "{end:?}");
+}
+
+/// A node removed from the cluster is no longer replicated to: it cannot apply what it would
+/// confirm, so its streams end the same way, while the rest of the cluster goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_removed_from_the_cluster_says_stale_and_ends_its_streams() {
+    use vexil_proto::v1::RemoveNodeRequest;
+    let c = Cluster::builder(3)
+        .bin(env!("CARGO_BIN_EXE_vexil"))
+        .watch_freshness_ms(PROGRESS_MS, UNCONFIRMED_MAX_MS)
+        .start()
+        .await;
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let removed = (1..=3).find(|id| *id != leader).expect("a follower");
+    let mut stream = WatchClient::new(c.channel(removed).await)
+        .watch(WatchRequest { namespaces: vec!["web".into()], after_revision: 0, initial_snapshot: true })
+        .await
+        .expect("watch")
+        .into_inner();
+    let Kind::Snapshot(_) = next(&mut stream).await.expect("the snapshot") else { panic!("snapshot first") };
+    let Kind::Progress(_) = next(&mut stream).await.expect("healthy") else { panic!("progress while healthy") };
+
+    c.cluster(leader)
+        .await
+        .remove_node(RemoveNodeRequest { node_id: removed, options: None })
+        .await
+        .expect("remove the follower");
+    let out = Instant::now();
+    // The others go on: a write commits without it.
+    let created = c
+        .flags(leader)
+        .await
+        .create_flag(CreateFlagRequest {
+            namespace: "web".into(),
+            key: "after".into(),
+            spec_json: spec("after"),
+            options: None,
+        })
+        .await
+        .expect("a write without the removed node")
+        .into_inner();
+    let revision = created.header.expect("header").revision;
+    assert!(revision > 0);
+    let stale = loop {
+        match next(&mut stream).await {
+            Ok(Kind::Stale(s)) => break s,
+            Ok(Kind::Progress(_) | Kind::Changes(_)) => {}
+            other => panic!("{other:?}"),
+        }
+    };
+    let end = next(&mut stream).await.expect_err("the stream ends after `stale`");
+    assert!(stale.unconfirmed_ms >= UNCONFIRMED_MAX_MS, "{stale:?}");
+    let bound = Duration::from_millis(UNCONFIRMED_MAX_MS + 2 * PROGRESS_MS + 1_500);
+    assert!(out.elapsed() <= bound, "stale {:?} after the removal; bound {bound:?}", out.elapsed());
+    assert_eq!(end.code(), Code::Unavailable, "{end:?}");
 }

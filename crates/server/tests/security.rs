@@ -41,6 +41,22 @@ fn with_token<T>(msg: T, token: &Option<String>) -> Request<T> {
     req
 }
 
+/// How a watch stream ends: it must end with an error within 5 s (messages before it are
+/// skipped).
+async fn stream_end(stream: &mut tonic::Streaming<WatchResponse>) -> Status {
+    let end = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match stream.message().await {
+                Ok(Some(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("the stream ends within seconds");
+    end.expect_err("it ends with an error")
+}
+
 fn reason(status: &Status) -> Option<String> {
     vexil_server::error::error_info(status).map(|(r, _)| r)
 }
@@ -456,17 +472,7 @@ async fn a_watch_ends_when_its_token_is_revoked() {
         .revoke_token(c.request(RevokeTokenRequest { name: "watcher".into(), options: None }))
         .await
         .expect("revoke");
-    let end = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match stream.message().await {
-                Ok(Some(_)) => continue,
-                other => return other,
-            }
-        }
-    })
-    .await
-    .expect("the stream ends within seconds of the revocation");
-    let status = end.expect_err("it ends with an error");
+    let status = stream_end(&mut stream).await;
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     assert!(status.message().contains("revoked"), "{status:?}");
 }
@@ -700,17 +706,7 @@ async fn anonymous_read_is_an_audited_setting_of_one_namespace() {
     let names: Vec<&str> = snapshot.namespaces.iter().map(|n| n.namespace.as_str()).collect();
     assert_eq!(names, ["public"]);
     let closed = tokens.set_anonymous_read(c.request(open(false))).await.expect("the admin closes it").into_inner();
-    let end = tokio::time::timeout(Duration::from_secs(5), async {
-        loop {
-            match stream.message().await {
-                Ok(Some(_)) => continue,
-                other => return other,
-            }
-        }
-    })
-    .await
-    .expect("the stream ends within seconds");
-    let status = end.expect_err("with an error");
+    let status = stream_end(&mut stream).await;
     assert_eq!(status.code(), Code::Unauthenticated, "{status:?}");
     assert!(status.message().contains("no longer readable without a token"), "{status:?}");
     let refused = FlagsClient::new(c.channel(3).await).get_flag(get("public")).await.expect_err("closed again");

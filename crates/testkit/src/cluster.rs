@@ -44,6 +44,8 @@ pub struct ClusterBuilder {
     write_timeout_ms: Option<u64>,
     rpc_timeout_ms: Option<u64>,
     read_lease_ms: u64,
+    /// `watch.progress_interval_ms` and `watch.unconfirmed_max_ms`; `None`: the defaults.
+    watch_freshness_ms: Option<(u64, u64)>,
     log: String,
     runtime: Runtime,
     listeners: BTreeSet<Listener>,
@@ -63,6 +65,7 @@ impl ClusterBuilder {
             write_timeout_ms: Some(3000),
             rpc_timeout_ms: Some(500),
             read_lease_ms: READ_LEASE_MS,
+            watch_freshness_ms: None,
             log: "info,openraft=warn".into(),
             runtime: Runtime::Default,
             listeners: Listener::ALL.into_iter().filter(|l| l.always()).collect(),
@@ -110,6 +113,14 @@ impl ClusterBuilder {
 
     pub fn read_lease_ms(mut self, ms: u64) -> Self {
         self.read_lease_ms = ms;
+        self
+    }
+
+    /// How often streams get a lease-confirmed `progress`, and how long a node may go
+    /// unconfirmed before it ends its streams (`watch.progress_interval_ms`,
+    /// `watch.unconfirmed_max_ms`).
+    pub fn watch_freshness_ms(mut self, progress_interval: u64, unconfirmed_max: u64) -> Self {
+        self.watch_freshness_ms = Some((progress_interval, unconfirmed_max));
         self
     }
 
@@ -253,6 +264,10 @@ impl Cluster {
             p.args(["--raft-rpc-timeout-ms".into(), ms.to_string()]);
         }
         p.args(["--raft-read-lease-ms".into(), s.read_lease_ms.to_string()]).args(["--log", &s.log]);
+        if let Some((progress, unconfirmed)) = s.watch_freshness_ms {
+            p.args(["--watch-progress-interval-ms".into(), progress.to_string()])
+                .args(["--watch-unconfirmed-max-ms".into(), unconfirmed.to_string()]);
+        }
         if s.runtime == Runtime::Mixed {
             p.args(["--worker-threads", if id.is_multiple_of(2) { "1" } else { "0" }]);
         }
