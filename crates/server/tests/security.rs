@@ -688,6 +688,10 @@ async fn anonymous_read_is_an_audited_setting_of_one_namespace() {
         assert_eq!(node.update_flag(write).await.expect_err("read only").code(), Code::Unauthenticated);
         let status = ClusterClient::new(c.channel(id).await).status(StatusRequest {}).await;
         assert_eq!(status.expect_err("not the cluster").code(), Code::Unauthenticated);
+        let history = AuditClient::new(c.channel(id).await)
+            .list_audit(ListAuditRequest { namespace: "public".into(), ..Default::default() })
+            .await;
+        assert_eq!(history.expect_err("not its history").code(), Code::Unauthenticated);
     }
     let evaluated = EvaluationClient::new(c.channel(3).await)
         .evaluate_flag(EvaluateFlagRequest { namespace: "public".into(), key: "banner".into(), ..Default::default() })

@@ -26,7 +26,9 @@ impl Audit for AuditApi {
         let who = caller(&self.node, &req).await?;
         let r = req.into_inner();
         // One namespace's history is that namespace's to read; the whole log (tokens,
-        // membership, every namespace) is the admin's.
+        // membership, every namespace) is the admin's. History names principals and reasons:
+        // never for a caller without a token, even of a namespace open to anonymous read.
+        who.check(Need::AnyRole)?;
         who.check(if r.namespace.is_empty() { Need::Admin } else { Need::Read(&r.namespace) })?;
         if !r.namespace.is_empty() {
             check_namespace(&r.namespace)?;
