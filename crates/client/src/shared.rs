@@ -12,7 +12,7 @@ use tokio::sync::{broadcast, watch};
 
 use crate::limits;
 use crate::status::{ChangeEvent, StatusState, UpdateKind};
-use crate::store::{DataSource, FlagChange, Snapshot};
+use crate::store::{FlagChange, Snapshot};
 
 /// Everything evaluation and the background tasks share.
 pub(crate) struct Shared {
@@ -65,14 +65,13 @@ impl Shared {
             s.revision = revision;
             s.source = source;
             s.data_version += 1;
-            if source == Some(DataSource::Cluster) {
-                s.confirmed_at = Some((Instant::now(), SystemTime::now()));
-            }
         });
         self.refresh_stale();
     }
 
-    /// The cluster confirmed the copy current up to `revision` without a change.
+    /// The cluster confirmed the copy current up to `revision` (a `progress` message, which a
+    /// node sends only after confirming it through its read lease): the only confirmation;
+    /// a snapshot or a change says what a node has, not that nothing newer exists.
     pub(crate) fn confirm(&self, revision: u64) {
         let current = self.snapshot.load();
         if let Some(next) = current.advance(revision) {

@@ -43,8 +43,9 @@ pub struct Status {
     pub endpoint: Option<String>,
     /// The revision the local copy reflects (0 without data).
     pub revision: u64,
-    /// When the cluster last confirmed the copy current (a change, a snapshot or a progress
-    /// message); `None` if it never has (no data, or only the disk cache).
+    /// When the cluster last confirmed the copy current (a progress message, sent by a node
+    /// only after confirming through its read lease; the disk cache's write time before any);
+    /// `None` if it never has.
     pub last_update: Option<SystemTime>,
     /// Time since `last_update`: how stale the copy may be.
     pub since_last_update: Option<Duration>,

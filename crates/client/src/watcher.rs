@@ -149,20 +149,24 @@ async fn stream(
     shared.refresh_stale();
     tracing::info!(endpoint = %url, revision = shared.snapshot.load().revision(), "watch stream open");
     let mut delivered = false;
-    let opened = std::time::Instant::now();
+    let mut last_message = std::time::Instant::now();
     // The parts of a snapshot received so far (it is applied once its last part arrives).
     let mut parts: Option<proto::WatchSnapshot> = None;
     loop {
         // A node that stops confirming (cut off, paused, or silent) is left once the copy has
-        // gone `max_staleness` without a confirmation; a new stream has that long from its
-        // opening whatever came before.
+        // gone `max_staleness` without a confirmation and the stream that long without any
+        // message (a new stream, or one still sending a large snapshot, is not cut short; the
+        // status says stale meanwhile all the same).
         let (left, max) = {
             let st = shared.status.borrow();
             (st.confirmation_due_in(), st.max_staleness)
         };
-        let due_in = left.max(max.saturating_sub(opened.elapsed()));
+        let due_in = left.max(max.saturating_sub(last_message.elapsed()));
         let msg = match tokio::time::timeout(due_in, messages.message()).await {
-            Ok(Ok(Some(m))) => m,
+            Ok(Ok(Some(m))) => {
+                last_message = std::time::Instant::now();
+                m
+            }
             Ok(Ok(None)) => return End::Failed { delivered, error: "the server ended the stream".into() },
             Ok(Err(status)) => return failed(delivered, &status),
             Err(_) => {

@@ -43,8 +43,9 @@ async fn a_client_of_a_cut_off_node_reports_stale_then_sees_the_kill_switch_else
     let noticed = cut.elapsed();
     assert!(client.status().is_stale(), "{:?}", client.status());
     // Within the node's bound (it says stale) or the client's own, whichever is first.
-    let bound = Duration::from_millis(UNCONFIRMED_MAX_MS + 2 * PROGRESS_MS + 500)
-        .min(MAX_STALENESS + Duration::from_millis(700));
+    // (With room for a loaded machine.)
+    let bound = Duration::from_millis(UNCONFIRMED_MAX_MS + 2 * PROGRESS_MS + 1_500)
+        .min(MAX_STALENESS + Duration::from_millis(1_500));
     assert!(noticed <= bound, "stale after {noticed:?}; bound {bound:?}");
     assert!(client.bool_value("checkout", &ctx, false), "last-known-good while stale");
 

@@ -163,8 +163,15 @@ pub fn validate_token_name(name: &str) -> Result<(), String> {
     if !name.starts_with(|c: char| c.is_ascii_alphanumeric()) {
         return Err(format!("{name:?} must start with a letter or digit"));
     }
+    if RESERVED_NAMES.contains(&name) {
+        return Err(format!("{name:?} is reserved: it names callers without a token and other built-in actors"));
+    }
     Ok(())
 }
+
+/// Actor names the cluster uses itself: a token of one of these names could not be told apart
+/// from them in the audit log (and would share the rate of callers without a token).
+pub const RESERVED_NAMES: [&str; 4] = ["anonymous", "raft", "bootstrap", "init"];
 
 /// Checks a grant: an admin names no namespaces; an editor or reader names 1 to
 /// [`limits::TOKEN_NAMESPACES_MAX`] valid ones. Returns the field and the problem.
@@ -234,6 +241,9 @@ mod tests {
         assert!(validate_token_name("-x").is_err());
         assert!(validate_token_name("Upper").is_err());
         assert!(validate_token_name(&"x".repeat(limits::TOKEN_NAME_BYTES_MAX + 1)).is_err());
+        for reserved in RESERVED_NAMES {
+            assert!(validate_token_name(reserved).expect_err(reserved).contains("reserved"));
+        }
 
         assert!(validate_grant(&Grant::admin()).is_ok());
         assert_eq!(validate_grant(&grant(Role::Admin, &["a"])).expect_err("admin with ns").0, "namespaces");

@@ -5,9 +5,11 @@
 pub const LIST_PAGE_DEFAULT: usize = 100;
 /// Most items per page of a list.
 pub const LIST_PAGE_MAX: usize = 1_000;
-/// Bytes of flag definitions in one page of `ListFlags`, or of audit entries in one page of
-/// `ListAudit`: a page ends early (with `next_after_key` or `more` set) rather than grow past it.
-pub const LIST_RESPONSE_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Bytes of flag definitions in one page of `ListFlags`, or of stored audit entries in one page
+/// of `ListAudit`: a page ends early (with `next_after_key` or `more` set) rather than grow past
+/// it. 3 MiB keeps the encoded response, with its per-item framing, under the 4 MiB that gRPC
+/// clients decode by default.
+pub const LIST_RESPONSE_BYTES_MAX: usize = 3 * 1024 * 1024;
 /// Largest gRPC message accepted on the public port (a whole namespace document plus framing).
 pub const API_MESSAGE_BYTES_MAX: usize = vexil_model::limits::DOCUMENT_BYTES_MAX + 1024 * 1024;
 /// Largest gRPC message on the Raft port (a batch of entries or a snapshot chunk).

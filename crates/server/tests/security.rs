@@ -589,15 +589,21 @@ async fn a_principal_calling_too_often_is_refused_and_others_are_not() {
     let mut flags = FlagsClient::new(c.channel(1).await);
     let get = || GetFlagRequest { namespace: "a".into(), key: "none".into(), read: None };
 
-    let mut refused = Vec::new();
-    for _ in 0..4 * PER_SECOND {
+    // Never more accepted than the bucket holds plus what it refilled meanwhile.
+    let (mut refused, mut calls) = (Vec::new(), 0);
+    let started = std::time::Instant::now();
+    while calls < 4 * PER_SECOND || refused.is_empty() {
+        calls += 1;
         match flags.get_flag(with_token(get(), &reader)).await {
             Err(s) if s.code() == Code::ResourceExhausted => refused.push(s),
             Err(s) => assert_eq!(s.code(), Code::NotFound, "{s:?}"),
             Ok(_) => panic!("flag `none` does not exist"),
         }
+        assert!(calls < 100 * PER_SECOND, "no call refused in {calls}");
     }
-    assert!(refused.len() >= PER_SECOND, "{} of {} calls refused", refused.len(), 4 * PER_SECOND);
+    let accepted = calls - refused.len();
+    let could = PER_SECOND + (PER_SECOND as f64 * started.elapsed().as_secs_f64()).ceil() as usize + 1;
+    assert!(accepted <= could, "{accepted} of {calls} calls accepted; at most {could} in {:?}", started.elapsed());
     let first = &refused[0];
     let (why, meta) = vexil_server::error::error_info(first).expect("error info");
     assert_eq!(why, ErrorReason::RateLimited.as_str());
@@ -608,6 +614,7 @@ async fn a_principal_calling_too_often_is_refused_and_others_are_not() {
 
     // The editor's bucket is its own; its refused writes leave nothing behind.
     let (mut written, mut refused_keys) = (Vec::new(), Vec::new());
+    let editor_started = std::time::Instant::now();
     for i in 0..3 * PER_SECOND {
         let key = format!("f{i:03}");
         let create =
@@ -619,7 +626,10 @@ async fn a_principal_calling_too_often_is_refused_and_others_are_not() {
         }
     }
     assert!(written.len() >= PER_SECOND / 2, "the editor was not held back by the reader: {} written", written.len());
-    assert!(!refused_keys.is_empty(), "the editor's own burst crossed its limit");
+    // Its own burst crossed its limit, unless the machine was too slow to send faster than the
+    // bucket refills (every write commits through Raft first).
+    let could_refill = PER_SECOND + PER_SECOND * editor_started.elapsed().as_secs() as usize;
+    assert!(!refused_keys.is_empty() || written.len() <= could_refill + PER_SECOND, "{} written", written.len());
     let listed = flags
         .list_flags(c.request(ListFlagsRequest { namespace: "a".into(), limit: 1000, ..Default::default() }))
         .await

@@ -189,7 +189,9 @@ async fn follow(node: &Arc<Node>, req: &WatchRequest, who: &Principal, out: &Out
     let progress_every = Duration::from_millis(node.config.watch.progress_interval_ms);
     let unconfirmed_max = Duration::from_millis(node.config.watch.unconfirmed_max_ms);
     let token_check_every = Duration::from_millis(STREAM_TOKEN_CHECK_INTERVAL_MS);
-    let mut next_progress = Instant::now() + progress_every;
+    // The first confirmation right away: a client must not take what a cut-off node sent it
+    // at the start for current until the node has vouched for it.
+    let mut next_progress = Instant::now();
     let mut confirmed_at = Instant::now();
     let mut why_unconfirmed = String::from("no confirmation yet");
     loop {
@@ -201,10 +203,19 @@ async fn follow(node: &Arc<Node>, req: &WatchRequest, who: &Principal, out: &Out
         if now >= next_progress {
             next_progress = now + progress_every;
             match confirm(node, &mut applied, progress_every).await {
-                Ok(_) => {
+                Ok(index) => {
                     // Everything up to the confirmed revision goes out before the progress
-                    // that vouches for it.
+                    // that vouches for it (a page may stop short of it: go on until there).
                     catch_up(node, &filter, &mut cursor, out).await?;
+                    while cursor < index {
+                        let before = cursor;
+                        catch_up(node, &filter, &mut cursor, out).await?;
+                        if cursor == before {
+                            return Err(ServerError::Internal(format!(
+                                "the change feed stopped at revision {cursor} below the applied revision {index}"
+                            )));
+                        }
+                    }
                     out.send(Kind::Progress(Progress { revision: cursor })).await?;
                     confirmed_at = now;
                 }
