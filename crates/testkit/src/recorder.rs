@@ -12,8 +12,6 @@ use tokio::sync::oneshot;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 
-use crate::free_port;
-
 /// The recorder's TLS: its certificate and key (PEM), and the CA whose client certificates it
 /// demands (mutual TLS), if any.
 #[derive(Debug, Clone)]
@@ -32,9 +30,11 @@ pub struct HeaderRecorder {
 }
 
 impl HeaderRecorder {
-    /// Starts serving on `127.0.0.1` (a [`free_port`]).
+    /// Starts serving on `127.0.0.1`, on a port the kernel picks: the listener is bound here
+    /// and held, so unlike a port handed to a node process to bind later ([`free_port`](crate::free_port)),
+    /// nothing can take it in between.
     pub async fn start(tls: Option<RecorderTls>) -> HeaderRecorder {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", free_port())).await.unwrap();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let seen = Arc::new(Mutex::new(Vec::new()));
         let recorder = seen.clone();
