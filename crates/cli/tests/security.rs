@@ -160,25 +160,19 @@ async fn a_config_file_in_the_current_directory_sets_up_mutual_tls_and_the_token
     let before = node.seen().len();
     let other = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.pem");
-    let out = ctl_in(
-        other.path(),
-        &[],
-        &[
-            "flag",
-            "list",
-            "shop",
-            "--endpoints",
-            &node.addr().to_string(),
-            "--cacert",
-            ca.to_str().unwrap(),
-            "--token",
-            TOKEN,
-        ],
-    )
-    .await;
+    let out = ctl_in(other.path(), &[], &list_shop(&node.addr().to_string(), ca.to_str().unwrap(), Some(TOKEN))).await;
     let err = out.fails(1);
     assert!(err.contains("cannot reach the cluster"), "{err}");
     assert_eq!(node.seen().len(), before, "a client without a certificate got through");
+}
+
+/// `vexilctl flag list shop` against `addr`, trusting `ca`, with `token` if given.
+fn list_shop<'a>(addr: &'a str, ca: &'a str, token: Option<&'a str>) -> Vec<&'a str> {
+    let mut args = vec!["flag", "list", "shop", "--endpoints", addr, "--cacert", ca];
+    if let Some(t) = token {
+        args.extend(["--token", t]);
+    }
+    args
 }
 
 #[tokio::test]
@@ -189,34 +183,13 @@ async fn a_node_certificate_from_another_ca_is_refused() {
     pki(theirs.path()).await;
     let impostor = recorder(Some((theirs.path(), "node", false))).await;
     let ca = ours.path().join("ca.pem");
-    let out = ctl(&[
-        "flag",
-        "list",
-        "shop",
-        "--endpoints",
-        &impostor.addr().to_string(),
-        "--cacert",
-        ca.to_str().unwrap(),
-        "--token",
-        TOKEN,
-    ])
-    .await;
+    let out = ctl(&list_shop(&impostor.addr().to_string(), ca.to_str().unwrap(), Some(TOKEN))).await;
     let err = out.fails(1);
     assert!(err.contains("--cacert"), "the advice names the CA option: {err}");
     assert!(impostor.seen().is_empty(), "the token was sent to a server of another CA");
     // The same server with its own CA: reached.
     let theirs_ca = theirs.path().join("ca.pem");
-    ctl(&[
-        "flag",
-        "list",
-        "shop",
-        "--endpoints",
-        &impostor.addr().to_string(),
-        "--cacert",
-        theirs_ca.to_str().unwrap(),
-    ])
-    .await
-    .fails(1);
+    ctl(&list_shop(&impostor.addr().to_string(), theirs_ca.to_str().unwrap(), None)).await.fails(1);
     assert_eq!(impostor.seen(), vec![None]);
 }
 

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tonic::Code;
 use vexil_proto::v1::watch_client::WatchClient;
 use vexil_proto::v1::watch_response::Kind;
-use vexil_proto::v1::{CreateFlagRequest, WatchRequest, WatchResponse};
+use vexil_proto::v1::{CreateFlagRequest, WatchRequest, WatchResponse, WatchSnapshot};
 use vexil_server::error::{ErrorReason, error_info};
 use vexil_testkit::{Cluster, Listener, Runtime, spec};
 
@@ -24,8 +24,9 @@ async fn next(stream: &mut tonic::Streaming<WatchResponse>) -> Result<Kind, toni
     Ok(msg.kind.expect("kind"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_confirms_it_is_current_and_a_cut_off_one_says_stale_and_ends_its_streams() {
+/// A three-node cluster with short freshness settings, and a watch of namespace `web` on a
+/// follower, past its snapshot: (cluster, leader, follower, stream, snapshot).
+async fn watch_a_follower() -> (Cluster, u64, u64, tonic::Streaming<WatchResponse>, WatchSnapshot) {
     let c = Cluster::builder(3)
         .bin(env!("CARGO_BIN_EXE_vexil"))
         .listener(Listener::Admin)
@@ -41,6 +42,12 @@ async fn a_node_confirms_it_is_current_and_a_cut_off_one_says_stale_and_ends_its
         .expect("watch")
         .into_inner();
     let Kind::Snapshot(snapshot) = next(&mut stream).await.expect("the snapshot") else { panic!("snapshot first") };
+    (c, leader, follower, stream, snapshot)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_confirms_it_is_current_and_a_cut_off_one_says_stale_and_ends_its_streams() {
+    let (c, leader, follower, mut stream, snapshot) = watch_a_follower().await;
 
     // Healthy: progress about every interval, never behind what was delivered.
     let started = Instant::now();
@@ -121,19 +128,7 @@ async fn a_node_confirms_it_is_current_and_a_cut_off_one_says_stale_and_ends_its
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_removed_from_the_cluster_says_stale_and_ends_its_streams() {
     use vexil_proto::v1::RemoveNodeRequest;
-    let c = Cluster::builder(3)
-        .bin(env!("CARGO_BIN_EXE_vexil"))
-        .watch_freshness_ms(PROGRESS_MS, UNCONFIRMED_MAX_MS)
-        .start()
-        .await;
-    let leader = c.wait_leader(Duration::from_secs(20)).await;
-    let removed = (1..=3).find(|id| *id != leader).expect("a follower");
-    let mut stream = WatchClient::new(c.channel(removed).await)
-        .watch(WatchRequest { namespaces: vec!["web".into()], after_revision: 0, initial_snapshot: true })
-        .await
-        .expect("watch")
-        .into_inner();
-    let Kind::Snapshot(_) = next(&mut stream).await.expect("the snapshot") else { panic!("snapshot first") };
+    let (c, leader, removed, mut stream, _) = watch_a_follower().await;
     let Kind::Progress(_) = next(&mut stream).await.expect("healthy") else { panic!("progress while healthy") };
 
     c.cluster(leader)
