@@ -83,6 +83,11 @@ pub struct Environment<LS, SM> {
 pub struct InjectedFaults {
     /// Serve `lease` reads at the last applied index with no lease check at all.
     pub lease_reads_skip_check: bool,
+    /// Serve `linearizable` reads at the last applied index, without a read-index round.
+    pub linearizable_reads_skip_read_index: bool,
+    /// Send watch `Progress` for whatever this node has applied, without confirming it through
+    /// the read lease (a cut-off node keeps vouching for an old state).
+    pub progress_skip_check: bool,
 }
 
 /// How many times a write follows a changing leader before giving up.
@@ -456,7 +461,12 @@ impl Node {
                 Consistency::Lease
             }
             Consistency::Linearizable | Consistency::Unspecified => {
-                let index = read_index::shared_read_index(self).await?;
+                let index = if self.faults.linearizable_reads_skip_read_index {
+                    // Injected bug (simulation only): a follower's local state taken as current.
+                    *self.reader.applied_revision().borrow()
+                } else {
+                    read_index::shared_read_index(self).await?
+                };
                 self.wait_applied(index).await?;
                 Consistency::Linearizable
             }

@@ -1,7 +1,7 @@
 //! Runs one scenario with one seed and prints everything: the seed line, outcome counts, the
 //! fault schedule, the operator's log and every violation.
 //!
-//! `cargo run -p vexil-sim --example sim_seed -- <scenario> <seed> [--history]`
+//! `cargo run -p vexil-sim --example sim_seed -- <scenario> <seed> [--history] [--watch]`
 
 use std::collections::BTreeMap;
 
@@ -12,7 +12,10 @@ fn main() {
     let name = args.get(1).map(String::as_str).unwrap_or("partitions");
     let seed: u64 = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
     let Some(scenario) = vexil_sim::scenarios::by_name(name) else {
-        eprintln!("unknown scenario {name}: partitions, crashes, membership, snapshot_catchup, determinism");
+        eprintln!(
+            "unknown scenario {name}: partitions, crashes, membership, membership_under_partition, snapshot_catchup, \
+             freshness, determinism"
+        );
         std::process::exit(2);
     };
     let r = vexil_sim::run(&scenario, seed);
@@ -33,6 +36,16 @@ fn main() {
     }
     for (reason, n) in reasons {
         println!("  {n:5} {reason}");
+    }
+    for w in &r.watches {
+        let switches =
+            w.events.iter().filter(|(_, e)| matches!(e, vexil_sim::watchers::WatchEvent::Opened { .. })).count();
+        println!("  watcher {}: {} events, {switches} streams", w.name, w.events.len());
+        if args.iter().any(|a| a == "--watch") {
+            for (t, e) in &w.events {
+                println!("    {:>8}us {e:?}", t);
+            }
+        }
     }
     if args.iter().any(|a| a == "--history") {
         for op in &r.history {

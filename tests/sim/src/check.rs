@@ -8,7 +8,11 @@
 //!    same with `lease` reads added under the lease bound.
 //! 4. The audit logs of all members after the heal: identical, hash chain valid, and every
 //!    acknowledged write present at its revision (no acknowledged write lost), no definitely
-//!    failed write present.
+//!    failed write present, no request applied twice (retried writes keep their request id).
+//! 5. The change feed as the watchers received it ([`feed`]): in order, true to what was
+//!    written, every `Progress` vouching only for what was delivered, and each acknowledged
+//!    write reaching every watcher within the delivery bound unless that watcher knew itself
+//!    stale.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -16,8 +20,11 @@ use vexil_model::{AuditAction, AuditEntry, ChainVerifier};
 use vexil_proto::v1 as pb;
 use vexil_raft_store::NodeId;
 
-use crate::history::{Level, Op, OpKind, Ret};
+use crate::cluster::{PROGRESS_INTERVAL_MS, READ_LEASE_MS};
+use crate::history::{Level, Micros, Op, OpKind, Ret};
 use crate::linearizability::{self, ModelOp, ModelRet, TimedOp, ValueIds, Verdict};
+use crate::nemesis::BASE_MAX_LATENCY;
+use crate::watchers::{Delivered, MAX_STALENESS, WatchEvent, WatchLog};
 use crate::workload::{Finale, NAMESPACE};
 
 /// Slack added to the lease bound: simulated hosts advance in 1 ms ticks.
@@ -165,6 +172,14 @@ fn describe(ops: &[Op], key: &str, f: &linearizability::Failure) -> String {
     s
 }
 
+/// A search that gave up proves nothing: the run fails rather than passing unchecked.
+fn budget_exhausted(key: &str, ops: usize) -> String {
+    format!(
+        "the search for {key} ({ops} ops) explored {} configurations without a verdict",
+        linearizability::SEARCH_BUDGET
+    )
+}
+
 /// Linearizability per key; then the lease bound for `lease` reads.
 pub fn linearizable(ops: &[Op], lease_ms: u64, applied: &Applied) -> (Vec<Violation>, usize) {
     let mut by_key: BTreeMap<&str, Vec<&Op>> = BTreeMap::new();
@@ -181,13 +196,17 @@ pub fn linearizable(ops: &[Op], lease_ms: u64, applied: &Applied) -> (Vec<Violat
             }
             Verdict::Inconclusive => {
                 inconclusive += 1;
+                out.push(violation("linearizability-budget", budget_exhausted(key, key_ops.len())));
                 continue;
             }
             Verdict::Linearizable => {}
         }
         match linearizability::check(&model_ops(&key_ops, Some(lease_ms as i64 * 1000), applied)) {
             Verdict::NotLinearizable(f) => out.push(violation("lease-bound", describe(ops, key, &f))),
-            Verdict::Inconclusive => inconclusive += 1,
+            Verdict::Inconclusive => {
+                inconclusive += 1;
+                out.push(violation("linearizability-budget", budget_exhausted(key, key_ops.len())));
+            }
             Verdict::Linearizable => {}
         }
     }
@@ -259,11 +278,15 @@ pub fn audit(ops: &[Op], finale: &Finale) -> Vec<Violation> {
         }
     }
     let Some((node, log)) = reference else { return out };
-    let audited: BTreeMap<&str, &pb::AuditEntry> = log
-        .iter()
-        .filter(|e| e.namespace == NAMESPACE && !e.request_id.is_empty())
-        .map(|e| (e.request_id.as_str(), e))
-        .collect();
+    let mut audited: BTreeMap<&str, &pb::AuditEntry> = BTreeMap::new();
+    for e in log.iter().filter(|e| e.namespace == NAMESPACE && !e.request_id.is_empty()) {
+        if let Some(first) = audited.insert(e.request_id.as_str(), e) {
+            out.push(violation(
+                "applied-twice",
+                format!("request {} took effect at revisions {} and {}", e.request_id, first.revision, e.revision),
+            ));
+        }
+    }
     let mut seen_ids = BTreeSet::new();
     for op in ops {
         if !op.kind.is_write() {
@@ -294,6 +317,153 @@ pub fn audit(ops: &[Op], finale: &Finale) -> Vec<Violation> {
     for id in audited.keys() {
         if !seen_ids.contains(id) {
             out.push(violation("audit-agreement", format!("audit entry for a request nobody sent: {id}")));
+        }
+    }
+    out
+}
+
+/// How long after it is acknowledged a write has reached every watcher, unless that watcher
+/// knew itself stale: the watcher's `max_staleness` plus how old a `Progress` may be
+/// ([`progress_age_max`]).
+pub fn delivery_bound() -> Micros {
+    MAX_STALENESS.as_micros() as Micros + progress_age_max()
+}
+
+/// What a `Progress` that arrives at T vouches for: every write acknowledged before T minus
+/// this. The node began confirming at most two progress intervals before it sent it (the lease
+/// probe and the wait for the confirmed revision to apply are each bounded by one interval);
+/// what it confirmed holds every write acknowledged before that moment minus the read lease;
+/// and the message crossed one client link.
+pub fn progress_age_max() -> Micros {
+    1_000 * (READ_LEASE_MS + 2 * PROGRESS_INTERVAL_MS)
+        + BASE_MAX_LATENCY.as_micros() as Micros
+        + LEASE_SLACK_US as Micros
+}
+
+/// An acknowledged write, as the feed must show it.
+struct Acked<'a> {
+    op: &'a Op,
+    at: Micros,
+    revision: u64,
+}
+
+/// The change feed against the history, per watcher:
+/// - order: change batches arrive in strictly increasing revisions across all of a watcher's
+///   streams (a resumed stream neither repeats nor goes back);
+/// - content: every delivered change is a write some client sent, of that key, and an
+///   acknowledged write arrives at its revision with its value;
+/// - progress: a `Progress` arriving at T carries a revision at least that of every write
+///   acknowledged before T − [`progress_age_max`], each of which arrived before it;
+/// - delivery bound: [`delivery_bound`] after a write is acknowledged, each watcher has received
+///   it or is stale (no `Progress` within `MAX_STALENESS`) — never neither;
+/// - recovery: when the run ends (healed and settled) every watcher is confirmed and has
+///   received every acknowledged write.
+pub fn feed(ops: &[Op], watches: &[WatchLog]) -> Vec<Violation> {
+    let mut acked: Vec<Acked<'_>> = ops
+        .iter()
+        .filter(|o| o.kind.is_write())
+        .filter_map(|op| match &op.ret {
+            Some((at, Ret::Written { revision, .. })) => Some(Acked { op, at: *at, revision: *revision }),
+            _ => None,
+        })
+        .collect();
+    acked.sort_by_key(|a| a.at);
+    let by_revision: BTreeMap<u64, &Acked<'_>> = acked.iter().map(|a| (a.revision, a)).collect();
+    let by_value: BTreeMap<&str, &Op> = ops.iter().filter_map(|o| o.kind.written_value().map(|v| (v, o))).collect();
+    let mut out = Vec::new();
+    for w in watches {
+        let mut push = |checker: &'static str, detail: String| {
+            out.push(violation(checker, format!("watcher {}: {detail}", w.name)));
+        };
+        // Arrival time of each revision's batch, and of each progress.
+        let mut arrived: BTreeMap<u64, Micros> = BTreeMap::new();
+        let mut progress: Vec<(Micros, u64)> = Vec::new();
+        let mut last_revision = 0;
+        for (at, e) in &w.events {
+            match e {
+                WatchEvent::Changes { revision, changes } => {
+                    if *revision <= last_revision {
+                        push("feed-order", format!("revision {revision} arrived after revision {last_revision}"));
+                    }
+                    last_revision = last_revision.max(*revision);
+                    arrived.entry(*revision).or_insert(*at);
+                    for c in changes {
+                        let sent = match &c.value {
+                            Some(v) => by_value.get(v.as_str()).is_some_and(|o| o.key == c.key),
+                            None => ops.iter().any(|o| o.key == c.key && matches!(o.kind, OpKind::Delete { .. })),
+                        };
+                        if !sent {
+                            push("feed-content", format!("revision {revision} delivered {c:?}, which nobody wrote"));
+                        }
+                    }
+                    if let Some(a) = by_revision.get(revision) {
+                        let expected =
+                            Delivered { key: a.op.key.clone(), value: a.op.kind.written_value().map(str::to_string) };
+                        if !changes.contains(&expected) {
+                            push("feed-content", format!("revision {revision} delivered {changes:?}, not {}", a.op));
+                        }
+                    }
+                }
+                WatchEvent::Progress { revision } => progress.push((*at, *revision)),
+                _ => {}
+            }
+        }
+        // The first progress that vouched for too much (later ones mostly repeat it).
+        'progress: for &(at, revision) in &progress {
+            let vouched = at.saturating_sub(progress_age_max());
+            for a in acked.iter().take_while(|a| a.at < vouched) {
+                if a.revision > revision {
+                    push(
+                        "progress",
+                        format!(
+                            "progress {revision} at {at}us, but revision {} was acknowledged at {}us: {}",
+                            a.revision, a.at, a.op
+                        ),
+                    );
+                    break 'progress;
+                }
+                if arrived.get(&a.revision).is_none_or(|t| *t > at) {
+                    push(
+                        "feed-gap",
+                        format!("progress {revision} at {at}us before revision {} arrived: {}", a.revision, a.op),
+                    );
+                    break 'progress;
+                }
+            }
+        }
+        let stale_at = |t: Micros| {
+            let last = progress.iter().take_while(|(at, _)| *at <= t).last();
+            last.is_none_or(|(at, _)| t - at > MAX_STALENESS.as_micros() as Micros)
+        };
+        for a in &acked {
+            let t = a.at + delivery_bound();
+            if t > w.end {
+                break;
+            }
+            let received = arrived.get(&a.revision).is_some_and(|at| *at <= t);
+            if !received && !stale_at(t) {
+                push(
+                    "delivery-bound",
+                    format!(
+                        "{}us after revision {} was acknowledged it had neither arrived nor was the watcher stale: {}",
+                        delivery_bound(),
+                        a.revision,
+                        a.op
+                    ),
+                );
+                break;
+            }
+        }
+        if stale_at(w.end) {
+            push(
+                "recovery",
+                format!(
+                    "still stale when the run ended (last events: {:?})",
+                    w.events.iter().rev().take(3).collect::<Vec<_>>()
+                ),
+            );
+        } else if let Some(missing) = acked.iter().find(|a| !arrived.contains_key(&a.revision)) {
+            push("recovery", format!("never received revision {}: {}", missing.revision, missing.op));
         }
     }
     out
@@ -364,6 +534,7 @@ mod tests {
             request_id: request_id.into(),
             kind: OpKind::Create { value: request_id.into() },
             invoke: 0,
+            retries: vec![],
             ret: Some((10, Ret::Written { version: 1, revision })),
         }
     }

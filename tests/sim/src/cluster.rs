@@ -13,9 +13,10 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::sync::Notify;
 use vexil_raft_store::NodeId;
 use vexil_raft_store::mem::{Faults, MemDisk};
-use vexil_server::config::RaftConfig;
+use vexil_server::config::{RaftConfig, WatchConfig};
 use vexil_server::node::{Clock, Environment, InjectedFaults};
 use vexil_server::{Config, Node};
 
@@ -34,6 +35,10 @@ pub const ELECTION_TIMEOUT_MAX_MS: u64 = 600;
 /// The lease bound the lease checker holds `lease` reads to.
 pub const READ_LEASE_MS: u64 = 200;
 pub const WRITE_TIMEOUT_MS: u64 = 1_500;
+/// How often a node's watch streams get progress, and how long it may go unconfirmed before it
+/// ends them (a fifth of the defaults, like the Raft timings).
+pub const PROGRESS_INTERVAL_MS: u64 = 200;
+pub const UNCONFIRMED_MAX_MS: u64 = 600;
 
 pub fn host_name(id: NodeId) -> String {
     format!("n{id}")
@@ -46,6 +51,10 @@ pub fn api_addr(id: NodeId) -> String {
 /// The nodes started so far, by id (replaced on every restart). Shared by the hosts and the
 /// driver; every simulated host runs on the driver's thread.
 pub type Registry = Rc<RefCell<BTreeMap<NodeId, Arc<Node>>>>;
+
+/// The graceful-stop signal of each running node (its SIGTERM): the driver raises it, the
+/// node's `serve_incoming` then leaves as a real process does. Replaced on every start.
+pub type Stoppers = Rc<RefCell<BTreeMap<NodeId, Arc<Notify>>>>;
 
 /// How one node is set up.
 #[derive(Debug, Clone)]
@@ -84,6 +93,7 @@ impl NodeSetup {
             write_timeout_ms: WRITE_TIMEOUT_MS,
             read_lease_ms: READ_LEASE_MS,
         };
+        c.watch = WatchConfig { progress_interval_ms: PROGRESS_INTERVAL_MS, unconfirmed_max_ms: UNCONFIRMED_MAX_MS };
         c
     }
 }
@@ -94,10 +104,10 @@ pub fn sim_clock() -> Clock {
 }
 
 /// Registers node `setup.id` as a turmoil host on `disk`.
-pub fn add_host(sim: &mut turmoil::Sim<'_>, setup: NodeSetup, disk: MemDisk, registry: Registry) {
+pub fn add_host(sim: &mut turmoil::Sim<'_>, setup: NodeSetup, disk: MemDisk, registry: Registry, stoppers: Stoppers) {
     let name = host_name(setup.id);
     sim.host(name.as_str(), move || {
-        let (setup, disk, registry) = (setup.clone(), disk.clone(), registry.clone());
+        let (setup, disk, registry, stoppers) = (setup.clone(), disk.clone(), registry.clone(), stoppers.clone());
         async move {
             // A start after a crash sees only what was synced.
             disk.recover();
@@ -115,8 +125,10 @@ pub fn add_host(sim: &mut turmoil::Sim<'_>, setup: NodeSetup, disk: MemDisk, reg
             };
             let node = Node::start_with(setup.config(), env).await?;
             registry.borrow_mut().insert(setup.id, node.clone());
-            vexil_server::serve_incoming(node, net::incoming(api), net::incoming(raft), None, std::future::pending())
-                .await?;
+            let stop = Arc::new(Notify::new());
+            stoppers.borrow_mut().insert(setup.id, stop.clone());
+            let sigterm = async move { stop.notified().await };
+            vexil_server::serve_incoming(node, net::incoming(api), net::incoming(raft), None, sigterm).await?;
             Ok(())
         }
     });

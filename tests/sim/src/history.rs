@@ -108,6 +108,10 @@ pub struct Op {
     pub request_id: String,
     pub kind: OpKind,
     pub invoke: Micros,
+    /// The nodes the same request was sent to again, in order (a write whose outcome was
+    /// unknown, retried with its request id): one op, from the first invocation to the last
+    /// return.
+    pub retries: Vec<u64>,
     /// `None` while (or if forever) the client is still waiting.
     pub ret: Option<(Micros, Ret)>,
 }
@@ -115,6 +119,9 @@ pub struct Op {
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "#{} {} n{} {} {:?} inv={}us", self.id, self.client, self.node, self.key, self.kind, self.invoke)?;
+        if !self.retries.is_empty() {
+            write!(f, " retried on {:?}", self.retries)?;
+        }
         match &self.ret {
             Some((t, r)) => write!(f, " ret={t}us {r:?}"),
             None => write!(f, " (open)"),
@@ -146,9 +153,15 @@ impl Recorder {
             request_id: request_id.into(),
             kind,
             invoke: now_micros(),
+            retries: vec![],
             ret: None,
         });
         id
+    }
+
+    /// The request of op `id` was sent again, to `node`.
+    pub fn retried(&self, id: usize, node: u64) {
+        self.ops.borrow_mut()[id].retries.push(node);
     }
 
     pub fn complete(&self, id: usize, ret: Ret) {

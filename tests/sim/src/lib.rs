@@ -5,7 +5,8 @@
 //!
 //! - [`net`]: tonic over turmoil's simulated TCP.
 //! - [`cluster`]: a node as a turmoil host; its configuration and simulated clock.
-//! - [`workload`]: the clients (workload, operator, final reads) and what they record.
+//! - [`workload`]: the clients (workload, operator, final reads) and what they record;
+//!   [`watchers`]: clients following the change feed.
 //! - [`history`]: the recorded operations and their digest.
 //! - [`nemesis`]: the fault schedule.
 //! - [`scenario`]: one run, start to verdict; [`scenarios`]: the runs the test files make.
@@ -28,6 +29,7 @@ pub mod nemesis;
 pub mod net;
 pub mod scenario;
 pub mod scenarios;
+pub mod watchers;
 pub mod workload;
 
 use std::collections::VecDeque;

@@ -31,6 +31,11 @@ pub enum FaultKind {
     CrashMany,
     /// Split the cluster and crash a node on the majority side.
     CrashDuringSplit,
+    /// Split the cluster; while it lasts, a node (either side) crashes and restarts.
+    RestartDuringSplit,
+    /// Stop a node gracefully, as SIGTERM does (often the leader), with watchers attached;
+    /// restart it later.
+    Stop,
 }
 
 /// Who a fault hits.
@@ -64,7 +69,9 @@ pub enum Action {
         rate: f64,
     },
     Crash(Vec<Target>),
-    /// Restart every node crashed so far (except removed ones), or just the given one.
+    /// A graceful stop (SIGTERM): the node leaves as a real process does.
+    Stop(Target),
+    /// Restart every node crashed or stopped so far (except removed ones), or just the given one.
     Restart(Option<NodeId>),
     /// Restart the node that was leader when a `Crash` of `Target::Leader` last fired.
     RestartCrashedLeader,
@@ -74,6 +81,22 @@ pub enum Action {
 
 /// The default maximum one-way latency between simulated hosts.
 pub const BASE_MAX_LATENCY: Duration = Duration::from_millis(20);
+
+/// One node (drawn from the seed) cut off from the others around each of `times`: from 100 ms
+/// before to 1.2 s after (membership changes made during a partition).
+pub fn around(seed: u64, nodes: u64, times: impl Iterator<Item = Duration>) -> Vec<(Duration, Action)> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x7370_6c69_7421);
+    let mut out = Vec::new();
+    for at in times {
+        let victim = rng.random_range(1..=nodes);
+        out.push((
+            at.saturating_sub(Duration::from_millis(100)),
+            Action::Split { minority: vec![victim], with_leader: false },
+        ));
+        out.push((at + Duration::from_millis(1_200), Action::HealNetwork));
+    }
+    out
+}
 
 /// Draws the schedule of faults between `from` and `until` over nodes `1..=nodes`.
 pub fn schedule(
@@ -154,6 +177,17 @@ pub fn schedule(
                 let victim = majority[rng.random_range(0..majority.len())];
                 out.push((t, Action::Split { minority: m, with_leader: false }));
                 out.push((t + dur / 3, Action::Crash(vec![Target::Node(victim)])));
+                out.push((end, Action::Restart(None)));
+            }
+            FaultKind::RestartDuringSplit => {
+                let victim = random_node(&mut rng);
+                out.push((t, Action::Split { minority: minority(&mut rng), with_leader: false }));
+                out.push((t + dur / 4, Action::Crash(vec![Target::Node(victim)])));
+                out.push((t + dur / 2, Action::Restart(Some(victim))));
+            }
+            FaultKind::Stop => {
+                let target = if rng.random_bool(0.5) { Target::Leader } else { Target::Node(random_node(&mut rng)) };
+                out.push((t, Action::Stop(target)));
                 out.push((end, Action::Restart(None)));
             }
         }

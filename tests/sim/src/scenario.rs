@@ -18,15 +18,18 @@ use vexil_raft_store::mem::{Faults, MemDisk};
 use vexil_server::node::InjectedFaults;
 
 use crate::check::{self, Violation};
-use crate::cluster::{self, EPOCH_MS, NodeSetup, READ_LEASE_MS, Registry, host_name};
+use crate::cluster::{self, EPOCH_MS, NodeSetup, READ_LEASE_MS, Registry, Stoppers, host_name};
 use crate::history::{self, Recorder};
 use crate::nemesis::{self, Action, BASE_MAX_LATENCY, FaultKind, Target};
+use crate::watchers;
 use crate::workload::{self, AdminStep, Control, WorkloadPlan};
 
 /// Time for the first election before clients start.
 pub const WARMUP: Duration = Duration::from_millis(1_500);
 /// Time between the heal and the final reads.
 pub const SETTLE: Duration = Duration::from_millis(2_500);
+/// How long watchers go on after the final reads begin.
+pub const WATCH_TAIL: Duration = Duration::from_millis(1_500);
 
 /// Membership work the operator client does during the run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,6 +48,12 @@ pub struct Bugs {
     pub ack_before_sync: bool,
     /// Lease reads skip the lease check.
     pub lease_skip: bool,
+    /// Linearizable reads skip the read-index round.
+    pub linearizable_skip: bool,
+    /// Watch progress vouches for the local state without confirming it.
+    pub progress_skip: bool,
+    /// An installed snapshot loses its audit history.
+    pub snapshot_drops_audit: bool,
 }
 
 /// What one scenario file runs.
@@ -63,6 +72,10 @@ pub struct Scenario {
     pub bugs: Bugs,
     /// An explicit fault schedule instead of a drawn one (for the bug-injection tests).
     pub fixed_faults: Option<Vec<(Duration, Action)>>,
+    /// Watching clients, the i-th starting on voter `i mod voters + 1`.
+    pub watchers: usize,
+    /// Cut one node off around each membership step of the operator.
+    pub operator_under_split: bool,
 }
 
 impl Scenario {
@@ -78,6 +91,8 @@ impl Scenario {
             operator: Operator::None,
             bugs: Bugs::default(),
             fixed_faults: None,
+            watchers: 0,
+            operator_under_split: false,
         }
     }
 
@@ -106,6 +121,8 @@ pub struct Report {
     pub admin_log: Vec<String>,
     /// Per spare node: whether it holds a snapshot it received (spares never build their own).
     pub snapshot_installed: BTreeMap<NodeId, bool>,
+    /// What each watcher received.
+    pub watches: Vec<watchers::WatchLog>,
     pub test: &'static str,
 }
 
@@ -155,6 +172,11 @@ struct Driver<'a> {
     cuts: BTreeSet<(NodeId, NodeId)>,
     /// Every host of the simulation, nodes and clients.
     hosts: Vec<String>,
+    stoppers: Stoppers,
+    /// Nodes stopped gracefully and not restarted yet, with their term when told to stop.
+    stopping: BTreeMap<NodeId, u64>,
+    /// Nodes that won an election after they were told to stop.
+    led_while_leaving: BTreeSet<NodeId>,
 }
 
 impl Driver<'_> {
@@ -241,6 +263,16 @@ impl Driver<'_> {
                     }
                 }
             }
+            Action::Stop(t) => {
+                if let Some(id) = self.resolve(*t).filter(|id| !self.down.contains(id)) {
+                    let term = self.registry.borrow().get(&id).map_or(0, |n| n.metrics().current_term);
+                    self.down.insert(id);
+                    self.stopping.insert(id, term);
+                    if let Some(stop) = self.stoppers.borrow().get(&id) {
+                        stop.notify_one();
+                    }
+                }
+            }
             Action::Restart(which) => {
                 let restart: Vec<NodeId> = self
                     .down
@@ -249,6 +281,11 @@ impl Driver<'_> {
                     .filter(|id| which.is_none_or(|w| w == *id) && !self.removed.contains(id))
                     .collect();
                 for id in restart {
+                    if self.stopping.remove(&id).is_some() {
+                        // Whatever the stopped node left running goes, as a process's exit
+                        // takes everything with it.
+                        self.crash_host(id);
+                    }
                     self.down.remove(&id);
                     self.sim.bounce(host_name(id).as_str());
                 }
@@ -268,6 +305,17 @@ impl Driver<'_> {
                     sim.set_link_fail_rate(a, b, 0.0);
                     sim.set_link_max_message_latency(a, b, BASE_MAX_LATENCY);
                 });
+            }
+        }
+    }
+
+    /// A node told to stop must never win an election (it would lead while it leaves).
+    fn check_leaving(&mut self) {
+        for (&id, &term) in &self.stopping {
+            let Some(node) = self.registry.borrow().get(&id).cloned() else { continue };
+            let m = node.metrics();
+            if m.state == ServerState::Leader && m.current_term > term {
+                self.led_while_leaving.insert(id);
             }
         }
     }
@@ -348,10 +396,20 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
         crashed_leader: None,
         cuts: BTreeSet::new(),
         hosts: nodes.iter().map(|id| host_name(*id)).collect(),
+        stoppers: Stoppers::default(),
+        stopping: BTreeMap::new(),
+        led_while_leaving: BTreeSet::new(),
     };
 
-    let storage_bugs = Faults { ack_before_sync: scenario.bugs.ack_before_sync };
-    let server_bugs = InjectedFaults { lease_reads_skip_check: scenario.bugs.lease_skip };
+    let storage_bugs = Faults {
+        ack_before_sync: scenario.bugs.ack_before_sync,
+        snapshot_install_drops_audit: scenario.bugs.snapshot_drops_audit,
+    };
+    let server_bugs = InjectedFaults {
+        lease_reads_skip_check: scenario.bugs.lease_skip,
+        linearizable_reads_skip_read_index: scenario.bugs.linearizable_skip,
+        progress_skip_check: scenario.bugs.progress_skip,
+    };
     let mut spare_disks: BTreeMap<NodeId, MemDisk> = BTreeMap::new();
     for &id in &nodes {
         let spare = id > scenario.voters;
@@ -372,7 +430,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
         if spare {
             spare_disks.insert(id, disk.clone());
         }
-        cluster::add_host(&mut driver.sim, setup, disk, registry.clone());
+        cluster::add_host(&mut driver.sim, setup, disk, registry.clone(), driver.stoppers.clone());
     }
 
     let rec = Recorder::default();
@@ -387,14 +445,22 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
         driver.hosts.push(name);
     }
     let steps = operator_steps(scenario, seed);
+    let step_times: Vec<Duration> = steps.iter().map(|(at, _)| *at).collect();
     if !steps.is_empty() {
         driver.sim.client("operator", workload::admin_client(seed ^ 0xad, steps, control.clone()));
         driver.hosts.push("operator".into());
     }
     driver.sim.client("final", workload::final_client(final_at, scenario.keys, rec.clone(), control.clone()));
     driver.hosts.push("final".into());
+    for i in 0..scenario.watchers {
+        let name = format!("w{}", i + 1);
+        let first = i as u64 % scenario.voters + 1;
+        let fut = watchers::watcher(name.clone(), first, WARMUP, final_at + WATCH_TAIL, control.clone());
+        driver.sim.client(name.as_str(), fut);
+        driver.hosts.push(name);
+    }
 
-    let schedule = match &scenario.fixed_faults {
+    let mut schedule = match &scenario.fixed_faults {
         Some(fixed) => fixed.clone(),
         None => nemesis::schedule(
             seed,
@@ -404,6 +470,10 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
             workload_end,
         ),
     };
+    if scenario.operator_under_split {
+        schedule.extend(nemesis::around(seed, scenario.nodes(), step_times.into_iter()));
+        schedule.sort_by_key(|(t, _)| *t);
+    }
     let mut violations = Vec::new();
     let mut next = 0;
     loop {
@@ -413,6 +483,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
             driver.apply(&action);
             next += 1;
         }
+        driver.check_leaving();
         for id in control.removed.borrow().iter() {
             if driver.removed.insert(*id) && driver.down.insert(*id) {
                 // An operator shuts a removed node down.
@@ -444,6 +515,12 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
         })
         .collect();
     registry.borrow_mut().clear();
+    for id in &driver.led_while_leaving {
+        violations.push(Violation {
+            checker: "leaving-leader",
+            detail: format!("node {id} won an election after it was told to stop"),
+        });
+    }
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(driver)));
 
     let ops = rec.ops();
@@ -459,6 +536,9 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
     let applied = check::applied(control.finale.borrow().as_ref());
     let (lin, inconclusive) = check::linearizable(&ops, READ_LEASE_MS, &applied);
     violations.extend(lin);
+    if scenario.watchers > 0 {
+        violations.extend(check::feed(&ops, &control.watches.borrow()));
+    }
     match control.finale.borrow().as_ref() {
         Some(finale) => violations.extend(check::audit(&ops, finale)),
         None => violations.push(Violation { checker: "recovery", detail: "the final client never finished".into() }),
@@ -476,6 +556,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
         schedule,
         admin_log: control.admin_log.borrow().clone(),
         snapshot_installed,
+        watches: control.watches.borrow().clone(),
         test: scenario.test,
     }
 }

@@ -44,6 +44,35 @@ pub fn membership() -> Scenario {
     s
 }
 
+/// Watchers on every voter while nodes are cut off, crash, restart during a partition and stop
+/// gracefully (often the leader): every watcher gets each change within the delivery bound or
+/// knows itself stale, and no leaving node wins an election.
+pub fn freshness() -> Scenario {
+    let mut s = Scenario::new(
+        "freshness",
+        &[
+            FaultKind::Isolate,
+            FaultKind::IsolateLeader,
+            FaultKind::Split,
+            FaultKind::Stop,
+            FaultKind::RestartDuringSplit,
+            FaultKind::Crash,
+            FaultKind::Delay,
+        ],
+    );
+    s.watchers = 3;
+    s
+}
+
+/// Membership changes made while one node is cut off, with other faults drawn around them.
+pub fn membership_under_partition() -> Scenario {
+    let mut s = membership();
+    s.test = "membership";
+    s.operator_under_split = true;
+    s.watchers = 2;
+    s
+}
+
 /// A learner added after the log was purged catches up by snapshot, under light faults.
 pub fn snapshot_catchup() -> Scenario {
     let mut s =
@@ -65,10 +94,13 @@ pub fn everything() -> Scenario {
             FaultKind::Delay,
             FaultKind::Crash,
             FaultKind::CrashMany,
+            FaultKind::Stop,
+            FaultKind::RestartDuringSplit,
         ],
     );
     s.spares = 1;
     s.operator = Operator::Membership;
+    s.watchers = 2;
     s
 }
 
@@ -112,6 +144,8 @@ pub fn by_name(name: &str) -> Option<Scenario> {
         "partitions" => partitions(),
         "crashes" => crashes(),
         "membership" => membership(),
+        "membership_under_partition" => membership_under_partition(),
+        "freshness" => freshness(),
         "snapshot_catchup" => snapshot_catchup(),
         "determinism" => everything(),
         "leader_bounces" => leader_bounces(),

@@ -45,6 +45,8 @@ pub struct Control {
     pub finale: RefCell<Option<Finale>>,
     /// Errors a correct server never returns for the requests the clients send.
     pub unexpected: RefCell<Vec<String>>,
+    /// What each watcher received, once it finished.
+    pub watches: RefCell<Vec<crate::watchers::WatchLog>>,
 }
 
 /// What the final client saw after the heal.
@@ -75,6 +77,14 @@ pub fn spec_json(value: &str) -> String {
     format!(
         r#"{{"state":"ENABLED","variants":{{"on":true,"off":false}},"defaultVariant":"on","description":"{value}"}}"#
     )
+}
+
+/// The written value a flag definition carries (its `description`; empty if none).
+pub fn description(spec_json: &str) -> String {
+    serde_json::from_str::<serde_json::Value>(spec_json)
+        .ok()
+        .and_then(|v| v.get("description").and_then(|d| d.as_str()).map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn sim_now() -> Duration {
@@ -146,10 +156,7 @@ fn read_ret(result: Result<Result<pb::GetFlagResponse, Status>, tokio::time::err
         Ok(Ok(resp)) => {
             let header = resp.header.unwrap_or_default();
             let flag = resp.flag.map(|f| Seen {
-                value: serde_json::from_str::<serde_json::Value>(&f.spec_json)
-                    .ok()
-                    .and_then(|v| v.get("description").and_then(|d| d.as_str()).map(str::to_string))
-                    .unwrap_or_default(),
+                value: description(&f.spec_json),
                 version: f.version,
                 mod_revision: f.mod_revision,
             });
@@ -184,6 +191,44 @@ async fn read(rec: &Recorder, client: &str, channels: &mut Channels, node: NodeI
     ret
 }
 
+/// How many times a write whose outcome is unknown is sent again.
+const WRITE_RETRIES: usize = 2;
+
+/// Sends one write.
+async fn send_write(
+    flags: &mut FlagsClient<Channel>,
+    kind: &OpKind,
+    key: &str,
+    options: Option<pb::WriteOptions>,
+) -> Result<Result<pb::WriteFlagResponse, Status>, tokio::time::error::Elapsed> {
+    let (namespace, key) = (NAMESPACE.to_string(), key.to_string());
+    let result = match kind {
+        OpKind::Create { value } => {
+            let req =
+                pb::CreateFlagRequest { namespace, key, spec_json: spec_json(value), options, ..Default::default() };
+            tokio::time::timeout(CLIENT_TIMEOUT, flags.create_flag(req)).await
+        }
+        OpKind::Update { value, expected } => {
+            let req = pb::UpdateFlagRequest {
+                namespace,
+                key,
+                spec_json: spec_json(value),
+                expected_version: *expected,
+                options,
+                ..Default::default()
+            };
+            tokio::time::timeout(CLIENT_TIMEOUT, flags.update_flag(req)).await
+        }
+        OpKind::Delete { expected } => {
+            let req =
+                pb::DeleteFlagRequest { namespace, key, expected_version: *expected, options, ..Default::default() };
+            tokio::time::timeout(CLIENT_TIMEOUT, flags.delete_flag(req)).await
+        }
+        OpKind::Read { .. } => unreachable!("reads are not writes"),
+    };
+    result.map(|r| r.map(|r| r.into_inner()))
+}
+
 /// One workload client: random ops against random nodes until `plan.end`.
 pub async fn workload_client(
     name: String,
@@ -205,7 +250,6 @@ pub async fn workload_client(
         n += 1;
         let request_id = format!("{name}-{n}");
         let roll = rng.random_range(0..100);
-        let mut flags = FlagsClient::new(channels.get(node));
         let options = Some(pb::WriteOptions { request_id: request_id.clone(), ..Default::default() });
         if roll < 50 {
             let level = match roll % 5 {
@@ -232,42 +276,22 @@ pub async fn workload_client(
                 OpKind::Delete { expected }
             };
             let id = rec.invoke(&name, node, &key, &request_id, kind.clone());
-            let (namespace, k) = (NAMESPACE.to_string(), key.clone());
-            let result = match kind {
-                OpKind::Create { value } => {
-                    let req = pb::CreateFlagRequest {
-                        namespace,
-                        key: k,
-                        spec_json: spec_json(&value),
-                        options,
-                        ..Default::default()
-                    };
-                    tokio::time::timeout(CLIENT_TIMEOUT, flags.create_flag(req)).await
+            let mut target = node;
+            let mut attempts = 1;
+            let ret = loop {
+                let mut flags = FlagsClient::new(channels.get(target));
+                let ret = write_ret(&control, send_write(&mut flags, &kind, &key, options.clone()).await);
+                if ret.is_definite() || attempts > WRITE_RETRIES || sim_now() >= plan.end {
+                    break ret;
                 }
-                OpKind::Update { value, expected } => {
-                    let req = pb::UpdateFlagRequest {
-                        namespace,
-                        key: k,
-                        spec_json: spec_json(&value),
-                        expected_version: expected,
-                        options,
-                        ..Default::default()
-                    };
-                    tokio::time::timeout(CLIENT_TIMEOUT, flags.update_flag(req)).await
-                }
-                OpKind::Delete { expected } => {
-                    let req = pb::DeleteFlagRequest {
-                        namespace,
-                        key: k,
-                        expected_version: expected,
-                        options,
-                        ..Default::default()
-                    };
-                    tokio::time::timeout(CLIENT_TIMEOUT, flags.delete_flag(req)).await
-                }
-                OpKind::Read { .. } => unreachable!("reads are handled above"),
+                // The outcome is unknown: send the same request (same request id) again, to
+                // another node, as a client library does. It must take effect at most once.
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(rng.random_range(50..300))).await;
+                let targets = control.targets.borrow().clone();
+                target = targets[rng.random_range(0..targets.len())];
+                rec.retried(id, target);
             };
-            let ret = write_ret(&control, result.map(|r| r.map(|r| r.into_inner())));
             match &ret {
                 Ret::Written { version: 0, .. } | Ret::NotFound => {
                     versions.remove(&key);

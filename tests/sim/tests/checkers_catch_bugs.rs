@@ -5,8 +5,14 @@
 //!   acknowledged write disappears (lost-write, linearizability or monotonic violations).
 //! - Lease reads served without the lease check, with isolated nodes: a cut-off node serves
 //!   values older than the lease bound (lease-bound violations).
+//! - Linearizable reads served without a read-index round, with isolated nodes: a cut-off node
+//!   serves values older than writes acknowledged before the read began (linearizability).
+//! - Watch progress sent without confirming through the lease, with isolated nodes: a watcher
+//!   on a cut-off node is told it is current while changes pass it by (delivery bound).
+//! - A snapshot installed without its audit history, on a learner catching up by snapshot: its
+//!   audit log differs from the others' (audit identity).
 
-use vexil_sim::scenarios::{long_isolations, whole_cluster_crashes};
+use vexil_sim::scenarios::{long_isolations, snapshot_catchup, whole_cluster_crashes};
 use vexil_sim::{Bugs, Report, run, seeds};
 
 fn checkers(r: &Report) -> Vec<&'static str> {
@@ -67,6 +73,67 @@ fn lease_reads_without_the_lease_check_are_caught() {
             correct.violations.is_empty(),
             "the same isolations without the bug must be clean: {}",
             correct.reproduce()
+        );
+    }
+}
+
+#[test]
+fn linearizable_reads_without_a_read_index_are_caught() {
+    for seed in seeds(2) {
+        let mut buggy = long_isolations();
+        buggy.bugs = Bugs { linearizable_skip: true, ..Bugs::default() };
+        let r = run(&buggy, seed);
+        show(&r);
+        assert!(
+            r.violations.iter().any(|v| v.checker == "linearizability"),
+            "linearizable reads without a read index were not caught: {}",
+            r.reproduce()
+        );
+    }
+}
+
+#[test]
+fn progress_without_confirmation_breaks_the_delivery_bound_and_is_caught() {
+    for seed in seeds(2) {
+        let mut buggy = long_isolations();
+        buggy.watchers = 3;
+        buggy.bugs = Bugs { progress_skip: true, ..Bugs::default() };
+        let r = run(&buggy, seed);
+        show(&r);
+        assert!(
+            r.violations.iter().any(|v| v.checker == "delivery-bound"),
+            "progress without confirmation was not caught: {}",
+            r.reproduce()
+        );
+        let mut correct = long_isolations();
+        correct.watchers = 3;
+        let correct = run(&correct, seed);
+        show(&correct);
+        assert!(
+            correct.violations.is_empty(),
+            "the same isolations with watchers must be clean: {}",
+            correct.reproduce()
+        );
+    }
+}
+
+#[test]
+fn a_snapshot_without_its_audit_history_is_caught() {
+    for seed in seeds(2) {
+        let mut buggy = snapshot_catchup();
+        buggy.test = "checkers_catch_bugs";
+        buggy.bugs = Bugs { snapshot_drops_audit: true, ..Bugs::default() };
+        let r = run(&buggy, seed);
+        show(&r);
+        assert!(
+            r.snapshot_installed.values().any(|installed| *installed),
+            "the learner must have caught up by snapshot for this test to mean anything: {}",
+            r.reproduce()
+        );
+        assert!(
+            r.violations.iter().any(|v| matches!(v.checker, "audit-identical" | "audit-chain")),
+            "a snapshot without its audit history was not caught: {}",
+            r.reproduce()
         );
     }
 }

@@ -12,3 +12,10 @@ fn membership_changes_under_faults_stay_linearizable() {
     }
     assert_clean(&reports);
 }
+
+/// Each membership step is made while one node (maybe the leader, maybe the node being added
+/// or removed) is cut off; watchers follow the feed throughout.
+#[test]
+fn membership_changes_during_a_partition_stay_linearizable() {
+    assert_clean(&run_seeds(&scenarios::membership_under_partition(), 10));
+}
