@@ -39,6 +39,22 @@ pub enum ClusterCommand {
     Remove(RemoveArgs),
     /// Build a snapshot on one node now (compacts its log).
     Snapshot(SnapshotArgs),
+    /// The NOSPACE alarms: list them, or clear them once room was made.
+    #[command(subcommand)]
+    Alarm(AlarmCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AlarmCommand {
+    /// The standing alarms: which node ran short of space, and how.
+    List,
+    /// Clear every alarm (after deleting flags, raising storage.quota_bytes or the disk): writes
+    /// that grow the cluster are accepted again. A node still short raises its alarm again.
+    Clear {
+        /// Why: recorded in the audit log with who asked.
+        #[arg(long, default_value = "")]
+        reason: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -123,6 +139,51 @@ pub async fn run(cmd: &ClusterCommand, ctx: &Ctx) -> Result<String, Failure> {
         ClusterCommand::Demote(a) => demote(a, ctx).await,
         ClusterCommand::Remove(a) => remove(a, ctx).await,
         ClusterCommand::Snapshot(a) => snapshot(a, ctx).await,
+        ClusterCommand::Alarm(a) => alarm(a, ctx).await,
+    }
+}
+
+fn alarm_json(a: &pb::Alarm) -> Value {
+    json!({"node_id": a.node_id, "alarm": a.alarm, "reason": a.reason, "revision": a.revision, "time_ms": a.time_ms})
+}
+
+fn alarm_lines(alarms: &[pb::Alarm]) -> String {
+    alarms
+        .iter()
+        .map(|a| format!("node {}: {} since revision {}: {}", a.node_id, a.alarm, a.revision, a.reason))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn alarm(cmd: &AlarmCommand, ctx: &Ctx) -> Result<String, Failure> {
+    let admin = &ctx.conn.admin;
+    match cmd {
+        AlarmCommand::List => {
+            let r = admin.alarms().await.map_err(|e| errors::from_client(e, Subject::Cluster))?;
+            Ok(match ctx.output {
+                Output::Json => output::json(&json!({
+                    "revision": r.header.revision,
+                    "alarms": r.value.iter().map(alarm_json).collect::<Vec<_>>(),
+                })),
+                Output::Table if r.value.is_empty() => "no alarms".into(),
+                Output::Table => alarm_lines(&r.value),
+            })
+        }
+        AlarmCommand::Clear { reason } => {
+            let cleared = admin
+                .clear_alarms(vexil_client::WriteOpts::reason(reason))
+                .await
+                .map_err(|e| errors::from_client(e, Subject::Cluster))?;
+            Ok(match ctx.output {
+                Output::Json => output::json(&json!({"cleared": cleared.iter().map(alarm_json).collect::<Vec<_>>()})),
+                Output::Table if cleared.is_empty() => "no alarms were standing".into(),
+                Output::Table => format!(
+                    "cleared {} alarm(s); writes are accepted again (a node still short of space raises its alarm again within a check interval):\n{}",
+                    cleared.len(),
+                    alarm_lines(&cleared)
+                ),
+            })
+        }
     }
 }
 

@@ -1,7 +1,7 @@
 //! `vexilctl` against a real secure cluster (TLS on every port, tokens checked): an admin
 //! creates, lists and revokes tokens; an editor's token works in its namespace only and is the
 //! audit actor of its changes; a missing, insufficient or revoked token gets the advice that
-//! fixes it.
+//! fixes it. Alarms are listed by any role and cleared by an admin only.
 
 mod common;
 
@@ -78,6 +78,13 @@ async fn an_admin_manages_tokens_and_each_token_does_what_its_role_allows() {
     assert_eq!(actor_of("token.create"), ["bootstrap", "admin"], "{audit}");
     let verified = run(as_token(&admin, &["audit", "verify", "--output", "json"])).await.json();
     assert_eq!(verified["ok"], true, "{verified}");
+
+    // Alarms: any role may list them, only an admin clears them.
+    assert_eq!(run(as_token(&ci, &["cluster", "alarm", "list"])).await.ok().trim(), "no alarms");
+    let cleared = run(as_token(&ci, &["cluster", "alarm", "clear"])).await;
+    assert!(cleared.fails(1).contains("role admin"), "{}", cleared.stderr);
+    let cleared = run(as_token(&admin, &["cluster", "alarm", "clear", "--output", "json"])).await.json();
+    assert_eq!(cleared["cleared"], serde_json::json!([]), "{cleared}");
 
     run(as_token(&admin, &["token", "revoke", "ci", "--reason", "rotated"])).await.ok();
     let revoked = run(as_token(&ci, &["flag", "list", "checkout"])).await;

@@ -472,6 +472,32 @@ impl AdminClient {
             .map(tonic::Response::into_inner)
     }
 
+    /// The standing NOSPACE alarms: while one stands, writes that grow the state are refused
+    /// (`NO_SPACE`); reads, kill switches and deletes go on.
+    pub async fn alarms(&self) -> Result<ReadResult<Vec<proto::Alarm>>, Error> {
+        let r =
+            self.retry("list_alarms", |ch| async move {
+                ClusterClient::new(ch).list_alarms(proto::ListAlarmsRequest {}).await
+            })
+            .await?
+            .into_inner();
+        Ok(ReadResult { value: r.alarms, header: r.header.unwrap_or_default() })
+    }
+
+    /// Clears every alarm once room was made; returns those that stood. A node still short of
+    /// space raises its alarm again at its next check. Audited; role `admin` needed.
+    pub async fn clear_alarms(&self, opts: WriteOpts) -> Result<Vec<proto::Alarm>, Error> {
+        let req = proto::ClearAlarmsRequest { options: Some(Self::write_options(&opts)) };
+        let r = self
+            .retry("clear_alarms", |ch| {
+                let req = req.clone();
+                async move { ClusterClient::new(ch).clear_alarms(req).await }
+            })
+            .await?
+            .into_inner();
+        Ok(r.cleared)
+    }
+
     /// Creates a bearer token (role `admin` needed). An editor or reader token names the
     /// namespaces it covers, an admin token none; `expires_ms` is Unix milliseconds, 0 for
     /// never. The returned secret is shown this once. A retry reuses the request id, so a

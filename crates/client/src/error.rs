@@ -166,6 +166,8 @@ fn retry_elsewhere(reason: ErrorReason) -> bool {
         | ErrorReason::TokenExists
         | ErrorReason::TokenNotFound
         | ErrorReason::LimitReached
+        // Until an operator makes room and clears the alarm, every node answers the same.
+        | ErrorReason::NoSpace
         // Credentials are the caller's to fix; every node would answer the same.
         | ErrorReason::Unauthenticated
         | ErrorReason::PermissionDenied => false,

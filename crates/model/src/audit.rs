@@ -43,10 +43,14 @@ pub enum AuditAction {
     TokenRevoke,
     /// A namespace's access setting changed: whether callers without a token may read it.
     NamespaceAccess,
+    /// A node ran short of space (`key`: the node id); writes that grow the state are refused.
+    AlarmRaise,
+    /// An operator cleared the alarms.
+    AlarmClear,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 9] = [
+    pub const ALL: [AuditAction; 11] = [
         AuditAction::FlagCreate,
         AuditAction::FlagUpdate,
         AuditAction::FlagSetState,
@@ -56,6 +60,8 @@ impl AuditAction {
         AuditAction::TokenCreate,
         AuditAction::TokenRevoke,
         AuditAction::NamespaceAccess,
+        AuditAction::AlarmRaise,
+        AuditAction::AlarmClear,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -69,6 +75,8 @@ impl AuditAction {
             AuditAction::TokenCreate => "token.create",
             AuditAction::TokenRevoke => "token.revoke",
             AuditAction::NamespaceAccess => "namespace.access",
+            AuditAction::AlarmRaise => "alarm.raise",
+            AuditAction::AlarmClear => "alarm.clear",
         }
     }
 

@@ -88,6 +88,11 @@ error_reasons! {
     /// RESOURCE_EXHAUSTED: one principal called a node too often; metadata `principal`,
     /// `limit` (the setting and its value) and `retry_after_ms`.
     RateLimited = "RATE_LIMITED",
+    /// RESOURCE_EXHAUSTED: a NOSPACE alarm stands (a node crossed `storage.quota_bytes` or
+    /// `storage.free_bytes_min`) and the write would grow the state; metadata `alarms` names
+    /// the nodes. Writes work again once an operator made room and cleared the alarm
+    /// (`vexilctl cluster alarm clear`).
+    NoSpace = "NO_SPACE",
     /// INTERNAL: this node's storage failed.
     Storage = "STORAGE",
     /// INTERNAL: openraft stopped on a fatal error (its storage failed, or it panicked), on

@@ -22,11 +22,12 @@ use crate::codec;
 use crate::error::StoreError;
 use crate::limits::DEDUP_GENERATION_REQUESTS;
 use crate::schema::{
-    AuditHead, DedupRecord, FlagRecord, META_ANONYMOUS_READ, META_TOKENS_BOOTSTRAPPED, NamespaceRecord, Table,
+    AuditHead, DedupRecord, FlagRecord, META_ALARMS, META_ANONYMOUS_READ, META_TOKENS_BOOTSTRAPPED, NamespaceRecord,
+    Table,
 };
 use crate::sm_state::SmState;
 use crate::txn::{KvRead, Txn, Writes};
-use crate::types::{Command, Entry, Outcome, Request, Response, StoredMembership, WriteError};
+use crate::types::{Alarm, Command, Entry, Outcome, Request, Response, StoredMembership, WriteError};
 
 /// What applying a run of entries produced.
 #[derive(Debug)]
@@ -117,6 +118,22 @@ fn apply_one<R: KvRead + ?Sized>(
         }
         let err = WriteError::RequestIdReused { request_id: request.request_id.clone() };
         return Ok(Response { revision, outcome: Err(err) });
+    }
+
+    if !request.command.allowed_under_alarms(&st.alarms) {
+        // Deduplicated like any outcome: a retry after the alarm clears gets this answer (the
+        // client sends a new request id, as after any refusal).
+        let outcome = Err(WriteError::NoSpace { alarms: describe_alarms(&st.alarms) });
+        let response = Response { revision, outcome };
+        if let Some(fp) = fingerprint {
+            remember_request(
+                txn,
+                st,
+                &request.request_id,
+                &DedupRecord { fingerprint: fp, response: response.clone() },
+            )?;
+        }
+        return Ok(response);
     }
 
     let outcome = {
@@ -354,12 +371,56 @@ fn execute<R: KvRead + ?Sized>(a: &mut Auditor<'_, '_, R>, command: &Command) ->
         }
         Command::RevokeToken { name } => revoke_token(a, name),
         Command::SetAnonymousRead { namespace, enabled } => set_anonymous_read(a, namespace, *enabled),
+        Command::RaiseAlarm { node_id, reason } => raise_alarm(a, *node_id, reason),
+        Command::ClearAlarms => clear_alarms(a),
         // `apply_request` unpacks a batch; one inside a batch is refused.
         Command::Batch { .. } => Ok(Err(WriteError::Invalid {
             field: "command".into(),
             problem: "a batch cannot contain another batch".into(),
         })),
     }
+}
+
+/// The standing alarms, for an error message: `node 2: <reason>; node 3: <reason>`.
+fn describe_alarms(alarms: &BTreeMap<u64, Alarm>) -> String {
+    alarms.values().map(|a| format!("node {}: {}", a.node_id, a.reason)).collect::<Vec<_>>().join("; ")
+}
+
+fn store_alarms<R: KvRead + ?Sized>(a: &mut Auditor<'_, '_, R>) -> Result<(), StoreError> {
+    if a.st.alarms.is_empty() {
+        a.txn.delete(Table::Meta, META_ALARMS.to_vec());
+        Ok(())
+    } else {
+        a.txn.put_encoded(Table::Meta, META_ALARMS.to_vec(), &a.st.alarms)
+    }
+}
+
+fn raise_alarm<R: KvRead + ?Sized>(a: &mut Auditor<'_, '_, R>, node_id: u64, reason: &str) -> CommandResult {
+    if a.st.alarms.contains_key(&node_id) {
+        return Ok(Ok(Outcome::None));
+    }
+    let alarm = Alarm { node_id, reason: reason.into(), revision: a.revision, time_ms: a.time_ms };
+    a.st.alarms.insert(node_id, alarm);
+    store_alarms(a)?;
+    let after = serde_json::json!({ "alarm": "NOSPACE", "reason": reason }).to_string();
+    a.record(AuditAction::AlarmRaise, "", &node_id.to_string(), 0, None, Some(after))?;
+    Ok(Ok(Outcome::None))
+}
+
+fn clear_alarms<R: KvRead + ?Sized>(a: &mut Auditor<'_, '_, R>) -> CommandResult {
+    if a.st.alarms.is_empty() {
+        return Ok(Ok(Outcome::None));
+    }
+    let cleared: Vec<serde_json::Value> =
+        a.st.alarms
+            .values()
+            .map(|x| serde_json::json!({ "node_id": x.node_id, "reason": x.reason, "revision": x.revision }))
+            .collect();
+    let before = serde_json::Value::Array(cleared).to_string();
+    a.st.alarms.clear();
+    store_alarms(a)?;
+    a.record(AuditAction::AlarmClear, "", "", 0, Some(before), None)?;
+    Ok(Ok(Outcome::None))
 }
 
 /// Every stored token, keyed by its secret's hash. Tokens are few ([`limits::TOKENS_MAX`]).
@@ -845,6 +906,59 @@ pub(crate) mod tests {
         }));
         let mut chain = ChainVerifier::new();
         for e in &audit {
+            chain.push(e).expect("the chain verifies");
+        }
+    }
+
+    #[test]
+    fn a_nospace_alarm_refuses_growth_on_every_replica_until_cleared() {
+        let mut h = Harness::new();
+        assert!(h.run("", create("f", ON)).outcome.is_ok());
+        let raise = |node_id| Command::RaiseAlarm { node_id, reason: "under storage.free_bytes_min".into() };
+        assert!(h.run("", raise(2)).outcome.is_ok());
+        // Raised once: a second raise of the same node's alarm records nothing.
+        let entries = h.audit().len();
+        assert!(h.run("", raise(2)).outcome.is_ok());
+        assert_eq!(h.audit().len(), entries);
+        assert_eq!(h.st.alarms.keys().copied().collect::<Vec<_>>(), vec![2]);
+        // It is stored, so a restarted replica (or one restored from a snapshot) has it too.
+        assert_eq!(SmState::load(&h.kv).expect("load").alarms, h.st.alarms);
+
+        let refused = h.run("r-1", create("g", ON)).outcome;
+        assert!(matches!(&refused, Err(WriteError::NoSpace { alarms }) if alarms.contains("node 2")), "{refused:?}");
+        let update = Command::UpdateFlag {
+            namespace: "ns".into(),
+            key: "f".into(),
+            spec_json: canonical("f", ON),
+            expected_version: None,
+        };
+        assert!(matches!(h.run("", update.clone()).outcome, Err(WriteError::NoSpace { .. })));
+        // What does not grow the state goes on: the kill switch, deletes.
+        let off = Command::SetFlagState {
+            namespace: "ns".into(),
+            key: "f".into(),
+            state: FlagState::Disabled,
+            expected_version: None,
+        };
+        assert!(h.run("", off).outcome.is_ok());
+        assert!(
+            h.run("", Command::DeleteFlag { namespace: "ns".into(), key: "f".into(), expected_version: None })
+                .outcome
+                .is_ok()
+        );
+
+        assert!(h.run("", Command::ClearAlarms).outcome.is_ok());
+        assert!(h.st.alarms.is_empty() && SmState::load(&h.kv).expect("load").alarms.is_empty());
+        // The refused request keeps its answer (deduplicated); a new request applies.
+        assert!(matches!(h.run("r-1", create("g", ON)).outcome, Err(WriteError::NoSpace { .. })));
+        assert!(h.run("r-2", create("g", ON)).outcome.is_ok());
+        let actions: Vec<AuditAction> = h.audit().iter().map(|e| e.action).collect();
+        assert!(
+            actions.contains(&AuditAction::AlarmRaise) && actions.contains(&AuditAction::AlarmClear),
+            "{actions:?}"
+        );
+        let mut chain = ChainVerifier::new();
+        for e in &h.audit() {
             chain.push(e).expect("the chain verifies");
         }
     }

@@ -5,7 +5,7 @@
 //! Consistency levels (read index, leases) are the server's business: this layer only reads
 //! what is applied locally.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use rocksdb::{DB, SnapshotWithThreadMode};
@@ -18,10 +18,11 @@ use crate::db::DbView;
 use crate::error::StoreError;
 use crate::feed::{AppliedFeed, PageEnd, trim_to_whole_revisions};
 use crate::limits::AUDIT_SCAN_CHUNK_ENTRIES_MAX;
-use crate::schema::{AuditHead, FlagRecord, META_ANONYMOUS_READ, NamespaceRecord, Table};
+use crate::schema::{AuditHead, FlagRecord, META_ALARMS, META_ANONYMOUS_READ, NamespaceRecord, Table};
 use crate::sm_state::SmState;
 use crate::state_machine::StateMachineStore;
 use crate::txn::{KvPairs, KvRead};
+use crate::types::Alarm;
 
 /// Something that can hand out a consistent, point-in-time view of the state-machine tables.
 /// A view may be held across awaits (a snapshot of the state read in parts, [`StateSnapshot`]).
@@ -359,6 +360,14 @@ impl StateReader {
                 .map(|b| decode(Table::Meta, &b))
                 .transpose()
                 .map(Option::unwrap_or_default)
+        })
+    }
+
+    /// The standing NOSPACE alarms by node id (`Command::RaiseAlarm`), with the revision read.
+    pub fn alarms(&self) -> Result<(u64, BTreeMap<u64, Alarm>), StoreError> {
+        self.with_view(|view, rev| {
+            let alarms = view.get(Table::Meta, META_ALARMS)?.map(|b| decode(Table::Meta, &b)).transpose()?;
+            Ok((rev, alarms.unwrap_or_default()))
         })
     }
 

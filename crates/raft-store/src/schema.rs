@@ -66,6 +66,9 @@ pub const META_TOKENS_BOOTSTRAPPED: &[u8] = b"tokens_bootstrapped";
 /// The namespaces callers without a token may read: an encoded `BTreeSet<String>`, absent
 /// when there are none.
 pub const META_ANONYMOUS_READ: &[u8] = b"anonymous_read";
+/// `Meta` key: the standing NOSPACE alarms, an encoded `BTreeMap<u64, Alarm>` by node id
+/// (absent when there are none); cached in [`crate::sm_state::SmState::alarms`].
+pub const META_ALARMS: &[u8] = b"alarms";
 /// `Meta` key: how many deduplication records were ever written (numbers the next one).
 pub const META_REQUESTS_SEQ: &[u8] = b"requests_seq";
 

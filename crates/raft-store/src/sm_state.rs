@@ -3,9 +3,11 @@
 //! table.
 
 use crate::error::StoreError;
-use crate::schema::{AuditHead, META_APPLIED, META_AUDIT_HEAD, META_MEMBERSHIP, META_REQUESTS_SEQ, Table};
+use std::collections::BTreeMap;
+
+use crate::schema::{AuditHead, META_ALARMS, META_APPLIED, META_AUDIT_HEAD, META_MEMBERSHIP, META_REQUESTS_SEQ, Table};
 use crate::txn::{KvRead, Txn};
-use crate::types::{LogId, StoredMembership};
+use crate::types::{Alarm, LogId, StoredMembership};
 
 /// The state machine's view of itself between `apply` calls.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -15,6 +17,9 @@ pub struct SmState {
     pub audit_head: AuditHead,
     /// Deduplication records ever written: the next one is number `requests_seq`.
     pub requests_seq: u64,
+    /// The standing alarms by node id: read on every write, so kept here. Written to `Meta`
+    /// only by the commands that change them (not by [`SmState::store`]).
+    pub alarms: BTreeMap<u64, Alarm>,
 }
 
 impl SmState {
@@ -32,6 +37,7 @@ impl SmState {
             membership: txn.get_decoded(Table::Meta, META_MEMBERSHIP)?.unwrap_or_default(),
             audit_head: txn.get_decoded(Table::Meta, META_AUDIT_HEAD)?.unwrap_or_default(),
             requests_seq: txn.get_decoded(Table::Meta, META_REQUESTS_SEQ)?.unwrap_or(0),
+            alarms: txn.get_decoded(Table::Meta, META_ALARMS)?.unwrap_or_default(),
         })
     }
 

@@ -81,6 +81,8 @@ impl Request {
             Command::RevokeToken { name } => name.len(),
             Command::SetAnonymousRead { namespace, .. } => namespace.len(),
             Command::Batch { requests } => requests.iter().map(Request::approx_bytes).sum(),
+            Command::RaiseAlarm { reason, .. } => 8 + reason.len(),
+            Command::ClearAlarms => 0,
         };
         FRAMING + strings + command
     }
@@ -158,9 +160,40 @@ pub enum Command {
     Batch {
         requests: Vec<Request>,
     },
+    /// Node `node_id` ran short of space (its quota or its filesystem's reserve, `reason`):
+    /// from this entry on, every replica refuses writes that grow the state
+    /// ([`WriteError::NoSpace`]). Proposed by the node itself; a no-op while its alarm stands.
+    RaiseAlarm {
+        node_id: u64,
+        reason: String,
+    },
+    /// Clear every alarm (an operator made room). A node still short raises its own again.
+    ClearAlarms,
 }
 
 impl Command {
+    /// Whether this command may apply while `alarms` stand: only what does not grow the state
+    /// (kill switches, deletes, revocations, membership records, the alarms themselves) does
+    /// then. An update may grow a flag, so it waits, as in etcd.
+    pub fn allowed_under_alarms(&self, alarms: &std::collections::BTreeMap<u64, Alarm>) -> bool {
+        alarms.is_empty()
+            || match self {
+                Command::SetFlagState { .. }
+                | Command::DeleteFlag { .. }
+                | Command::RevokeToken { .. }
+                | Command::RecordMembershipChange { .. }
+                | Command::SetAnonymousRead { enabled: false, .. }
+                | Command::RaiseAlarm { .. }
+                | Command::ClearAlarms
+                | Command::Batch { .. } => true,
+                Command::CreateFlag { .. }
+                | Command::UpdateFlag { .. }
+                | Command::ApplyNamespace { .. }
+                | Command::CreateToken { .. }
+                | Command::SetAnonymousRead { enabled: true, .. } => false,
+            }
+    }
+
     pub fn namespace(&self) -> &str {
         match self {
             Command::CreateFlag { namespace, .. }
@@ -172,7 +205,9 @@ impl Command {
             Command::RecordMembershipChange { .. }
             | Command::CreateToken { .. }
             | Command::RevokeToken { .. }
-            | Command::Batch { .. } => "",
+            | Command::Batch { .. }
+            | Command::RaiseAlarm { .. }
+            | Command::ClearAlarms => "",
         }
     }
 }
@@ -220,4 +255,21 @@ pub enum WriteError {
     LimitReached { limit: String, what: String, max: u64 },
     #[error("the first admin token was already created; create more with an admin token")]
     AlreadyBootstrapped,
+    /// A NOSPACE alarm stands and this write would grow the state.
+    #[error(
+        "the cluster is out of space and refuses writes that grow it ({alarms}); make room (delete flags, \
+         raise storage.quota_bytes, or give the node a larger disk), then run `vexilctl cluster alarm clear`"
+    )]
+    NoSpace { alarms: String },
+}
+
+/// A standing NOSPACE alarm of one node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Alarm {
+    pub node_id: u64,
+    /// What the node measured, naming the limit it crossed.
+    pub reason: String,
+    /// The revision that raised it, and when (the proposer's clock).
+    pub revision: u64,
+    pub time_ms: i64,
 }

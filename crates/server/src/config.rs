@@ -93,6 +93,31 @@ pub struct Config {
     pub auth: AuthConfig,
     #[command(flatten)]
     pub watch: WatchConfig,
+    #[command(flatten)]
+    pub storage: StorageConfig,
+}
+
+/// The `[storage]` keys: how much room the node may take, and when it raises the NOSPACE
+/// alarm that turns the cluster read-only for writes that grow it (`space.rs`).
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
+#[command(next_help_heading = "Storage ([storage] in the file)")]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// Most bytes the data directory may hold (log, state, snapshots); at or above it the node
+    /// raises the NOSPACE alarm. 0: no quota (the free-space reserve still applies).
+    #[arg(id = "storage.quota_bytes", long = "storage-quota-bytes")]
+    #[arg(env = "VEXIL_STORAGE_QUOTA_BYTES", value_name = "BYTES", default_value_t = 8 * 1024 * 1024 * 1024)]
+    pub quota_bytes: u64,
+    /// Least free space the data directory's filesystem must keep; below it the node raises the
+    /// NOSPACE alarm, so the disk never fills before the quota does (compactions, other
+    /// files). 0: no reserve.
+    #[arg(id = "storage.free_bytes_min", long = "storage-free-bytes-min")]
+    #[arg(env = "VEXIL_STORAGE_FREE_BYTES_MIN", value_name = "BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub free_bytes_min: u64,
+    /// How often the node measures its data directory and filesystem.
+    #[arg(id = "storage.check_interval_ms", long = "storage-check-interval-ms")]
+    #[arg(env = "VEXIL_STORAGE_CHECK_INTERVAL_MS", value_name = "MS", default_value_t = 1000)]
+    pub check_interval_ms: u64,
 }
 
 /// The `[watch]` keys: how streams tell their clients they are current.
@@ -255,6 +280,9 @@ pub struct RaftConfig {
 
 /// Largest `worker_threads` accepted: more than any machine this runs on has cores.
 const WORKER_THREADS_MAX: usize = 1024;
+/// Bounds of `storage.check_interval_ms`.
+const STORAGE_CHECK_INTERVAL_MS_MIN: u64 = 10;
+const STORAGE_CHECK_INTERVAL_MS_MAX: u64 = 60_000;
 /// Bounds of `watch.progress_interval_ms`.
 const WATCH_PROGRESS_INTERVAL_MS_MIN: u64 = 10;
 const WATCH_PROGRESS_INTERVAL_MS_MAX: u64 = 60_000;
@@ -467,6 +495,16 @@ impl Config {
                 format!(
                     "is {}; it must be at least twice watch.progress_interval_ms ({})",
                     w.unconfirmed_max_ms, w.progress_interval_ms
+                ),
+            ));
+        }
+        let s = &self.storage;
+        if !(STORAGE_CHECK_INTERVAL_MS_MIN..=STORAGE_CHECK_INTERVAL_MS_MAX).contains(&s.check_interval_ms) {
+            return Err(bad(
+                "storage.check_interval_ms",
+                format!(
+                    "is {}; it must be between {STORAGE_CHECK_INTERVAL_MS_MIN} and {STORAGE_CHECK_INTERVAL_MS_MAX}",
+                    s.check_interval_ms
                 ),
             ));
         }

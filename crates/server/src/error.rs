@@ -262,6 +262,10 @@ impl ServerError {
                 meta.insert("limit".into(), limit.clone());
                 (Code::ResourceExhausted, ErrorReason::LimitReached)
             }
+            ServerError::Write(WriteError::NoSpace { alarms }) => {
+                meta.insert("alarms".into(), alarms.clone());
+                (Code::ResourceExhausted, ErrorReason::NoSpace)
+            }
             ServerError::Write(WriteError::AlreadyBootstrapped) => {
                 (Code::FailedPrecondition, ErrorReason::AlreadyInitialized)
             }

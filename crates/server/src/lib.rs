@@ -24,6 +24,7 @@ pub mod node;
 pub mod raft_service;
 pub mod read_index;
 pub mod shutdown;
+pub mod space;
 pub mod tls;
 
 use std::future::Future;
@@ -92,6 +93,8 @@ pub async fn serve(
     // response waits ~40 ms for delayed ACKs (Nagle).
     let api = TcpIncoming::from(api_listener).with_nodelay(Some(true));
     let raft = TcpIncoming::from(raft_listener).with_nodelay(Some(true));
+    // On a real disk only (the simulation's nodes have none): ends when the node leaves.
+    tokio::spawn(space::monitor(node.clone()));
     serve_incoming(node, api, raft, admin_listener, shutdown).await
 }
 

@@ -31,6 +31,10 @@ pub struct Metrics {
     pub raft_last_log_index: Gauge,
     pub raft_applied_index: Gauge,
     pub watch_streams: Gauge,
+    pub storage_data_bytes: Gauge,
+    pub storage_free_bytes: Gauge,
+    pub storage_quota_bytes: Gauge,
+    pub alarms: Gauge,
 }
 
 impl Default for Metrics {
@@ -54,6 +58,10 @@ impl Metrics {
             raft_last_log_index: Gauge::default(),
             raft_applied_index: Gauge::default(),
             watch_streams: Gauge::default(),
+            storage_data_bytes: Gauge::default(),
+            storage_free_bytes: Gauge::default(),
+            storage_quota_bytes: Gauge::default(),
+            alarms: Gauge::default(),
         };
         registry.register("reads", "Reads served, by the consistency level used", m.reads.clone());
         registry.register("writes", "Writes answered, by outcome", m.writes.clone());
@@ -85,7 +93,32 @@ impl Metrics {
             "Watch streams open on this node (each holds one of its WATCH_STREAMS_MAX slots)",
             m.watch_streams.clone(),
         );
+        registry.register(
+            "storage_data_bytes",
+            "Bytes in this node's data directory (log, state, snapshots), as last measured",
+            m.storage_data_bytes.clone(),
+        );
+        registry.register(
+            "storage_free_bytes",
+            "Bytes still free on the data directory's filesystem, as last measured",
+            m.storage_free_bytes.clone(),
+        );
+        registry.register("storage_quota_bytes", "storage.quota_bytes (0: no quota)", m.storage_quota_bytes.clone());
+        registry.register(
+            "alarms",
+            "NOSPACE alarms standing in the cluster (writes that grow the state are refused while any does)",
+            m.alarms.clone(),
+        );
         Metrics { registry, ..m }
+    }
+
+    /// Records a space check (`space.rs`).
+    pub fn storage(&self, usage: crate::space::Usage, quota_bytes: u64, alarms: usize) {
+        let gauge = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+        self.storage_data_bytes.set(gauge(usage.data_bytes));
+        self.storage_free_bytes.set(gauge(usage.free_bytes));
+        self.storage_quota_bytes.set(gauge(quota_bytes));
+        self.alarms.set(gauge(alarms as u64));
     }
 
     pub fn read(&self, consistency: &'static str) {

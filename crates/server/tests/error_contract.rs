@@ -26,7 +26,7 @@ struct Expect {
 }
 
 /// How many arms `expect` has.
-const VARIANTS: usize = 26;
+const VARIANTS: usize = 27;
 
 /// The arm of `expect` an error falls in, and what the client must make of it.
 fn expect(e: &ServerError) -> (usize, Expect) {
@@ -77,6 +77,7 @@ fn expect(e: &ServerError) -> (usize, Expect) {
             WriteError::AlreadyBootstrapped => {
                 (23, x(Code::FailedPrecondition, ErrorReason::AlreadyInitialized, false, server))
             }
+            WriteError::NoSpace { .. } => (26, x(Code::ResourceExhausted, ErrorReason::NoSpace, false, server)),
         },
         ServerError::AlreadyInitialized => {
             (6, x(Code::FailedPrecondition, ErrorReason::AlreadyInitialized, false, server))
@@ -147,6 +148,7 @@ fn samples() -> Vec<ServerError> {
         ServerError::Write(WriteError::TokenNotFound { name: "ci".into() }),
         ServerError::Write(WriteError::LimitReached { limit: "TOKENS_MAX".into(), what: "tokens".into(), max: 1000 }),
         ServerError::Write(WriteError::AlreadyBootstrapped),
+        ServerError::Write(WriteError::NoSpace { alarms: "node 2: the data directory holds 9 bytes".into() }),
         ServerError::Storage(StoreError::Engine("disk gone".into())),
         ServerError::RaftFailed("panicked".into()),
         ServerError::Internal("unexpected outcome".into()),

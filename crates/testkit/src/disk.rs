@@ -118,6 +118,43 @@ impl Drop for ThinDisk {
     }
 }
 
+/// A small filesystem (a tmpfs of a given size) mounted at a node's data directory before the
+/// node starts, so the node runs out of space for real; [`SmallDisk::grow`] gives it more, as an
+/// operator resizing a volume does. Needs root ([`ThinDisk::available`]).
+pub struct SmallDisk {
+    at: PathBuf,
+    mounted: bool,
+}
+
+impl SmallDisk {
+    pub fn mount(at: &Path, bytes: u64) -> io::Result<SmallDisk> {
+        run("mount", &["-t", "tmpfs", "-o", &format!("size={bytes}"), "tmpfs", path_str(at)?])?;
+        Ok(SmallDisk { at: at.to_path_buf(), mounted: true })
+    }
+
+    /// Resizes the filesystem to `bytes`, keeping what it holds.
+    pub fn grow(&self, bytes: u64) -> io::Result<()> {
+        run("mount", &["-o", &format!("remount,size={bytes}"), path_str(&self.at)?]).map(drop)
+    }
+
+    /// Bytes still free on it.
+    pub fn free_bytes(&self) -> io::Result<u64> {
+        let out = run("df", &["--output=avail", "-B1", path_str(&self.at)?])?;
+        out.lines()
+            .last()
+            .and_then(|l| l.trim().parse().ok())
+            .ok_or_else(|| io::Error::other(format!("df printed no size: {out}")))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        if std::mem::take(&mut self.mounted) {
+            let _ = run("umount", &["-l", &self.at.to_string_lossy()]);
+        }
+    }
+}
+
 fn path_str(p: &Path) -> io::Result<&str> {
     p.to_str().ok_or_else(|| io::Error::other(format!("{} is not UTF-8", p.display())))
 }

@@ -14,7 +14,8 @@
 //! - [`HeaderRecorder`] (`recorder.rs`): a TLS gRPC server that records the `authorization`
 //!   header of every call, for client-side tests without a cluster.
 //! - [`ThinDisk`] (`disk.rs`): a disk that really fails (EIO at fsync) under a node's data
-//!   directory, and its recovery onto a working disk. Needs root.
+//!   directory, and its recovery onto a working disk; [`SmallDisk`], a tmpfs of a given size
+//!   there, that fills for real and can grow. Both need root.
 //! - `grpc.rs`: clients, status, leader agreement, audit log, admin GET, and request pieces
 //!   ([`spec`], [`bool_spec`], [`linearizable`], [`verify_chain`]).
 //! - [`eventually`] and [`eventually_async`]: polling a condition with a bound.
@@ -46,7 +47,7 @@ mod recorder;
 mod security;
 
 pub use cluster::{Cluster, ClusterBuilder, READ_LEASE_MS, Runtime};
-pub use disk::ThinDisk;
+pub use disk::{SmallDisk, ThinDisk};
 pub use grpc::{bool_spec, linearizable, spec, verify_chain};
 pub use listener::Listener;
 pub use process::Process;

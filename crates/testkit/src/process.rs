@@ -141,6 +141,14 @@ impl Process {
         }
     }
 
+    /// The exit status if the process has exited on its own (it is reaped then); `None` while
+    /// it runs, or when it was never started.
+    pub fn try_wait(&mut self) -> Option<std::process::ExitStatus> {
+        let status = self.child.as_mut()?.try_wait().ok()??;
+        self.child = None;
+        Some(status)
+    }
+
     /// Waits up to `within` for the process to exit on its own (no signal), reaps it and
     /// returns its status: for a process expected to stop by itself (a node that fails). Still
     /// running after `within`: killed, and an error.

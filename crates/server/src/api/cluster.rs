@@ -1,4 +1,4 @@
-//! `vexil.v1.Cluster`: initialisation, status and membership changes.
+//! `vexil.v1.Cluster`: initialisation, status, membership changes and alarms.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -7,12 +7,13 @@ use openraft::ChangeMembers;
 use tonic::{Request, Response, Status};
 use vexil_proto::v1::cluster_server::Cluster;
 use vexil_proto::v1::{
-    AddLearnerRequest, ChangeMembershipRequest, InitRequest, InitResponse, Member, MembershipResponse,
-    RemoveNodeRequest, SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
+    AddLearnerRequest, Alarm, ChangeMembershipRequest, ClearAlarmsRequest, ClearAlarmsResponse, Consistency,
+    InitRequest, InitResponse, ListAlarmsRequest, ListAlarmsResponse, Member, MembershipResponse, RemoveNodeRequest,
+    SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
 use vexil_raft_store::{Command, NodeId, NodeInfo};
 
-use super::write_header;
+use super::{read_barrier, request, write_header};
 use crate::auth::{self, Principal, caller};
 use crate::error::ServerError;
 use vexil_model::access::Need;
@@ -23,6 +24,16 @@ use crate::node::Node;
 
 pub struct ClusterApi {
     pub node: Arc<Node>,
+}
+
+fn alarm_to_proto(a: &vexil_raft_store::types::Alarm) -> Alarm {
+    Alarm {
+        node_id: a.node_id,
+        alarm: "NOSPACE".into(),
+        reason: a.reason.clone(),
+        revision: a.revision,
+        time_ms: a.time_ms,
+    }
 }
 
 fn member(id: NodeId, info: &NodeInfo) -> Member {
@@ -332,5 +343,31 @@ impl Cluster for ClusterApi {
                 return Err(ServerError::SnapshotTimeout { target, latest }.into());
             }
         }
+    }
+
+    async fn list_alarms(&self, req: Request<ListAlarmsRequest>) -> Result<Response<ListAlarmsResponse>, Status> {
+        caller(&self.node, &req).await?.check(Need::AnyRole)?;
+        let header = read_barrier(&self.node, None, Consistency::Linearizable).await?;
+        let (revision, alarms) = self.node.reader.alarms().map_err(ServerError::from)?;
+        Ok(Response::new(ListAlarmsResponse {
+            header: header(revision),
+            alarms: alarms.values().map(alarm_to_proto).collect(),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(node = self.node.id))]
+    async fn clear_alarms(&self, req: Request<ClearAlarmsRequest>) -> Result<Response<ClearAlarmsResponse>, Status> {
+        let who = caller(&self.node, &req).await?;
+        who.check(Need::Admin)?;
+        let r = req.into_inner();
+        self.node.read_barrier(Consistency::Linearizable, Consistency::Linearizable, 0).await?;
+        let (_, standing) = self.node.reader.alarms().map_err(ServerError::from)?;
+        let (resp, leader) = self.node.write(request(&self.node, &who, r.options, Command::ClearAlarms)?).await?;
+        resp.outcome.map_err(ServerError::Write)?;
+        tracing::warn!(cleared = standing.len(), by = %who.name, "alarms cleared");
+        Ok(Response::new(ClearAlarmsResponse {
+            header: write_header(resp.revision, leader),
+            cleared: standing.values().map(alarm_to_proto).collect(),
+        }))
     }
 }
