@@ -27,7 +27,7 @@ use crate::schema::{
 };
 use crate::sm_state::SmState;
 use crate::txn::{KvRead, Txn, Writes};
-use crate::types::{Alarm, Command, Entry, Outcome, Request, Response, StoredMembership, WriteError};
+use crate::types::{ALARM_NOSPACE, Alarm, Command, Entry, Outcome, Request, Response, StoredMembership, WriteError};
 
 /// What applying a run of entries produced.
 #[derive(Debug)]
@@ -123,7 +123,7 @@ fn apply_one<R: KvRead + ?Sized>(
     if !request.command.allowed_under_alarms(&st.alarms) {
         // Deduplicated like any outcome: a retry after the alarm clears gets this answer (the
         // client sends a new request id, as after any refusal).
-        let outcome = Err(WriteError::NoSpace { alarms: describe_alarms(&st.alarms) });
+        let outcome = Err(WriteError::no_space(&st.alarms));
         let response = Response { revision, outcome };
         if let Some(fp) = fingerprint {
             remember_request(
@@ -381,11 +381,6 @@ fn execute<R: KvRead + ?Sized>(a: &mut Auditor<'_, '_, R>, command: &Command) ->
     }
 }
 
-/// The standing alarms, for an error message: `node 2: <reason>; node 3: <reason>`.
-fn describe_alarms(alarms: &BTreeMap<u64, Alarm>) -> String {
-    alarms.values().map(|a| format!("node {}: {}", a.node_id, a.reason)).collect::<Vec<_>>().join("; ")
-}
-
 fn store_alarms<R: KvRead + ?Sized>(a: &mut Auditor<'_, '_, R>) -> Result<(), StoreError> {
     if a.st.alarms.is_empty() {
         a.txn.delete(Table::Meta, META_ALARMS.to_vec());
@@ -396,31 +391,35 @@ fn store_alarms<R: KvRead + ?Sized>(a: &mut Auditor<'_, '_, R>) -> Result<(), St
 }
 
 fn raise_alarm<R: KvRead + ?Sized>(a: &mut Auditor<'_, '_, R>, node_id: u64, reason: &str) -> CommandResult {
-    if a.st.alarms.contains_key(&node_id) {
+    // A node no longer (or not yet) a member cannot hold the cluster read-only.
+    let member = a.st.membership.membership().get_node(&node_id).is_some();
+    if !member || a.st.alarms.contains_key(&node_id) {
         return Ok(Ok(Outcome::None));
     }
     let alarm = Alarm { node_id, reason: reason.into(), revision: a.revision, time_ms: a.time_ms };
     a.st.alarms.insert(node_id, alarm);
     store_alarms(a)?;
-    let after = serde_json::json!({ "alarm": "NOSPACE", "reason": reason }).to_string();
+    let after = serde_json::json!({ "alarm": ALARM_NOSPACE, "reason": reason }).to_string();
     a.record(AuditAction::AlarmRaise, "", &node_id.to_string(), 0, None, Some(after))?;
     Ok(Ok(Outcome::None))
 }
 
 fn clear_alarms<R: KvRead + ?Sized>(a: &mut Auditor<'_, '_, R>) -> CommandResult {
     if a.st.alarms.is_empty() {
-        return Ok(Ok(Outcome::None));
+        return Ok(Ok(Outcome::AlarmsCleared(vec![])));
     }
-    let cleared: Vec<serde_json::Value> =
-        a.st.alarms
-            .values()
+    let cleared: Vec<Alarm> = a.st.alarms.values().cloned().collect();
+    let before = serde_json::Value::Array(
+        cleared
+            .iter()
             .map(|x| serde_json::json!({ "node_id": x.node_id, "reason": x.reason, "revision": x.revision }))
-            .collect();
-    let before = serde_json::Value::Array(cleared).to_string();
+            .collect(),
+    )
+    .to_string();
     a.st.alarms.clear();
     store_alarms(a)?;
     a.record(AuditAction::AlarmClear, "", "", 0, Some(before), None)?;
-    Ok(Ok(Outcome::None))
+    Ok(Ok(Outcome::AlarmsCleared(cleared)))
 }
 
 /// Every stored token, keyed by its secret's hash. Tokens are few ([`limits::TOKENS_MAX`]).
@@ -913,8 +912,16 @@ pub(crate) mod tests {
     #[test]
     fn a_nospace_alarm_refuses_growth_on_every_replica_until_cleared() {
         let mut h = Harness::new();
+        let nodes: BTreeMap<u64, crate::types::NodeInfo> = (1..=3)
+            .map(|id| (id, crate::types::NodeInfo { raft_addr: String::new(), api_addr: String::new() }))
+            .collect();
+        let voters = vec![nodes.keys().copied().collect::<BTreeSet<u64>>()];
+        h.st.membership = StoredMembership::new(None, openraft::Membership::new(voters, nodes));
         assert!(h.run("", create("f", ON)).outcome.is_ok());
         let raise = |node_id| Command::RaiseAlarm { node_id, reason: "under storage.free_bytes_min".into() };
+        // A node that is not a member cannot turn the cluster read-only.
+        assert!(h.run("", raise(9)).outcome.is_ok());
+        assert!(h.st.alarms.is_empty());
         assert!(h.run("", raise(2)).outcome.is_ok());
         // Raised once: a second raise of the same node's alarm records nothing.
         let entries = h.audit().len();
@@ -947,7 +954,8 @@ pub(crate) mod tests {
                 .is_ok()
         );
 
-        assert!(h.run("", Command::ClearAlarms).outcome.is_ok());
+        let cleared = h.run("", Command::ClearAlarms).outcome;
+        assert!(matches!(&cleared, Ok(Outcome::AlarmsCleared(c)) if c.len() == 1 && c[0].node_id == 2), "{cleared:?}");
         assert!(h.st.alarms.is_empty() && SmState::load(&h.kv).expect("load").alarms.is_empty());
         // The refused request keeps its answer (deduplicated); a new request applies.
         assert!(matches!(h.run("r-1", create("g", ON)).outcome, Err(WriteError::NoSpace { .. })));

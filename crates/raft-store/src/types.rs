@@ -184,8 +184,8 @@ impl Command {
                 | Command::RecordMembershipChange { .. }
                 | Command::SetAnonymousRead { enabled: false, .. }
                 | Command::RaiseAlarm { .. }
-                | Command::ClearAlarms
-                | Command::Batch { .. } => true,
+                | Command::ClearAlarms => true,
+                Command::Batch { requests } => requests.iter().all(|r| r.command.allowed_under_alarms(alarms)),
                 Command::CreateFlag { .. }
                 | Command::UpdateFlag { .. }
                 | Command::ApplyNamespace { .. }
@@ -231,6 +231,8 @@ pub enum Outcome {
     Applied { created: u32, updated: u32, deleted: u32, unchanged: u32 },
     /// A [`Command::Batch`]: one response per request, in order.
     Batch(Vec<Response>),
+    /// [`Command::ClearAlarms`]: the alarms that stood.
+    AlarmsCleared(Vec<Alarm>),
 }
 
 /// Why a well-formed command did not apply. Decided deterministically by the state machine,
@@ -262,6 +264,17 @@ pub enum WriteError {
     )]
     NoSpace { alarms: String },
 }
+
+impl WriteError {
+    /// The refusal of a write that would grow the state while `alarms` stand.
+    pub fn no_space(alarms: &std::collections::BTreeMap<u64, Alarm>) -> WriteError {
+        let alarms = alarms.values().map(|a| format!("node {}: {}", a.node_id, a.reason)).collect::<Vec<_>>();
+        WriteError::NoSpace { alarms: alarms.join("; ") }
+    }
+}
+
+/// The kind every [`Alarm`] has today (etcd's name for it).
+pub const ALARM_NOSPACE: &str = "NOSPACE";
 
 /// A standing NOSPACE alarm of one node.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

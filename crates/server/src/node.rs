@@ -19,7 +19,7 @@ use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{ChangeMembers, RaftMetrics, ServerState};
 use vexil_proto::v1::Consistency;
 use vexil_raft_store::types::Vote;
-use vexil_raft_store::{NodeId, NodeInfo, Raft, Request, Response, StateReader, TypeConfig};
+use vexil_raft_store::{NodeId, NodeInfo, Raft, Request, Response, StateReader, TypeConfig, WriteError};
 
 use crate::batcher::{Proposed, WriteBatcher};
 use crate::config::Config;
@@ -244,6 +244,13 @@ impl Node {
     }
 
     async fn write_inner(&self, req: Request) -> Result<(Response, NodeId), ServerError> {
+        // While a NOSPACE alarm stands here, a write that would grow the state is refused before
+        // it is proposed: a refusal must not grow the log either. (Apply decides again, for
+        // writes proposed before the alarm applied on the leader.)
+        let (revision, alarms) = self.reader.alarms()?;
+        if !req.command.allowed_under_alarms(&alarms) {
+            return Ok((Response { revision, outcome: Err(WriteError::no_space(&alarms)) }, self.id));
+        }
         // A node removed from the cluster (a leader that removed itself included) hears from
         // no leader again and can no longer commit, yet must still reach the cluster (to audit
         // its own removal): it asks a voter of the membership it was removed by.

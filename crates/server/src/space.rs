@@ -84,7 +84,10 @@ pub async fn monitor(node: Arc<Node>) {
             () = node.leaving.begun() => return,
             () = tokio::time::sleep(every) => {}
         }
-        let usage = match measure(&node.config.data_dir) {
+        // A directory walk and a statvfs: blocking, and slowest on the sick disk this watches.
+        let dir = node.config.data_dir.clone();
+        let measured = tokio::task::spawn_blocking(move || measure(&dir)).await;
+        let usage = match measured.unwrap_or_else(|e| Err(std::io::Error::other(e))) {
             Ok(u) => u,
             Err(e) => {
                 tracing::warn!(error = %e, dir = %node.config.data_dir.display(), "cannot measure the data directory");

@@ -368,7 +368,11 @@ pub fn feed(ops: &[Op], watches: &[WatchLog]) -> Vec<Violation> {
         })
         .collect();
     acked.sort_by_key(|a| a.at);
-    let by_revision: BTreeMap<u64, &Acked<'_>> = acked.iter().map(|a| (a.revision, a)).collect();
+    // A batched entry applies several writes at one revision.
+    let mut by_revision: BTreeMap<u64, Vec<&Acked<'_>>> = BTreeMap::new();
+    for a in &acked {
+        by_revision.entry(a.revision).or_default().push(a);
+    }
     let by_value: BTreeMap<&str, &Op> = ops.iter().filter_map(|o| o.kind.written_value().map(|v| (v, o))).collect();
     let mut out = Vec::new();
     for w in watches {
@@ -396,7 +400,7 @@ pub fn feed(ops: &[Op], watches: &[WatchLog]) -> Vec<Violation> {
                             push("feed-content", format!("revision {revision} delivered {c:?}, which nobody wrote"));
                         }
                     }
-                    if let Some(a) = by_revision.get(revision) {
+                    for a in by_revision.get(revision).into_iter().flatten() {
                         let expected =
                             Delivered { key: a.op.key.clone(), value: a.op.kind.written_value().map(str::to_string) };
                         if !changes.contains(&expected) {

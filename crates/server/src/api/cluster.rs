@@ -11,7 +11,7 @@ use vexil_proto::v1::{
     InitRequest, InitResponse, ListAlarmsRequest, ListAlarmsResponse, Member, MembershipResponse, RemoveNodeRequest,
     SnapshotRequest, SnapshotResponse, StatusRequest, StatusResponse,
 };
-use vexil_raft_store::{Command, NodeId, NodeInfo};
+use vexil_raft_store::{Command, NodeId, NodeInfo, Outcome};
 
 use super::{read_barrier, request, write_header};
 use crate::auth::{self, Principal, caller};
@@ -29,7 +29,7 @@ pub struct ClusterApi {
 fn alarm_to_proto(a: &vexil_raft_store::types::Alarm) -> Alarm {
     Alarm {
         node_id: a.node_id,
-        alarm: "NOSPACE".into(),
+        alarm: vexil_raft_store::types::ALARM_NOSPACE.into(),
         reason: a.reason.clone(),
         revision: a.revision,
         time_ms: a.time_ms,
@@ -360,14 +360,15 @@ impl Cluster for ClusterApi {
         let who = caller(&self.node, &req).await?;
         who.check(Need::Admin)?;
         let r = req.into_inner();
-        self.node.read_barrier(Consistency::Linearizable, Consistency::Linearizable, 0).await?;
-        let (_, standing) = self.node.reader.alarms().map_err(ServerError::from)?;
         let (resp, leader) = self.node.write(request(&self.node, &who, r.options, Command::ClearAlarms)?).await?;
-        resp.outcome.map_err(ServerError::Write)?;
-        tracing::warn!(cleared = standing.len(), by = %who.name, "alarms cleared");
+        let cleared = match resp.outcome.map_err(ServerError::Write)? {
+            Outcome::AlarmsCleared(cleared) => cleared,
+            other => return Err(ServerError::Internal(format!("clearing alarms answered {other:?}")).into()),
+        };
+        tracing::warn!(cleared = cleared.len(), by = %who.name, "alarms cleared");
         Ok(Response::new(ClearAlarmsResponse {
             header: write_header(resp.revision, leader),
-            cleared: standing.values().map(alarm_to_proto).collect(),
+            cleared: cleared.iter().map(alarm_to_proto).collect(),
         }))
     }
 }
