@@ -14,6 +14,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::watch;
 use vexil_model::AuditEntry;
@@ -24,6 +25,9 @@ use crate::limits::RECENT_AUDIT_ENTRIES_MAX;
 pub struct AppliedFeed {
     applied: watch::Sender<u64>,
     recent: Mutex<Recent>,
+    /// Whether a NOSPACE alarm stands in the applied state: lets the write path skip reading
+    /// the alarms while none does (set by the state machine with every state it publishes).
+    alarms_standing: AtomicBool,
 }
 
 /// Every audit entry with `floor < revision <= through`, oldest first.
@@ -37,7 +41,21 @@ impl AppliedFeed {
     /// A feed for a state machine that has applied up to `applied`; nothing is held yet.
     pub fn new(applied: u64) -> Self {
         let (tx, _) = watch::channel(applied);
-        Self { applied: tx, recent: Mutex::new(Recent { entries: VecDeque::new(), floor: applied, through: applied }) }
+        Self {
+            applied: tx,
+            recent: Mutex::new(Recent { entries: VecDeque::new(), floor: applied, through: applied }),
+            alarms_standing: AtomicBool::new(false),
+        }
+    }
+
+    /// Records whether the applied state holds an alarm.
+    pub fn set_alarms_standing(&self, standing: bool) {
+        self.alarms_standing.store(standing, Ordering::Release);
+    }
+
+    /// Whether the applied state held an alarm when last published.
+    pub fn alarms_standing(&self) -> bool {
+        self.alarms_standing.load(Ordering::Acquire)
     }
 
     fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {

@@ -121,6 +121,7 @@ impl MemDisk {
             SmState::load(&TablesView(&d.current.tables))?
         };
         let feed = Arc::new(AppliedFeed::new(state.applied.map(|l| l.index).unwrap_or(0)));
+        feed.set_alarms_standing(!state.alarms.is_empty());
         let sm = MemStateMachine { disk: self.clone(), state: Arc::new(Mutex::new(state)), feed: feed.clone() };
         let reader = StateReader::from_source(Arc::new(MemSource { disk: self.clone() }), feed);
         Ok((MemLogStore { disk: self.clone() }, sm, reader))
@@ -268,6 +269,7 @@ impl MemStateMachine {
 
     fn set_state(&self, st: SmState, audit: Vec<AuditEntry>) {
         let applied = st.applied.map(|l| l.index).unwrap_or(0);
+        self.feed.set_alarms_standing(!st.alarms.is_empty());
         *self.state.lock().expect("mem sm state lock poisoned") = st;
         self.feed.publish(applied, audit);
     }
@@ -357,6 +359,7 @@ impl RaftStateMachine<TypeConfig> for MemStateMachine {
         // Like the RocksDB install, which ends with a synced batch.
         self.disk.sync().map_err(|e| sm_err(ErrorVerb::Write, e))?;
         let applied = st.applied.map(|l| l.index).unwrap_or(0);
+        self.feed.set_alarms_standing(!st.alarms.is_empty());
         *self.state.lock().expect("mem sm state lock poisoned") = st;
         self.feed.reset(applied);
         Ok(())

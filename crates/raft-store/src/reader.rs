@@ -363,6 +363,12 @@ impl StateReader {
         })
     }
 
+    /// Whether a NOSPACE alarm stood in the last applied state: one atomic load, for the
+    /// write path (a `true` is then confirmed by [`Self::alarms`]).
+    pub fn alarms_standing(&self) -> bool {
+        self.feed.alarms_standing()
+    }
+
     /// The standing NOSPACE alarms by node id (`Command::RaiseAlarm`), with the revision read.
     pub fn alarms(&self) -> Result<(u64, BTreeMap<u64, Alarm>), StoreError> {
         self.with_view(|view, rev| {

@@ -81,6 +81,7 @@ impl StateMachineStore {
         }
         let state = SmState::load(&DbView { db: &db, snapshot: None })?;
         let feed = Arc::new(AppliedFeed::new(state.applied.map(|l| l.index).unwrap_or(0)));
+        feed.set_alarms_standing(!state.alarms.is_empty());
         let sm = StateMachineStore {
             shared: Arc::new(SmShared {
                 db,
@@ -140,6 +141,7 @@ impl StateMachineStore {
     /// Swaps in the state after a committed apply and publishes its audit entries.
     fn set_state(&self, state: SmState, audit: Vec<AuditEntry>) {
         let applied = state.applied.map(|l| l.index).unwrap_or(0);
+        self.shared.feed.set_alarms_standing(!state.alarms.is_empty());
         *self.shared.state.lock().expect("state machine state lock poisoned") = state;
         self.shared.feed.publish(applied, audit);
     }
@@ -220,6 +222,7 @@ impl StateMachineStore {
         db.write_opt(batch, &sync).map_err(engine)?;
         let state = SmState::load(&DbView { db, snapshot: None })?;
         let applied = state.applied.map(|l| l.index).unwrap_or(0);
+        self.shared.feed.set_alarms_standing(!state.alarms.is_empty());
         *self.shared.state.lock().expect("state machine state lock poisoned") = state;
         self.shared.feed.reset(applied);
         Ok(())

@@ -351,6 +351,15 @@ pub struct ConfigError {
     pub problem: String,
 }
 
+/// `value` of `key` within `min..=max`, else the error naming both.
+fn in_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(bad(key, format!("is {value}; it must be between {min} and {max}")))
+    }
+}
+
 fn bad(key: &str, problem: impl Into<String>) -> ConfigError {
     ConfigError { key: key.into(), problem: problem.into() }
 }
@@ -480,15 +489,12 @@ impl Config {
             return Err(bad("raft.snapshot_logs_since_last", "must be positive"));
         }
         let w = &self.watch;
-        if !(WATCH_PROGRESS_INTERVAL_MS_MIN..=WATCH_PROGRESS_INTERVAL_MS_MAX).contains(&w.progress_interval_ms) {
-            return Err(bad(
-                "watch.progress_interval_ms",
-                format!(
-                    "is {}; it must be between {WATCH_PROGRESS_INTERVAL_MS_MIN} and {WATCH_PROGRESS_INTERVAL_MS_MAX}",
-                    w.progress_interval_ms
-                ),
-            ));
-        }
+        in_range(
+            "watch.progress_interval_ms",
+            w.progress_interval_ms,
+            WATCH_PROGRESS_INTERVAL_MS_MIN,
+            WATCH_PROGRESS_INTERVAL_MS_MAX,
+        )?;
         if w.unconfirmed_max_ms < 2 * w.progress_interval_ms {
             return Err(bad(
                 "watch.unconfirmed_max_ms",
@@ -498,16 +504,12 @@ impl Config {
                 ),
             ));
         }
-        let s = &self.storage;
-        if !(STORAGE_CHECK_INTERVAL_MS_MIN..=STORAGE_CHECK_INTERVAL_MS_MAX).contains(&s.check_interval_ms) {
-            return Err(bad(
-                "storage.check_interval_ms",
-                format!(
-                    "is {}; it must be between {STORAGE_CHECK_INTERVAL_MS_MIN} and {STORAGE_CHECK_INTERVAL_MS_MAX}",
-                    s.check_interval_ms
-                ),
-            ));
-        }
+        in_range(
+            "storage.check_interval_ms",
+            self.storage.check_interval_ms,
+            STORAGE_CHECK_INTERVAL_MS_MIN,
+            STORAGE_CHECK_INTERVAL_MS_MAX,
+        )?;
         self.check_security()?;
         let members = self.initial_members()?;
         if self.cluster.bootstrap {

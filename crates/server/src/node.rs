@@ -247,9 +247,11 @@ impl Node {
         // While a NOSPACE alarm stands here, a write that would grow the state is refused before
         // it is proposed: a refusal must not grow the log either. (Apply decides again, for
         // writes proposed before the alarm applied on the leader.)
-        let (revision, alarms) = self.reader.alarms()?;
-        if !req.command.allowed_under_alarms(&alarms) {
-            return Ok((Response { revision, outcome: Err(WriteError::no_space(&alarms)) }, self.id));
+        if self.reader.alarms_standing() {
+            let (revision, alarms) = self.reader.alarms()?;
+            if !req.command.allowed_under_alarms(&alarms) {
+                return Ok((Response { revision, outcome: Err(WriteError::no_space(&alarms)) }, self.id));
+            }
         }
         // A node removed from the cluster (a leader that removed itself included) hears from
         // no leader again and can no longer commit, yet must still reach the cluster (to audit
