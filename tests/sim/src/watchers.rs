@@ -23,7 +23,7 @@ use vexil_raft_store::NodeId;
 use crate::cluster::{CLIENT_TIMEOUT, api_addr};
 use crate::history::{Micros, now_micros};
 use crate::net;
-use crate::workload::{Control, NAMESPACE, description};
+use crate::workload::{Control, NAMESPACE, description, sim_now, sleep_until};
 
 /// A watcher's `max_staleness`: five progress intervals, as the library's default is to the
 /// server's.
@@ -74,10 +74,6 @@ fn delivered(change: &pb::Change) -> Delivered {
     Delivered { key: change.key.clone(), value: change.flag.as_ref().map(|f| description(&f.spec_json)) }
 }
 
-fn sim_now() -> Duration {
-    turmoil::sim_elapsed().unwrap_or_default()
-}
-
 async fn open(node: NodeId, after: u64) -> Result<Streaming<pb::WatchResponse>, String> {
     let channel = net::channel(&api_addr(node), Duration::from_millis(500))?;
     let req = pb::WatchRequest { namespaces: vec![NAMESPACE.into()], after_revision: after, initial_snapshot: false };
@@ -96,7 +92,7 @@ pub async fn watcher(
     end: Duration,
     control: Rc<Control>,
 ) -> turmoil::Result {
-    tokio::time::sleep(start.saturating_sub(sim_now())).await;
+    sleep_until(start).await;
     let mut log = WatchLog { name: name.clone(), ..WatchLog::default() };
     let record = |log: &mut WatchLog, e: WatchEvent| log.events.push((now_micros(), e));
     let mut node = first;

@@ -87,11 +87,12 @@ pub fn description(spec_json: &str) -> String {
         .unwrap_or_default()
 }
 
-fn sim_now() -> Duration {
+/// Simulated time since the start.
+pub(crate) fn sim_now() -> Duration {
     turmoil::sim_elapsed().unwrap_or_default()
 }
 
-async fn sleep_until(t: Duration) {
+pub(crate) async fn sleep_until(t: Duration) {
     let now = sim_now();
     if t > now {
         tokio::time::sleep(t - now).await;
