@@ -8,7 +8,7 @@ use clap::{Args, Subcommand};
 use serde_json::{Value, json};
 use tokio_stream::StreamExt;
 use vexil_client::AuditFilter;
-use vexil_model::audit::{AuditEntry, ChainVerifier, Hash};
+use vexil_model::audit::{AuditEntry, ChainVerifier, Checkpoint, Hash};
 use vexil_proto::v1 as pb;
 use vexil_proto::v1::audit_client::AuditClient;
 use vexil_proto::v1::watch_client::WatchClient;
@@ -30,8 +30,22 @@ pub enum AuditCommand {
     List(ListArgs),
     /// The last entries; with --follow, keep printing new ones as they are committed.
     Tail(TailArgs),
-    /// Recompute the hash chain and report the first entry that does not verify.
+    /// Recompute the hash chain and report the first entry that does not verify (from the
+    /// checkpoint, when retention removed the oldest entries).
     Verify,
+    /// Remove the entries up to --through-seq on every node, behind a checkpoint that keeps the
+    /// rest verifiable. Export them first (`audit list --output json`): they are gone afterwards.
+    Compact(CompactArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompactArgs {
+    /// The last entry to remove (the seq of the last entry you exported).
+    #[arg(long, value_name = "SEQ")]
+    pub through_seq: u64,
+    /// Recorded in the audit.checkpoint entry.
+    #[arg(long, default_value = "")]
+    pub reason: String,
 }
 
 #[derive(Debug, Args)]
@@ -66,6 +80,7 @@ pub async fn run(cmd: &AuditCommand, ctx: &Ctx) -> Result<String, Failure> {
         AuditCommand::List(a) => list(a, ctx).await,
         AuditCommand::Tail(a) => tail(a, ctx).await,
         AuditCommand::Verify => verify(ctx).await,
+        AuditCommand::Compact(a) => compact(a, ctx).await,
     }
 }
 
@@ -138,9 +153,16 @@ async fn list(a: &ListArgs, ctx: &Ctx) -> Result<String, Failure> {
     })
 }
 
-/// One page of entries with seq > `after_seq`, from the first endpoint that answers, and
-/// whether more may follow (the page stopped at `limit` or at the server's byte budget).
-async fn page(ctx: &Ctx, after_seq: u64, limit: u32) -> Result<(Vec<pb::AuditEntry>, bool), Failure> {
+/// One page of entries with seq > `after_seq`, from the first endpoint that answers.
+struct Page {
+    entries: Vec<pb::AuditEntry>,
+    /// More may follow: the page stopped at `limit` or at the server's byte budget.
+    more: bool,
+    /// Where retention last cut the log.
+    checkpoint: Option<Checkpoint>,
+}
+
+async fn page(ctx: &Ctx, after_seq: u64, limit: u32) -> Result<Page, Failure> {
     let req = pb::ListAuditRequest { after_seq, limit, read: Some(ctx.conn.read_options()), ..Default::default() };
     let r = ctx
         .conn
@@ -149,7 +171,8 @@ async fn page(ctx: &Ctx, after_seq: u64, limit: u32) -> Result<(Vec<pb::AuditEnt
             async move { AuditClient::new(ch).list_audit(req).await }
         })
         .await?;
-    Ok((r.entries, r.more))
+    let checkpoint = r.checkpoint.as_ref().map(Checkpoint::try_from).transpose().map_err(Failure::Failed)?;
+    Ok(Page { entries: r.entries, more: r.more, checkpoint })
 }
 
 /// Prints entries as they come (one line each); fails with [`Failure::OutputClosed`] once
@@ -173,7 +196,7 @@ async fn tail(a: &TailArgs, ctx: &Ctx) -> Result<String, Failure> {
     let mut after = status.audit_seq.saturating_sub(a.lines);
     let mut last_revision = 0;
     loop {
-        let (entries, more) = page(ctx, after, PAGE_ENTRIES).await?;
+        let Page { entries, more, .. } = page(ctx, after, PAGE_ENTRIES).await?;
         if let Some(e) = entries.last() {
             after = e.seq;
             last_revision = e.revision;
@@ -219,7 +242,7 @@ async fn tail(a: &TailArgs, ctx: &Ctx) -> Result<String, Failure> {
                     false
                 }
             };
-            if let Ok((entries, _)) = page(ctx, after, PAGE_ENTRIES).await {
+            if let Ok(Page { entries, .. }) = page(ctx, after, PAGE_ENTRIES).await {
                 if let Some(e) = entries.last() {
                     after = e.seq;
                     last_revision = e.revision;
@@ -243,9 +266,24 @@ pub fn from_proto(e: &pb::AuditEntry) -> Result<AuditEntry, String> {
 /// The outcome of verifying a chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    Intact { entries: u64, last_revision: u64, head: Hash },
-    Broken { seq: u64, revision: u64, problem: String, verified: u64 },
+    /// `entries` verified, from the checkpoint `from` (genesis when `None`) to `last_seq`.
+    Intact {
+        entries: u64,
+        last_seq: u64,
+        last_revision: u64,
+        head: Hash,
+        from: Option<Checkpoint>,
+    },
+    Broken {
+        seq: u64,
+        revision: u64,
+        problem: String,
+        verified: u64,
+    },
 }
+
+/// Verifying again from the start after the log was cut under us: this many times at most.
+const VERIFY_ATTEMPTS: usize = 3;
 
 /// Feeds entries (in seq order) to the verifier; stops at the first bad one.
 pub fn verify_entries(v: &mut ChainVerifier, last_revision: &mut u64, entries: &[pb::AuditEntry]) -> Option<Verdict> {
@@ -259,29 +297,73 @@ pub fn verify_entries(v: &mut ChainVerifier, last_revision: &mut u64, entries: &
     None
 }
 
-async fn verify(ctx: &Ctx) -> Result<String, Failure> {
-    let mut v = ChainVerifier::new();
-    let mut last_revision = 0;
-    let mut after = 0;
-    let verdict = loop {
-        let (entries, more) = page(ctx, after, PAGE_ENTRIES).await?;
+/// Verifies the whole log once, from its checkpoint; `None` when retention cut the log while
+/// we read it (start again).
+async fn verify_once(ctx: &Ctx) -> Result<Option<Verdict>, Failure> {
+    let first = page(ctx, 0, PAGE_ENTRIES).await?;
+    let from = first.checkpoint;
+    let mut v = from.map_or_else(ChainVerifier::new, ChainVerifier::from_checkpoint);
+    let mut last_revision = from.map_or(0, |cp| cp.revision);
+    let mut next = Some(first);
+    loop {
+        let Page { entries, more, checkpoint } = match next.take() {
+            Some(p) => p,
+            None => page(ctx, v.last_seq(), PAGE_ENTRIES).await?,
+        };
+        if checkpoint != from {
+            return Ok(None);
+        }
         if let Some(bad) = verify_entries(&mut v, &mut last_revision, &entries) {
-            break bad;
+            return Ok(Some(bad));
         }
-        match entries.last() {
-            Some(e) if more => after = e.seq,
-            _ => break Verdict::Intact { entries: v.verified(), last_revision, head: v.head_hash() },
+        if !more || entries.is_empty() {
+            break;
         }
+    }
+    Ok(Some(match v.finish() {
+        Ok(()) => {
+            Verdict::Intact { entries: v.verified(), last_seq: v.last_seq(), last_revision, head: v.head_hash(), from }
+        }
+        Err(e) => Verdict::Broken { seq: e.seq, revision: e.revision, problem: e.problem, verified: v.verified() },
+    }))
+}
+
+async fn verify(ctx: &Ctx) -> Result<String, Failure> {
+    let mut verdict = None;
+    for _ in 0..VERIFY_ATTEMPTS {
+        verdict = verify_once(ctx).await?;
+        if verdict.is_some() {
+            break;
+        }
+    }
+    let Some(verdict) = verdict else {
+        return Err(Failure::Failed(format!(
+            "audit retention cut the log {VERIFY_ATTEMPTS} times while it was being verified; try again"
+        )));
     };
     match verdict {
-        Verdict::Intact { entries, last_revision, head } => Ok(match ctx.output {
+        Verdict::Intact { entries, last_seq, last_revision, head, from } => Ok(match ctx.output {
             Output::Json => output::json(&json!({
-                "ok": true, "entries": entries, "last_revision": last_revision, "head_hash": hex::encode(head),
+                "ok": true, "entries": entries, "first_seq": from.map_or(1, |cp| cp.seq + 1), "last_seq": last_seq,
+                "last_revision": last_revision, "head_hash": hex::encode(head),
+                "checkpoint": from.map(|cp| json!({"seq": cp.seq, "revision": cp.revision, "hash": hex::encode(cp.hash)})),
             })),
-            Output::Table => format!(
-                "audit chain intact: {entries} entries (seq 1 to {entries}, up to revision {last_revision}), head hash {}",
-                hex::encode(head)
-            ),
+            Output::Table => {
+                let start = match from {
+                    None => "seq 1".to_string(),
+                    Some(cp) => format!(
+                        "seq {} after the checkpoint at seq {} (revision {}, hash {}; earlier entries were removed by retention)",
+                        cp.seq + 1,
+                        cp.seq,
+                        cp.revision,
+                        hex::encode(cp.hash)
+                    ),
+                };
+                format!(
+                    "audit chain intact: {entries} entries (from {start} to seq {last_seq}, up to revision {last_revision}), head hash {}",
+                    hex::encode(head)
+                )
+            }
         }),
         Verdict::Broken { seq, revision, problem, verified } => {
             if ctx.output == Output::Json {
@@ -296,6 +378,26 @@ async fn verify(ctx: &Ctx) -> Result<String, Failure> {
             )))
         }
     }
+}
+
+async fn compact(a: &CompactArgs, ctx: &Ctx) -> Result<String, Failure> {
+    let opts = vexil_client::WriteOpts::reason(a.reason.clone());
+    let (cp, removed) =
+        ctx.conn.admin.compact_audit(a.through_seq, opts).await.map_err(|e| errors::from_client(e, Subject::Audit))?;
+    Ok(match ctx.output {
+        Output::Json => output::json(&json!({
+            "removed": removed, "checkpoint": {"seq": cp.seq, "revision": cp.revision, "hash": hex::encode(&cp.hash)},
+        })),
+        Output::Table if removed == 0 => {
+            format!("nothing removed: the log already starts after seq {} (the checkpoint)", cp.seq)
+        }
+        Output::Table => format!(
+            "removed {removed} audit entries through seq {} (revision {}); the log now verifies from this checkpoint, hash {}",
+            cp.seq,
+            cp.revision,
+            hex::encode(&cp.hash)
+        ),
+    })
 }
 
 #[cfg(test)]

@@ -58,24 +58,7 @@ async fn grow_three_voters_to_five_then_remove_the_original_leader() {
     c.start_outsider(4);
     c.start_outsider(5);
     for id in [4u64, 5] {
-        let out = ctl(&[
-            "cluster",
-            "add-learner",
-            &id.to_string(),
-            "--api-addr",
-            &c.addr(id, Listener::Api),
-            "--raft-addr",
-            &c.addr(id, Listener::Raft),
-            "--catch-up-within",
-            "20",
-            "--timeout-secs",
-            "60",
-            "--reason",
-            "grow to five",
-            "--endpoints",
-            &ep3,
-        ])
-        .await;
+        let out = common::add_learner(&c, id, 20, &ep3, &["--reason", "grow to five"]).await;
         assert!(out.ok().starts_with(&format!("added node {id} as a learner at revision ")), "{}", out.stdout);
         assert!(out.stdout.contains("; caught up ("), "{}", out.stdout);
         assert!(out.stderr.contains(&format!("node {id}: ")), "progress is reported: {}", out.stderr);

@@ -55,22 +55,7 @@ async fn a_learner_joining_after_10000_writes_catches_up_by_snapshot() {
     // purged by now: a new member can only get them inside a snapshot (asserted below from the
     // learner's own log).
     c.start_outsider(4);
-    let out = ctl(&[
-        "cluster",
-        "add-learner",
-        "4",
-        "--api-addr",
-        &c.addr(4, Listener::Api),
-        "--raft-addr",
-        &c.addr(4, Listener::Raft),
-        "--catch-up-within",
-        "5",
-        "--timeout-secs",
-        "90",
-        "--endpoints",
-        &ep,
-    ])
-    .await;
+    let out = common::add_learner(&c, 4, 5, &ep, &[]).await;
     assert!(out.ok().starts_with("added node 4 as a learner at revision "), "{}", out.stdout);
     assert!(out.stdout.contains("; caught up ("), "{}", out.stdout);
     assert!(out.stderr.lines().any(|l| l.starts_with("node 4: ")), "progress lines: {}", out.stderr);

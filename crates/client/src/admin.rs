@@ -465,6 +465,25 @@ impl AdminClient {
         }
     }
 
+    /// Removes the audit entries up to `through_seq` on every node, behind a checkpoint that
+    /// keeps the rest verifiable (role `admin` needed). Export them first: they are gone
+    /// afterwards. Returns the checkpoint and how many entries this call removed.
+    pub async fn compact_audit(
+        &self,
+        through_seq: u64,
+        opts: WriteOpts,
+    ) -> Result<(proto::AuditCheckpoint, u64), Error> {
+        let req = proto::CompactAuditRequest { through_seq, options: Some(Self::write_options(&opts)) };
+        let r = self
+            .retry("compact_audit", |ch| {
+                let req = req.clone();
+                async move { AuditClient::new(ch).compact_audit(req).await }
+            })
+            .await?
+            .into_inner();
+        Ok((r.checkpoint.unwrap_or_default(), r.removed))
+    }
+
     /// The status of whichever node answers first (role, leader, applied index, members).
     pub async fn cluster_status(&self) -> Result<proto::StatusResponse, Error> {
         self.retry("cluster_status", |ch| async move { ClusterClient::new(ch).status(proto::StatusRequest {}).await })

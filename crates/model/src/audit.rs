@@ -17,6 +17,12 @@
 //! ```
 //!
 //! The first entry's `prev_hash` is 32 zero bytes.
+//!
+//! Retention removes a prefix of the chain only behind a [`Checkpoint`]: the seq, revision and
+//! hash of the last entry removed. The same command appends an `audit.checkpoint` entry naming
+//! that cut (its `after` is [`Checkpoint::to_json`]), so the chain still verifies from the
+//! checkpoint on ([`ChainVerifier::from_checkpoint`]), and the cut itself is in the chain: moving
+//! it (removing more, or claiming a different hash) breaks the check in [`ChainVerifier::finish`].
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -47,10 +53,12 @@ pub enum AuditAction {
     AlarmRaise,
     /// An operator cleared the alarms.
     AlarmClear,
+    /// Retention removed the entries up to a [`Checkpoint`] (the entry's `after`).
+    AuditCheckpoint,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 11] = [
+    pub const ALL: [AuditAction; 12] = [
         AuditAction::FlagCreate,
         AuditAction::FlagUpdate,
         AuditAction::FlagSetState,
@@ -62,6 +70,7 @@ impl AuditAction {
         AuditAction::NamespaceAccess,
         AuditAction::AlarmRaise,
         AuditAction::AlarmClear,
+        AuditAction::AuditCheckpoint,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -77,6 +86,7 @@ impl AuditAction {
             AuditAction::NamespaceAccess => "namespace.access",
             AuditAction::AlarmRaise => "alarm.raise",
             AuditAction::AlarmClear => "alarm.clear",
+            AuditAction::AuditCheckpoint => "audit.checkpoint",
         }
     }
 
@@ -156,12 +166,50 @@ pub struct ChainError {
     pub problem: String,
 }
 
-/// Incremental verifier: feed entries in `seq` order; the first bad one is reported.
+/// Where retention cut the chain: the last entry it removed. Entries after `seq` remain, the
+/// first of them carrying `hash` as its `prev_hash`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub seq: u64,
+    pub revision: u64,
+    pub hash: Hash,
+}
+
+impl Checkpoint {
+    /// The `after` of the `audit.checkpoint` entry that records this cut; `removed` is how many
+    /// entries this cut removed (those after the previous checkpoint).
+    pub fn to_json(&self, removed: u64) -> String {
+        serde_json::json!({
+            "through_seq": self.seq,
+            "through_revision": self.revision,
+            "through_hash": hex::encode(self.hash),
+            "removed": removed,
+        })
+        .to_string()
+    }
+
+    /// The cut an `audit.checkpoint` entry records; `None` for any other entry or a malformed one.
+    pub fn from_entry(e: &AuditEntry) -> Option<Checkpoint> {
+        if e.action != AuditAction::AuditCheckpoint {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_str(e.after.as_deref()?).ok()?;
+        let hash = hex::decode(v.get("through_hash")?.as_str()?).ok()?.try_into().ok()?;
+        Some(Checkpoint { seq: v.get("through_seq")?.as_u64()?, revision: v.get("through_revision")?.as_u64()?, hash })
+    }
+}
+
+/// Incremental verifier: feed entries in `seq` order; the first bad one is reported. Call
+/// [`ChainVerifier::finish`] after the last entry.
 #[derive(Debug, Clone)]
 pub struct ChainVerifier {
     next_seq: u64,
     prev_hash: Hash,
     last_revision: u64,
+    /// The checkpoint the chain was verified from, if it does not start at genesis.
+    start: Option<Checkpoint>,
+    /// The cut named by the latest `audit.checkpoint` entry pushed (with its seq).
+    latest_cut: Option<(u64, Option<Checkpoint>)>,
 }
 
 impl Default for ChainVerifier {
@@ -178,7 +226,48 @@ impl ChainVerifier {
 
     /// A verifier that continues after a trusted entry.
     pub fn resume(next_seq: u64, prev_hash: Hash, last_revision: u64) -> Self {
-        Self { next_seq, prev_hash, last_revision }
+        Self { next_seq, prev_hash, last_revision, start: None, latest_cut: None }
+    }
+
+    /// A verifier for a chain whose entries up to `cp` were removed by retention: it starts at
+    /// `cp.seq + 1`, and [`ChainVerifier::finish`] requires the latest `audit.checkpoint` entry
+    /// to name exactly this cut.
+    pub fn from_checkpoint(cp: Checkpoint) -> Self {
+        Self { start: Some(cp), ..Self::resume(cp.seq + 1, cp.hash, cp.revision) }
+    }
+
+    /// The checkpoint this verifier started from (`None`: from genesis).
+    pub fn start(&self) -> Option<Checkpoint> {
+        self.start
+    }
+
+    /// Checks what only the whole chain shows: a chain verified from a checkpoint holds an
+    /// `audit.checkpoint` entry, and the latest one names that checkpoint. Without it, anyone
+    /// who can delete entries could drop a prefix and claim a later cut.
+    pub fn finish(&self) -> Result<(), ChainError> {
+        let Some(start) = self.start else { return Ok(()) };
+        let fail = |seq: u64, problem: String| ChainError { seq, revision: self.last_revision, problem };
+        match self.latest_cut {
+            None => Err(fail(
+                start.seq + 1,
+                format!(
+                    "the log starts after seq {} but holds no audit.checkpoint entry recording that cut: entries were removed",
+                    start.seq
+                ),
+            )),
+            Some((seq, None)) => Err(fail(seq, "this audit.checkpoint entry does not name a cut".into())),
+            Some((seq, Some(cut))) if cut != start => Err(fail(
+                seq,
+                format!(
+                    "the latest audit.checkpoint entry cuts at seq {} (hash {}), but the log starts after seq {} (hash {}): entries were removed",
+                    cut.seq,
+                    hex::encode(cut.hash),
+                    start.seq,
+                    hex::encode(start.hash)
+                ),
+            )),
+            Some(_) => Ok(()),
+        }
     }
 
     pub fn push(&mut self, e: &AuditEntry) -> Result<(), ChainError> {
@@ -204,6 +293,9 @@ impl ChainVerifier {
                 hex::encode(computed)
             )));
         }
+        if e.action == AuditAction::AuditCheckpoint {
+            self.latest_cut = Some((e.seq, Checkpoint::from_entry(e)));
+        }
         self.next_seq += 1;
         self.prev_hash = e.hash;
         self.last_revision = e.revision;
@@ -212,6 +304,11 @@ impl ChainVerifier {
 
     /// Entries verified so far.
     pub fn verified(&self) -> u64 {
+        self.next_seq - 1 - self.start.map_or(0, |cp| cp.seq)
+    }
+
+    /// The seq of the last entry verified (the checkpoint's, or 0, before the first).
+    pub fn last_seq(&self) -> u64 {
         self.next_seq - 1
     }
 
@@ -294,6 +391,63 @@ mod tests {
         let mut e = c[0].clone();
         e.before = Some(String::new());
         assert_ne!(e.compute_hash(), c[0].hash, "None and Some(\"\") must hash differently");
+    }
+
+    /// `chain(n)`'s entries after a cut at `through`, followed by the `audit.checkpoint` entry.
+    fn compacted(n: u64, through: u64) -> (Checkpoint, Vec<AuditEntry>) {
+        let full = chain(n);
+        let cut = &full[through as usize - 1];
+        let cp = Checkpoint { seq: cut.seq, revision: cut.revision, hash: cut.hash };
+        let last = full.last().cloned().expect("non-empty");
+        let entry = AuditEntry {
+            seq: last.seq + 1,
+            revision: last.revision + 1,
+            action: AuditAction::AuditCheckpoint,
+            namespace: String::new(),
+            key: String::new(),
+            before: None,
+            after: Some(cp.to_json(through)),
+            prev_hash: last.hash,
+            ..last
+        }
+        .seal();
+        let mut kept: Vec<AuditEntry> = full.into_iter().skip(through as usize).collect();
+        kept.push(entry);
+        (cp, kept)
+    }
+
+    fn verify_from(cp: Checkpoint, entries: &[AuditEntry]) -> Result<u64, ChainError> {
+        let mut v = ChainVerifier::from_checkpoint(cp);
+        entries.iter().try_for_each(|e| v.push(e))?;
+        v.finish()?;
+        Ok(v.verified())
+    }
+
+    #[test]
+    fn a_chain_verifies_from_its_checkpoint() {
+        let (cp, kept) = compacted(10, 4);
+        assert_eq!(Checkpoint::from_entry(kept.last().expect("entry")), Some(cp));
+        assert_eq!(verify_from(cp, &kept), Ok(7), "seq 5..=11 verified after the cut at 4");
+    }
+
+    #[test]
+    fn a_prefix_removed_past_the_checkpoint_is_found() {
+        let (cp, kept) = compacted(10, 4);
+        // Someone removes two more entries and presents the cut at seq 6 as the checkpoint.
+        let moved = Checkpoint { seq: 6, revision: kept[1].revision, hash: kept[1].hash };
+        let err = verify_from(moved, &kept[2..]).unwrap_err();
+        assert_eq!(err.seq, 11, "the checkpoint entry names another cut: {err}");
+        assert!(err.problem.contains("cuts at seq 4"), "{err}");
+        // A prefix dropped with no checkpoint entry at all.
+        let plain = chain(10);
+        let cut = Checkpoint { seq: 3, revision: plain[2].revision, hash: plain[2].hash };
+        let err = verify_from(cut, &plain[3..]).unwrap_err();
+        assert!(err.problem.contains("no audit.checkpoint entry"), "{err}");
+        // And a checkpoint whose hash does not lead to the first remaining entry.
+        let wrong = Checkpoint { hash: [7; 32], ..cp };
+        let err = verify_from(wrong, &kept).unwrap_err();
+        assert_eq!(err.seq, 5);
+        assert!(err.problem.contains("prev_hash"), "{err}");
     }
 
     #[test]

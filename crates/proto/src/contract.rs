@@ -66,8 +66,8 @@ error_reasons! {
     /// RESOURCE_EXHAUSTED: the node serves as many watch streams as it allows; watch another node.
     WatchLimit = "WATCH_LIMIT",
     /// OUT_OF_RANGE: the changes after a watch's `after_revision` are no longer retained; take a
-    /// new snapshot (`proto/vexil/v1/watch.proto`). Not sent yet: the audit log is never
-    /// compacted, but clients already handle it.
+    /// new snapshot (`proto/vexil/v1/watch.proto`): audit retention removed them. Metadata
+    /// `compacted_revision`: resume from a snapshot at or after it.
     RevisionCompacted = "REVISION_COMPACTED",
     /// FAILED_PRECONDITION: a membership change was refused.
     Membership = "MEMBERSHIP",
@@ -177,6 +177,26 @@ impl TryFrom<&v1::AuditEntry> for vexil_model::AuditEntry {
             prev_hash: hash(&e.prev_hash, "prev_hash")?,
             hash: hash(&e.hash, "hash")?,
         })
+    }
+}
+
+impl From<vexil_model::audit::Checkpoint> for v1::AuditCheckpoint {
+    fn from(c: vexil_model::audit::Checkpoint) -> Self {
+        v1::AuditCheckpoint { seq: c.seq, revision: c.revision, hash: c.hash.to_vec() }
+    }
+}
+
+impl TryFrom<&v1::AuditCheckpoint> for vexil_model::audit::Checkpoint {
+    type Error = String;
+
+    /// Fails on a hash that is not 32 bytes.
+    fn try_from(c: &v1::AuditCheckpoint) -> Result<Self, String> {
+        let hash = c
+            .hash
+            .as_slice()
+            .try_into()
+            .map_err(|_| format!("the checkpoint at seq {}: its hash is {} bytes, not 32", c.seq, c.hash.len()))?;
+        Ok(vexil_model::audit::Checkpoint { seq: c.seq, revision: c.revision, hash })
     }
 }
 

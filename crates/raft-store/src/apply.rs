@@ -15,15 +15,15 @@ use std::collections::{BTreeMap, BTreeSet};
 use openraft::EntryPayload;
 use sha2::{Digest, Sha256};
 use vexil_model::access::{Grant, TokenRecord, validate_grant, validate_token_name};
-use vexil_model::audit::Hash;
+use vexil_model::audit::{Checkpoint, Hash};
 use vexil_model::{AuditAction, AuditEntry, FlagSpec, NamespaceDocument, limits};
 
 use crate::codec;
 use crate::error::StoreError;
 use crate::limits::DEDUP_GENERATION_REQUESTS;
 use crate::schema::{
-    AuditHead, DedupRecord, FlagRecord, META_ALARMS, META_ANONYMOUS_READ, META_TOKENS_BOOTSTRAPPED, NamespaceRecord,
-    Table,
+    AuditHead, DedupRecord, FlagRecord, META_ALARMS, META_ANONYMOUS_READ, META_AUDIT_CHECKPOINT,
+    META_TOKENS_BOOTSTRAPPED, NamespaceRecord, Table,
 };
 use crate::sm_state::SmState;
 use crate::txn::{KvRead, Txn, Writes};
@@ -373,6 +373,7 @@ fn execute<R: KvRead + ?Sized>(a: &mut Auditor<'_, '_, R>, command: &Command) ->
         Command::SetAnonymousRead { namespace, enabled } => set_anonymous_read(a, namespace, *enabled),
         Command::RaiseAlarm { node_id, reason } => raise_alarm(a, *node_id, reason),
         Command::ClearAlarms => clear_alarms(a),
+        Command::CompactAudit { through_seq, through_revision } => compact_audit(a, *through_seq, *through_revision),
         // `apply_request` unpacks a batch; one inside a batch is refused.
         Command::Batch { .. } => Ok(Err(WriteError::Invalid {
             field: "command".into(),
@@ -420,6 +421,41 @@ fn clear_alarms<R: KvRead + ?Sized>(a: &mut Auditor<'_, '_, R>) -> CommandResult
     store_alarms(a)?;
     a.record(AuditAction::AlarmClear, "", "", 0, Some(before), None)?;
     Ok(Ok(Outcome::AlarmsCleared(cleared)))
+}
+
+/// Removes the audit entries up to `through_seq` behind a checkpoint (see
+/// [`Command::CompactAudit`]): one range deletion of the table's prefix (its keys are in chain
+/// order), the new checkpoint, and the `audit.checkpoint` entry that puts the cut in the chain.
+fn compact_audit<R: KvRead + ?Sized>(
+    a: &mut Auditor<'_, '_, R>,
+    through_seq: u64,
+    through_revision: u64,
+) -> CommandResult {
+    let previous: Option<Checkpoint> = a.txn.get_decoded(Table::Meta, META_AUDIT_CHECKPOINT)?;
+    let kept_from = previous.map_or(0, |cp| cp.seq);
+    if through_seq <= kept_from {
+        let checkpoint = previous.unwrap_or(Checkpoint { seq: 0, revision: 0, hash: vexil_model::audit::GENESIS_HASH });
+        return Ok(Ok(Outcome::AuditCompacted { checkpoint, removed: 0 }));
+    }
+    let head = a.st.audit_head;
+    if through_seq > head.seq {
+        let problem = format!("the audit log ends at seq {}; a cut must be at or before it", head.seq);
+        return Ok(Err(WriteError::Invalid { field: "through_seq".into(), problem }));
+    }
+    let key = codec::audit_key(through_revision, through_seq).to_vec();
+    let Some(cut) = a.txn.get_decoded::<AuditEntry>(Table::Audit, &key)? else {
+        let problem = format!("no audit entry seq {through_seq} at revision {through_revision}");
+        return Ok(Err(WriteError::Invalid { field: "through_revision".into(), problem }));
+    };
+    let checkpoint = Checkpoint { seq: cut.seq, revision: cut.revision, hash: cut.hash };
+    let removed = through_seq - kept_from;
+    // Keys run `revision ‖ seq`: everything below `(cut revision, cut seq + 1)` is at or before
+    // the cut, and entries after it that share its revision stay.
+    let end = codec::audit_key(through_revision, through_seq + 1).to_vec();
+    a.txn.delete_range(Table::Audit, codec::audit_key(0, 0).to_vec(), end);
+    a.txn.put_encoded(Table::Meta, META_AUDIT_CHECKPOINT.to_vec(), &checkpoint)?;
+    a.record(AuditAction::AuditCheckpoint, "", "", 0, None, Some(checkpoint.to_json(removed)))?;
+    Ok(Ok(Outcome::AuditCompacted { checkpoint, removed }))
 }
 
 /// Every stored token, keyed by its secret's hash. Tokens are few ([`limits::TOKENS_MAX`]).
@@ -969,6 +1005,49 @@ pub(crate) mod tests {
         for e in &h.audit() {
             chain.push(e).expect("the chain verifies");
         }
+    }
+
+    #[test]
+    fn compaction_removes_a_prefix_behind_a_checkpoint_the_chain_verifies_from() {
+        let mut h = Harness::new();
+        for i in 0..10 {
+            assert!(h.run("", create(&format!("f{i}"), ON)).outcome.is_ok());
+        }
+        let full = h.audit();
+        let compact = |seq: u64, revision: u64| Command::CompactAudit { through_seq: seq, through_revision: revision };
+        // Refused, naming the field, with nothing changed: past the head, or an entry not there.
+        let past = h.run("", compact(11, 11)).outcome;
+        assert!(matches!(&past, Err(WriteError::Invalid { field, .. }) if field == "through_seq"), "{past:?}");
+        let wrong = h.run("", compact(4, 9)).outcome;
+        assert!(matches!(&wrong, Err(WriteError::Invalid { field, .. }) if field == "through_revision"), "{wrong:?}");
+        assert_eq!(h.audit(), full);
+
+        let cut = &full[3];
+        let done = h.run("c-1", compact(4, cut.revision)).outcome;
+        let checkpoint = Checkpoint { seq: 4, revision: cut.revision, hash: cut.hash };
+        assert_eq!(done, Ok(Outcome::AuditCompacted { checkpoint, removed: 4 }));
+        let kept = h.audit();
+        assert_eq!(kept.first().map(|e| e.seq), Some(5), "entries 1..=4 are gone");
+        assert_eq!(kept.last().map(|e| e.action), Some(AuditAction::AuditCheckpoint));
+        let mut v = ChainVerifier::from_checkpoint(checkpoint);
+        kept.iter().try_for_each(|e| v.push(e)).expect("the rest verifies from the checkpoint");
+        v.finish().expect("and the checkpoint entry names the cut");
+        // At or behind the checkpoint: nothing more to do, nothing audited.
+        let again = h.run("", compact(2, full[1].revision)).outcome;
+        assert_eq!(again, Ok(Outcome::AuditCompacted { checkpoint, removed: 0 }));
+        assert_eq!(h.audit(), kept);
+        // Compaction shrinks the state, so it goes on while an alarm stands; a later cut that
+        // removes the first checkpoint entry too still verifies from the new checkpoint.
+        h.st.alarms.insert(1, Alarm { node_id: 1, reason: "test".into(), revision: 1, time_ms: 0 });
+        let head = kept.last().cloned().expect("head");
+        let later = h.run("", compact(head.seq, head.revision)).outcome;
+        assert!(matches!(later, Ok(Outcome::AuditCompacted { removed: 7, .. })), "{later:?}");
+        let last = h.audit();
+        assert_eq!(last.len(), 1, "only the new checkpoint entry remains: {last:?}");
+        let cp = Checkpoint::from_entry(&last[0]).expect("a checkpoint entry");
+        let mut v = ChainVerifier::from_checkpoint(cp);
+        v.push(&last[0]).expect("links to the cut");
+        v.finish().expect("names it");
     }
 
     #[test]

@@ -77,8 +77,20 @@ impl AppliedFeed {
                 // so has replaced the state: start over.
                 *r = Recent { entries: VecDeque::new(), floor: applied, through: applied };
             }
+            // A retention cut among them: nothing at or before its revision is served any more
+            // (the table path answers those readers `Changes::Compacted`), as on a node that
+            // restarted since.
+            let cut = entries.iter().filter_map(vexil_model::audit::Checkpoint::from_entry).map(|c| c.revision).max();
             r.entries.extend(entries);
             r.through = applied;
+            if let Some(cut) = cut
+                && cut > r.floor
+            {
+                r.floor = cut;
+                while r.entries.front().is_some_and(|e| e.revision <= cut) {
+                    r.entries.pop_front();
+                }
+            }
             // Drop the oldest revisions whole: a revision is delivered all or nothing.
             while r.entries.len() > RECENT_AUDIT_ENTRIES_MAX {
                 let Some(oldest) = r.entries.pop_front() else { break };
@@ -211,6 +223,18 @@ mod tests {
         let (got, _) = feed.changes_after(2, usize::MAX).expect("held from revision 3");
         assert_eq!(got.first().map(|e| (e.revision, e.seq)), Some((3, 9)));
         assert_eq!(got.len(), revisions_held * per);
+    }
+
+    #[test]
+    fn a_retention_cut_stops_serving_what_it_removed() {
+        let feed = AppliedFeed::new(0);
+        feed.publish(3, vec![entry(1, 1), entry(2, 2), entry(2, 3), entry(3, 4)]);
+        let cp = vexil_model::audit::Checkpoint { seq: 2, revision: 2, hash: [0; 32] };
+        let marker = AuditEntry { action: AuditAction::AuditCheckpoint, after: Some(cp.to_json(2)), ..entry(4, 5) };
+        feed.publish(4, vec![marker]);
+        assert!(feed.changes_after(1, 10).is_none(), "revision 2 was cut: the table path says so");
+        let (got, seen) = feed.changes_after(2, 10).expect("after the cut's revision");
+        assert_eq!((revisions(&got), seen), (vec![(3, 4), (4, 5)], 4));
     }
 
     #[test]

@@ -37,7 +37,7 @@ use std::path::Path;
 
 pub use error::StoreError;
 pub use log_store::LogStore;
-pub use reader::{AuditQuery, NamespaceState, StateReader, StateSnapshot, ViewSource, merge_parts};
+pub use reader::{AuditPage, AuditQuery, Changes, NamespaceState, StateReader, StateSnapshot, ViewSource, merge_parts};
 pub use schema::{AuditHead, FlagRecord, NamespaceRecord};
 pub use state_machine::StateMachineStore;
 pub use types::{Command, NodeId, NodeInfo, Outcome, Raft, Request, Response, TypeConfig, WriteError};

@@ -12,13 +12,16 @@ use rocksdb::{DB, SnapshotWithThreadMode};
 use tokio::sync::watch;
 use vexil_model::AuditEntry;
 use vexil_model::access::TokenRecord;
+use vexil_model::audit::Checkpoint;
 
 use crate::codec;
 use crate::db::DbView;
 use crate::error::StoreError;
 use crate::feed::{AppliedFeed, PageEnd, trim_to_whole_revisions};
 use crate::limits::AUDIT_SCAN_CHUNK_ENTRIES_MAX;
-use crate::schema::{AuditHead, FlagRecord, META_ALARMS, META_ANONYMOUS_READ, NamespaceRecord, Table};
+use crate::schema::{
+    AuditHead, FlagRecord, META_ALARMS, META_ANONYMOUS_READ, META_AUDIT_CHECKPOINT, NamespaceRecord, Table,
+};
 use crate::sm_state::SmState;
 use crate::state_machine::StateMachineStore;
 use crate::txn::{KvPairs, KvRead};
@@ -88,6 +91,31 @@ pub struct AuditQuery {
     /// Stop before the page's entries would hold more stored bytes than this (a page always
     /// holds at least one entry); `None` for no bound.
     pub bytes_max: Option<usize>,
+}
+
+/// One page of the audit log, read at one revision.
+#[derive(Debug, Clone)]
+pub struct AuditPage {
+    pub revision: u64,
+    pub entries: Vec<AuditEntry>,
+    /// More entries may match after the last one (the page stopped at its limit or budget).
+    pub more: bool,
+    /// Where retention last cut the log (at this same revision): entries up to it are gone.
+    pub checkpoint: Option<Checkpoint>,
+}
+
+/// What the change feed holds after a revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Changes {
+    /// The entries, and the revision up to which the caller has now seen everything.
+    Page(Vec<AuditEntry>, u64),
+    /// Retention removed entries after the requested revision (up to this checkpoint): the
+    /// caller must start again from a snapshot of the state.
+    Compacted(Checkpoint),
+}
+
+fn load_checkpoint(view: &dyn KvRead) -> Result<Option<Checkpoint>, StoreError> {
+    view.get(Table::Meta, META_AUDIT_CHECKPOINT)?.map(|v| decode(Table::Meta, &v)).transpose()
 }
 
 /// The key at which a page of audit entries after `after_seq` (and from `from_revision`) starts:
@@ -395,8 +423,9 @@ impl StateReader {
     /// first entry with `seq > after_seq` ([`page_start`]) instead of at `from_revision`, so
     /// paging through the whole log by `after_seq` reads it once. (A filtered page also reads
     /// the non-matching entries between its matches.)
-    pub fn list_audit(&self, q: &AuditQuery) -> Result<(u64, Vec<AuditEntry>, bool), StoreError> {
+    pub fn list_audit(&self, q: &AuditQuery) -> Result<AuditPage, StoreError> {
         self.with_view(|view, rev| {
+            let checkpoint = load_checkpoint(view)?;
             let mut out = Vec::new();
             let mut bytes = 0usize;
             let mut more = false;
@@ -438,7 +467,7 @@ impl StateReader {
                 chunk_len = if filtered { chunk_len * 2 } else { q.limit - out.len() };
                 chunk_len = chunk_len.clamp(1, AUDIT_SCAN_CHUNK_ENTRIES_MAX);
             }
-            Ok((rev, out, more))
+            Ok(AuditPage { revision: rev, entries: out, more, checkpoint })
         })
     }
 
@@ -474,20 +503,26 @@ impl StateReader {
     /// everything: the applied revision when the page reached the end, else the last complete
     /// revision of the page.
     ///
-    /// Recent revisions come from memory ([`AppliedFeed`]), older ones from the audit table.
-    pub fn changes_after(&self, after_revision: u64, max_entries: usize) -> Result<(Vec<AuditEntry>, u64), StoreError> {
-        if let Some(recent) = self.feed.changes_after(after_revision, max_entries) {
-            return Ok(recent);
+    /// Recent revisions come from memory ([`AppliedFeed`]), older ones from the audit table;
+    /// [`Changes::Compacted`] when retention removed some of them.
+    pub fn changes_after(&self, after_revision: u64, max_entries: usize) -> Result<Changes, StoreError> {
+        if let Some((entries, seen)) = self.feed.changes_after(after_revision, max_entries) {
+            return Ok(Changes::Page(entries, seen));
         }
         self.with_view(|view, applied| {
+            if let Some(cp) = load_checkpoint(view)?
+                && after_revision < cp.revision
+            {
+                return Ok(Changes::Compacted(cp));
+            }
             let start = codec::audit_key(after_revision.saturating_add(1), 0);
             let mut entries: Vec<AuditEntry> = Vec::new();
             for (_, v) in view.scan(Table::Audit, &[], &start, max_entries + 1)? {
                 entries.push(decode(Table::Audit, &v)?);
             }
             match trim_to_whole_revisions(&mut entries, max_entries) {
-                PageEnd::Complete => Ok((entries, applied.max(after_revision))),
-                PageEnd::Through(revision) => Ok((entries, revision)),
+                PageEnd::Complete => Ok(Changes::Page(entries, applied.max(after_revision))),
+                PageEnd::Through(revision) => Ok(Changes::Page(entries, revision)),
                 PageEnd::Whole(revision) => {
                     for (_, v) in view.scan(Table::Audit, &[], &codec::audit_key(revision, 0), usize::MAX)? {
                         let e: AuditEntry = decode(Table::Audit, &v)?;
@@ -496,10 +531,15 @@ impl StateReader {
                         }
                         entries.push(e);
                     }
-                    Ok((entries, revision))
+                    Ok(Changes::Page(entries, revision))
                 }
             }
         })
+    }
+
+    /// Where retention last cut the audit log, if it ever did.
+    pub fn audit_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        self.with_view(|view, _| load_checkpoint(view))
     }
 
     /// The end of the audit chain (seq 0 and the genesis hash when empty).
@@ -625,13 +665,13 @@ mod tests {
                     };
                     let case = format!("ns {namespace:?} key {key:?} revisions {from_revision}..{to_revision:?}");
                     for after_seq in 0..=last_seq + 1 {
-                        let (_, page, _) = reader.list_audit(&query(after_seq)).expect("list");
+                        let page = reader.list_audit(&query(after_seq)).expect("list").entries;
                         assert_eq!(seqs(&page), want(after_seq), "{case}, limit {limit}, after seq {after_seq}");
                     }
                     // Paging by the last seq of each page visits every match once, in order.
                     let (mut paged, mut after_seq) = (Vec::new(), 0);
                     loop {
-                        let (_, page, more) = reader.list_audit(&query(after_seq)).expect("list");
+                        let AuditPage { entries: page, more, .. } = reader.list_audit(&query(after_seq)).expect("list");
                         paged.extend(seqs(&page));
                         match page.last() {
                             Some(e) if more => after_seq = e.seq,
@@ -641,7 +681,7 @@ mod tests {
                     let every: Vec<u64> = {
                         let mut q = query(0);
                         q.limit = usize::MAX;
-                        seqs(&reader.list_audit(&q).expect("list").1)
+                        seqs(&reader.list_audit(&q).expect("list").entries)
                     };
                     assert_eq!(paged, every, "{case}, paged by {limit}");
                 }
@@ -657,7 +697,7 @@ mod tests {
         let (reader, source, all) = audit_log(1, &sizes);
         let visited = |q: &AuditQuery| {
             let before = source.visited.load(Ordering::Relaxed);
-            let (_, page, _) = reader.list_audit(q).expect("list");
+            let page = reader.list_audit(q).expect("list").entries;
             (page, source.visited.load(Ordering::Relaxed) - before)
         };
         // A binary search over 2,000 revisions: 11 probes of one key each.
@@ -687,8 +727,8 @@ mod tests {
         let mut after_seq = 0;
         let mut pages = 0;
         loop {
-            let (_, page, _) =
-                reader.list_audit(&AuditQuery { after_seq, limit: 1_000, ..Default::default() }).expect("list");
+            let page =
+                reader.list_audit(&AuditQuery { after_seq, limit: 1_000, ..Default::default() }).expect("list").entries;
             pages += 1;
             match page.last() {
                 Some(e) if page.len() == 1_000 => after_seq = e.seq,
@@ -711,12 +751,12 @@ mod tests {
             bytes_max: Some(5 * one + one / 2),
             ..Default::default()
         };
-        let (_, page, more) = reader.list_audit(&q(0)).expect("list");
+        let AuditPage { entries: page, more, .. } = reader.list_audit(&q(0)).expect("list");
         assert_eq!(seqs(&page), (1..=5).collect::<Vec<_>>());
         assert!(more, "a page cut by its byte budget says more may follow");
         let (mut paged, mut after_seq) = (Vec::new(), 0);
         loop {
-            let (_, page, more) = reader.list_audit(&q(after_seq)).expect("list");
+            let AuditPage { entries: page, more, .. } = reader.list_audit(&q(after_seq)).expect("list");
             assert!(page.len() <= 5, "a page of {} entries", page.len());
             paged.extend(seqs(&page));
             match page.last() {
@@ -726,11 +766,11 @@ mod tests {
         }
         assert_eq!(paged, seqs(&all));
         // A budget below one entry still returns one: a page always makes progress.
-        let (_, page, more) =
+        let AuditPage { entries: page, more, .. } =
             reader.list_audit(&AuditQuery { limit: 10, bytes_max: Some(1), ..Default::default() }).expect("list");
         assert_eq!((seqs(&page), more), (vec![1], true));
         // The end of the log: no more.
-        let (_, page, more) = reader.list_audit(&q(all.len() as u64 - 2)).expect("list");
+        let AuditPage { entries: page, more, .. } = reader.list_audit(&q(all.len() as u64 - 2)).expect("list");
         assert_eq!((page.len(), more), (2, false));
     }
 

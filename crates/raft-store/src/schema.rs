@@ -60,6 +60,9 @@ pub const META_APPLIED: &[u8] = b"applied";
 pub const META_MEMBERSHIP: &[u8] = b"membership";
 /// `Meta` key: the [`AuditHead`].
 pub const META_AUDIT_HEAD: &[u8] = b"audit_head";
+/// `Meta` key: the [`vexil_model::audit::Checkpoint`] retention last cut the audit log at
+/// (absent while nothing was ever removed). The `Audit` table holds exactly the entries after it.
+pub const META_AUDIT_CHECKPOINT: &[u8] = b"audit_checkpoint";
 /// `Meta` key, present once the first admin token was created by bootstrap (configuration or
 /// `Init`): a bootstrap token is refused after that, whatever happened to it since.
 pub const META_TOKENS_BOOTSTRAPPED: &[u8] = b"tokens_bootstrapped";

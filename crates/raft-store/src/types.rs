@@ -82,7 +82,7 @@ impl Request {
             Command::SetAnonymousRead { namespace, .. } => namespace.len(),
             Command::Batch { requests } => requests.iter().map(Request::approx_bytes).sum(),
             Command::RaiseAlarm { reason, .. } => 8 + reason.len(),
-            Command::ClearAlarms => 0,
+            Command::ClearAlarms | Command::CompactAudit { .. } => 16,
         };
         FRAMING + strings + command
     }
@@ -169,6 +169,15 @@ pub enum Command {
     },
     /// Clear every alarm (an operator made room). A node still short raises its own again.
     ClearAlarms,
+    /// Audit retention: remove every audit entry up to and including seq `through_seq` (whose
+    /// revision is `through_revision`), record the cut as the new checkpoint, and append an
+    /// `audit.checkpoint` entry naming it. Proposed by the leader from the retention policy, or
+    /// by an operator after exporting the entries. A cut at or before the current checkpoint is
+    /// a no-op; one past the head, or naming an entry that is not there, is refused.
+    CompactAudit {
+        through_seq: u64,
+        through_revision: u64,
+    },
 }
 
 impl Command {
@@ -184,7 +193,8 @@ impl Command {
                 | Command::RecordMembershipChange { .. }
                 | Command::SetAnonymousRead { enabled: false, .. }
                 | Command::RaiseAlarm { .. }
-                | Command::ClearAlarms => true,
+                | Command::ClearAlarms
+                | Command::CompactAudit { .. } => true,
                 Command::Batch { requests } => requests.iter().all(|r| r.command.allowed_under_alarms(alarms)),
                 Command::CreateFlag { .. }
                 | Command::UpdateFlag { .. }
@@ -207,7 +217,8 @@ impl Command {
             | Command::RevokeToken { .. }
             | Command::Batch { .. }
             | Command::RaiseAlarm { .. }
-            | Command::ClearAlarms => "",
+            | Command::ClearAlarms
+            | Command::CompactAudit { .. } => "",
         }
     }
 }
@@ -233,6 +244,9 @@ pub enum Outcome {
     Batch(Vec<Response>),
     /// [`Command::ClearAlarms`]: the alarms that stood.
     AlarmsCleared(Vec<Alarm>),
+    /// [`Command::CompactAudit`]: the checkpoint the log now starts after, and how many entries
+    /// this command removed (0 when the cut was already behind the checkpoint).
+    AuditCompacted { checkpoint: vexil_model::audit::Checkpoint, removed: u64 },
 }
 
 /// Why a well-formed command did not apply. Decided deterministically by the state machine,

@@ -95,6 +95,30 @@ pub struct Config {
     pub watch: WatchConfig,
     #[command(flatten)]
     pub storage: StorageConfig,
+    #[command(flatten)]
+    pub audit: AuditConfig,
+}
+
+/// The `[audit]` keys: how much audit history the cluster keeps (`retention.rs`). Both limits
+/// off keeps everything. The leader applies them; set them alike on every node, so a new leader
+/// keeps the same policy.
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
+#[command(next_help_heading = "Audit retention ([audit] in the file)")]
+#[serde(deny_unknown_fields)]
+pub struct AuditConfig {
+    /// Keep about this many of the newest audit entries: once the log holds a tenth more, the
+    /// oldest are removed behind a checkpoint. 0: no limit by count.
+    #[arg(id = "audit.retain_entries", long = "audit-retain-entries")]
+    #[arg(env = "VEXIL_AUDIT_RETAIN_ENTRIES", value_name = "N", default_value_t = 0)]
+    pub retain_entries: u64,
+    /// Remove audit entries older than this many days, behind a checkpoint. 0: no limit by age.
+    #[arg(id = "audit.retain_days", long = "audit-retain-days")]
+    #[arg(env = "VEXIL_AUDIT_RETAIN_DAYS", value_name = "DAYS", default_value_t = 0)]
+    pub retain_days: u64,
+    /// How often the leader checks the audit log against the limits.
+    #[arg(id = "audit.retention_check_interval_ms", long = "audit-retention-check-interval-ms")]
+    #[arg(env = "VEXIL_AUDIT_RETENTION_CHECK_INTERVAL_MS", value_name = "MS", default_value_t = 60_000)]
+    pub retention_check_interval_ms: u64,
 }
 
 /// The `[storage]` keys: how much room the node may take, and when it raises the NOSPACE
@@ -283,6 +307,11 @@ const WORKER_THREADS_MAX: usize = 1024;
 /// Bounds of `storage.check_interval_ms`.
 const STORAGE_CHECK_INTERVAL_MS_MIN: u64 = 10;
 const STORAGE_CHECK_INTERVAL_MS_MAX: u64 = 60_000;
+/// Bounds of `audit.retention_check_interval_ms`.
+const AUDIT_CHECK_INTERVAL_MS_MIN: u64 = 10;
+const AUDIT_CHECK_INTERVAL_MS_MAX: u64 = 86_400_000;
+/// Most `audit.retain_days`: a century.
+const AUDIT_RETAIN_DAYS_MAX: u64 = 36_500;
 /// Bounds of `watch.progress_interval_ms`.
 const WATCH_PROGRESS_INTERVAL_MS_MIN: u64 = 10;
 const WATCH_PROGRESS_INTERVAL_MS_MAX: u64 = 60_000;
@@ -510,6 +539,14 @@ impl Config {
             STORAGE_CHECK_INTERVAL_MS_MIN,
             STORAGE_CHECK_INTERVAL_MS_MAX,
         )?;
+        let a = &self.audit;
+        in_range(
+            "audit.retention_check_interval_ms",
+            a.retention_check_interval_ms,
+            AUDIT_CHECK_INTERVAL_MS_MIN,
+            AUDIT_CHECK_INTERVAL_MS_MAX,
+        )?;
+        in_range("audit.retain_days", a.retain_days, 0, AUDIT_RETAIN_DAYS_MAX)?;
         self.check_security()?;
         let members = self.initial_members()?;
         if self.cluster.bootstrap {

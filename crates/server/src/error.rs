@@ -63,6 +63,11 @@ pub enum ServerError {
     /// Every watch slot of this node is taken (`limits::WATCH_STREAMS_MAX`).
     #[error("this node serves the most watch streams it allows; connect to another node")]
     WatchLimit,
+    /// A watch asked for changes that audit retention removed.
+    #[error(
+        "the changes after revision {after_revision} are no longer retained (audit retention cut the log at revision {compacted_revision}); take a new snapshot and resume from its revision"
+    )]
+    Compacted { after_revision: u64, compacted_revision: u64 },
     #[error("membership change refused: {0}")]
     Membership(String),
     /// A requested snapshot did not cover `target` before the deadline; openraft may still
@@ -288,6 +293,10 @@ impl ServerError {
                 meta.insert("limit".into(), format!("auth.principal_requests_per_second={per_second}"));
                 meta.insert("retry_after_ms".into(), retry_after_ms.to_string());
                 (Code::ResourceExhausted, ErrorReason::RateLimited)
+            }
+            ServerError::Compacted { compacted_revision, .. } => {
+                meta.insert("compacted_revision".into(), compacted_revision.to_string());
+                (Code::OutOfRange, ErrorReason::RevisionCompacted)
             }
             ServerError::Membership(_) => (Code::FailedPrecondition, ErrorReason::Membership),
             ServerError::SnapshotTimeout { .. } => (Code::DeadlineExceeded, ErrorReason::SnapshotTimeout),

@@ -23,6 +23,7 @@ pub mod network;
 pub mod node;
 pub mod raft_service;
 pub mod read_index;
+pub mod retention;
 pub mod shutdown;
 pub mod space;
 pub mod tls;
@@ -217,6 +218,8 @@ where
         "vexil node ready"
     );
     let leader_log = tokio::spawn(log_leader_changes(node.clone()));
+    // Ends when the node leaves; does nothing unless `[audit]` sets a limit.
+    tokio::spawn(retention::policy(node.clone()));
     if node.config.insecure {
         tracing::warn!(
             node_id = node.id,

@@ -197,6 +197,14 @@ fn every_rpc() -> Vec<(&'static str, Needs, Call)> {
         ),
         ("Audit.ListAudit(all)", Needs::Admin, call!(AuditClient, list_audit, ListAuditRequest::default())),
         (
+            // Past the end of the log: an admin's call is refused for what it asks, and removes nothing.
+            "Audit.CompactAudit",
+            Needs::Admin,
+            call!(AuditClient, compact_audit, CompactAuditRequest { through_seq: u64::MAX, ..Default::default() }),
+        ),
+        ("Cluster.ListAlarms", Needs::AnyRole, call!(ClusterClient, list_alarms, ListAlarmsRequest {})),
+        ("Cluster.ClearAlarms", Needs::Admin, call!(ClusterClient, clear_alarms, ClearAlarmsRequest::default())),
+        (
             "Cluster.Init",
             Needs::Init,
             call!(

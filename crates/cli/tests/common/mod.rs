@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use serde_json::Value;
-use vexil_testkit::Cluster;
+use vexil_testkit::{Cluster, Listener};
 
 /// Starts `n` voters that bootstrap one cluster (with `extra` node flags), and waits for a
 /// leader. Nodes started later with `Cluster::start_outsider` get the same flags.
@@ -75,6 +75,17 @@ pub fn ctl_command_in(cwd: &std::path::Path, args: &[&str]) -> tokio::process::C
 /// Runs `vexilctl` to completion (bounded: 120 s).
 pub async fn ctl(args: &[&str]) -> Out {
     run(ctl_command(args), args).await
+}
+
+/// `vexilctl cluster add-learner` of node `id` (started with `Cluster::start_outsider`) through
+/// `endpoints`, waiting until it is within `within` entries of the leader; `extra` adds flags.
+pub async fn add_learner(c: &Cluster, id: u64, within: u64, endpoints: &str, extra: &[&str]) -> Out {
+    let (api, raft) = (c.addr(id, Listener::Api), c.addr(id, Listener::Raft));
+    let (id, within) = (id.to_string(), within.to_string());
+    let mut args = vec!["cluster", "add-learner", &id, "--api-addr", &api, "--raft-addr", &raft];
+    args.extend(["--catch-up-within", &within, "--timeout-secs", "90", "--endpoints", endpoints]);
+    args.extend(extra);
+    ctl(&args).await
 }
 
 /// Runs a prepared `vexilctl` command to completion (bounded: 120 s).

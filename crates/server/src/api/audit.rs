@@ -1,14 +1,15 @@
-//! `vexil.v1.Audit`: listing the hash-chained audit log.
+//! `vexil.v1.Audit`: listing the hash-chained audit log, and cutting it behind a checkpoint
+//! (`retention.rs`).
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 use vexil_proto::v1 as pb;
 use vexil_proto::v1::audit_server::Audit;
-use vexil_proto::v1::{Consistency, ListAuditRequest, ListAuditResponse};
-use vexil_raft_store::AuditQuery;
+use vexil_proto::v1::{CompactAuditRequest, CompactAuditResponse, Consistency, ListAuditRequest, ListAuditResponse};
+use vexil_raft_store::{AuditQuery, Outcome};
 
-use super::{check_key, check_namespace, page_size, read_barrier};
+use super::{check_key, check_namespace, page_size, read_barrier, request, write_header};
 use crate::auth::caller;
 use crate::error::ServerError;
 use crate::limits::LIST_RESPONSE_BYTES_MAX;
@@ -52,11 +53,34 @@ impl Audit for AuditApi {
             limit: page_size(r.limit),
             bytes_max: Some(LIST_RESPONSE_BYTES_MAX),
         };
-        let (revision, entries, more) = self.node.reader.list_audit(&query).map_err(ServerError::from)?;
+        let page = self.node.reader.list_audit(&query).map_err(ServerError::from)?;
         Ok(Response::new(ListAuditResponse {
-            header: header(revision),
-            entries: entries.into_iter().map(pb::AuditEntry::from).collect(),
-            more,
+            header: header(page.revision),
+            entries: page.entries.into_iter().map(pb::AuditEntry::from).collect(),
+            more: page.more,
+            checkpoint: page.checkpoint.map(pb::AuditCheckpoint::from),
+        }))
+    }
+
+    #[tracing::instrument(skip_all, fields(node = self.node.id, through_seq = req.get_ref().through_seq))]
+    async fn compact_audit(&self, req: Request<CompactAuditRequest>) -> Result<Response<CompactAuditResponse>, Status> {
+        let who = caller(&self.node, &req).await?;
+        who.check(Need::Admin)?;
+        let r = req.into_inner();
+        if r.through_seq == 0 {
+            return Err(ServerError::invalid("through_seq", "must be at least 1 (the first entry to remove)").into());
+        }
+        let make = |command| request(&self.node, &who, r.options, command);
+        let (resp, leader) = crate::retention::compact_through(&self.node, r.through_seq, make).await?;
+        let (checkpoint, removed) = match resp.outcome.map_err(ServerError::Write)? {
+            Outcome::AuditCompacted { checkpoint, removed } => (checkpoint, removed),
+            other => return Err(ServerError::Internal(format!("an audit cut answered {other:?}")).into()),
+        };
+        tracing::warn!(through_seq = checkpoint.seq, removed, by = %who.name, "audit entries removed");
+        Ok(Response::new(CompactAuditResponse {
+            header: write_header(resp.revision, leader),
+            checkpoint: Some(checkpoint.into()),
+            removed,
         }))
     }
 }

@@ -37,6 +37,7 @@ use vexil_proto::v1::watch_server::Watch;
 use vexil_proto::v1::{
     Change, ChangeBatch, Flag, NamespaceState, Progress, Stale, WatchRequest, WatchResponse, WatchSnapshot,
 };
+use vexil_raft_store::Changes;
 
 use super::check_namespace;
 use super::flags::to_proto as flag_to_proto;
@@ -248,7 +249,12 @@ async fn follow(node: &Arc<Node>, req: &WatchRequest, who: &Principal, out: &Out
 /// time, and moves `cursor` past them.
 async fn catch_up(node: &Node, filter: &BTreeSet<&str>, cursor: &mut u64, out: &Outbox) -> Result<(), ServerError> {
     loop {
-        let (entries, seen) = node.reader.changes_after(*cursor, WATCH_BATCH_ENTRIES_MAX)?;
+        let (entries, seen) = match node.reader.changes_after(*cursor, WATCH_BATCH_ENTRIES_MAX)? {
+            Changes::Page(entries, seen) => (entries, seen),
+            Changes::Compacted(cp) => {
+                return Err(ServerError::Compacted { after_revision: *cursor, compacted_revision: cp.revision });
+            }
+        };
         let caught_up = entries.len() < WATCH_BATCH_ENTRIES_MAX;
         for batch in group_by_revision(entries, filter, node) {
             out.send(Kind::Changes(batch)).await?;
