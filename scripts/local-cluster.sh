@@ -3,8 +3,9 @@
 #
 #     scripts/local-cluster.sh [DATA_DIR]      (default: ./.vexil-local)
 #
-# Node N listens for the API on 127.0.0.1:700N, for Raft on 127.0.0.1:710N and for HTTPS
-# (/metrics, /livez, /readyz) on 127.0.0.1:720N; its data and log are under DATA_DIR/node-N.
+# Node N listens for the API on 127.0.0.1:700N, for Raft on 127.0.0.1:710N, for HTTPS
+# (/metrics, /livez, /readyz) on 127.0.0.1:720N and for OpenFeature providers (flagd RPC, OFREP)
+# on 127.0.0.1:801N; its data and log are under DATA_DIR/node-N.
 # The cluster runs secure, as in production: the first start makes a CA, a certificate per node
 # and the first admin token under DATA_DIR/pki (with `vexilctl tls`, no openssl needed), and a
 # DATA_DIR/vexilctl.toml that points vexilctl at the cluster with them. The first start
@@ -60,6 +61,7 @@ for n in 1 2 3; do
     [ -f "$data/node-$n/node.log" ] && mv "$data/node-$n/node.log" "$data/node-$n/node.log.prev"
     "$bin" --node-id "$n" --data-dir "$data/node-$n" \
         --api-listen "127.0.0.1:700$n" --raft-listen "127.0.0.1:710$n" --admin-listen "127.0.0.1:720$n" \
+        --openfeature-listen "127.0.0.1:801$n" \
         --cluster-bootstrap true --cluster-initial-members "$members" \
         --tls-cert-file "$pki/node-$n.pem" --tls-key-file "$pki/node-$n-key.pem" --tls-ca-file "$pki/ca.pem" \
         --auth-bootstrap-token-file "$pki/admin.token" \
@@ -85,6 +87,7 @@ Vexil cluster is up (leader: node $leader), with TLS on every port and tokens.
   API endpoints:  https://127.0.0.1:7001  https://127.0.0.1:7002  https://127.0.0.1:7003
   Raft ports:     127.0.0.1:7101  127.0.0.1:7102  127.0.0.1:7103 (mutual TLS)
   Admin (HTTPS):  https://127.0.0.1:7201/livez  (and /readyz; /metrics needs a token; 7202, 7203)
+  OpenFeature:    127.0.0.1:8011  8012  8013 (flagd RPC over gRPC and OFREP, TLS with the CA below)
   CA certificate: $pki/ca.pem
   Admin token:    $pki/admin.token  (keep it secret)
   Data and logs:  $data/node-{1,2,3}

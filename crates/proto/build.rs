@@ -13,6 +13,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "vexil/v1/evaluation.proto",
         "vexil/v1/tokens.proto",
         "vexil/raft/v1/raft.proto",
+        // OpenFeature's flagd protocols, verbatim from open-feature/flagd-schemas (`protobuf/`).
+        "flagd/evaluation/v1/evaluation.proto",
+        "flagd/evaluation/v2/evaluation.proto",
+        "flagd/sync/v1/sync.proto",
     ];
     let fds = protox::compile(files, [&root])?;
     for f in files {

@@ -2,7 +2,7 @@
 //! has stopped: restart the node) and `/readyz` (503 unless the node would serve a lease read
 //! now: route requests elsewhere). The rules are in `health.rs`.
 //!
-//! Served over TLS when the node has TLS (`tls::AdminListener`). `/metrics` needs a bearer
+//! Served over TLS when the node has TLS (`tls::HttpsListener`). `/metrics` needs a bearer
 //! token of any role (Prometheus sends one with `authorization` in its scrape config); the
 //! probes answer anyone, as a kubelet or load balancer must be able to ask without a token, and
 //! they tell nothing but the node's health.

@@ -166,6 +166,26 @@ fn valid(node: &Node, token: TokenRecord, hash: [u8; 32]) -> Result<Principal, S
 /// mounted without it) counts as anonymous, so it is refused, never let through.
 pub async fn caller<T>(node: &Arc<Node>, req: &tonic::Request<T>) -> Result<Principal, ServerError> {
     let who = req.extensions().get::<Principal>().cloned().unwrap_or_else(Principal::anonymous);
+    resolve(node, who).await
+}
+
+/// The caller of an HTTP request (OFREP): its `authorization: Bearer <token>`, or its
+/// `x-api-key: <token>` (OFREP's other scheme), or none; then as [`caller`].
+pub async fn http_caller(node: &Arc<Node>, headers: &axum::http::HeaderMap) -> Result<Principal, ServerError> {
+    let who = match (headers.get(axum::http::header::AUTHORIZATION), headers.get("x-api-key")) {
+        (Some(bearer), _) => authenticate_header(node, Some(bearer.as_bytes()))?,
+        (None, Some(key)) => {
+            let mut bearer = b"Bearer ".to_vec();
+            bearer.extend_from_slice(key.as_bytes());
+            authenticate_header(node, Some(&bearer))?
+        }
+        (None, None) => authenticate_header(node, None)?,
+    };
+    resolve(node, who).await
+}
+
+/// Looks up again a token this node did not know when the call arrived (see [`caller`]).
+async fn resolve(node: &Arc<Node>, who: Principal) -> Result<Principal, ServerError> {
     let Some(hash) = who.unknown else { return Ok(who) };
     node.read_barrier(Consistency::Lease, Consistency::Lease, 0).await?;
     let who = match node.reader.token(&hash)? {

@@ -60,6 +60,11 @@ pub struct Config {
     #[arg(id = "admin_listen", long = "admin-listen")]
     #[arg(env = "VEXIL_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
+    /// Where OpenFeature providers connect (flagd evaluation v1/v2 over gRPC, and OFREP over
+    /// HTTP: `openfeature/`); unset disables it. flagd's own port is 8013.
+    #[arg(id = "openfeature_listen", long = "openfeature-listen")]
+    #[arg(env = "VEXIL_OPENFEATURE_LISTEN", value_name = "ADDR")]
+    pub openfeature_listen: Option<SocketAddr>,
     /// Log filter, as in `RUST_LOG` (`info`, `vexil_server=debug,openraft=warn`).
     #[arg(id = "log", long = "log")]
     #[arg(env = "VEXIL_LOG", value_name = "FILTER", default_value = "info,openraft=warn")]
@@ -97,6 +102,20 @@ pub struct Config {
     pub storage: StorageConfig,
     #[command(flatten)]
     pub audit: AuditConfig,
+    #[command(flatten)]
+    pub openfeature: OpenFeatureConfig,
+}
+
+/// The `[openfeature]` keys: how flagd and OFREP requests map onto namespaces.
+#[derive(Debug, Clone, PartialEq, clap::Args, Serialize, Deserialize)]
+#[command(next_help_heading = "OpenFeature providers ([openfeature] in the file)")]
+#[serde(deny_unknown_fields)]
+pub struct OpenFeatureConfig {
+    /// The namespace a flagd or OFREP request without a selector evaluates (a selector
+    /// `flagSetId=<namespace>` names another).
+    #[arg(id = "openfeature.default_namespace", long = "openfeature-default-namespace")]
+    #[arg(env = "VEXIL_OPENFEATURE_DEFAULT_NAMESPACE", value_name = "NAMESPACE", default_value = "default")]
+    pub default_namespace: String,
 }
 
 /// The `[audit]` keys: how much audit history the cluster keeps (`retention.rs`). Both limits
@@ -511,6 +530,13 @@ impl Config {
         {
             return Err(bad("admin_listen", "must differ from api_listen and raft_listen"));
         }
+        if let Some(of) = self.openfeature_listen
+            && (of == self.api_listen || of == self.raft_listen || Some(of) == self.admin_listen)
+        {
+            return Err(bad("openfeature_listen", "must differ from api_listen, raft_listen and admin_listen"));
+        }
+        vexil_model::flag::validate_namespace(&self.openfeature.default_namespace)
+            .map_err(|p| bad("openfeature.default_namespace", p))?;
         if r.snapshot_chunk_bytes < 4096 || r.snapshot_chunk_bytes > 64 * 1024 * 1024 {
             return Err(bad("raft.snapshot_chunk_bytes", "must be between 4096 and 67108864"));
         }
@@ -860,7 +886,11 @@ mod tests {
             }
         }
         // Optional keys serialise only when set.
-        let mut cfg = Config { admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7201))), ..Config::default() };
+        let mut cfg = Config {
+            admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7201))),
+            openfeature_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8013))),
+            ..Config::default()
+        };
         cfg.tls.cert_file = Some("node.pem".into());
         cfg.tls.key_file = Some("node-key.pem".into());
         cfg.tls.ca_file = Some("ca.pem".into());

@@ -1,7 +1,7 @@
 //! The server's errors, and the ONE place they become gRPC statuses: every status the node
 //! sends for an error of its own, on the public API and on the Raft port, is built by
-//! `From<ServerError> for Status` below (and `health_unknown_service`, another protocol's own
-//! answer). Handlers return `ServerError`, never a `Status` they built themselves.
+//! `From<ServerError> for Status` below (and `health_unknown_service` and `flagd_status`, other
+//! protocols' own answers). Handlers return `ServerError`, never a `Status` they built themselves.
 //!
 //! Every status carries a standard gRPC code, a message a person can act on, and a
 //! `google.rpc.ErrorInfo` detail (domain `vexil`) with a stable machine-readable `reason` and
@@ -121,8 +121,13 @@ pub enum NodeError {
     Server(#[from] ServerError),
     #[error("a server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
-    #[error("the admin port failed: {0}")]
-    Admin(#[source] std::io::Error),
+    /// An HTTP port (`admin`, `openfeature`) failed.
+    #[error("the {port} port failed: {source}")]
+    Http {
+        port: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("a server task failed: {0}")]
     Task(#[from] tokio::task::JoinError),
 }
@@ -335,6 +340,20 @@ pub fn health_unknown_service(service: &str) -> Status {
     Status::not_found(format!(
         "unknown service {service:?}: this node serves \"\" (the whole node) and the vexil.v1 services"
     ))
+}
+
+/// flagd's answer to an evaluation that ends in an OpenFeature error, as flagd sends it and its
+/// providers decode it: FLAG_NOT_FOUND → NOT_FOUND, TYPE_MISMATCH → INVALID_ARGUMENT,
+/// PARSE_ERROR → DATA_LOSS, anything else → UNKNOWN. Plain statuses, without vexil's details.
+pub fn flagd_status(code: vexil_model::eval::ErrorCode, message: impl Into<String>) -> Status {
+    use vexil_model::eval::ErrorCode;
+    let code = match code {
+        ErrorCode::FlagNotFound => Code::NotFound,
+        ErrorCode::TypeMismatch => Code::InvalidArgument,
+        ErrorCode::ParseError => Code::DataLoss,
+        ErrorCode::General | ErrorCode::ProviderNotReady => Code::Unknown,
+    };
+    Status::new(code, message)
 }
 
 /// Reads the `ErrorInfo` reason and metadata back out of a status (for clients and tests).

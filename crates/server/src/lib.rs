@@ -9,6 +9,7 @@
 //! - [`error`]: the one mapping from server errors to gRPC statuses, and the exit codes.
 //! - [`health`]: liveness and readiness, for `/livez`, `/readyz` and `grpc.health.v1`.
 //! - [`auth`]: bearer tokens and the role each call needs; [`tls`]: TLS on every port.
+//! - [`openfeature`]: the OpenFeature port (flagd's evaluation protocol, OFREP).
 
 pub mod admin;
 pub mod api;
@@ -21,6 +22,7 @@ pub mod limits;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod openfeature;
 pub mod raft_service;
 pub mod read_index;
 pub mod retention;
@@ -70,24 +72,37 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
         addr: config.api_listen,
         source,
     })?;
-    let admin_listener = match config.admin_listen {
-        Some(addr) => Some(TcpListener::bind(addr).await.map_err(|source| NodeError::Listen {
-            key: "admin_listen",
-            addr,
-            source,
-        })?),
-        None => None,
+    let bind = |key: &'static str, addr: Option<std::net::SocketAddr>| async move {
+        match addr {
+            Some(addr) => {
+                TcpListener::bind(addr).await.map(Some).map_err(|source| NodeError::Listen { key, addr, source })
+            }
+            None => Ok(None),
+        }
+    };
+    let http = HttpListeners {
+        admin: bind("admin_listen", config.admin_listen).await?,
+        openfeature: bind("openfeature_listen", config.openfeature_listen).await?,
     };
     let node = Node::start(config).await?;
-    serve(node, api_listener, raft_listener, admin_listener, shutdown).await
+    serve(node, api_listener, raft_listener, http, shutdown).await
 }
 
-/// Serves both ports of a started node on already-bound TCP listeners.
+/// The optional HTTP ports of a node, already bound.
+#[derive(Debug, Default)]
+pub struct HttpListeners {
+    /// `/metrics`, `/livez`, `/readyz` (`admin.rs`).
+    pub admin: Option<TcpListener>,
+    /// flagd's evaluation protocol and OFREP (`openfeature/`).
+    pub openfeature: Option<TcpListener>,
+}
+
+/// Serves the ports of a started node on already-bound TCP listeners.
 pub async fn serve(
     node: Arc<Node>,
     api_listener: TcpListener,
     raft_listener: TcpListener,
-    admin_listener: Option<TcpListener>,
+    http: HttpListeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError> {
     // TCP_NODELAY: tonic sets it only on sockets it accepts itself; without it every small
@@ -96,7 +111,7 @@ pub async fn serve(
     let raft = TcpIncoming::from(raft_listener).with_nodelay(Some(true));
     // On a real disk only (the simulation's nodes have none): ends when the node leaves.
     tokio::spawn(space::monitor(node.clone()));
-    serve_incoming(node, api, raft, admin_listener, shutdown).await
+    serve_incoming(node, api, raft, http, shutdown).await
 }
 
 /// Serves a started node on any streams of accepted connections (the simulation passes
@@ -149,7 +164,7 @@ pub async fn serve_incoming<A, R, IO, E>(
     node: Arc<Node>,
     api_incoming: A,
     raft_incoming: R,
-    admin_listener: Option<TcpListener>,
+    http: HttpListeners,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NodeError>
 where
@@ -180,6 +195,7 @@ where
     // Every vexil.v1 service authenticates its callers first (`auth.rs`); health probes are
     // open to anyone.
     let authn = auth::Authenticator { node: node.clone() };
+    let evaluator = api::evaluation::Evaluator::new(node.clone());
     let api_server = api_builder
         .max_concurrent_streams(API_CONCURRENT_STREAMS_MAX)
         .add_service(InterceptedService::new(
@@ -196,7 +212,7 @@ where
             authn.clone(),
         ))
         .add_service(InterceptedService::new(
-            EvaluationServer::new(api::evaluation::EvaluationApi::new(node.clone())),
+            EvaluationServer::new(api::evaluation::EvaluationApi::new(node.clone(), evaluator.clone())),
             authn.clone(),
         ))
         .add_service(InterceptedService::new(
@@ -206,7 +222,10 @@ where
             }),
             authn.clone(),
         ))
-        .add_service(InterceptedService::new(TokensServer::new(api::tokens::TokensApi { node: node.clone() }), authn))
+        .add_service(InterceptedService::new(
+            TokensServer::new(api::tokens::TokensApi { node: node.clone() }),
+            authn.clone(),
+        ))
         .add_service(HealthServer::new(api::health::HealthApi::new(node.clone())))
         .serve_with_incoming_shutdown(api_incoming, stopped(stop_api_rx.clone()));
 
@@ -232,19 +251,18 @@ where
         }
         _ => None,
     };
-    let admin_task = match admin_listener {
+    let admin_task = match http.admin {
         None => None,
         Some(listener) => {
-            let app = admin::router(node.clone());
-            let stop = stopped(stop_api_rx.clone());
-            Some(match &node.tls {
-                Some(tls) => {
-                    let listener =
-                        tls::AdminListener::new(listener, tls.admin_acceptor()?).map_err(NodeError::Admin)?;
-                    tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop).await })
-                }
-                None => tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop).await }),
-            })
+            Some(serve_http(&node, listener, admin::router(node.clone()), "admin", &[], &stop_api_rx).await?)
+        }
+    };
+    let openfeature_task = match http.openfeature {
+        None => None,
+        Some(listener) => {
+            let of = openfeature::OpenFeature { node: node.clone(), evaluator: evaluator.clone() };
+            let app = openfeature::router(of, authn.clone());
+            Some(serve_http(&node, listener, app, "openfeature", &[b"h2", b"http/1.1"], &stop_api_rx).await?)
         }
     };
     let mut raft_task = tokio::spawn(raft_server);
@@ -273,6 +291,10 @@ where
     let api_result = drain(&mut api_task, deadline, node.id, "API", api_drain_ms).await;
     let admin_result = match admin_task {
         Some(mut task) => drain(&mut task, deadline, node.id, "admin", api_drain_ms).await,
+        None => Ok(Ok(())),
+    };
+    let openfeature_result = match openfeature_task {
+        Some(mut task) => drain(&mut task, deadline, node.id, "OpenFeature", api_drain_ms).await,
         None => Ok(Ok(())),
     };
     // 4. Raft stops: a leader steps down; nobody can count on this node any more.
@@ -305,9 +327,34 @@ where
     }
     raft_result??;
     api_result??;
-    admin_result?.map_err(NodeError::Admin)?;
+    admin_result?.map_err(|source| NodeError::Http { port: "admin", source })?;
+    openfeature_result?.map_err(|source| NodeError::Http { port: "openfeature", source })?;
     tracing::info!(node_id, "stopped");
     Ok(())
+}
+
+/// Serves `app` on an HTTP port (HTTP/1.1 and HTTP/2; TLS offering `alpn` when the node has
+/// TLS) until the API stops.
+async fn serve_http(
+    node: &Node,
+    listener: TcpListener,
+    app: axum::Router,
+    port: &'static str,
+    alpn: &[&[u8]],
+    stop_api: &tokio::sync::watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, NodeError> {
+    let mut stop = stop_api.clone();
+    let stop = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    Ok(match &node.tls {
+        Some(tls) => {
+            let listener = tls::HttpsListener::new(listener, tls.https_acceptor(alpn)?, port)
+                .map_err(|source| NodeError::Http { port, source })?;
+            tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop).await })
+        }
+        None => tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop).await }),
+    })
 }
 
 /// Waits for a server task that was told to stop gracefully until `deadline`, then cuts off
@@ -413,7 +460,7 @@ mod tests {
             node.clone(),
             no_connections(),
             no_connections(),
-            None,
+            HttpListeners::default(),
             std::future::pending(),
         ));
         node.raft.wait(Some(Duration::from_secs(10))).current_leader(1, "a single node leads").await.expect("leader");

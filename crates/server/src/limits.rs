@@ -74,3 +74,10 @@ pub const TLS_HANDSHAKE_MS_MAX: u64 = 10_000;
 pub const STREAM_TOKEN_CHECK_INTERVAL_MS: u64 = 1_000;
 /// Namespaces whose compiled flags the evaluation API keeps (least recently used go first).
 pub const EVAL_CACHE_NAMESPACES_MAX: usize = 256;
+/// A flagd `EventStream` idle this long gets a `keep_alive` (flagd's providers read a silent
+/// stream as a broken one only after much longer).
+pub const FLAGD_KEEP_ALIVE_MS: u64 = 20_000;
+/// Events queued for one flagd `EventStream` before its sender waits for the client.
+pub const FLAGD_EVENTS_BUFFER: usize = 16;
+/// Largest OFREP request body (a context, as on the API port).
+pub const OFREP_BODY_BYTES_MAX: usize = CONTEXT_BYTES_MAX;

@@ -1,6 +1,6 @@
 //! TLS for every port, from the `[tls]` files: one place that reads the PEM files, checks them
 //! at start (a bad file is a configuration error naming its key), and hands out the server and
-//! client configurations of the API, Raft and admin ports.
+//! client configurations of the API, Raft, admin and OpenFeature ports.
 //!
 //! - API port: the node's certificate; client certificates of the cluster CA only when
 //!   `tls.client_cert_auth` (tokens decide what a caller may do either way).
@@ -8,7 +8,8 @@
 //!   `tls.peer_allowed_names` is set, one valid for one of those names ([`PeerNames`]). A node
 //!   dials its peers over `https://` with its own certificate: a node configured with TLS never
 //!   speaks plaintext Raft.
-//! - Admin port: the node's certificate ([`AdminListener`]).
+//! - Admin and OpenFeature ports (HTTP): the node's certificate ([`HttpsListener`]); the
+//!   OpenFeature port offers `h2` and `http/1.1` (gRPC providers and OFREP's HTTP/1.1 clients).
 //!
 //! The crypto provider is `ring` (rustls panics if both `ring` and `aws-lc-rs` are linked;
 //! `crates/testkit/tests/architecture.rs` keeps aws-lc-rs out).
@@ -89,9 +90,9 @@ impl Material {
             client_cert_auth: cfg.client_cert_auth,
             peer_names,
         };
-        // Builds the admin port's configuration now, so a key that does not match its
+        // Builds an HTTP port's configuration now, so a key that does not match its
         // certificate stops the node at start, naming the key.
-        material.admin_acceptor()?;
+        material.https_acceptor(&[])?;
         Ok(Some(material))
     }
 
@@ -124,15 +125,17 @@ impl Material {
         &self.peer_names
     }
 
-    /// The admin port's TLS acceptor.
-    pub fn admin_acceptor(&self) -> Result<TlsAcceptor, ConfigError> {
-        let config = rustls::ServerConfig::builder()
+    /// The TLS acceptor of an HTTP port (admin, OpenFeature): the node's certificate, offering
+    /// the application protocols `alpn` (`h2`, `http/1.1`) to clients that ask.
+    pub fn https_acceptor(&self, alpn: &[&[u8]]) -> Result<TlsAcceptor, ConfigError> {
+        let mut config = rustls::ServerConfig::builder()
             .with_no_client_auth()
             .with_single_cert(self.certs.clone(), self.key.clone_key())
             .map_err(|e| ConfigError {
                 key: "tls.key_file".into(),
                 problem: format!("does not go with tls.cert_file: {e}"),
             })?;
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(TlsAcceptor::from(Arc::new(config)))
     }
 }
@@ -174,17 +177,18 @@ impl PeerNames {
     }
 }
 
-/// The admin port over TLS, for `axum::serve`: accepts TCP connections and runs each handshake
-/// in its own task (bounded by [`TLS_HANDSHAKE_MS_MAX`]), so a client that never finishes its
-/// handshake holds up no one else, not even a liveness probe.
-pub struct AdminListener {
+/// An HTTP port over TLS (admin, OpenFeature), for `axum::serve`: accepts TCP connections and
+/// runs each handshake in its own task (bounded by [`TLS_HANDSHAKE_MS_MAX`]), so a client that
+/// never finishes its handshake holds up no one else, not even a liveness probe.
+pub struct HttpsListener {
     local: SocketAddr,
     ready: tokio::sync::mpsc::Receiver<(TlsStream<tokio::net::TcpStream>, SocketAddr)>,
     accepting: tokio::task::JoinHandle<()>,
 }
 
-impl AdminListener {
-    pub fn new(listener: TcpListener, acceptor: TlsAcceptor) -> io::Result<AdminListener> {
+impl HttpsListener {
+    /// `port` names it in logs.
+    pub fn new(listener: TcpListener, acceptor: TlsAcceptor, port: &'static str) -> io::Result<HttpsListener> {
         let local = listener.local_addr()?;
         let (tx, ready) = tokio::sync::mpsc::channel(64);
         let accepting = tokio::spawn(async move {
@@ -192,7 +196,7 @@ impl AdminListener {
                 let (tcp, peer) = match listener.accept().await {
                     Ok(conn) => conn,
                     Err(e) => {
-                        tracing::warn!(error = %e, "admin port: accept failed");
+                        tracing::warn!(error = %e, port, "accept failed");
                         tokio::time::sleep(Duration::from_millis(50)).await;
                         continue;
                     }
@@ -205,23 +209,23 @@ impl AdminListener {
                         Ok(Ok(tls)) => {
                             let _ = tx.send((tls, peer)).await;
                         }
-                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "admin port: TLS handshake failed"),
-                        Err(_) => tracing::debug!(%peer, "admin port: TLS handshake timed out"),
+                        Ok(Err(e)) => tracing::debug!(%peer, port, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, port, "TLS handshake timed out"),
                     }
                 });
             }
         });
-        Ok(AdminListener { local, ready, accepting })
+        Ok(HttpsListener { local, ready, accepting })
     }
 }
 
-impl Drop for AdminListener {
+impl Drop for HttpsListener {
     fn drop(&mut self) {
         self.accepting.abort();
     }
 }
 
-impl axum::serve::Listener for AdminListener {
+impl axum::serve::Listener for HttpsListener {
     type Io = TlsStream<tokio::net::TcpStream>;
     type Addr = SocketAddr;
 

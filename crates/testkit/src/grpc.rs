@@ -145,11 +145,35 @@ impl Cluster {
 
     /// [`Cluster::admin_get`] with this bearer token, or none.
     pub fn admin_get_as(&self, id: u64, path: &str, token: Option<&str>) -> (u16, String) {
+        let auth = token.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+        let reply = self.http(id, Listener::Admin, "GET", path, &headers, "");
+        (reply.status, reply.body)
+    }
+
+    /// One HTTP/1.1 request to one of node `id`'s HTTP listeners (over TLS trusting the cluster
+    /// CA in a secure cluster); `headers` as given, no credentials added.
+    pub fn http(
+        &self,
+        id: u64,
+        listener: Listener,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> HttpReply {
         use std::io::{Read, Write};
-        let tcp = std::net::TcpStream::connect(("127.0.0.1", self.port(id, Listener::Admin))).unwrap();
+        let tcp = std::net::TcpStream::connect(("127.0.0.1", self.port(id, listener))).unwrap();
         tcp.set_read_timeout(Some(ADMIN_READ_TIMEOUT)).unwrap();
-        let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{auth}Connection: close\r\n\r\n");
+        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+        for (name, value) in headers {
+            request.push_str(&format!("{name}: {value}\r\n"));
+        }
+        if !body.is_empty() || method == "POST" {
+            request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+        }
+        request.push_str("\r\n");
+        request.push_str(body);
         let mut text = String::new();
         if self.is_secure() {
             let mut s = rustls::StreamOwned::new(self.tls_client("127.0.0.1"), tcp);
@@ -161,9 +185,14 @@ impl Cluster {
             s.write_all(request.as_bytes()).unwrap();
             s.read_to_string(&mut text).unwrap();
         }
-        let code = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
-        let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
-        (code, body)
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let mut lines = head.lines();
+        let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let headers = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        HttpReply { status, headers, body: body.to_string() }
     }
 
     /// A rustls client connection to `server_name` that trusts only the cluster CA.
@@ -176,6 +205,26 @@ impl Cluster {
         let config = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
         let name = rustls_pki_types::ServerName::try_from(server_name.to_string()).unwrap();
         rustls::ClientConnection::new(std::sync::Arc::new(config), name).unwrap()
+    }
+}
+
+/// What [`Cluster::http`] got back.
+#[derive(Debug, Clone)]
+pub struct HttpReply {
+    pub status: u16,
+    /// Header names in lower case.
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+}
+
+impl HttpReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
+    /// The body as JSON (panics with the reply when it is not).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
     }
 }
 

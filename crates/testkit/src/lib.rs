@@ -48,7 +48,7 @@ mod security;
 
 pub use cluster::{Cluster, ClusterBuilder, READ_LEASE_MS, Runtime};
 pub use disk::{SmallDisk, ThinDisk};
-pub use grpc::{bool_spec, linearizable, spec, verify_chain};
+pub use grpc::{HttpReply, bool_spec, linearizable, spec, verify_chain};
 pub use listener::Listener;
 pub use process::Process;
 pub use recorder::{HeaderRecorder, RecorderTls};

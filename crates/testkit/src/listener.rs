@@ -13,10 +13,12 @@ pub enum Listener {
     Raft,
     /// HTTP: `/livez`, `/readyz`, `/metrics`.
     Admin,
+    /// OpenFeature providers: flagd's evaluation protocol (gRPC) and OFREP (HTTP).
+    OpenFeature,
 }
 
 impl Listener {
-    pub const ALL: [Listener; 3] = [Listener::Api, Listener::Raft, Listener::Admin];
+    pub const ALL: [Listener; 4] = [Listener::Api, Listener::Raft, Listener::Admin, Listener::OpenFeature];
 
     /// The `vexil` flag that sets its address.
     pub fn flag(self) -> &'static str {
@@ -24,6 +26,7 @@ impl Listener {
             Listener::Api => "--api-listen",
             Listener::Raft => "--raft-listen",
             Listener::Admin => "--admin-listen",
+            Listener::OpenFeature => "--openfeature-listen",
         }
     }
 
@@ -32,7 +35,7 @@ impl Listener {
     pub fn always(self) -> bool {
         match self {
             Listener::Api | Listener::Raft => true,
-            Listener::Admin => false,
+            Listener::Admin | Listener::OpenFeature => false,
         }
     }
 }

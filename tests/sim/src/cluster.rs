@@ -128,7 +128,8 @@ pub fn add_host(sim: &mut turmoil::Sim<'_>, setup: NodeSetup, disk: MemDisk, reg
             let stop = Arc::new(Notify::new());
             stoppers.borrow_mut().insert(setup.id, stop.clone());
             let sigterm = async move { stop.notified().await };
-            vexil_server::serve_incoming(node, net::incoming(api), net::incoming(raft), None, sigterm).await?;
+            vexil_server::serve_incoming(node, net::incoming(api), net::incoming(raft), Default::default(), sigterm)
+                .await?;
             Ok(())
         }
     });

@@ -343,6 +343,11 @@ impl CompiledNamespace {
         self.flags.values()
     }
 
+    /// The flag set's own `metadata` (each flag's results merge theirs over it).
+    pub fn flag_set_metadata(&self) -> &Map<String, Value> {
+        &self.metadata
+    }
+
     /// The flag set's metadata.
     pub fn metadata(&self) -> &Map<String, Value> {
         &self.metadata

@@ -1,7 +1,8 @@
 //! `vexil.v1.Evaluation`: server-side evaluation with the same engine the client embeds.
 //!
-//! Each namespace is compiled once per applied revision and kept in a bounded cache, so an
-//! evaluation costs a context parse plus the compiled rule, not a recompilation. The result is
+//! Each namespace is compiled once per applied revision and kept in a bounded cache
+//! ([`Evaluator`], shared with the OpenFeature protocols in `openfeature/`), so an evaluation
+//! costs a context parse plus the compiled rule, not a recompilation. The result is
 //! rendered by the one conversion in `vexil-proto` (`FlagEvaluation::from_resolution`), which
 //! applies the requested type by the model's rule.
 
@@ -26,6 +27,12 @@ use vexil_model::access::Need;
 
 pub struct EvaluationApi {
     pub node: Arc<Node>,
+    evaluator: Arc<Evaluator>,
+}
+
+/// Compiled namespaces at the latest applied revision, for every evaluating surface of a node.
+pub struct Evaluator {
+    node: Arc<Node>,
     cache: CompiledCache,
 }
 
@@ -56,12 +63,19 @@ impl CompiledCache {
 }
 
 impl EvaluationApi {
-    pub fn new(node: Arc<Node>) -> Self {
-        EvaluationApi { node, cache: CompiledCache::new() }
+    pub fn new(node: Arc<Node>, evaluator: Arc<Evaluator>) -> Self {
+        EvaluationApi { node, evaluator }
+    }
+}
+
+impl Evaluator {
+    pub fn new(node: Arc<Node>) -> Arc<Self> {
+        Arc::new(Evaluator { node, cache: CompiledCache::new() })
     }
 
-    /// The namespace compiled at the latest applied revision (reused while nothing changed).
-    fn compiled(&self, namespace: &str) -> Result<(u64, Arc<CompiledNamespace>), ServerError> {
+    /// The namespace compiled at the latest applied revision (reused while nothing changed),
+    /// and that revision.
+    pub fn compiled(&self, namespace: &str) -> Result<(u64, Arc<CompiledNamespace>), ServerError> {
         let revision = self.node.reader.revision()?;
         if let Some(ns) = self.cache.get(namespace, revision) {
             return Ok((revision, ns));
@@ -104,7 +118,7 @@ impl Evaluation for EvaluationApi {
             .requested();
         let context = parse_context(&r.context_json)?;
         let header = read_barrier(&self.node, r.read, Consistency::Lease).await?;
-        let (revision, ns) = self.compiled(&r.namespace)?;
+        let (revision, ns) = self.evaluator.compiled(&r.namespace)?;
         let ctx = EvalContext::from_json(&context);
         let resolution = ns.evaluate(&r.key, &ctx, self.node.now_ms() / 1000);
         let evaluation = FlagEvaluation::from_resolution(&r.key, resolution, ty);
@@ -119,7 +133,7 @@ impl Evaluation for EvaluationApi {
         check_namespace(&r.namespace)?;
         let context = parse_context(&r.context_json)?;
         let header = read_barrier(&self.node, r.read, Consistency::Lease).await?;
-        let (revision, ns) = self.compiled(&r.namespace)?;
+        let (revision, ns) = self.evaluator.compiled(&r.namespace)?;
         let ctx = EvalContext::from_json(&context);
         let now = self.node.now_ms() / 1000;
         let evaluations =

@@ -2,9 +2,16 @@
 //! of runtimes (even-numbered nodes single-threaded, odd ones work-stealing, so every cluster
 //! test covers both), and the `vexil` binary this test build produced.
 
-use vexil_testkit::{Cluster, Listener, Runtime};
+#![allow(dead_code)]
+
+use vexil_testkit::{Cluster, ClusterBuilder, Listener, Runtime};
+
+/// `n` voters with these settings, to add to before starting.
+pub fn builder(n: u64) -> ClusterBuilder {
+    Cluster::builder(n).bin(env!("CARGO_BIN_EXE_vexil")).listener(Listener::Admin).runtime(Runtime::Mixed)
+}
 
 /// Starts `n` voters that bootstrap one cluster, and waits for a leader.
 pub async fn start(n: u64) -> Cluster {
-    Cluster::builder(n).bin(env!("CARGO_BIN_EXE_vexil")).listener(Listener::Admin).runtime(Runtime::Mixed).start().await
+    builder(n).start().await
 }

@@ -1,0 +1,506 @@
+//! flagd's evaluation protocol, `flagd.evaluation.v1.Service` and `flagd.evaluation.v2.Service`
+//! (the `.proto` files of open-feature/flagd-schemas, compiled in `vexil-proto`), over gRPC.
+//!
+//! The two versions differ only in what an answer without a value looks like: v2 leaves
+//! `value` and `variant` out (a disabled flag, one without a default variant), as OFREP does;
+//! v1 sends a disabled flag's zero value with an empty variant, and answers a flag without a
+//! default variant NOT_FOUND, as flagd does. Errors are flagd's statuses ([`flagd_status`]).
+//!
+//! `EventStream` sends `provider_ready` first on every stream, then `configuration_change`
+//! naming each flag of the selected namespace that a committed change wrote, updated or deleted
+//! (every flag when the namespace's `$evaluators` changed), and `keep_alive` on an idle stream.
+//! Providers in RPC mode cache STATIC answers per flag until such an event names the flag; a
+//! result is STATIC only when the flag has no targeting, so it never depends on the context.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::time::Duration;
+
+use prost_types::Struct;
+use serde_json::{Map, Value, json};
+use tokio::sync::mpsc;
+use tokio_stream::Stream;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status};
+use vexil_model::AuditAction;
+use vexil_model::eval::{ErrorCode, EvalContext, Reason, TypedValue, ValueType};
+use vexil_proto::flagd::evaluation::{v1, v2};
+use vexil_proto::flagd_struct::{from_struct, to_struct};
+use vexil_raft_store::Changes;
+
+use super::{OpenFeature, SELECTOR_HEADER};
+use crate::auth::{Principal, caller, still_valid};
+use crate::error::{ServerError, flagd_status};
+use crate::limits::{FLAGD_EVENTS_BUFFER, FLAGD_KEEP_ALIVE_MS, WATCH_BATCH_ENTRIES_MAX};
+
+/// An evaluation as flagd's messages carry it: value (absent for the caller's default),
+/// reason, variant, metadata.
+struct Resolved {
+    value: Option<Scalar>,
+    reason: &'static str,
+    variant: Option<String>,
+    metadata: Struct,
+}
+
+/// A value of one of flagd's types.
+enum Scalar {
+    Bool(bool),
+    String(String),
+    Int(i64),
+    Float(f64),
+    Object(Struct),
+}
+
+impl Scalar {
+    fn of(v: TypedValue<'_>) -> Option<Scalar> {
+        Some(match v {
+            TypedValue::Bool(b) => Scalar::Bool(b),
+            TypedValue::String(s) => Scalar::String(s.to_string()),
+            TypedValue::Int(i) => Scalar::Int(i),
+            TypedValue::Float(f) => Scalar::Float(f),
+            TypedValue::Object(Value::Object(m)) => Scalar::Object(to_struct(m)),
+            // flagd's objects are JSON objects; an array variant has no Struct form.
+            TypedValue::Object(_) => return None,
+        })
+    }
+}
+
+fn selector<T>(req: &Request<T>) -> Option<String> {
+    req.metadata().get(SELECTOR_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string)
+}
+
+impl OpenFeature {
+    /// Evaluates `key` as `ty` (`None`: as the type it has) for the caller of `req`; `Err` is
+    /// the status flagd would answer (v2 rules: no value is a result).
+    async fn resolve<T>(
+        &self,
+        req: &Request<T>,
+        key: &str,
+        context: Option<&Struct>,
+        ty: Option<ValueType>,
+    ) -> Result<Resolved, Status> {
+        let who = caller(&self.node, req).await?;
+        let namespace = self.namespace(selector(req).as_deref())?;
+        let (_, ns) = self.readable(&who, &namespace).await?;
+        let context = context.map(from_struct).unwrap_or_default();
+        let ctx = EvalContext::from_json(&context);
+        let r = ns.evaluate(key, &ctx, self.now_secs()).with_type(key, ty);
+        if let Some(code) = r.error_code {
+            return Err(flagd_status(code, r.error_message.unwrap_or_else(|| code.as_str().to_string())));
+        }
+        let value = match r.typed_value(ty) {
+            None => None,
+            Some(v) => Some(Scalar::of(v).ok_or_else(|| {
+                flagd_status(ErrorCode::TypeMismatch, format!("flag {key:?} has a value that is not a JSON object"))
+            })?),
+        };
+        Ok(Resolved {
+            value,
+            reason: r.reason.as_str(),
+            variant: r.variant.map(str::to_string),
+            metadata: to_struct(r.metadata),
+        })
+    }
+
+    /// [`OpenFeature::resolve`] by v1's rules: a flag without a default variant (no value, reason
+    /// DEFAULT) is NOT_FOUND.
+    async fn resolve_v1<T>(
+        &self,
+        req: &Request<T>,
+        key: &str,
+        context: Option<&Struct>,
+        ty: ValueType,
+    ) -> Result<Resolved, Status> {
+        let r = self.resolve(req, key, context, Some(ty)).await?;
+        if r.value.is_none() && r.reason == Reason::Default.as_str() {
+            let message = format!("flag {key:?} has no default variant: the caller's default applies");
+            return Err(flagd_status(ErrorCode::FlagNotFound, message));
+        }
+        Ok(r)
+    }
+
+    /// The stream of a provider's `EventStream` call: `mk(type, data)` builds a message of the
+    /// protocol version asked for.
+    async fn event_stream<T, M>(
+        &self,
+        req: &Request<T>,
+        mk: M,
+    ) -> Result<ReceiverStream<Result<M::Out, Status>>, Status>
+    where
+        M: EventMaker,
+    {
+        let who = caller(&self.node, req).await?;
+        let namespace = self.namespace(selector(req).as_deref())?;
+        self.readable(&who, &namespace).await?;
+        let (tx, rx) = mpsc::channel(FLAGD_EVENTS_BUFFER);
+        let of = self.clone();
+        tokio::spawn(async move {
+            if let Err(status) = of.follow(&who, &namespace, &tx, &mk).await {
+                let _ = tx.send(Err(status)).await;
+            }
+        });
+        Ok(ReceiverStream::new(rx))
+    }
+
+    /// Sends `provider_ready`, then an event per committed change of `namespace` and a
+    /// `keep_alive` on an idle stream, until the client goes or the node leaves.
+    async fn follow<M: EventMaker>(
+        &self,
+        who: &Principal,
+        namespace: &str,
+        tx: &mpsc::Sender<Result<M::Out, Status>>,
+        mk: &M,
+    ) -> Result<(), Status> {
+        let mut applied = self.node.reader.applied_revision();
+        let mut cursor = *applied.borrow_and_update();
+        if tx.send(Ok(mk.make("provider_ready", None))).await.is_err() {
+            return Ok(());
+        }
+        let keep_alive = Duration::from_millis(FLAGD_KEEP_ALIVE_MS);
+        let namespaces = [namespace.to_string()];
+        loop {
+            tokio::select! {
+                () = self.node.leaving.begun() => return Err(ServerError::ShuttingDown.into()),
+                () = tx.closed() => return Ok(()),
+                changed = applied.changed() => {
+                    if changed.is_err() {
+                        return Err(ServerError::ShuttingDown.into());
+                    }
+                }
+                () = tokio::time::sleep(keep_alive) => {
+                    if tx.send(Ok(mk.make("keep_alive", None))).await.is_err() {
+                        return Ok(());
+                    }
+                    continue;
+                }
+            }
+            still_valid(&self.node, who, &namespaces)?;
+            let changed = self.changed_flags(namespace, &mut cursor)?;
+            if changed.is_empty() {
+                continue;
+            }
+            let data = json!({ "flags": changed });
+            if tx.send(Ok(mk.make("configuration_change", Some(data)))).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The flags of `namespace` that changes after `cursor` touched, as flagd names them
+    /// (`{"<key>": {"type": "write" | "update" | "delete"}}`); moves `cursor` past them.
+    fn changed_flags(&self, namespace: &str, cursor: &mut u64) -> Result<Map<String, Value>, ServerError> {
+        let mut out = Map::new();
+        let mut every_flag = false;
+        loop {
+            let (entries, seen) = match self.node.reader.changes_after(*cursor, WATCH_BATCH_ENTRIES_MAX)? {
+                Changes::Page(entries, seen) => (entries, seen),
+                // Retention removed what this stream had not seen: name every flag.
+                Changes::Compacted(_) => {
+                    every_flag = true;
+                    (Vec::new(), self.node.reader.revision()?)
+                }
+            };
+            let full = entries.len() >= WATCH_BATCH_ENTRIES_MAX;
+            for e in entries.iter().filter(|e| e.namespace == namespace) {
+                let kind = match e.action {
+                    AuditAction::FlagCreate => "write",
+                    AuditAction::FlagUpdate | AuditAction::FlagSetState => "update",
+                    AuditAction::FlagDelete => "delete",
+                    AuditAction::NamespaceUpdate => {
+                        every_flag = true;
+                        continue;
+                    }
+                    _ => continue,
+                };
+                out.insert(e.key.clone(), json!({ "type": kind }));
+            }
+            *cursor = (*cursor).max(seen);
+            if !full {
+                break;
+            }
+        }
+        if every_flag {
+            let (_, ns) = self.evaluator.compiled(namespace)?;
+            for key in ns.keys() {
+                out.entry(key.to_string()).or_insert_with(|| json!({ "type": "update" }));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Builds an `EventStreamResponse` of one protocol version.
+trait EventMaker: Send + Sync + 'static {
+    type Out: Send + 'static;
+    fn make(&self, kind: &str, data: Option<Value>) -> Self::Out;
+}
+
+fn event_data(data: Option<Value>) -> Option<Struct> {
+    Some(match data {
+        Some(Value::Object(m)) => to_struct(&m),
+        _ => Struct::default(),
+    })
+}
+
+struct V1Events;
+impl EventMaker for V1Events {
+    type Out = v1::EventStreamResponse;
+    fn make(&self, kind: &str, data: Option<Value>) -> v1::EventStreamResponse {
+        v1::EventStreamResponse { r#type: kind.to_string(), data: event_data(data) }
+    }
+}
+
+struct V2Events;
+impl EventMaker for V2Events {
+    type Out = v2::EventStreamResponse;
+    fn make(&self, kind: &str, data: Option<Value>) -> v2::EventStreamResponse {
+        v2::EventStreamResponse { r#type: kind.to_string(), data: event_data(data) }
+    }
+}
+
+type EventStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+/// `flagd.evaluation.v2.Service`.
+pub struct V2(pub OpenFeature);
+
+#[tonic::async_trait]
+impl v2::service_server::Service for V2 {
+    async fn resolve_boolean(
+        &self,
+        req: Request<v2::ResolveBooleanRequest>,
+    ) -> Result<Response<v2::ResolveBooleanResponse>, Status> {
+        let r = req.get_ref();
+        let out = self.0.resolve(&req, &r.flag_key, r.context.as_ref(), Some(ValueType::Bool)).await?;
+        let value = match out.value {
+            Some(Scalar::Bool(b)) => Some(b),
+            _ => None,
+        };
+        Ok(Response::new(v2::ResolveBooleanResponse {
+            value,
+            reason: out.reason.into(),
+            variant: out.variant,
+            metadata: Some(out.metadata),
+        }))
+    }
+
+    async fn resolve_string(
+        &self,
+        req: Request<v2::ResolveStringRequest>,
+    ) -> Result<Response<v2::ResolveStringResponse>, Status> {
+        let r = req.get_ref();
+        let out = self.0.resolve(&req, &r.flag_key, r.context.as_ref(), Some(ValueType::String)).await?;
+        let value = match out.value {
+            Some(Scalar::String(s)) => Some(s),
+            _ => None,
+        };
+        Ok(Response::new(v2::ResolveStringResponse {
+            value,
+            reason: out.reason.into(),
+            variant: out.variant,
+            metadata: Some(out.metadata),
+        }))
+    }
+
+    async fn resolve_float(
+        &self,
+        req: Request<v2::ResolveFloatRequest>,
+    ) -> Result<Response<v2::ResolveFloatResponse>, Status> {
+        let r = req.get_ref();
+        let out = self.0.resolve(&req, &r.flag_key, r.context.as_ref(), Some(ValueType::Float)).await?;
+        let value = match out.value {
+            Some(Scalar::Float(f)) => Some(f),
+            _ => None,
+        };
+        Ok(Response::new(v2::ResolveFloatResponse {
+            value,
+            reason: out.reason.into(),
+            variant: out.variant,
+            metadata: Some(out.metadata),
+        }))
+    }
+
+    async fn resolve_int(
+        &self,
+        req: Request<v2::ResolveIntRequest>,
+    ) -> Result<Response<v2::ResolveIntResponse>, Status> {
+        let r = req.get_ref();
+        let out = self.0.resolve(&req, &r.flag_key, r.context.as_ref(), Some(ValueType::Int)).await?;
+        let value = match out.value {
+            Some(Scalar::Int(i)) => Some(i),
+            _ => None,
+        };
+        Ok(Response::new(v2::ResolveIntResponse {
+            value,
+            reason: out.reason.into(),
+            variant: out.variant,
+            metadata: Some(out.metadata),
+        }))
+    }
+
+    async fn resolve_object(
+        &self,
+        req: Request<v2::ResolveObjectRequest>,
+    ) -> Result<Response<v2::ResolveObjectResponse>, Status> {
+        let r = req.get_ref();
+        let out = self.0.resolve(&req, &r.flag_key, r.context.as_ref(), Some(ValueType::Object)).await?;
+        let value = match out.value {
+            Some(Scalar::Object(s)) => Some(s),
+            _ => None,
+        };
+        Ok(Response::new(v2::ResolveObjectResponse {
+            value,
+            reason: out.reason.into(),
+            variant: out.variant,
+            metadata: Some(out.metadata),
+        }))
+    }
+
+    type EventStreamStream = EventStream<v2::EventStreamResponse>;
+
+    async fn event_stream(
+        &self,
+        req: Request<v2::EventStreamRequest>,
+    ) -> Result<Response<Self::EventStreamStream>, Status> {
+        let stream = self.0.event_stream(&req, V2Events).await?;
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// `flagd.evaluation.v1.Service`.
+pub struct V1(pub OpenFeature);
+
+#[tonic::async_trait]
+impl v1::service_server::Service for V1 {
+    async fn resolve_all(
+        &self,
+        req: Request<v1::ResolveAllRequest>,
+    ) -> Result<Response<v1::ResolveAllResponse>, Status> {
+        let who = caller(&self.0.node, &req).await?;
+        let namespace = self.0.namespace(selector(&req).as_deref())?;
+        let (_, ns) = self.0.readable(&who, &namespace).await?;
+        let context = req.get_ref().context.as_ref().map(from_struct).unwrap_or_default();
+        let ctx = EvalContext::from_json(&context);
+        let now = self.0.now_secs();
+        let mut flags = BTreeMap::new();
+        for key in ns.keys() {
+            let r = ns.evaluate(key, &ctx, now);
+            // flagd leaves out what errs, and what has no value but is not disabled.
+            if r.is_error() || (r.value.is_none() && r.reason != Reason::Disabled) {
+                continue;
+            }
+            let value = r.typed_value(None).and_then(Scalar::of).map(|v| match v {
+                Scalar::Bool(b) => v1::any_flag::Value::BoolValue(b),
+                Scalar::String(s) => v1::any_flag::Value::StringValue(s),
+                Scalar::Int(i) => v1::any_flag::Value::DoubleValue(i as f64),
+                Scalar::Float(f) => v1::any_flag::Value::DoubleValue(f),
+                Scalar::Object(o) => v1::any_flag::Value::ObjectValue(o),
+            });
+            let flag = v1::AnyFlag {
+                reason: r.reason.as_str().into(),
+                variant: r.variant.unwrap_or_default().into(),
+                value,
+                metadata: Some(to_struct(r.metadata)),
+            };
+            flags.insert(key.to_string(), flag);
+        }
+        let metadata = Some(to_struct(ns.flag_set_metadata()));
+        Ok(Response::new(v1::ResolveAllResponse { flags: flags.into_iter().collect(), metadata }))
+    }
+
+    async fn resolve_boolean(
+        &self,
+        req: Request<v1::ResolveBooleanRequest>,
+    ) -> Result<Response<v1::ResolveBooleanResponse>, Status> {
+        let r = req.get_ref();
+        let out = self.0.resolve_v1(&req, &r.flag_key, r.context.as_ref(), ValueType::Bool).await?;
+        let value = matches!(out.value, Some(Scalar::Bool(true)));
+        Ok(Response::new(v1::ResolveBooleanResponse {
+            value,
+            reason: out.reason.into(),
+            variant: out.variant.unwrap_or_default(),
+            metadata: Some(out.metadata),
+        }))
+    }
+
+    async fn resolve_string(
+        &self,
+        req: Request<v1::ResolveStringRequest>,
+    ) -> Result<Response<v1::ResolveStringResponse>, Status> {
+        let r = req.get_ref();
+        let out = self.0.resolve_v1(&req, &r.flag_key, r.context.as_ref(), ValueType::String).await?;
+        let value = match out.value {
+            Some(Scalar::String(s)) => s,
+            _ => String::new(),
+        };
+        Ok(Response::new(v1::ResolveStringResponse {
+            value,
+            reason: out.reason.into(),
+            variant: out.variant.unwrap_or_default(),
+            metadata: Some(out.metadata),
+        }))
+    }
+
+    async fn resolve_float(
+        &self,
+        req: Request<v1::ResolveFloatRequest>,
+    ) -> Result<Response<v1::ResolveFloatResponse>, Status> {
+        let r = req.get_ref();
+        let out = self.0.resolve_v1(&req, &r.flag_key, r.context.as_ref(), ValueType::Float).await?;
+        let value = match out.value {
+            Some(Scalar::Float(f)) => f,
+            _ => 0.0,
+        };
+        Ok(Response::new(v1::ResolveFloatResponse {
+            value,
+            reason: out.reason.into(),
+            variant: out.variant.unwrap_or_default(),
+            metadata: Some(out.metadata),
+        }))
+    }
+
+    async fn resolve_int(
+        &self,
+        req: Request<v1::ResolveIntRequest>,
+    ) -> Result<Response<v1::ResolveIntResponse>, Status> {
+        let r = req.get_ref();
+        let out = self.0.resolve_v1(&req, &r.flag_key, r.context.as_ref(), ValueType::Int).await?;
+        let value = match out.value {
+            Some(Scalar::Int(i)) => i,
+            _ => 0,
+        };
+        Ok(Response::new(v1::ResolveIntResponse {
+            value,
+            reason: out.reason.into(),
+            variant: out.variant.unwrap_or_default(),
+            metadata: Some(out.metadata),
+        }))
+    }
+
+    async fn resolve_object(
+        &self,
+        req: Request<v1::ResolveObjectRequest>,
+    ) -> Result<Response<v1::ResolveObjectResponse>, Status> {
+        let r = req.get_ref();
+        let out = self.0.resolve_v1(&req, &r.flag_key, r.context.as_ref(), ValueType::Object).await?;
+        let value = match out.value {
+            Some(Scalar::Object(s)) => Some(s),
+            _ => Some(Struct::default()),
+        };
+        Ok(Response::new(v1::ResolveObjectResponse {
+            value,
+            reason: out.reason.into(),
+            variant: out.variant.unwrap_or_default(),
+            metadata: Some(out.metadata),
+        }))
+    }
+
+    type EventStreamStream = EventStream<v1::EventStreamResponse>;
+
+    async fn event_stream(
+        &self,
+        req: Request<v1::EventStreamRequest>,
+    ) -> Result<Response<Self::EventStreamStream>, Status> {
+        let stream = self.0.event_stream(&req, V1Events).await?;
+        Ok(Response::new(Box::pin(stream)))
+    }
+}

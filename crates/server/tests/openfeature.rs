@@ -1,0 +1,294 @@
+//! The OpenFeature port on a real three-node cluster, spoken to as flagd's and OFREP's clients
+//! speak: flagd evaluation v2 and v1 over gRPC (typed results, flagd's reasons and statuses,
+//! selectors, `EventStream`), OFREP's single and bulk endpoints (shapes, errors, `ETag`/304),
+//! and on a secure cluster the same tokens as the API port (`Authorization`, `X-API-Key`, anonymous
+//! read of an open namespace).
+
+// Helpers outside `#[test]` functions unwrap too: a panic is the failure report.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::time::Duration;
+
+use prost_types::Struct;
+use serde_json::{Value, json};
+use tonic::Code;
+use tonic::transport::Channel;
+use vexil_proto::flagd::evaluation::{v1, v2};
+use vexil_proto::flagd_struct::{from_struct, to_struct};
+use vexil_proto::v1::flags_client::FlagsClient;
+use vexil_proto::v1::{ApplyNamespaceRequest, SetFlagStateRequest, UpdateFlagRequest};
+use vexil_testkit::{Cluster, Listener};
+
+const DOC: &str = r##"{"flags": {
+    "banner": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
+               "targeting": {"if": [{"==": [{"var": "plan"}, "pro"]}, "on", null]}, "metadata": {"owner": "growth"}},
+    "color": {"state": "ENABLED", "variants": {"red": "#f00", "blue": "#00f"}, "defaultVariant": "red"},
+    "limit": {"state": "ENABLED", "variants": {"low": 5, "high": 50}, "defaultVariant": "low"},
+    "ratio": {"state": "ENABLED", "variants": {"half": 0.5}, "defaultVariant": "half"},
+    "cfg": {"state": "ENABLED", "variants": {"a": {"depth": 2}}, "defaultVariant": "a"},
+    "off": {"state": "DISABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"},
+    "nodefault": {"state": "ENABLED", "variants": {"on": true, "off": false}}
+  }, "metadata": {"team": "web"}}"##;
+
+async fn cluster(secure: bool) -> Cluster {
+    let mut b = common::builder(3).listener(Listener::OpenFeature);
+    if secure {
+        b = b.secure();
+    }
+    let c = b.start().await;
+    for (namespace, doc) in [
+        ("default", DOC),
+        (
+            "shop",
+            r#"{"flags": {"banner": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}}}"#,
+        ),
+    ] {
+        FlagsClient::new(c.channel(1).await)
+            .apply_namespace(c.request(ApplyNamespaceRequest {
+                namespace: namespace.into(),
+                document_json: doc.into(),
+                ..Default::default()
+            }))
+            .await
+            .expect("apply");
+    }
+    c
+}
+
+/// A channel to node `id`'s OpenFeature port (plaintext HTTP/2).
+async fn channel(c: &Cluster, id: u64) -> Channel {
+    Channel::from_shared(format!("http://{}", c.addr(id, Listener::OpenFeature))).unwrap().connect().await.unwrap()
+}
+
+fn context(v: Value) -> Option<Struct> {
+    let Value::Object(m) = v else { panic!("a context is an object") };
+    Some(to_struct(&m))
+}
+
+async fn next(events: &mut tonic::Streaming<v2::EventStreamResponse>) -> v2::EventStreamResponse {
+    tokio::time::timeout(Duration::from_secs(10), events.message()).await.expect("an event").unwrap().unwrap()
+}
+
+fn with_selector<T>(msg: T, selector: &str) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    r.metadata_mut().insert("flagd-selector", selector.parse().unwrap());
+    r
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flagd_evaluation_v2_and_v1_answer_as_flagd_does() {
+    let c = cluster(false).await;
+    let mut v2c = v2::service_client::ServiceClient::new(channel(&c, 2).await);
+
+    // Typed results, flagd's reasons, flag metadata over flag-set metadata.
+    let pro = v2c
+        .resolve_boolean(v2::ResolveBooleanRequest {
+            flag_key: "banner".into(),
+            context: context(json!({"plan": "pro"})),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((pro.value, pro.reason.as_str(), pro.variant.as_deref()), (Some(true), "TARGETING_MATCH", Some("on")));
+    assert_eq!(Value::Object(from_struct(&pro.metadata.unwrap())), json!({"owner": "growth", "team": "web"}));
+    let free = v2c
+        .resolve_boolean(v2::ResolveBooleanRequest {
+            flag_key: "banner".into(),
+            context: context(json!({"plan": "free"})),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((free.value, free.reason.as_str()), (Some(false), "DEFAULT"));
+    let color = v2c.resolve_string(v2::ResolveStringRequest { flag_key: "color".into(), context: None }).await.unwrap();
+    assert_eq!((color.get_ref().value.as_deref(), color.get_ref().reason.as_str()), (Some("#f00"), "STATIC"));
+    let limit = v2c.resolve_int(v2::ResolveIntRequest { flag_key: "limit".into(), context: None }).await.unwrap();
+    assert_eq!(limit.get_ref().value, Some(5));
+    // An integer flag read as a float is fine; a float flag read as an integer is not.
+    let as_float =
+        v2c.resolve_float(v2::ResolveFloatRequest { flag_key: "limit".into(), context: None }).await.unwrap();
+    assert_eq!(as_float.get_ref().value, Some(5.0));
+    let ratio = v2c.resolve_int(v2::ResolveIntRequest { flag_key: "ratio".into(), context: None }).await.unwrap_err();
+    assert_eq!(ratio.code(), Code::InvalidArgument, "TYPE_MISMATCH: {ratio:?}");
+    let cfg = v2c.resolve_object(v2::ResolveObjectRequest { flag_key: "cfg".into(), context: None }).await.unwrap();
+    assert_eq!(Value::Object(from_struct(cfg.get_ref().value.as_ref().unwrap())), json!({"depth": 2}));
+
+    // No value: disabled, or no default variant; the caller's default applies.
+    let off = v2c.resolve_boolean(v2::ResolveBooleanRequest { flag_key: "off".into(), context: None }).await.unwrap();
+    assert_eq!(
+        (off.get_ref().value, off.get_ref().reason.as_str(), off.get_ref().variant.clone()),
+        (None, "DISABLED", None)
+    );
+    let nodef = v2c.resolve_boolean(v2::ResolveBooleanRequest { flag_key: "nodefault".into(), context: None }).await;
+    assert_eq!(nodef.as_ref().map(|r| (r.get_ref().value, r.get_ref().reason.as_str())).ok(), Some((None, "DEFAULT")));
+    // Errors are flagd's statuses.
+    let missing = v2c.resolve_boolean(v2::ResolveBooleanRequest { flag_key: "nope".into(), context: None }).await;
+    assert_eq!(missing.unwrap_err().code(), Code::NotFound);
+    let mistyped = v2c.resolve_boolean(v2::ResolveBooleanRequest { flag_key: "color".into(), context: None }).await;
+    assert_eq!(mistyped.unwrap_err().code(), Code::InvalidArgument);
+
+    // A selector picks the namespace; a bad one is refused naming it.
+    let shop = v2c
+        .resolve_boolean(with_selector(
+            v2::ResolveBooleanRequest { flag_key: "banner".into(), context: None },
+            "flagSetId=shop",
+        ))
+        .await
+        .unwrap();
+    assert_eq!((shop.get_ref().value, shop.get_ref().reason.as_str()), (Some(true), "STATIC"));
+    let bad = v2c
+        .resolve_boolean(with_selector(
+            v2::ResolveBooleanRequest { flag_key: "banner".into(), context: None },
+            "team=x",
+        ))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("selector"), "{bad:?}");
+
+    // v1: a disabled flag is its zero value with an empty variant; no default variant is
+    // NOT_FOUND; ResolveAll holds every flag with a value, or disabled.
+    let mut v1c = v1::service_client::ServiceClient::new(channel(&c, 3).await);
+    let off1 = v1c.resolve_boolean(v1::ResolveBooleanRequest { flag_key: "off".into(), context: None }).await.unwrap();
+    assert_eq!(
+        (off1.get_ref().value, off1.get_ref().reason.as_str(), off1.get_ref().variant.as_str()),
+        (false, "DISABLED", "")
+    );
+    let nodef1 = v1c.resolve_boolean(v1::ResolveBooleanRequest { flag_key: "nodefault".into(), context: None }).await;
+    assert_eq!(nodef1.unwrap_err().code(), Code::NotFound);
+    let all =
+        v1c.resolve_all(v1::ResolveAllRequest { context: context(json!({"plan": "pro"})) }).await.unwrap().into_inner();
+    let mut keys: Vec<&str> = all.flags.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["banner", "cfg", "color", "limit", "off", "ratio"]);
+    assert_eq!(all.flags["banner"].value, Some(v1::any_flag::Value::BoolValue(true)));
+    assert_eq!(all.flags["limit"].value, Some(v1::any_flag::Value::DoubleValue(5.0)));
+    assert_eq!(Value::Object(from_struct(all.metadata.as_ref().unwrap())), json!({"team": "web"}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_stream_is_ready_first_and_names_every_changed_flag() {
+    let c = cluster(false).await;
+    let mut v2c = v2::service_client::ServiceClient::new(channel(&c, 2).await);
+    let mut events = v2c.event_stream(v2::EventStreamRequest {}).await.unwrap().into_inner();
+    assert_eq!(next(&mut events).await.r#type, "provider_ready");
+
+    let mut flags = FlagsClient::new(c.channel(1).await);
+    let blue = json!({"state": "ENABLED", "variants": {"red": "#f00", "blue": "#00f"}, "defaultVariant": "blue"});
+    flags
+        .update_flag(UpdateFlagRequest {
+            namespace: "default".into(),
+            key: "color".into(),
+            spec_json: blue.to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // A change in another namespace is not this stream's.
+    flags
+        .set_flag_state(SetFlagStateRequest {
+            namespace: "shop".into(),
+            key: "banner".into(),
+            enabled: false,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    flags
+        .set_flag_state(SetFlagStateRequest {
+            namespace: "default".into(),
+            key: "banner".into(),
+            enabled: false,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut named = serde_json::Map::new();
+    while named.len() < 2 {
+        let e = next(&mut events).await;
+        if e.r#type == "keep_alive" {
+            continue;
+        }
+        assert_eq!(e.r#type, "configuration_change");
+        let data = from_struct(&e.data.unwrap());
+        named.extend(data["flags"].as_object().unwrap().clone());
+    }
+    assert_eq!(Value::Object(named), json!({"color": {"type": "update"}, "banner": {"type": "update"}}));
+    // The change is there to read.
+    let color = v2c.resolve_string(v2::ResolveStringRequest { flag_key: "color".into(), context: None }).await.unwrap();
+    assert_eq!(color.get_ref().value.as_deref(), Some("#00f"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ofrep_single_and_bulk_evaluation_with_its_shapes_errors_and_etag() {
+    let c = cluster(false).await;
+    let post = |path: &str, headers: &[(&str, &str)], body: &str| {
+        c.http(2, Listener::OpenFeature, "POST", path, headers, body)
+    };
+
+    let pro = post("/ofrep/v1/evaluate/flags/banner", &[], r#"{"context": {"targetingKey": "u1", "plan": "pro"}}"#);
+    assert_eq!(pro.status, 200, "{pro:?}");
+    assert_eq!(
+        pro.json(),
+        json!({"key": "banner", "value": true, "reason": "TARGETING_MATCH", "variant": "on", "metadata": {"owner": "growth", "team": "web"}})
+    );
+    // No value for the caller's default, but always a variant; an empty body is an empty context.
+    let off = post("/ofrep/v1/evaluate/flags/off", &[], "");
+    assert_eq!(
+        (off.status, off.json()),
+        (200, json!({"key": "off", "reason": "DISABLED", "variant": "", "metadata": {"team": "web"}}))
+    );
+    let ratio = post("/ofrep/v1/evaluate/flags/ratio", &[], "{}");
+    assert_eq!(ratio.json()["value"], json!(0.5));
+    assert!(ratio.body.contains("0.5"));
+    let missing = post("/ofrep/v1/evaluate/flags/nope", &[], "{}");
+    assert_eq!(missing.status, 404);
+    assert_eq!(
+        (missing.json()["key"].clone(), missing.json()["errorCode"].clone()),
+        (json!("nope"), json!("FLAG_NOT_FOUND"))
+    );
+    assert!(missing.json()["errorDetails"].is_string());
+    let garbled = post("/ofrep/v1/evaluate/flags/banner", &[], "{oops");
+    assert_eq!((garbled.status, garbled.json()["errorCode"].clone()), (400, json!("INVALID_CONTEXT")));
+    let shop = post("/ofrep/v1/evaluate/flags/banner", &[("Flagd-Selector", "flagSetId=shop")], "{}");
+    assert_eq!(shop.json()["reason"], "STATIC");
+
+    let bulk = post("/ofrep/v1/evaluate/flags", &[], r#"{"context": {"plan": "pro"}}"#);
+    assert_eq!(bulk.status, 200, "{bulk:?}");
+    let items = bulk.json()["flags"].as_array().unwrap().clone();
+    assert_eq!(items.len(), 7);
+    assert!(items.iter().any(|f| f == &json!({"key": "nodefault", "reason": "DEFAULT", "variant": "", "metadata": {"team": "web"}})));
+    let etag = bulk.header("etag").expect("an ETag").to_string();
+    let again = post("/ofrep/v1/evaluate/flags", &[("If-None-Match", &etag)], r#"{"context": {"plan": "pro"}}"#);
+    assert_eq!((again.status, again.body.as_str()), (304, ""));
+    let other = post("/ofrep/v1/evaluate/flags", &[("If-None-Match", &etag)], r#"{"context": {"plan": "free"}}"#);
+    assert_eq!(other.status, 200, "another context, other results");
+    assert_ne!(other.header("etag"), Some(etag.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openfeature_port_takes_the_api_ports_tokens_and_anonymous_read() {
+    let c = cluster(true).await;
+    let post = |headers: &[(&str, &str)]| {
+        c.http(1, Listener::OpenFeature, "POST", "/ofrep/v1/evaluate/flags/color", headers, "{}")
+    };
+    assert_eq!(post(&[]).status, 401, "no token, namespace not open");
+    assert_eq!(post(&[("Authorization", "Bearer vexil_wrong")]).status, 401);
+    let admin = c.credentials().admin_token().to_string();
+    assert_eq!(post(&[("X-API-Key", &admin)]).json()["value"], "#f00");
+    assert_eq!(post(&[("Authorization", &format!("Bearer {admin}"))]).json()["value"], "#f00");
+
+    // Opened to anonymous read, a provider without a token reads it.
+    vexil_proto::v1::tokens_client::TokensClient::new(c.channel(1).await)
+        .set_anonymous_read(c.request(vexil_proto::v1::SetAnonymousReadRequest {
+            namespace: "default".into(),
+            enabled: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    vexil_testkit::eventually(Duration::from_secs(5), "node 1 applied the setting", || post(&[]).status == 200).await;
+    assert_eq!(post(&[]).json()["value"], "#f00");
+}
