@@ -2,7 +2,8 @@
 //! speak: flagd evaluation v2 and v1 over gRPC (typed results, flagd's reasons and statuses,
 //! selectors, `EventStream`), OFREP's single and bulk endpoints (shapes, errors, `ETag`/304),
 //! and on a secure cluster the same tokens as the API port (`Authorization`, `X-API-Key`, anonymous
-//! read of an open namespace).
+//! read of an open namespace); and OpenFeature's own Python providers (flagd RPC, OFREP) against it,
+//! unchanged (`openfeature_providers.py`, installed from PyPI into a cached virtual environment).
 
 // Helpers outside `#[test]` functions unwrap too: a panic is the failure report.
 #![allow(clippy::unwrap_used)]
@@ -291,4 +292,99 @@ async fn the_openfeature_port_takes_the_api_ports_tokens_and_anonymous_read() {
         .unwrap();
     vexil_testkit::eventually(Duration::from_secs(5), "node 1 applied the setting", || post(&[]).status == 200).await;
     assert_eq!(post(&[]).json()["value"], "#f00");
+}
+
+/// The pinned OpenFeature Python packages the provider test installs (from PyPI, once per
+/// machine, into `~/.cache/vexil/python/`).
+const PYTHON_PACKAGES: [&str; 3] =
+    ["openfeature-sdk==0.10.0", "openfeature-provider-flagd==0.6.1", "openfeature-provider-ofrep==0.3.0"];
+
+/// A Python with OpenFeature's providers installed: a virtual environment made once and reused
+/// (a marker file says the install finished; without it the environment is made again).
+fn python_with_providers() -> std::path::PathBuf {
+    let home = std::env::var_os("HOME").expect("HOME is set");
+    let venv = std::path::Path::new(&home).join(".cache/vexil/python/openfeature-sdk-0.10.0-flagd-0.6.1-ofrep-0.3.0");
+    let (python, done) = (venv.join("bin/python"), venv.join("installed"));
+    if done.exists() {
+        return python;
+    }
+    let run = |cmd: &mut std::process::Command, what: &str| {
+        let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e} (scripts/setup.sh installs python3 and venv)"));
+        assert!(out.status.success(), "{what} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    };
+    let _ = std::fs::remove_dir_all(&venv);
+    run(std::process::Command::new("python3").arg("-m").arg("venv").arg(&venv), "python3 -m venv");
+    run(
+        std::process::Command::new(venv.join("bin/pip")).args(["install", "--quiet"]).args(PYTHON_PACKAGES),
+        "pip install of the OpenFeature providers",
+    );
+    std::fs::write(&done, PYTHON_PACKAGES.join("\n")).unwrap();
+    python
+}
+
+/// Runs `openfeature_providers.py` in `mode` against node 2 and checks what the provider got;
+/// between its two halves, makes `color` blue.
+async fn drive_provider(c: &Cluster, python: &std::path::Path, mode: &str) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openfeature_providers.py");
+    let port = c.port(2, Listener::OpenFeature).to_string();
+    let mut child = tokio::process::Command::new(python)
+        .args([script, mode, "127.0.0.1", &port])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("python runs");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = async || -> Value {
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
+        let line = line.unwrap_or_else(|_| panic!("{mode}: no output within 30 s")).unwrap();
+        serde_json::from_str(&line.unwrap_or_else(|| panic!("{mode}: the script ended early"))).unwrap()
+    };
+    assert_eq!(next().await["step"], "ready", "{mode}");
+    let eval = next().await;
+    let results = eval["results"].as_array().unwrap();
+    let got: Vec<(Value, Value, Value)> =
+        results.iter().map(|r| (r["value"].clone(), r["reason"].clone(), r["error"].clone())).collect();
+    let want = [
+        (json!(true), json!("TARGETING_MATCH"), Value::Null),
+        (json!(false), json!("DEFAULT"), Value::Null),
+        (json!("#f00"), json!("STATIC"), Value::Null),
+        (json!(5), json!("STATIC"), Value::Null),
+        (json!(0.5), json!("STATIC"), Value::Null),
+        // A protobuf Struct holds numbers as doubles (as flagd's does); OFREP's JSON keeps them.
+        (if mode == "rpc" { json!({"depth": 2.0}) } else { json!({"depth": 2}) }, json!("STATIC"), Value::Null),
+        (json!(false), json!("DISABLED"), Value::Null),
+        (json!(false), json!("DEFAULT"), Value::Null),
+        (json!(false), json!("ERROR"), json!("FLAG_NOT_FOUND")),
+        (json!(false), json!("ERROR"), json!("TYPE_MISMATCH")),
+    ];
+    for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
+        assert_eq!(g, w, "{mode}: {}", results[i]);
+    }
+    assert_eq!(results[0]["variant"], "on", "{mode}");
+    assert_eq!(next().await["step"], "await-change", "{mode}");
+    let blue = json!({"state": "ENABLED", "variants": {"red": "#f00", "blue": "#00f"}, "defaultVariant": "blue"});
+    FlagsClient::new(c.channel(1).await)
+        .update_flag(UpdateFlagRequest {
+            namespace: "default".into(),
+            key: "color".into(),
+            spec_json: blue.to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    child.stdin.as_mut().unwrap().write_all(b"changed\n").await.unwrap();
+    let after = next().await;
+    assert_eq!(after["result"]["value"], "#00f", "{mode}: the provider saw the change: {after}");
+    assert!(child.wait().await.unwrap().success(), "{mode}: the script failed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openfeatures_own_python_providers_work_unchanged() {
+    let python = python_with_providers();
+    for mode in ["rpc", "ofrep"] {
+        let c = cluster(false).await;
+        drive_provider(&c, &python, mode).await;
+    }
 }
