@@ -223,6 +223,69 @@ async fn the_event_stream_is_ready_first_and_names_every_changed_flag() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flagd_sync_sends_strict_documents_on_connect_and_after_every_change() {
+    use vexil_proto::flagd::sync::v1 as sync;
+    let c = cluster(false).await;
+    let mut client = sync::flag_sync_service_client::FlagSyncServiceClient::new(channel(&c, 3).await);
+    // Deprecated in the protocol, still called by providers on every connect.
+    #[allow(deprecated)]
+    let meta = client.get_metadata(sync::GetMetadataRequest {}).await.unwrap().into_inner();
+    assert!(meta.metadata.is_some(), "metadata is always set: Python's provider never gets ready without it");
+    // The deprecated body field selects too (flagd itself and the Rust provider send only it).
+    #[allow(deprecated)]
+    let shop = client
+        .fetch_all_flags(sync::FetchAllFlagsRequest { provider_id: String::new(), selector: "flagSetId=shop".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    let shop: Value = serde_json::from_str(&shop.flag_configuration).unwrap();
+    assert_eq!(shop["flags"].as_object().map(|f| f.len()), Some(1));
+
+    let mut stream = client.sync_flags(sync::SyncFlagsRequest::default()).await.unwrap().into_inner();
+    let mut next_doc = async || -> Value {
+        let msg = tokio::time::timeout(Duration::from_secs(10), stream.message()).await.expect("a document");
+        serde_json::from_str(&msg.unwrap().unwrap().flag_configuration).unwrap()
+    };
+    let first = next_doc().await;
+    assert_eq!(first["metadata"], json!({"team": "web"}));
+    let flags = first["flags"].as_object().unwrap();
+    assert_eq!(flags.len(), 7);
+    let strict = ["state", "variants", "defaultVariant", "targeting", "metadata"];
+    for (key, flag) in flags {
+        assert!(flag.as_object().unwrap().keys().all(|k| strict.contains(&k.as_str())), "{key}: {flag}");
+    }
+
+    // A change elsewhere sends nothing; this namespace's next change sends the whole document,
+    // Vexil's governance fields left out.
+    let mut writes = FlagsClient::new(c.channel(1).await);
+    writes
+        .set_flag_state(SetFlagStateRequest {
+            namespace: "shop".into(),
+            key: "banner".into(),
+            enabled: false,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let blue = json!({"state": "ENABLED", "variants": {"red": "#f00", "blue": "#00f"}, "defaultVariant": "blue",
+                      "owner": "web-team", "lifecycle": "active", "description": "the banner colour"});
+    writes
+        .update_flag(UpdateFlagRequest {
+            namespace: "default".into(),
+            key: "color".into(),
+            spec_json: blue.to_string(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let second = next_doc().await;
+    assert_eq!(
+        second["flags"]["color"],
+        json!({"state": "ENABLED", "variants": {"red": "#f00", "blue": "#00f"}, "defaultVariant": "blue", "targeting": {}})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ofrep_single_and_bulk_evaluation_with_its_shapes_errors_and_etag() {
     let c = cluster(false).await;
     let post = |path: &str, headers: &[(&str, &str)], body: &str| {
@@ -296,14 +359,19 @@ async fn the_openfeature_port_takes_the_api_ports_tokens_and_anonymous_read() {
 
 /// The pinned OpenFeature Python packages the provider test installs (from PyPI, once per
 /// machine, into `~/.cache/vexil/python/`).
-const PYTHON_PACKAGES: [&str; 3] =
-    ["openfeature-sdk==0.10.0", "openfeature-provider-flagd==0.6.1", "openfeature-provider-ofrep==0.3.0"];
+const PYTHON_PACKAGES: [&str; 4] = [
+    "openfeature-sdk==0.10.0",
+    "openfeature-provider-flagd==0.6.1",
+    "openfeature-flagd-core==2.0.0",
+    "openfeature-provider-ofrep==0.3.0",
+];
 
 /// A Python with OpenFeature's providers installed: a virtual environment made once and reused
 /// (a marker file says the install finished; without it the environment is made again).
 fn python_with_providers() -> std::path::PathBuf {
     let home = std::env::var_os("HOME").expect("HOME is set");
-    let venv = std::path::Path::new(&home).join(".cache/vexil/python/openfeature-sdk-0.10.0-flagd-0.6.1-ofrep-0.3.0");
+    let venv = std::path::Path::new(&home)
+        .join(".cache/vexil/python/openfeature-sdk-0.10.0-flagd-0.6.1-core-2.0.0-ofrep-0.3.0");
     let (python, done) = (venv.join("bin/python"), venv.join("installed"));
     if done.exists() {
         return python;
@@ -352,7 +420,7 @@ async fn drive_provider(c: &Cluster, python: &std::path::Path, mode: &str) {
         (json!("#f00"), json!("STATIC"), Value::Null),
         (json!(5), json!("STATIC"), Value::Null),
         (json!(0.5), json!("STATIC"), Value::Null),
-        // A protobuf Struct holds numbers as doubles (as flagd's does); OFREP's JSON keeps them.
+        // A protobuf Struct holds numbers as doubles (as flagd's does); JSON documents keep them.
         (if mode == "rpc" { json!({"depth": 2.0}) } else { json!({"depth": 2}) }, json!("STATIC"), Value::Null),
         (json!(false), json!("DISABLED"), Value::Null),
         (json!(false), json!("DEFAULT"), Value::Null),
@@ -383,7 +451,7 @@ async fn drive_provider(c: &Cluster, python: &std::path::Path, mode: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openfeatures_own_python_providers_work_unchanged() {
     let python = python_with_providers();
-    for mode in ["rpc", "ofrep"] {
+    for mode in ["rpc", "in-process", "ofrep"] {
         let c = cluster(false).await;
         drive_provider(&c, &python, mode).await;
     }

@@ -1,6 +1,6 @@
 """Drives OpenFeature's own Python providers against a Vexil node (run by openfeature_providers.rs).
 
-    python openfeature_providers.py rpc|ofrep HOST PORT
+    python openfeature_providers.py rpc|in-process|ofrep HOST PORT
 
 Prints one JSON object per line: {"step": ..., ...}. After "await-change" it reads one line from
 stdin (the test changes a flag meanwhile) and then waits for the provider to see the change.
@@ -18,6 +18,11 @@ if mode == "rpc":
     from openfeature.contrib.provider.flagd.config import ResolverType
 
     provider = FlagdProvider(resolver_type=ResolverType.RPC, host=host, port=port, deadline_ms=3000)
+elif mode == "in-process":
+    from openfeature.contrib.provider.flagd import FlagdProvider
+    from openfeature.contrib.provider.flagd.config import ResolverType
+
+    provider = FlagdProvider(resolver_type=ResolverType.IN_PROCESS, host=host, port=port, deadline_ms=3000)
 else:
     from openfeature.contrib.provider.ofrep import OFREPProvider
 
@@ -64,7 +69,8 @@ say(step="eval", results=[
 ])
 
 # The RPC provider caches STATIC answers until the server's EventStream names the flag as
-# changed; OFREP asks every time. Either way the change must show.
+# changed; the in-process one evaluates the document the sync stream sent last; OFREP asks
+# every time. Each way the change must show.
 details("string", "color", "none")
 say(step="await-change")
 sys.stdin.readline()

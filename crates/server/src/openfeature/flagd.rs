@@ -65,7 +65,7 @@ impl Scalar {
     }
 }
 
-fn selector<T>(req: &Request<T>) -> Option<String> {
+pub(super) fn selector<T>(req: &Request<T>) -> Option<String> {
     req.metadata().get(SELECTOR_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
 
@@ -175,7 +175,7 @@ impl OpenFeature {
                 }
             }
             still_valid(&self.node, who, &namespaces)?;
-            let changed = self.changed_flags(namespace, &mut cursor)?;
+            let (changed, _) = self.changed_flags(namespace, &mut cursor)?;
             if changed.is_empty() {
                 continue;
             }
@@ -187,10 +187,16 @@ impl OpenFeature {
     }
 
     /// The flags of `namespace` that changes after `cursor` touched, as flagd names them
-    /// (`{"<key>": {"type": "write" | "update" | "delete"}}`); moves `cursor` past them.
-    fn changed_flags(&self, namespace: &str, cursor: &mut u64) -> Result<Map<String, Value>, ServerError> {
+    /// (`{"<key>": {"type": "write" | "update" | "delete"}}`), and whether anything of the
+    /// namespace changed (its settings too); moves `cursor` past them.
+    pub(super) fn changed_flags(
+        &self,
+        namespace: &str,
+        cursor: &mut u64,
+    ) -> Result<(Map<String, Value>, bool), ServerError> {
         let mut out = Map::new();
         let mut every_flag = false;
+        let mut touched = false;
         loop {
             let (entries, seen) = match self.node.reader.changes_after(*cursor, WATCH_BATCH_ENTRIES_MAX)? {
                 Changes::Page(entries, seen) => (entries, seen),
@@ -202,6 +208,7 @@ impl OpenFeature {
             };
             let full = entries.len() >= WATCH_BATCH_ENTRIES_MAX;
             for e in entries.iter().filter(|e| e.namespace == namespace) {
+                touched = true;
                 let kind = match e.action {
                     AuditAction::FlagCreate => "write",
                     AuditAction::FlagUpdate | AuditAction::FlagSetState => "update",
@@ -220,12 +227,13 @@ impl OpenFeature {
             }
         }
         if every_flag {
+            touched = true;
             let (_, ns) = self.evaluator.compiled(namespace)?;
             for key in ns.keys() {
                 out.entry(key.to_string()).or_insert_with(|| json!({ "type": "update" }));
             }
         }
-        Ok(out)
+        Ok((out, touched))
     }
 }
 

@@ -3,6 +3,7 @@
 //!
 //! One HTTP port, HTTP/1.1 and HTTP/2 (with TLS when the node has it, offering both by ALPN):
 //! - `flagd.evaluation.v1.Service` and `flagd.evaluation.v2.Service` over gRPC ([`flagd`]),
+//! - `flagd.sync.v1.FlagSyncService` over gRPC, for in-process providers ([`sync`]),
 //! - OFREP, `POST /ofrep/v1/evaluate/flags[/{key}]` ([`ofrep`]).
 //!
 //! A namespace is a flagd flag set. A request selects one with a flagd selector
@@ -14,6 +15,7 @@
 
 pub mod flagd;
 pub mod ofrep;
+pub mod sync;
 
 use std::sync::Arc;
 
@@ -27,14 +29,17 @@ use crate::auth::{Authenticator, Principal};
 use crate::error::ServerError;
 use crate::node::Node;
 
-/// Everything the OpenFeature port serves: flagd's evaluation services (v1 and v2, behind the
-/// same authentication as the API port) and OFREP.
+/// Everything the OpenFeature port serves: flagd's evaluation services (v1 and v2) and sync
+/// service, behind the same authentication as the API port, and OFREP.
 pub fn router(of: OpenFeature, authn: Authenticator) -> axum::Router {
     use vexil_proto::flagd::evaluation::{v1, v2};
+    use vexil_proto::flagd::sync::v1::flag_sync_service_server::FlagSyncServiceServer;
     let v1 = v1::service_server::ServiceServer::new(flagd::V1(of.clone()));
     let v2 = v2::service_server::ServiceServer::new(flagd::V2(of.clone()));
+    let sync = FlagSyncServiceServer::new(sync::Sync(of.clone()));
     let grpc = tonic::service::Routes::new(InterceptedService::new(v1, authn.clone()))
-        .add_service(InterceptedService::new(v2, authn))
+        .add_service(InterceptedService::new(v2, authn.clone()))
+        .add_service(InterceptedService::new(sync, authn))
         .into_axum_router();
     grpc.merge(ofrep::router(of))
 }
