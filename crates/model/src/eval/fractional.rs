@@ -15,12 +15,16 @@
 //!   signed, `bucket = |h| / i32::MAX × 100` as a float, and each variant covers
 //!   `weight × 100 / total` percent.
 //!
-//! The bytes hashed are the bucketing expression's string when the rule gives one, otherwise
-//! `flagKey` followed by `targetingKey` (hashed incrementally, never concatenated).
+//! - [`FractionalAlgorithm::CborMurmur3`] ("v3", flagd's accepted ADR "fractional non-string
+//!   rand units"), what today's in-process providers compute (Python `openfeature-flagd-core`
+//!   2.x, Rust `open-feature-flagd` 0.3): the same bucket arithmetic as `Murmur3Scaled`, over the
+//!   deterministic CBOR (`cbor.rs`) of the bucketing value: of `[flagKey, targetingKey]`
+//!   without an explicit one, else of whatever non-null, non-array value the expression gives
+//!   (a number, boolean or object too, numbers normalised).
 //!
-//! Not implemented: the proposed CBOR encoding of `[flagKey, targetingKey]` (an accepted ADR
-//! that no released flagd implements; the `open-feature-flagd` 0.3.0 Rust provider uses it). It
-//! would be a third variant here.
+//! Under v1 and v2 the bytes hashed are the bucketing expression's string when the rule gives
+//! one, otherwise `flagKey` followed by `targetingKey` (hashed incrementally, never
+//! concatenated).
 
 use serde_json::Value;
 
@@ -35,6 +39,9 @@ pub enum FractionalAlgorithm {
     /// flagd core before v0.15: `|murmur3(bytes) as i32| / i32::MAX × 100` against
     /// per-variant percentages.
     LegacyPercent,
+    /// flagd's v3 (in-process providers today): `Murmur3Scaled`'s arithmetic over the
+    /// deterministic CBOR of the bucketing value.
+    CborMurmur3,
 }
 
 /// Most a `fractional` total weight may be (flagd's limit).
@@ -46,6 +53,7 @@ impl FractionalAlgorithm {
         match self {
             FractionalAlgorithm::Murmur3Scaled => "murmur3-scaled",
             FractionalAlgorithm::LegacyPercent => "legacy-percent",
+            FractionalAlgorithm::CborMurmur3 => "cbor-murmur3",
         }
     }
 
@@ -53,6 +61,7 @@ impl FractionalAlgorithm {
         match s {
             "murmur3-scaled" => Some(FractionalAlgorithm::Murmur3Scaled),
             "legacy-percent" => Some(FractionalAlgorithm::LegacyPercent),
+            "cbor-murmur3" => Some(FractionalAlgorithm::CborMurmur3),
             _ => None,
         }
     }
@@ -92,7 +101,7 @@ pub(crate) fn pick_index(
         return None;
     }
     match algorithm {
-        FractionalAlgorithm::Murmur3Scaled => {
+        FractionalAlgorithm::Murmur3Scaled | FractionalAlgorithm::CborMurmur3 => {
             let bucket = (u64::from(hash) * total) >> 32;
             let mut end = 0u64;
             for (i, w) in weights.enumerate() {
@@ -163,7 +172,7 @@ mod tests {
 
         #[test]
         fn every_hash_lands_in_a_positive_weight_bucket(hash in any::<u32>(), weights in proptest::collection::vec(0u64..1000, 1..8)) {
-            for a in [FractionalAlgorithm::Murmur3Scaled, FractionalAlgorithm::LegacyPercent] {
+            for a in [FractionalAlgorithm::Murmur3Scaled, FractionalAlgorithm::LegacyPercent, FractionalAlgorithm::CborMurmur3] {
                 match pick_index(a, hash, weights.iter().copied()) {
                     Some(i) => prop_assert!(weights[i] > 0),
                     None => prop_assert!(weights.iter().sum::<u64>() == 0 || a == FractionalAlgorithm::LegacyPercent),

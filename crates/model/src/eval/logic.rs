@@ -540,28 +540,12 @@ fn version_text<'s>(v: &'s Val<'_>) -> Option<std::borrow::Cow<'s, str>> {
 #[inline(never)]
 fn fractional<'a>(f: &'a FractionalNode, env: &Env<'a>, scope: Scope<'_, 'a>) -> Val<'a> {
     let algorithm = env.algorithm;
-    // The bucketing value: an explicit string, else flagKey + targetingKey (hashed in two
-    // pieces, without building the concatenation).
-    let explicit = match &f.bucket_by {
-        Some(node) => match ev(node, env, scope) {
-            Val::Null => None,
-            v @ (Val::Str(_) | Val::Owned(_)) => Some(v),
-            // flagd: a bucketing value that is neither a string nor null is an error (null).
-            _ => return Val::Null,
-        },
-        None => None,
+    let hash = if algorithm == FractionalAlgorithm::CborMurmur3 {
+        cbor_bucket_hash(f, env, scope)
+    } else {
+        string_bucket_hash(f, env, scope)
     };
-    let hash = match &explicit {
-        Some(v) => algorithm.hash(&[v.as_str().unwrap_or_default().as_bytes()]),
-        None => {
-            // flagd: a missing, null, empty or non-string targeting key gives null.
-            let tk = match lookup_root_head(super::context::TARGETING_KEY, env) {
-                Some(Val::Str(s)) if !s.is_empty() => s,
-                _ => return Val::Null,
-            };
-            algorithm.hash(&[env.flag_key.as_bytes(), tk.as_bytes()])
-        }
-    };
+    let Some(hash) = hash else { return Val::Null };
     match &f.buckets {
         Buckets::Fixed(d) => d.pick(algorithm, hash).map_or(Val::Null, Val::from_json),
         Buckets::Dynamic(entries) => {
@@ -590,6 +574,55 @@ fn fractional<'a>(f: &'a FractionalNode, env: &Env<'a>, scope: Scope<'_, 'a>) ->
             }
         }
     }
+}
+
+/// v1 and v2's hash: of the explicit bucketing string, else of flagKey + targetingKey (hashed in
+/// two pieces, without building the concatenation); `None` is flagd's null.
+fn string_bucket_hash<'a>(f: &'a FractionalNode, env: &Env<'a>, scope: Scope<'_, 'a>) -> Option<u32> {
+    let algorithm = env.algorithm;
+    let explicit = match &f.bucket_by {
+        Some(node) => match ev(node, env, scope) {
+            Val::Null => None,
+            v @ (Val::Str(_) | Val::Owned(_)) => Some(v),
+            // flagd: a bucketing value that is neither a string nor null is an error (null).
+            _ => return None,
+        },
+        None => None,
+    };
+    Some(match &explicit {
+        Some(v) => algorithm.hash(&[v.as_str().unwrap_or_default().as_bytes()]),
+        None => algorithm.hash(&[env.flag_key.as_bytes(), targeting_key(env)?.as_bytes()]),
+    })
+}
+
+/// flagd: a missing, null, empty or non-string targeting key gives null.
+fn targeting_key<'a>(env: &Env<'a>) -> Option<&'a str> {
+    match lookup_root_head(super::context::TARGETING_KEY, env) {
+        Some(Val::Str(s)) if !s.is_empty() => Some(s),
+        _ => None,
+    }
+}
+
+/// v3's hash: of the deterministic CBOR of the explicit bucketing value (any value but null or
+/// an array), else of `[flagKey, targetingKey]`; `None` is flagd's null.
+fn cbor_bucket_hash<'a>(f: &'a FractionalNode, env: &Env<'a>, scope: Scope<'_, 'a>) -> Option<u32> {
+    let mut bytes = Vec::with_capacity(64);
+    match &f.bucket_by {
+        Some(node) => {
+            let v = ev(node, env, scope);
+            if matches!(v, Val::Null) || v.array_len().is_some() {
+                return None;
+            }
+            super::cbor::encode(&v.to_json(), &mut bytes);
+        }
+        None => {
+            let tk = targeting_key(env)?;
+            bytes.push(super::cbor::PAIR);
+            super::cbor::text(env.flag_key, &mut bytes);
+            super::cbor::text(tk, &mut bytes);
+        }
+    }
+    Some(FractionalAlgorithm::CborMurmur3.hash(&[&bytes]))
 }
 
 /// `missing`: the keys (given as arguments, or as one array argument) that are absent, null or

@@ -30,6 +30,7 @@
 //! Architecture invariant: nothing in this module does IO, reads a clock or keeps state
 //! between evaluations; the same inputs give the same answer on the server and every client.
 
+mod cbor;
 mod compile;
 pub mod context;
 pub mod fractional;

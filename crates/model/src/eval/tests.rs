@@ -605,6 +605,73 @@ fn fractional_matches_flagd_vectors() {
     }
 }
 
+/// flagd v3 ("fractional non-string rand units"): vectors computed by an independent
+/// implementation (Python `openfeature-flagd-core` 2.0.0's `fractional`, and re-checked with
+/// Rust `flagd-evaluation-engine` 0.1.0), with the v2 variant of the same input beside it.
+#[test]
+fn fractional_v3_matches_the_in_process_providers_vectors() {
+    let colors4 = json!([["red", 25], ["blue", 25], ["green", 25], ["yellow", 25]]);
+    let coin = json!([["heads", 1], ["tails", 1]]);
+    // (flag key, buckets, targeting key, v3 variant, v2 variant): the shorthand form.
+    let shorthand = [
+        ("headerColor", &colors4, "rachel@faas.com", "red", "blue"),
+        ("headerColor", &colors4, "monica@faas.com", "yellow", "yellow"),
+        ("headerColor", &colors4, "joey@faas.com", "yellow", "red"),
+        ("headerColor", &colors4, "ross@faas.com", "green", "blue"),
+        ("fractional-flag-shorthand", &coin, "jon@company.com", "tails", "heads"),
+        ("fractional-flag-shorthand", &coin, "jane@company.com", "tails", "tails"),
+    ];
+    let rollout = json!([["on", 10], ["off", 90]]);
+    let abc = json!([["a", 1], ["b", 1], ["c", 1]]);
+    let big = json!([["tiny", 1], ["huge", 2_147_483_646]]);
+    let more = [
+        ("rollout", &rollout, "user-1", "off", "on"),
+        ("rollout", &rollout, "user-2", "off", "off"),
+        ("new-checkout", &abc, "u-ü-ñ", "a", "b"),
+        ("big", &big, "user-7", "huge", "huge"),
+    ];
+    for (key, buckets, user, v3, v2) in shorthand.into_iter().chain(more) {
+        let variants: serde_json::Map<String, Value> =
+            buckets.as_array().unwrap().iter().map(|b| (b[0].as_str().unwrap().to_string(), b[0].clone())).collect();
+        let first = buckets[0][0].as_str().unwrap();
+        let flag = json!({"state": "ENABLED", "variants": variants, "defaultVariant": first, "targeting": {"fractional": buckets}});
+        let doc = NamespaceDocument::from_value(&json!({"flags": {key: flag}})).unwrap();
+        let ctx = EvalContext::with_targeting_key(user);
+        for (algorithm, want) in [(FractionalAlgorithm::CborMurmur3, v3), (FractionalAlgorithm::Murmur3Scaled, v2)] {
+            let ns = CompiledNamespace::with_options(&doc, CompileOptions { fractional: algorithm });
+            assert_eq!(ns.evaluate(key, &ctx, NOW).variant, Some(want), "{algorithm:?} {key} {user}");
+        }
+    }
+    // An explicit bucketing value of any type but null and arrays, hashed as CBOR (v2 hashes
+    // strings only: anything else is null, the default variant).
+    let explicit = [
+        (json!("user-123"), "heads", Some("tails")),
+        (json!("ejOoVL"), "heads", Some("heads")),
+        (json!(12345), "heads", None),
+        (json!(12345.0), "heads", None),
+        (json!(1.5), "heads", None),
+        (json!(-7), "heads", None),
+        (json!(true), "heads", None),
+        (json!({"b": 1, "a": "x"}), "tails", None),
+        (json!(0.0), "heads", None),
+    ];
+    let flag = json!({"state": "ENABLED", "variants": {"heads": "heads", "tails": "tails", "none": "none"},
+                      "defaultVariant": "none", "targeting": {"fractional": [{"var": "k"}, ["heads", 1], ["tails", 1]]}});
+    let doc = NamespaceDocument::from_value(&json!({"flags": {"coin": flag}})).unwrap();
+    let v3ns = CompiledNamespace::with_options(&doc, CompileOptions { fractional: FractionalAlgorithm::CborMurmur3 });
+    let v2ns = CompiledNamespace::with_options(&doc, CompileOptions { fractional: FractionalAlgorithm::Murmur3Scaled });
+    for (value, v3, v2) in explicit {
+        let ctx_json = json!({"k": value});
+        let ctx = EvalContext::from_json(ctx_json.as_object().unwrap());
+        assert_eq!(v3ns.evaluate("coin", &ctx, NOW).variant, Some(v3), "v3 {value}");
+        assert_eq!(v2ns.evaluate("coin", &ctx, NOW).variant, Some(v2.unwrap_or("none")), "v2 {value}");
+    }
+    // v3: a null bucketing value is null (v2 falls back to the targeting key).
+    let ctx = EvalContext::with_targeting_key("user-1");
+    let r = v3ns.evaluate("coin", &ctx, NOW);
+    assert_eq!((r.variant, r.reason), (Some("none"), Reason::Default));
+}
+
 #[test]
 fn fractional_falls_back_to_the_default_variant() {
     let two = json!({"fractional": [["blue", 50], ["green", 50]]});
