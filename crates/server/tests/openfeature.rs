@@ -286,6 +286,49 @@ async fn flagd_sync_sends_strict_documents_on_connect_and_after_every_change() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_the_cluster_ends_its_flagd_streams() {
+    use vexil_proto::flagd::sync::v1 as sync;
+    // Short freshness bounds: a progress check every 100 ms, cut off after 600 ms unconfirmed.
+    let c = common::builder(3).listener(Listener::OpenFeature).watch_freshness_ms(100, 600).start().await;
+    let leader = c.wait_leader(Duration::from_secs(20)).await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let mut events = v2::service_client::ServiceClient::new(channel(&c, follower).await)
+        .event_stream(v2::EventStreamRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(next(&mut events).await.r#type, "provider_ready");
+    let mut docs = sync::flag_sync_service_client::FlagSyncServiceClient::new(channel(&c, follower).await)
+        .sync_flags(sync::SyncFlagsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    tokio::time::timeout(Duration::from_secs(10), docs.message()).await.unwrap().unwrap().expect("the first document");
+
+    let others: Vec<u64> = (1..=3).filter(|id| *id != follower).collect();
+    for id in &others {
+        c.pause(*id);
+    }
+    let cut = std::time::Instant::now();
+    let ended = loop {
+        match tokio::time::timeout(Duration::from_secs(10), events.message()).await.expect("the stream ends") {
+            Ok(Some(e)) => assert_eq!(e.r#type, "keep_alive", "nothing else while cut off"),
+            Ok(None) => panic!("ended without saying why"),
+            Err(status) => break status,
+        }
+    };
+    let synced = tokio::time::timeout(Duration::from_secs(10), docs.message()).await.expect("the sync stream ends");
+    let elapsed = cut.elapsed();
+    for id in &others {
+        c.resume(*id);
+    }
+    assert_eq!(ended.code(), Code::Unavailable, "{ended:?}");
+    assert!(ended.message().contains("could not confirm it is current"), "{ended:?}");
+    assert_eq!(synced.expect_err("ended with an error").code(), Code::Unavailable);
+    assert!(elapsed < Duration::from_secs(5), "ended {elapsed:?} after the cut");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ofrep_single_and_bulk_evaluation_with_its_shapes_errors_and_etag() {
     let c = cluster(false).await;
     let post = |path: &str, headers: &[(&str, &str)], body: &str| {

@@ -187,24 +187,17 @@ async fn follow(node: &Arc<Node>, req: &WatchRequest, who: &Principal, out: &Out
         cursor = cursor.max(revision);
     }
 
-    let progress_every = Duration::from_millis(node.config.watch.progress_interval_ms);
-    let unconfirmed_max = Duration::from_millis(node.config.watch.unconfirmed_max_ms);
     let token_check_every = Duration::from_millis(STREAM_TOKEN_CHECK_INTERVAL_MS);
-    // The first confirmation right away: a client must not take what a cut-off node sent it
-    // at the start for current until the node has vouched for it.
-    let mut next_progress = Instant::now();
-    let mut confirmed_at = Instant::now();
-    let mut why_unconfirmed = String::from("no confirmation yet");
+    let mut currency = Currency::new(node);
     loop {
         // The stream lives as long as its token: a revocation ends it when it applies here (the
         // applied revision moves), an expiry within a check interval.
         auth::still_valid(node, who, &req.namespaces)?;
         catch_up(node, &filter, &mut cursor, out).await?;
         let now = Instant::now();
-        if now >= next_progress {
-            next_progress = now + progress_every;
-            match confirm(node, &mut applied, progress_every).await {
-                Ok(index) => {
+        if now >= currency.next_check() {
+            match currency.check(node, &mut applied).await {
+                Ok(Some(index)) => {
                     // Everything up to the confirmed revision goes out before the progress
                     // that vouches for it (a page may stop short of it: go on until there).
                     catch_up(node, &filter, &mut cursor, out).await?;
@@ -218,26 +211,19 @@ async fn follow(node: &Arc<Node>, req: &WatchRequest, who: &Principal, out: &Out
                         }
                     }
                     out.send(Kind::Progress(Progress { revision: cursor })).await?;
-                    confirmed_at = now;
                 }
-                Err(why) => why_unconfirmed = why,
-            }
-            let unconfirmed = confirmed_at.elapsed();
-            if unconfirmed >= unconfirmed_max {
-                let unconfirmed_ms = u64::try_from(unconfirmed.as_millis()).unwrap_or(u64::MAX);
-                let stale = Stale { revision: cursor, unconfirmed_ms, reason: why_unconfirmed.clone() };
-                out.send(Kind::Stale(stale)).await?;
-                return Err(ServerError::LeaseExpired {
-                    expired_ms: None,
-                    cause: format!(
-                        "this node could not confirm it is current for {unconfirmed_ms} ms ({why_unconfirmed}); watch another node"
-                    ),
-                });
+                Ok(None) => {}
+                Err(lost) => {
+                    let stale =
+                        Stale { revision: cursor, unconfirmed_ms: lost.unconfirmed_ms, reason: lost.why.clone() };
+                    out.send(Kind::Stale(stale)).await?;
+                    return Err(lost.into_error("watch another node"));
+                }
             }
             continue;
         }
         // Live: wait for the applied revision to move past the cursor, or for the next check.
-        let wait = token_check_every.min(next_progress - now);
+        let wait = token_check_every.min(currency.next_check() - now);
         let moved = async { applied.wait_for(|a| *a > cursor).await.map(|_| ()) };
         if let Ok(Err(_)) = tokio::time::timeout(wait, moved).await {
             return Err(ServerError::ShuttingDown);
@@ -263,6 +249,84 @@ async fn catch_up(node: &Node, filter: &BTreeSet<&str>, cursor: &mut u64, out: &
         if caught_up {
             return Ok(());
         }
+    }
+}
+
+/// Whether the node serving a stream can still vouch that it is current: a check every
+/// `watch.progress_interval_ms` confirms a revision through the read lease ([`confirm`]), and a
+/// node that could not for `watch.unconfirmed_max_ms` must end its streams so their clients go
+/// to a node that can. Shared by every stream a node serves (`Watch`, flagd's `EventStream` and
+/// `SyncFlags`).
+pub(crate) struct Currency {
+    every: Duration,
+    unconfirmed_max: Duration,
+    next_check: Instant,
+    confirmed_at: Instant,
+    why_unconfirmed: String,
+}
+
+/// A node that could not confirm it is current for too long.
+pub(crate) struct Unconfirmed {
+    pub unconfirmed_ms: u64,
+    pub why: String,
+}
+
+impl Unconfirmed {
+    /// The error that ends the stream: UNAVAILABLE `LEASE_EXPIRED`, saying what to do (`next`).
+    pub fn into_error(self, next: &str) -> ServerError {
+        ServerError::LeaseExpired {
+            expired_ms: None,
+            cause: format!(
+                "this node could not confirm it is current for {} ms ({}); {next}",
+                self.unconfirmed_ms, self.why
+            ),
+        }
+    }
+}
+
+impl Currency {
+    /// The first check is due at once: a client must not take what a cut-off node sent it at
+    /// the start for current until the node has vouched for it.
+    pub fn new(node: &Node) -> Self {
+        let now = Instant::now();
+        Currency {
+            every: Duration::from_millis(node.config.watch.progress_interval_ms),
+            unconfirmed_max: Duration::from_millis(node.config.watch.unconfirmed_max_ms),
+            next_check: now,
+            confirmed_at: now,
+            why_unconfirmed: String::from("no confirmation yet"),
+        }
+    }
+
+    pub fn next_check(&self) -> Instant {
+        self.next_check
+    }
+
+    /// Runs the check if it is due: `Ok(Some(index))` when the node confirmed `index` now,
+    /// `Ok(None)` when not due or not confirmed yet within the bound, `Err` past the bound.
+    pub async fn check(
+        &mut self,
+        node: &Arc<Node>,
+        applied: &mut watch::Receiver<u64>,
+    ) -> Result<Option<u64>, Unconfirmed> {
+        let now = Instant::now();
+        if now < self.next_check {
+            return Ok(None);
+        }
+        self.next_check = now + self.every;
+        match confirm(node, applied, self.every).await {
+            Ok(index) => {
+                self.confirmed_at = now;
+                return Ok(Some(index));
+            }
+            Err(why) => self.why_unconfirmed = why,
+        }
+        let unconfirmed = self.confirmed_at.elapsed();
+        if unconfirmed >= self.unconfirmed_max {
+            let unconfirmed_ms = u64::try_from(unconfirmed.as_millis()).unwrap_or(u64::MAX);
+            return Err(Unconfirmed { unconfirmed_ms, why: self.why_unconfirmed.clone() });
+        }
+        Ok(None)
     }
 }
 

@@ -16,6 +16,8 @@ use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use prost_types::Struct;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
@@ -29,6 +31,7 @@ use vexil_proto::flagd_struct::{from_struct, to_struct};
 use vexil_raft_store::Changes;
 
 use super::{OpenFeature, SELECTOR_HEADER};
+use crate::api::watch::Currency;
 use crate::auth::{Principal, caller, still_valid};
 use crate::error::{ServerError, flagd_status};
 use crate::limits::{FLAGD_EVENTS_BUFFER, FLAGD_KEEP_ALIVE_MS, WATCH_BATCH_ENTRIES_MAX};
@@ -157,6 +160,8 @@ impl OpenFeature {
             return Ok(());
         }
         let keep_alive = Duration::from_millis(FLAGD_KEEP_ALIVE_MS);
+        let mut last_sent = Instant::now();
+        let mut currency = Currency::new(&self.node);
         let namespaces = [namespace.to_string()];
         loop {
             tokio::select! {
@@ -167,22 +172,27 @@ impl OpenFeature {
                         return Err(ServerError::ShuttingDown.into());
                     }
                 }
-                () = tokio::time::sleep(keep_alive) => {
-                    if tx.send(Ok(mk.make("keep_alive", None))).await.is_err() {
-                        return Ok(());
+                // A node cut off from the cluster ends the stream, so the provider reconnects
+                // (to a node that is current) instead of trusting a cache nothing invalidates.
+                () = tokio::time::sleep_until(currency.next_check()) => {
+                    if let Err(lost) = currency.check(&self.node, &mut applied).await {
+                        return Err(lost.into_error("reconnect to another node").into());
                     }
-                    continue;
                 }
             }
             still_valid(&self.node, who, &namespaces)?;
             let (changed, _) = self.changed_flags(namespace, &mut cursor)?;
-            if changed.is_empty() {
+            let event = if !changed.is_empty() {
+                mk.make("configuration_change", Some(json!({ "flags": changed })))
+            } else if last_sent.elapsed() >= keep_alive {
+                mk.make("keep_alive", None)
+            } else {
                 continue;
-            }
-            let data = json!({ "flags": changed });
-            if tx.send(Ok(mk.make("configuration_change", Some(data)))).await.is_err() {
+            };
+            if tx.send(Ok(event)).await.is_err() {
                 return Ok(());
             }
+            last_sent = Instant::now();
         }
     }
 

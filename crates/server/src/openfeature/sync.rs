@@ -23,6 +23,7 @@ use vexil_proto::flagd::sync::v1 as pb;
 
 use super::OpenFeature;
 use super::flagd::selector;
+use crate::api::watch::Currency;
 use crate::auth::{Principal, caller, still_valid};
 use crate::error::ServerError;
 use crate::limits::FLAGD_EVENTS_BUFFER;
@@ -45,6 +46,7 @@ impl OpenFeature {
     ) -> Result<(), Status> {
         let mut applied = self.node.reader.applied_revision();
         let mut cursor = *applied.borrow_and_update();
+        let mut currency = Currency::new(&self.node);
         let namespaces = [namespace.to_string()];
         loop {
             let message = pb::SyncFlagsResponse {
@@ -61,6 +63,13 @@ impl OpenFeature {
                     changed = applied.changed() => {
                         if changed.is_err() {
                             return Err(ServerError::ShuttingDown.into());
+                        }
+                    }
+                    // A node cut off from the cluster ends the stream: the provider keeps
+                    // evaluating its last document and reconnects to a node that is current.
+                    () = tokio::time::sleep_until(currency.next_check()) => {
+                        if let Err(lost) = currency.check(&self.node, &mut applied).await {
+                            return Err(lost.into_error("reconnect to another node").into());
                         }
                     }
                 }
