@@ -129,6 +129,7 @@ impl Backend for Vexil {
                 spec_json: value,
                 expected_version: None,
                 options: Some(WriteOptions { request_id, reason: String::new() }),
+                strict: false,
             }))
             .await?
             .into_inner();

@@ -39,6 +39,11 @@ pub struct ApplyArgs {
     /// Why: recorded in the audit log of every change.
     #[arg(long, default_value = "")]
     pub reason: String,
+    /// Refuse the document if flagd would load but not evaluate some targeting as written (an
+    /// operator given unusable arguments, an unknown operator), instead of applying it with
+    /// warnings.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Args)]
@@ -83,8 +88,13 @@ pub async fn run_apply(a: &ApplyArgs, ctx: &Ctx) -> Result<String, Failure> {
     let (document_json, namespace) = load(a)?;
     let sub = Subject::Namespace(&namespace);
     if a.dry_run {
-        let req =
-            pb::ApplyNamespaceRequest { namespace: namespace.clone(), document_json, options: None, dry_run: true };
+        let req = pb::ApplyNamespaceRequest {
+            namespace: namespace.clone(),
+            document_json,
+            options: None,
+            dry_run: true,
+            strict: a.strict,
+        };
         let r = ctx
             .conn
             .on_any(CALL_TIMEOUT, sub, |ch| {
@@ -92,6 +102,7 @@ pub async fn run_apply(a: &ApplyArgs, ctx: &Ctx) -> Result<String, Failure> {
                 async move { FlagsClient::new(ch).apply_namespace(req).await }
             })
             .await?;
+        output::warn(&r.warnings);
         return Ok(match ctx.output {
             Output::Json => output::json(&dry_run_json(&namespace, &r)),
             Output::Table => render_dry_run(&namespace, &r),
@@ -100,13 +111,14 @@ pub async fn run_apply(a: &ApplyArgs, ctx: &Ctx) -> Result<String, Failure> {
     let r = ctx
         .conn
         .admin
-        .apply_namespace(&namespace, &document_json, WriteOpts::reason(a.reason.clone()))
+        .apply_namespace(&namespace, &document_json, WriteOpts::reason(a.reason.clone()).strict(a.strict))
         .await
         .map_err(|e| errors::from_client(e, sub))?;
+    output::warn(&r.warnings);
     Ok(match ctx.output {
         Output::Json => output::json(&json!({
             "namespace": namespace, "revision": r.revision, "created": r.created, "updated": r.updated,
-            "deleted": r.deleted, "unchanged": r.unchanged,
+            "deleted": r.deleted, "unchanged": r.unchanged, "warnings": r.warnings,
         })),
         Output::Table if r.created + r.updated + r.deleted == 0 => {
             format!("{namespace} already matches the document ({} flags unchanged); nothing changed", r.unchanged)
@@ -190,6 +202,7 @@ fn dry_run_json(namespace: &str, r: &pb::ApplyNamespaceResponse) -> Value {
         })).collect::<Vec<_>>(),
         "unchanged": r.unchanged,
         "settings_changed": r.settings_changed,
+        "warnings": r.warnings,
     })
 }
 

@@ -78,6 +78,10 @@ pub struct WriteSpecArgs {
     /// Why: recorded in the audit log.
     #[arg(long, default_value = "")]
     pub reason: String,
+    /// Refuse targeting that flagd would load but not evaluate as written (an operator given
+    /// unusable arguments, an unknown operator), instead of writing it with a warning.
+    #[arg(long)]
+    pub strict: bool,
 }
 
 #[derive(Debug, Args)]
@@ -249,9 +253,11 @@ fn read_spec(a: &WriteSpecArgs) -> Result<String, Failure> {
 }
 
 fn write_result(ctx: &Ctx, verb: &str, ns: &str, key: &str, w: &WriteResult) -> String {
+    output::warn(&w.warnings);
     match ctx.output {
         Output::Json => output::json(&json!({
             "namespace": ns, "key": key, "revision": w.revision, "version": w.version, "leader_id": w.leader_id,
+            "warnings": w.warnings,
         })),
         Output::Table if w.version == 0 => format!("{verb} {ns}/{key} at revision {}", w.revision),
         Output::Table => format!("{verb} {ns}/{key}: version {} at revision {}", w.version, w.revision),
@@ -260,7 +266,7 @@ fn write_result(ctx: &Ctx, verb: &str, ns: &str, key: &str, w: &WriteResult) -> 
 
 async fn create_or_update(a: &WriteSpecArgs, ctx: &Ctx, create: bool) -> Result<String, Failure> {
     let spec = read_spec(a)?;
-    let opts = WriteOpts::reason(a.reason.clone());
+    let opts = WriteOpts::reason(a.reason.clone()).strict(a.strict);
     let admin = &ctx.conn.admin;
     let sub = subject(&a.namespace, &a.key);
     let (verb, w) = if create {

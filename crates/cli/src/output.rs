@@ -30,6 +30,14 @@ fn write_line(out: &mut impl Write, text: &str) -> Result<(), Failure> {
     })
 }
 
+/// Prints the cluster's warnings about a write to stderr (`warning: ...`), so stdout stays the
+/// command's result (and valid JSON with `--output json`, which also lists them).
+pub fn warn(warnings: &[String]) {
+    for w in warnings {
+        eprintln!("warning: {w}");
+    }
+}
+
 /// Longest JSON value shown inline in a human table before it is cut with `…`.
 pub const INLINE_VALUE_CHARS_MAX: usize = 60;
 

@@ -359,3 +359,31 @@ async fn an_unreachable_cluster_fails_with_a_hint() {
     let (_d, bad) = temp_file("vexilctl.toml", "endpoint = 1\n");
     ctl(&["cluster", "status", "--config", &bad]).await.fails(2);
 }
+
+/// flagd's own shared test flag set (open-feature/flagd-testbed, `flags/testkit-flags.json`)
+/// loads as flagd loads it: applied whole, with a warning for each rule flagd would evaluate to
+/// null or PARSE_ERROR; refused with `--strict`, naming the field; the dry run shows the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flagds_own_test_flag_set_applies_with_warnings_and_strict_refuses_it() {
+    let c = common::start(3, &[]).await;
+    let ep = c.endpoints(&[1, 2, 3]);
+    let file = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/flagd-testbed-flags.json");
+    let flags = serde_json::from_str::<Value>(&std::fs::read_to_string(file).unwrap()).unwrap()["flags"]
+        .as_object()
+        .unwrap()
+        .len();
+
+    let strict = ctl(&["apply", "-f", file, "-n", "testbed", "--strict", "--endpoints", &ep]).await;
+    let err = strict.fails(1);
+    assert!(err.contains("`flags.") && err.contains(".targeting`"), "names the field: {err}");
+    let dry = ctl(&["apply", "-f", file, "-n", "testbed", "--dry-run", "--endpoints", &ep, "--output", "json"]).await;
+    let dry_warnings = dry.json()["warnings"].as_array().unwrap().len();
+    assert!(dry_warnings > 0, "{}", dry.stdout);
+
+    let out = ctl(&["apply", "-f", file, "-n", "testbed", "--endpoints", &ep, "--output", "json"]).await;
+    let applied = out.json();
+    assert_eq!(applied["created"].as_u64(), Some(flags as u64), "every flag applied: {applied}");
+    assert_eq!(applied["warnings"].as_array().unwrap().len(), dry_warnings);
+    let printed = out.stderr.lines().filter(|l| l.starts_with("warning: `flags.")).count();
+    assert_eq!(printed, dry_warnings, "each warning on stderr too:\n{}", out.stderr);
+}

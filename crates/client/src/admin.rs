@@ -32,15 +32,23 @@ pub struct WriteOpts {
     /// The idempotency key. Leave `None` to get a fresh random one per call (reused by that
     /// call's retries); set it to make retries of your own (e.g. after a crash) idempotent too.
     pub request_id: Option<String>,
+    /// Refuse targeting that flagd would load but not evaluate as written, instead of writing
+    /// it with warnings (create, update, apply).
+    pub strict: bool,
 }
 
 impl WriteOpts {
     pub fn reason(reason: impl Into<String>) -> WriteOpts {
-        WriteOpts { reason: reason.into(), request_id: None }
+        WriteOpts { reason: reason.into(), ..WriteOpts::default() }
     }
 
     pub fn with_request_id(mut self, request_id: impl Into<String>) -> WriteOpts {
         self.request_id = Some(request_id.into());
+        self
+    }
+
+    pub fn strict(mut self, strict: bool) -> WriteOpts {
+        self.strict = strict;
         self
     }
 }
@@ -61,23 +69,28 @@ impl ReadOpts {
 }
 
 /// What a flag write created.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WriteResult {
     /// The revision of the write (wait for it with `Client::wait_for_revision`).
     pub revision: u64,
     pub leader_id: u64,
     /// The flag's version after the write (0 after a delete).
     pub version: u64,
+    /// What flagd would load but not evaluate as written (`` `field`: problem ``); the write
+    /// was applied ([`WriteOpts::strict`] refuses instead).
+    pub warnings: Vec<String>,
 }
 
 /// What applying a namespace document did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApplyResult {
     pub revision: u64,
     pub created: u32,
     pub updated: u32,
     pub deleted: u32,
     pub unchanged: u32,
+    /// As in [`WriteResult::warnings`].
+    pub warnings: Vec<String>,
 }
 
 /// A read's data with the header saying which revision it reflects and who served it.
@@ -233,7 +246,7 @@ impl AdminClient {
 
     fn write_result(r: proto::WriteFlagResponse) -> WriteResult {
         let h = r.header.unwrap_or_default();
-        WriteResult { revision: h.revision, leader_id: h.leader_id, version: r.version }
+        WriteResult { revision: h.revision, leader_id: h.leader_id, version: r.version, warnings: r.warnings }
     }
 
     /// Creates a flag (`AlreadyExists` if the key is taken). `spec_json` is flagd's flag object
@@ -250,6 +263,7 @@ impl AdminClient {
             key: key.into(),
             spec_json: spec_json.into(),
             options: Some(Self::write_options(&opts)),
+            strict: opts.strict,
         };
         self.retry("create_flag", |ch| {
             let req = req.clone();
@@ -275,6 +289,7 @@ impl AdminClient {
             spec_json: spec_json.into(),
             expected_version,
             options: Some(Self::write_options(&opts)),
+            strict: opts.strict,
         };
         self.retry("update_flag", |ch| {
             let req = req.clone();
@@ -341,6 +356,7 @@ impl AdminClient {
             document_json: document_json.into(),
             options: Some(Self::write_options(&opts)),
             dry_run: false,
+            strict: opts.strict,
         };
         let r = self
             .retry("apply_namespace", |ch| {
@@ -355,6 +371,7 @@ impl AdminClient {
             updated: r.updated,
             deleted: r.deleted,
             unchanged: r.unchanged,
+            warnings: r.warnings,
         })
     }
 

@@ -18,13 +18,19 @@ async fn a_dry_run_reports_the_diff_and_changes_nothing() {
             key: key.into(),
             spec_json: spec("v1"),
             options: None,
+            strict: false,
         })
         .await
         .expect("create");
     }
     let doc = format!(r#"{{"flags":{{"keep":{},"edit":{},"new":{}}}}}"#, spec("v1"), spec("v2"), spec("v1"));
-    let req =
-        |dry_run| ApplyNamespaceRequest { namespace: "ns".into(), document_json: doc.clone(), options: None, dry_run };
+    let req = |dry_run| ApplyNamespaceRequest {
+        namespace: "ns".into(),
+        document_json: doc.clone(),
+        options: None,
+        dry_run,
+        strict: false,
+    };
     let dry = c.apply_namespace(req(true)).await.expect("dry run").into_inner();
     assert!(dry.header.is_none(), "a dry run writes nothing");
     assert_eq!((dry.created, dry.updated, dry.deleted, dry.unchanged), (1, 1, 1, 1));
@@ -70,6 +76,7 @@ async fn the_snapshot_rpc_covers_everything_applied() {
                 key: format!("f{i}"),
                 spec_json: spec("v"),
                 options: None,
+                strict: false,
             })
             .await
             .expect("create");

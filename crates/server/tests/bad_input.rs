@@ -35,7 +35,13 @@ async fn invalid_definitions_are_rejected_with_the_field_and_nothing_is_written(
     for (what, key, spec_json, field) in cases {
         let namespace = if what == "bad namespace" { "Bad NS" } else { "ns" };
         let err = c
-            .create_flag(CreateFlagRequest { namespace: namespace.into(), key: key.into(), spec_json, options: None })
+            .create_flag(CreateFlagRequest {
+                namespace: namespace.into(),
+                key: key.into(),
+                spec_json,
+                options: None,
+                strict: false,
+            })
             .await
             .expect_err(what);
         assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
@@ -51,6 +57,7 @@ async fn invalid_definitions_are_rejected_with_the_field_and_nothing_is_written(
         key: "good".into(),
         spec_json: spec("v1"),
         options: None,
+        strict: false,
     })
     .await
     .expect("create");
@@ -74,6 +81,7 @@ async fn invalid_definitions_are_rejected_with_the_field_and_nothing_is_written(
             document_json: doc.into(),
             options: None,
             dry_run: false,
+            strict: false,
         })
         .await
         .expect_err("bad document");
@@ -110,9 +118,15 @@ async fn a_page_of_large_flags_stops_at_the_response_bound_and_paging_returns_th
     let count = LIST_RESPONSE_BYTES_MAX / spec_json.len() + 5;
     for i in 0..count {
         let spec_json = spec_json.clone();
-        c.create_flag(CreateFlagRequest { namespace: "big".into(), key: format!("f{i:03}"), spec_json, options: None })
-            .await
-            .expect("create");
+        c.create_flag(CreateFlagRequest {
+            namespace: "big".into(),
+            key: format!("f{i:03}"),
+            spec_json,
+            options: None,
+            strict: false,
+        })
+        .await
+        .expect("create");
     }
     let mut seen = Vec::new();
     let mut after_key = String::new();
@@ -217,6 +231,7 @@ async fn namespaces_are_listed_in_bounded_pages() {
             key: "k".into(),
             spec_json: spec("k"),
             options: None,
+            strict: false,
         })
         .await
         .expect("create");

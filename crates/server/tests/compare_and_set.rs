@@ -18,6 +18,7 @@ async fn exactly_one_compare_and_set_wins_per_version() {
         key: "cas".into(),
         spec_json: spec("v1"),
         options: None,
+        strict: false,
     })
     .await
     .expect("create");
@@ -35,6 +36,7 @@ async fn exactly_one_compare_and_set_wins_per_version() {
                     spec_json: spec(&format!("v{version}-writer{i}")),
                     expected_version: Some(version),
                     options: None,
+                    strict: false,
                 })
                 .await
             }
@@ -68,6 +70,7 @@ async fn a_retried_write_with_the_same_request_id_applies_once() {
         key: "once".into(),
         spec_json: spec(tag),
         options: Some(WriteOptions { request_id: "client-42".into(), reason: String::new() }),
+        strict: false,
     };
     let first = cluster.flags(2).await.create_flag(create("a")).await.expect("first").into_inner();
     // The retry lands on another node, as a client that lost its connection would send it.
@@ -96,6 +99,7 @@ async fn concurrent_writes_share_entries_and_each_gets_its_own_answer() {
                 key: format!("f{i}"),
                 spec_json: spec(&format!("v{i}")),
                 options: Some(WriteOptions { request_id: format!("batch-{i}"), reason: format!("writer {i}") }),
+                strict: false,
             })
             .await
             .map(|r| r.into_inner())
@@ -111,6 +115,7 @@ async fn concurrent_writes_share_entries_and_each_gets_its_own_answer() {
                 spec_json: spec("x"),
                 expected_version: Some(1),
                 options: None,
+                strict: false,
             })
             .await
     };

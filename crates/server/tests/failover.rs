@@ -41,6 +41,7 @@ async fn writer(addrs: Vec<String>, acked: Acked, stop: Arc<AtomicBool>) {
                 key: key.clone(),
                 spec_json: spec(&key),
                 options: Some(WriteOptions { request_id: key.clone(), reason: "failover test".into() }),
+                strict: false,
             };
             match client.create_flag(req).await {
                 Ok(resp) => {

@@ -70,6 +70,7 @@ async fn a_node_confirms_it_is_current_and_a_cut_off_one_says_stale_and_ends_its
             key: "k".into(),
             spec_json: spec("k"),
             options: None,
+            strict: false,
         })
         .await
         .expect("create")
@@ -146,6 +147,7 @@ async fn a_node_removed_from_the_cluster_says_stale_and_ends_its_streams() {
             key: "after".into(),
             spec_json: spec("after"),
             options: None,
+            strict: false,
         })
         .await
         .expect("a write without the removed node")

@@ -92,6 +92,7 @@ async fn writer(addrs: Vec<String>, attempts: Attempts, stop: Arc<AtomicBool>) {
                 key: key.clone(),
                 spec_json: spec(&key),
                 options: Some(WriteOptions { request_id: key.clone(), reason: "shutdown test".into() }),
+                strict: false,
             };
             let result = clients[next % n].create_flag(req).await;
             let answered = Instant::now();

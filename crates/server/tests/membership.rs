@@ -36,6 +36,7 @@ async fn removing_a_voter_is_audited_with_who_asked_and_why() {
             key: "after".into(),
             spec_json: spec("v"),
             options: None,
+            strict: false,
         })
         .await
         .expect("writes continue with two voters")

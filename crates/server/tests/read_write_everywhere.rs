@@ -20,6 +20,7 @@ async fn writes_through_every_node_are_read_back_from_every_node() {
                     key: key.clone(),
                     spec_json: spec(&key),
                     options: Some(WriteOptions { request_id: format!("req-{key}"), reason: "test".into() }),
+                    strict: false,
                 })
                 .await
                 .unwrap_or_else(|e| panic!("create {key} through node {writer}: {e}"))

@@ -32,7 +32,13 @@ async fn a_thousand_writes_are_each_seen_by_a_linearizable_read_on_another_node(
         clients.push(cluster.flags(id).await);
     }
     clients[0]
-        .create_flag(CreateFlagRequest { namespace: "ns".into(), key: "k".into(), spec_json: spec("0"), options: None })
+        .create_flag(CreateFlagRequest {
+            namespace: "ns".into(),
+            key: "k".into(),
+            spec_json: spec("0"),
+            options: None,
+            strict: false,
+        })
         .await
         .expect("create");
     for i in 1..=1000u64 {
@@ -46,6 +52,7 @@ async fn a_thousand_writes_are_each_seen_by_a_linearizable_read_on_another_node(
                 spec_json: spec(&tag),
                 expected_version: Some(i),
                 options: None,
+                strict: false,
             })
             .await
             .unwrap_or_else(|e| panic!("write {i} via node {}: {e}", writer + 1));
@@ -71,7 +78,13 @@ async fn a_cut_off_follower_serves_lease_reads_until_the_lease_expires_then_refu
     let created = cluster
         .flags(leader)
         .await
-        .create_flag(CreateFlagRequest { namespace: "ns".into(), key: "k".into(), spec_json: spec("v"), options: None })
+        .create_flag(CreateFlagRequest {
+            namespace: "ns".into(),
+            key: "k".into(),
+            spec_json: spec("v"),
+            options: None,
+            strict: false,
+        })
         .await
         .expect("create")
         .into_inner();
@@ -161,7 +174,13 @@ async fn min_revision_waits_on_a_lagging_node_instead_of_returning_older_data() 
     for i in 0..100 {
         let key = format!("k{i}");
         let r = lc
-            .create_flag(CreateFlagRequest { namespace: "ns".into(), key, spec_json: spec("v"), options: None })
+            .create_flag(CreateFlagRequest {
+                namespace: "ns".into(),
+                key,
+                spec_json: spec("v"),
+                options: None,
+                strict: false,
+            })
             .await
             .expect("create while a follower is paused");
         last = r.into_inner().header.expect("header").revision;

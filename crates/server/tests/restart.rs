@@ -22,6 +22,7 @@ async fn a_full_restart_keeps_flags_and_a_verifiable_audit_chain() {
                 key: key.clone(),
                 spec_json: spec(&key),
                 options: None,
+                strict: false,
             })
             .await
             .expect("create");
@@ -36,6 +37,7 @@ async fn a_full_restart_keeps_flags_and_a_verifiable_audit_chain() {
                 spec_json: spec(&format!("{key}-v2")),
                 expected_version: Some(1),
                 options: None,
+                strict: false,
             })
             .await
             .expect("update");

@@ -116,7 +116,13 @@ fn every_rpc() -> Vec<(&'static str, Needs, Call)> {
             call!(
                 FlagsClient,
                 create_flag,
-                CreateFlagRequest { namespace: ns(), key: "x".into(), spec_json: spec("x"), options: None }
+                CreateFlagRequest {
+                    namespace: ns(),
+                    key: "x".into(),
+                    spec_json: spec("x"),
+                    options: None,
+                    strict: false
+                }
             ),
         ),
         (
@@ -406,6 +412,7 @@ async fn the_audit_names_the_principal_of_every_change_and_editors_stay_in_their
         key: key.into(),
         spec_json: spec(key),
         options: Some(WriteOptions { request_id: String::new(), reason: format!("{ns}/{key}") }),
+        strict: false,
     };
     flags.create_flag(with_token(create("a", "banner"), &editor)).await.expect("an editor of a writes a");
     let denied = flags.create_flag(with_token(create("b", "banner"), &editor)).await.expect_err("not b");
@@ -625,8 +632,13 @@ async fn a_principal_calling_too_often_is_refused_and_others_are_not() {
     let editor_started = std::time::Instant::now();
     for i in 0..3 * PER_SECOND {
         let key = format!("f{i:03}");
-        let create =
-            CreateFlagRequest { namespace: "a".into(), key: key.clone(), spec_json: spec(&key), options: None };
+        let create = CreateFlagRequest {
+            namespace: "a".into(),
+            key: key.clone(),
+            spec_json: spec(&key),
+            options: None,
+            strict: false,
+        };
         match flags.create_flag(with_token(create, &editor)).await {
             Ok(_) => written.push(key),
             Err(s) if s.code() == Code::ResourceExhausted => refused_keys.push(key),
@@ -659,8 +671,13 @@ async fn anonymous_read_is_an_audited_setting_of_one_namespace() {
     let c = secure(3).start().await;
     let mut flags = FlagsClient::new(c.channel(2).await);
     for ns in ["public", "a"] {
-        let create =
-            CreateFlagRequest { namespace: ns.into(), key: "banner".into(), spec_json: spec("banner"), options: None };
+        let create = CreateFlagRequest {
+            namespace: ns.into(),
+            key: "banner".into(),
+            spec_json: spec("banner"),
+            options: None,
+            strict: false,
+        };
         flags.create_flag(c.request(create)).await.expect("the admin creates");
     }
     let get = |ns: &str| GetFlagRequest { namespace: ns.into(), key: "banner".into(), read: None };

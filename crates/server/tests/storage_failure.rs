@@ -71,8 +71,13 @@ async fn a_failed_fsync_stops_the_node_and_a_restart_loses_nothing_acknowledged(
         assert!(i < WRITES_MAX, "the disk never failed in {WRITES_MAX} writes of ~60 KB");
         let key = format!("f-{i:04}");
         let spec = big_spec(i as u64);
-        let request =
-            CreateFlagRequest { namespace: "ns".into(), key: key.clone(), spec_json: spec.to_string(), options: None };
+        let request = CreateFlagRequest {
+            namespace: "ns".into(),
+            key: key.clone(),
+            spec_json: spec.to_string(),
+            options: None,
+            strict: false,
+        };
         match tokio::time::timeout(WRITE_TIMEOUT, client.create_flag(request)).await {
             Ok(Ok(_)) => acknowledged.push((key, spec["variants"].clone())),
             Ok(Err(status)) => break status,
@@ -124,6 +129,7 @@ async fn a_failed_fsync_stops_the_node_and_a_restart_loses_nothing_acknowledged(
         key: "after-restart".into(),
         spec_json: big_spec(u64::MAX).to_string(),
         options: None,
+        strict: false,
     };
     client.create_flag(after).await.expect("the restarted node takes writes");
     eprintln!(
@@ -202,7 +208,13 @@ async fn cluster_with_a_small_disk(root: &std::path::Path, flags: &[&str]) -> (C
 }
 
 fn create(key: &str, seed: u64) -> CreateFlagRequest {
-    CreateFlagRequest { namespace: "ns".into(), key: key.into(), spec_json: big_spec(seed).to_string(), options: None }
+    CreateFlagRequest {
+        namespace: "ns".into(),
+        key: key.into(),
+        spec_json: big_spec(seed).to_string(),
+        options: None,
+        strict: false,
+    }
 }
 
 fn reason(status: &tonic::Status) -> String {

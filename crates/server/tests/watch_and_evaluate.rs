@@ -14,7 +14,7 @@ use vexil_proto::v1::{
     UpdateFlagRequest, ValueType, WatchRequest, WatchResponse,
 };
 use vexil_server::error::error_info;
-use vexil_testkit::spec;
+use vexil_testkit::{linearizable, spec};
 
 async fn next(stream: &mut tonic::Streaming<WatchResponse>) -> Kind {
     loop {
@@ -40,6 +40,7 @@ async fn the_change_feed_replays_follows_and_resumes_without_gaps() {
             key: key.into(),
             spec_json: spec(key),
             options: None,
+            strict: false,
         })
         .await
         .expect("create");
@@ -49,6 +50,7 @@ async fn the_change_feed_replays_follows_and_resumes_without_gaps() {
         key: "x".into(),
         spec_json: spec("x"),
         options: None,
+        strict: false,
     })
     .await
     .expect("create other");
@@ -72,6 +74,7 @@ async fn the_change_feed_replays_follows_and_resumes_without_gaps() {
             spec_json: spec("a2"),
             expected_version: Some(1),
             options: None,
+            strict: false,
         })
         .await
         .expect("update")
@@ -81,6 +84,7 @@ async fn the_change_feed_replays_follows_and_resumes_without_gaps() {
         key: "y".into(),
         spec_json: spec("y"),
         options: None,
+        strict: false,
     })
     .await
     .expect("create in another namespace");
@@ -96,6 +100,7 @@ async fn the_change_feed_replays_follows_and_resumes_without_gaps() {
             document_json: doc,
             options: None,
             dry_run: false,
+            strict: false,
         })
         .await
         .expect("apply")
@@ -142,6 +147,7 @@ async fn evaluation_is_typed_and_follows_flagd_reasons() {
             key: "color".into(),
             spec_json: rule.into(),
             options: None,
+            strict: false,
         })
         .await
         .expect("create")
@@ -184,19 +190,38 @@ async fn evaluation_is_typed_and_follows_flagd_reasons() {
         .into_inner();
     assert_eq!(all.evaluations.len(), 1);
 
-    // Targeting that does not compile is refused at write time, naming the field.
+    // Targeting flagd would load but not evaluate is refused in strict mode, naming the field;
+    // otherwise written with a warning, and every evaluation of it is PARSE_ERROR, as in flagd.
     let broken = r#"{"state":"ENABLED","variants":{"a":true},"defaultVariant":"a","targeting":{"no_such_op":[1]}}"#;
-    let err = c
-        .create_flag(CreateFlagRequest {
-            namespace: "ui".into(),
-            key: "broken".into(),
-            spec_json: broken.into(),
-            options: None,
-        })
-        .await
-        .expect_err("unknown operator");
+    let write = |strict: bool| CreateFlagRequest {
+        namespace: "ui".into(),
+        key: "broken".into(),
+        spec_json: broken.into(),
+        options: None,
+        strict,
+    };
+    let err = c.create_flag(write(true)).await.expect_err("unknown operator, strict");
     assert_eq!(err.code(), Code::InvalidArgument);
     assert_eq!(error_info(&err).expect("info").1.get("field").map(String::as_str), Some("targeting"));
+    let written = c.create_flag(write(false)).await.expect("written with a warning").into_inner();
+    assert!(
+        written.warnings.len() == 1 && written.warnings[0].contains("unknown operator \"no_such_op\""),
+        "{:?}",
+        written.warnings
+    );
+    let r = e
+        .evaluate_flag(EvaluateFlagRequest {
+            namespace: "ui".into(),
+            key: "broken".into(),
+            read: linearizable(),
+            ..Default::default()
+        })
+        .await
+        .expect("evaluate")
+        .into_inner()
+        .evaluation
+        .expect("evaluation");
+    assert_eq!((r.reason.as_str(), r.error_code.as_str()), ("ERROR", "PARSE_ERROR"));
 }
 
 /// The `vexil_watch_streams` gauge of a node: its watch slots in use.
@@ -212,8 +237,13 @@ async fn a_watch_from_beyond_the_committed_revision_is_refused_at_once_and_holds
     let leader = cluster.wait_leader(Duration::from_secs(10)).await;
     let follower = if leader == 3 { 2 } else { 3 };
     let mut c = cluster.flags(leader).await;
-    let create =
-        |key: &str| CreateFlagRequest { namespace: "web".into(), key: key.into(), spec_json: spec(key), options: None };
+    let create = |key: &str| CreateFlagRequest {
+        namespace: "web".into(),
+        key: key.into(),
+        spec_json: spec(key),
+        options: None,
+        strict: false,
+    };
     let revision = c.create_flag(create("a")).await.expect("create").into_inner().header.expect("header").revision;
 
     // Far beyond what the cluster has committed: refused by the leader and by a follower, at

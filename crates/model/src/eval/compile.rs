@@ -27,6 +27,25 @@ pub struct CompileError {
     /// Location inside the rule, empty for the rule itself.
     pub at: String,
     pub problem: String,
+    /// What the problem does to the rule.
+    pub kind: ProblemKind,
+}
+
+/// What a problem in a rule does, by flagd's rules: flagd loads every document its JSON schema
+/// accepts and decides at evaluation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemKind {
+    /// The rule cannot be evaluated (an unknown operator, a `$ref` to a missing evaluator, a
+    /// standard operator with the wrong arguments): every evaluation is PARSE_ERROR.
+    Invalid,
+    /// One of flagd's operators (`fractional`, `sem_ver`, `starts_with`, `ends_with`) given
+    /// arguments it cannot use: that operator evaluates to null, as in flagd (the rule then
+    /// falls back to the default variant), and the rest of the rule works.
+    NullOperator,
+    /// Beyond one of Vexil's bounds (nesting depth): refused on write whatever the mode.
+    Limit,
+    /// An argument flagd adjusts and goes on (a negative `fractional` weight counts as 0).
+    Adjusted,
 }
 
 impl fmt::Display for CompileError {
@@ -86,12 +105,22 @@ struct Compiler<'e> {
     path: Vec<String>,
     /// Inside an evaluator reached through `$ref` (a second `$ref` there is refused).
     in_ref: Option<String>,
+    /// Problems that do not stop the rule: operators that evaluate to null, clamped weights.
+    notes: Vec<CompileError>,
 }
 
 /// Compiles `rule` with the namespace's `$evaluators`.
-pub(crate) fn compile(rule: &Value, evaluators: &BTreeMap<String, Value>) -> Result<Node, CompileError> {
-    let mut c = Compiler { evaluators, path: Vec::new(), in_ref: None };
-    c.node(rule, 0)
+/// A compiled rule, and the problems that make some of its operators evaluate to null.
+#[derive(Debug)]
+pub(crate) struct Compiled {
+    pub node: Node,
+    pub notes: Vec<CompileError>,
+}
+
+pub(crate) fn compile(rule: &Value, evaluators: &BTreeMap<String, Value>) -> Result<Compiled, CompileError> {
+    let mut c = Compiler { evaluators, path: Vec::new(), in_ref: None, notes: Vec::new() };
+    let node = c.node(rule, 0)?;
+    Ok(Compiled { node, notes: c.notes })
 }
 
 /// Deepest tree after `$ref` expansion: a rule and an evaluator may each use the full depth.
@@ -106,12 +135,35 @@ impl Compiler<'_> {
             }
             at.push_str(p);
         }
-        CompileError { at, problem: problem.into() }
+        CompileError { at, problem: problem.into(), kind: ProblemKind::Invalid }
+    }
+
+    /// A problem that makes one of flagd's operators evaluate to null.
+    fn null_err(&self, problem: impl Into<String>) -> CompileError {
+        CompileError { kind: ProblemKind::NullOperator, ..self.err(problem) }
+    }
+
+    /// One of flagd's operators: compiled by `f`, or, when its arguments are unusable, null
+    /// (noted, as flagd evaluates it).
+    fn flagd_operator(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<Node, CompileError>,
+    ) -> Result<Node, CompileError> {
+        match f(self) {
+            Err(e) if e.kind == ProblemKind::NullOperator => {
+                self.notes.push(e);
+                Ok(Node::Const(Value::Null))
+            }
+            other => other,
+        }
     }
 
     fn node(&mut self, v: &Value, depth: usize) -> Result<Node, CompileError> {
         if depth > DEPTH_MAX {
-            return Err(self.err(format!("nests deeper than {DEPTH_MAX} levels")));
+            return Err(CompileError {
+                kind: ProblemKind::Limit,
+                ..self.err(format!("nests deeper than {DEPTH_MAX} levels"))
+            });
         }
         match v {
             Value::Object(obj) => self.operation(obj, depth),
@@ -265,10 +317,18 @@ impl Compiler<'_> {
                 }
                 Node::Reduce(self.fixed(op, a)?)
             }
-            "starts_with" => Node::StartsWith(self.fixed_args(op, raw, depth)?),
-            "ends_with" => Node::EndsWith(self.fixed_args(op, raw, depth)?),
-            "sem_ver" => return self.sem_ver(raw, depth),
-            "fractional" => return self.fractional(raw, depth),
+            "starts_with" | "ends_with" => {
+                return self.flagd_operator(|c| {
+                    let args = c.args(raw, depth)?;
+                    if args.len() != 2 {
+                        return Err(c.null_err(format!("`{op}` takes exactly 2 arguments, got {}", args.len())));
+                    }
+                    let args = c.fixed(op, args)?;
+                    Ok(if op == "starts_with" { Node::StartsWith(args) } else { Node::EndsWith(args) })
+                });
+            }
+            "sem_ver" => return self.flagd_operator(|c| c.sem_ver(raw, depth)),
+            "fractional" => return self.flagd_operator(|c| c.fractional(raw, depth)),
             unknown => {
                 return Err(
                     self.err(format!("unknown operator {unknown:?}; supported operators are {}", OPERATORS.join(" ")))
@@ -331,23 +391,25 @@ impl Compiler<'_> {
 
     fn sem_ver(&mut self, raw: &Value, depth: usize) -> Result<Node, CompileError> {
         let Value::Array(items) = raw else {
-            return Err(self.err("`sem_ver` takes [value, operator, version]"));
+            return Err(self.null_err("`sem_ver` takes [value, operator, version]"));
         };
-        self.arity("sem_ver", items.len(), 3, 3)?;
+        if items.len() != 3 {
+            return Err(self.null_err(format!("`sem_ver` takes exactly 3 arguments, got {}", items.len())));
+        }
         let left = self.with_index(0, |c| c.node(&items[0], depth + 1))?;
         let op = match &items[1] {
             Value::String(s) => SemVerOperand::Fixed(SemVerOp::parse(s).ok_or_else(|| {
-                self.err(format!("unknown `sem_ver` operator {s:?}; expected one of = != < <= > >= ^ ~"))
+                self.null_err(format!("unknown `sem_ver` operator {s:?}; expected one of = != < <= > >= ^ ~"))
             })?),
             Value::Object(_) => SemVerOperand::Dynamic(self.with_index(1, |c| c.node(&items[1], depth + 1))?),
             other => {
-                return Err(self.err(format!("the `sem_ver` operator must be a string, got {other}")));
+                return Err(self.null_err(format!("the `sem_ver` operator must be a string, got {other}")));
             }
         };
         if let Value::String(v) = &items[2]
             && semver::parse(v).is_none()
         {
-            return Err(self.err(format!("{v:?} is not a semantic version (such as 1.2.3)")));
+            return Err(self.null_err(format!("{v:?} is not a semantic version (such as 1.2.3)")));
         }
         let right = self.with_index(2, |c| c.node(&items[2], depth + 1))?;
         Ok(Node::SemVer(Box::new(SemVerNode { left, op, right })))
@@ -366,9 +428,9 @@ impl Compiler<'_> {
 
     fn fractional(&mut self, raw: &Value, depth: usize) -> Result<Node, CompileError> {
         let Value::Array(items) = raw else {
-            return Err(
-                self.err("`fractional` takes an optional bucketing expression followed by [variant, weight] entries")
-            );
+            return Err(self.null_err(
+                "`fractional` takes an optional bucketing expression followed by [variant, weight] entries",
+            ));
         };
         // A first argument that is not an array is the bucketing expression.
         let (bucket_by, entries) = match items.split_first() {
@@ -376,35 +438,42 @@ impl Compiler<'_> {
             _ => (None, &items[..]),
         };
         if entries.is_empty() {
-            return Err(self.err("`fractional` needs at least one [variant, weight] entry"));
+            return Err(self.null_err("`fractional` needs at least one [variant, weight] entry"));
         }
         let offset = usize::from(bucket_by.is_some());
         let mut dynamic: Vec<(Node, Option<Node>)> = Vec::with_capacity(entries.len());
         for (i, entry) in entries.iter().enumerate() {
             let pair = self.with_index(i + offset, |c| {
                 let Value::Array(parts) = entry else {
-                    return Err(c.err(format!("each `fractional` entry must be [variant, weight], got {entry}")));
+                    return Err(c.null_err(format!("each `fractional` entry must be [variant, weight], got {entry}")));
                 };
                 if parts.is_empty() || parts.len() > 2 {
-                    return Err(c.err("each `fractional` entry must be [variant] or [variant, weight]"));
+                    return Err(c.null_err("each `fractional` entry must be [variant] or [variant, weight]"));
                 }
                 let variant = c.with_index(0, |c| c.node(&parts[0], depth + 2))?;
                 if let Node::Const(v) = &variant
                     && !matches!(v, Value::String(_) | Value::Bool(_) | Value::Number(_) | Value::Null)
                 {
-                    return Err(c.err("a `fractional` variant must be a string, boolean, number, null or an operation"));
+                    return Err(
+                        c.null_err("a `fractional` variant must be a string, boolean, number, null or an operation")
+                    );
                 }
                 let weight = match parts.get(1) {
                     None => None,
                     Some(w) => {
                         let node = c.with_index(1, |c| c.node(w, depth + 2))?;
                         if let Node::Const(v) = &node {
-                            let ok = v.as_f64().is_some_and(|w| w >= 0.0 && checked_weight(w).is_some());
-                            if !ok {
-                                return Err(c.err(format!(
-                                    "a `fractional` weight must be a whole number from 0 to {}, got {v}",
+                            if v.as_f64().and_then(checked_weight).is_none() {
+                                return Err(c.null_err(format!(
+                                    "a `fractional` weight must be a whole number up to {}, got {v}",
                                     i32::MAX
                                 )));
+                            }
+                            if v.as_f64().is_some_and(|w| w < 0.0) {
+                                c.path.push("[1]".into());
+                                let note = c.err(format!("the negative weight {v} counts as 0"));
+                                c.path.pop();
+                                c.notes.push(CompileError { kind: ProblemKind::Adjusted, ..note });
                             }
                         }
                         Some(node)
@@ -430,10 +499,12 @@ impl Compiler<'_> {
             }
             let total: u64 = weights.iter().sum();
             if total == 0 {
-                return Err(self.err("the `fractional` weights add up to 0"));
+                return Err(self.null_err("the `fractional` weights add up to 0"));
             }
             if total > super::fractional::TOTAL_WEIGHT_MAX {
-                return Err(self.err(format!("the `fractional` weights add up to {total}; the limit is {}", i32::MAX)));
+                return Err(
+                    self.null_err(format!("the `fractional` weights add up to {total}; the limit is {}", i32::MAX))
+                );
             }
             Buckets::Fixed(Distribution { variants: variants.into(), weights: weights.into() })
         } else {
@@ -508,7 +579,8 @@ pub(crate) fn compile_evaluator(
     name: &str,
     rule: &Value,
     evaluators: &BTreeMap<String, Value>,
-) -> Result<Node, CompileError> {
-    let mut c = Compiler { evaluators, path: Vec::new(), in_ref: Some(name.to_string()) };
-    c.node(rule, 0)
+) -> Result<Compiled, CompileError> {
+    let mut c = Compiler { evaluators, path: Vec::new(), in_ref: Some(name.to_string()), notes: Vec::new() };
+    let node = c.node(rule, 0)?;
+    Ok(Compiled { node, notes: c.notes })
 }

@@ -44,7 +44,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::{Map, Value};
 
-pub use compile::{CompileError, OPERATORS};
+pub use compile::{CompileError, OPERATORS, ProblemKind};
 pub use context::{Attr, EvalContext, INLINE_ATTRS, TARGETING_KEY};
 pub use fractional::FractionalAlgorithm;
 pub use resolution::{ErrorCode, FlagValue, Reason, Resolution, Typed, TypedValue, ValueType};
@@ -123,7 +123,7 @@ impl CompiledFlag {
         let targeting = match &spec.targeting {
             None => Targeting::None,
             Some(rule) => match compile::compile(rule, evaluators) {
-                Ok(node) => Targeting::Rule(node),
+                Ok(compiled) => Targeting::Rule(compiled.node),
                 Err(e) => Targeting::Invalid(e),
             },
         };
@@ -256,30 +256,61 @@ impl CompiledFlag {
     }
 }
 
-/// Checks a flag's targeting at write time: unknown operators, wrong argument counts, missing
-/// or nested `$ref`s, bad `fractional` weights, bad `sem_ver` literals. The error names the
-/// field `targeting`.
-pub fn validate_targeting(spec: &FlagSpec, evaluators: &BTreeMap<String, Value>) -> Result<(), ValidationError> {
-    match &spec.targeting {
-        None => Ok(()),
-        Some(rule) => {
-            compile::compile(rule, evaluators).map(drop).map_err(|e| ValidationError::new("targeting", e.to_string()))
-        }
+/// What a flag's targeting holds that flagd would load and decide at evaluation time: a rule
+/// that cannot be evaluated (every evaluation PARSE_ERROR), or flagd operators given unusable
+/// arguments (they evaluate to null). `Err` only for what Vexil refuses whatever the mode (a
+/// rule nested beyond its bounds). Each warning names the field `targeting` and says what it
+/// does to evaluation.
+pub fn check_targeting(
+    spec: &FlagSpec,
+    evaluators: &BTreeMap<String, Value>,
+) -> Result<Vec<ValidationError>, ValidationError> {
+    let Some(rule) = &spec.targeting else { return Ok(Vec::new()) };
+    match compile::compile(rule, evaluators) {
+        Ok(compiled) => Ok(compiled.notes.iter().map(|n| warning("targeting", n)).collect()),
+        Err(e) if e.kind == ProblemKind::Limit => Err(ValidationError::new("targeting", e.to_string())),
+        Err(e) => Ok(vec![warning("targeting", &e)]),
     }
 }
 
-/// Checks every evaluator and every flag's targeting of a document; errors name
+fn warning(field: &str, e: &CompileError) -> ValidationError {
+    let effect = match e.kind {
+        ProblemKind::NullOperator => "that operator evaluates to null, as in flagd",
+        ProblemKind::Adjusted => "evaluated so, as in flagd",
+        ProblemKind::Invalid | ProblemKind::Limit => "every evaluation of this flag is PARSE_ERROR, as in flagd",
+    };
+    ValidationError::new(field, format!("{e} ({effect})"))
+}
+
+/// [`check_targeting`] for every evaluator and flag of a document; warnings name
 /// `$evaluators.<name>` or `flags.<key>.targeting`.
-pub fn validate_document(doc: &NamespaceDocument) -> Result<(), ValidationError> {
+pub fn check_document(doc: &NamespaceDocument) -> Result<Vec<ValidationError>, ValidationError> {
+    let mut warnings = Vec::new();
     for (name, rule) in &doc.evaluators {
-        compile::compile_evaluator(name, rule, &doc.evaluators)
-            .map_err(|e| ValidationError::new(format!("$evaluators.{name}"), e.to_string()))?;
+        let field = format!("$evaluators.{name}");
+        match compile::compile_evaluator(name, rule, &doc.evaluators) {
+            Ok(compiled) => warnings.extend(compiled.notes.iter().map(|n| warning(&field, n))),
+            Err(e) if e.kind == ProblemKind::Limit => return Err(ValidationError::new(field, e.to_string())),
+            Err(e) => warnings.push(warning(&field, &e)),
+        }
     }
     for (key, spec) in &doc.flags {
-        validate_targeting(spec, &doc.evaluators)
-            .map_err(|e| ValidationError::new(format!("flags.{key}.targeting"), e.problem))?;
+        let field = format!("flags.{key}.targeting");
+        let found = check_targeting(spec, &doc.evaluators).map_err(|e| ValidationError::new(&field, e.problem))?;
+        warnings.extend(found.into_iter().map(|w| ValidationError::new(&field, w.problem)));
     }
-    Ok(())
+    Ok(warnings)
+}
+
+/// Checks a flag's targeting strictly (Vexil's own rule, `--strict`): any problem
+/// [`check_targeting`] finds is refused, naming the field `targeting`.
+pub fn validate_targeting(spec: &FlagSpec, evaluators: &BTreeMap<String, Value>) -> Result<(), ValidationError> {
+    check_targeting(spec, evaluators)?.into_iter().next().map_or(Ok(()), Err)
+}
+
+/// [`check_document`], strictly: the first problem is refused.
+pub fn validate_document(doc: &NamespaceDocument) -> Result<(), ValidationError> {
+    check_document(doc)?.into_iter().next().map_or(Ok(()), Err)
 }
 
 /// Every flag of a namespace, compiled. Immutable: build a new one when flags change and swap

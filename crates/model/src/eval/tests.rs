@@ -27,7 +27,8 @@ fn run(rule: Value, data: Value) -> Value {
 }
 
 fn run_as(flag_key: &str, rule: Value, data: Value, now: i64) -> Value {
-    let node = compile::compile(&rule, &BTreeMap::new()).unwrap_or_else(|e| panic!("{rule} does not compile: {e}"));
+    let node =
+        compile::compile(&rule, &BTreeMap::new()).unwrap_or_else(|e| panic!("{rule} does not compile: {e}")).node;
     let map = match data {
         Value::Object(m) => m,
         Value::Null => Map::new(),
@@ -331,15 +332,6 @@ fn malformed_rules_are_refused_with_their_location() {
             || compile_err(json!({">": [1, 2, 3]})).problem.contains("exactly 2")
     );
     assert!(compile_err(json!({"a": 1, "b": 2})).problem.contains("exactly one key"));
-    assert!(compile_err(json!({"sem_ver": [{"var": "v"}, "=>", "1.0.0"]})).problem.contains("sem_ver"));
-    assert!(
-        compile_err(json!({"sem_ver": [{"var": "v"}, ">=", "1.0.0.0"]})).problem.contains("not a semantic version")
-    );
-    assert!(compile_err(json!({"fractional": [["a", 50.5], ["b", 49.5]]})).problem.contains("whole number"));
-    assert!(compile_err(json!({"fractional": [["a", -1], ["b", 2]]})).problem.contains("whole number"));
-    assert!(compile_err(json!({"fractional": [["a", 0], ["b", 0]]})).problem.contains("add up to 0"));
-    assert!(compile_err(json!({"fractional": ["email"]})).problem.contains("at least one"));
-    assert!(compile_err(json!({"fractional": [{"var": "email"}, "a"]})).problem.contains("[variant, weight]"));
     assert!(compile_err(json!({"var": [true]})).problem.contains("path"));
     let spec =
         FlagSpec::from_value("f", &json!({"state": "ENABLED", "variants": {"a": 1}, "targeting": {"nope": []}}), "")
@@ -348,6 +340,71 @@ fn malformed_rules_are_refused_with_their_location() {
     assert_eq!(e.field, "targeting");
     let e = CompiledFlag::compile("f", &spec, &BTreeMap::new(), &Map::new()).unwrap_err();
     assert_eq!(e.field, "targeting");
+    // Accepted with a warning (flagd loads it), and PARSE_ERROR at every evaluation.
+    let warnings = check_targeting(&spec, &BTreeMap::new()).expect("not refused");
+    assert!(warnings.len() == 1 && warnings[0].problem.contains("PARSE_ERROR"), "{warnings:?}");
+}
+
+/// flagd's operators given arguments they cannot use evaluate to null, so the flag serves its
+/// default variant (reason DEFAULT) where Vexil used to refuse the rule; the write path warns
+/// (refuses in strict mode).
+#[test]
+fn flagd_operators_given_unusable_arguments_evaluate_to_null() {
+    let unusable = [
+        (json!({"sem_ver": [{"var": "v"}, "=>", "1.0.0"]}), "unknown `sem_ver` operator"),
+        (json!({"sem_ver": [{"var": "v"}, ">=", "1.0.0.0"]}), "not a semantic version"),
+        (json!({"sem_ver": [{"var": "v"}, ">="]}), "exactly 3"),
+        (json!({"starts_with": [{"var": "email"}]}), "exactly 2"),
+        (json!({"ends_with": [{"var": "email"}, "@x.io", "extra"]}), "exactly 2"),
+        (json!({"fractional": [["on", 50.5], ["off", 49.5]]}), "whole number"),
+        (json!({"fractional": [["on", 0], ["off", 0]]}), "add up to 0"),
+        (json!({"fractional": ["email"]}), "at least one"),
+        (json!({"fractional": [{"var": "email"}, "on"]}), "[variant, weight]"),
+    ];
+    for (rule, says) in unusable {
+        let targeting = json!({"if": [rule.clone(), "on", "off"]});
+        let spec = FlagSpec::from_value(
+            "f",
+            &json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off", "targeting": targeting}),
+            "",
+        )
+        .unwrap();
+        let flag = CompiledFlag::new("f", &spec, &BTreeMap::new(), &Map::new());
+        let ctx = EvalContext::with_targeting_key("u").with("v", "1.2.3").with("email", "a@x.io");
+        let r = flag.evaluate(&ctx, NOW);
+        // `if` on null takes the else branch; the rule still works around the operator.
+        assert_eq!((r.variant, r.reason, r.error_code), (Some("off"), Reason::TargetingMatch, None), "{rule}");
+        let warnings = check_targeting(&spec, &BTreeMap::new()).expect("accepted");
+        assert!(warnings.iter().any(|w| w.field == "targeting" && w.problem.contains(says)), "{rule}: {warnings:?}");
+        assert!(warnings.iter().all(|w| w.problem.contains("evaluates to null")), "{rule}: {warnings:?}");
+        assert!(validate_targeting(&spec, &BTreeMap::new()).is_err(), "strict refuses {rule}");
+    }
+    // The operator alone as the rule: null, so the default variant with reason DEFAULT.
+    let spec = FlagSpec::from_value(
+        "f",
+        &json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
+                "targeting": {"fractional": [["on", 0], ["off", 0]]}}),
+        "",
+    )
+    .unwrap();
+    let flag = CompiledFlag::new("f", &spec, &BTreeMap::new(), &Map::new());
+    let r = flag.evaluate(&EvalContext::with_targeting_key("u"), NOW);
+    assert_eq!((r.variant, r.reason), (Some("off"), Reason::Default));
+    // A negative weight counts as 0: the others share the users.
+    let spec = FlagSpec::from_value(
+        "f",
+        &json!({"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
+                "targeting": {"fractional": [["on", -50], ["off", 100]]}}),
+        "",
+    )
+    .unwrap();
+    let flag = CompiledFlag::new("f", &spec, &BTreeMap::new(), &Map::new());
+    for user in ["a", "b", "c", "d"] {
+        let r = flag.evaluate(&EvalContext::with_targeting_key(user), NOW);
+        assert_eq!((r.variant, r.reason), (Some("off"), Reason::TargetingMatch), "{user}");
+    }
+    let warnings = check_targeting(&spec, &BTreeMap::new()).expect("accepted");
+    assert!(warnings[0].problem.contains("counts as 0"), "{warnings:?}");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -468,7 +525,7 @@ fn specialised_var_tests_match_the_general_path() {
                     (json!({op: [{"var": "x"}, c]}), json!({op: [{"var": ["x", null]}, c]})),
                     (json!({op: [c, {"var": "x"}]}), json!({op: [c, {"var": ["x", null]}]})),
                 ] {
-                    let node = compile::compile(&fast, &BTreeMap::new()).unwrap();
+                    let node = compile::compile(&fast, &BTreeMap::new()).unwrap().node;
                     if c.is_array() && !matches!(op, "in") {
                         continue;
                     }
@@ -623,11 +680,13 @@ fn fractional_v3_matches_the_in_process_providers_vectors() {
     ];
     let rollout = json!([["on", 10], ["off", 90]]);
     let abc = json!([["a", 1], ["b", 1], ["c", 1]]);
+    let negative = json!([["one", -50], ["two", 100]]);
     let big = json!([["tiny", 1], ["huge", 2_147_483_646]]);
     let more = [
         ("rollout", &rollout, "user-1", "off", "on"),
         ("rollout", &rollout, "user-2", "off", "off"),
         ("new-checkout", &abc, "u-ü-ñ", "a", "b"),
+        ("fractional-negative-weight-flag", &negative, "any-user", "two", "two"),
         ("big", &big, "user-7", "huge", "huge"),
     ];
     for (key, buckets, user, v3, v2) in shorthand.into_iter().chain(more) {

@@ -48,7 +48,7 @@ impl FlagsApi {
         let (resp, leader) = self.node.write(request(&self.node, who, options, command)?).await?;
         match resp.outcome {
             Ok(Outcome::Flag { version }) => {
-                Ok(WriteFlagResponse { header: write_header(resp.revision, leader), version })
+                Ok(WriteFlagResponse { header: write_header(resp.revision, leader), version, warnings: vec![] })
             }
             Ok(other) => Err(ServerError::Internal(format!("unexpected outcome {other:?} for a flag write"))),
             Err(e) => Err(ServerError::Write(e)),
@@ -56,19 +56,27 @@ impl FlagsApi {
     }
 
     /// Validates a definition, including its targeting against the namespace's current
-    /// `$evaluators`, and returns its canonical JSON.
-    fn validated_spec(&self, ns: &str, key: &str, spec_json: &str) -> Result<String, ServerError> {
+    /// `$evaluators`, and returns its canonical JSON and the warnings about its targeting
+    /// (refused instead when `strict`).
+    fn validated_spec(
+        &self,
+        ns: &str,
+        key: &str,
+        spec_json: &str,
+        strict: bool,
+    ) -> Result<(String, Vec<String>), ServerError> {
         check_namespace(ns)?;
         check_key(key)?;
         let spec = FlagSpec::from_json(key, spec_json)?;
+        let mut warnings = Vec::new();
         // Only targeting can refer to the namespace's `$evaluators`: read them only then.
         if spec.targeting.is_some() {
             let (_, record) = self.node.reader.get_namespace(ns)?;
             let evaluators =
                 record.map(|r| serde_json::from_str(&r.evaluators_json).unwrap_or_default()).unwrap_or_default();
-            vexil_model::eval::validate_targeting(&spec, &evaluators)?;
+            warnings = vexil_model::eval::check_targeting(&spec, &evaluators)?;
         }
-        Ok(spec.to_json())
+        Ok((spec.to_json(), warned(warnings, strict)?))
     }
 }
 
@@ -79,9 +87,9 @@ impl Flags for FlagsApi {
         let who = caller(&self.node, &req).await?;
         let r = req.into_inner();
         who.check(Need::Write(&r.namespace))?;
-        let spec_json = self.validated_spec(&r.namespace, &r.key, &r.spec_json)?;
+        let (spec_json, warnings) = self.validated_spec(&r.namespace, &r.key, &r.spec_json, r.strict)?;
         let command = Command::CreateFlag { namespace: r.namespace, key: r.key, spec_json };
-        Ok(Response::new(self.write_flag(&who, r.options, command).await?))
+        Ok(Response::new(WriteFlagResponse { warnings, ..self.write_flag(&who, r.options, command).await? }))
     }
 
     #[tracing::instrument(skip_all, fields(node = self.node.id, ns = %req.get_ref().namespace, key = %req.get_ref().key))]
@@ -89,10 +97,10 @@ impl Flags for FlagsApi {
         let who = caller(&self.node, &req).await?;
         let r = req.into_inner();
         who.check(Need::Write(&r.namespace))?;
-        let spec_json = self.validated_spec(&r.namespace, &r.key, &r.spec_json)?;
+        let (spec_json, warnings) = self.validated_spec(&r.namespace, &r.key, &r.spec_json, r.strict)?;
         let command =
             Command::UpdateFlag { namespace: r.namespace, key: r.key, spec_json, expected_version: r.expected_version };
-        Ok(Response::new(self.write_flag(&who, r.options, command).await?))
+        Ok(Response::new(WriteFlagResponse { warnings, ..self.write_flag(&who, r.options, command).await? }))
     }
 
     #[tracing::instrument(skip_all, fields(node = self.node.id, ns = %req.get_ref().namespace, key = %req.get_ref().key))]
@@ -196,11 +204,12 @@ impl Flags for FlagsApi {
         who.check(Need::Write(&r.namespace))?;
         check_namespace(&r.namespace)?;
         let doc = NamespaceDocument::from_json(&r.document_json).map_err(ServerError::from)?;
-        vexil_model::eval::validate_document(&doc).map_err(ServerError::from)?;
+        let warnings = warned(vexil_model::eval::check_document(&doc).map_err(ServerError::from)?, r.strict)?;
         if r.dry_run {
             let _linearizable = read_barrier(&self.node, None, Consistency::Linearizable).await?;
             let (revision, current) = super::current_document(&self.node, &r.namespace)?;
-            return Ok(Response::new(dry_run_response(revision, &vexil_model::document::diff(&current, &doc))));
+            let diff = dry_run_response(revision, &vexil_model::document::diff(&current, &doc));
+            return Ok(Response::new(ApplyNamespaceResponse { warnings, ..diff }));
         }
         let command = Command::ApplyNamespace { namespace: r.namespace, document_json: r.document_json };
         let (resp, leader) = self.node.write(request(&self.node, &who, r.options, command)?).await?;
@@ -212,6 +221,7 @@ impl Flags for FlagsApi {
                     updated,
                     deleted,
                     unchanged,
+                    warnings,
                     ..Default::default()
                 }))
             }
@@ -219,6 +229,15 @@ impl Flags for FlagsApi {
             Err(e) => Err(ServerError::Write(e).into()),
         }
     }
+}
+
+/// The warnings of a write as the API reports them (`` `field`: problem ``), or, in strict
+/// mode, the first one refused (INVALID_ARGUMENT naming its field).
+fn warned(warnings: Vec<vexil_model::ValidationError>, strict: bool) -> Result<Vec<String>, ServerError> {
+    if strict && let Some(first) = warnings.first() {
+        return Err(first.clone().into());
+    }
+    Ok(warnings.iter().map(|w| format!("`{}`: {}", w.field, w.problem)).collect())
 }
 
 fn dry_run_response(revision: u64, d: &vexil_model::DocumentDiff) -> ApplyNamespaceResponse {
@@ -249,6 +268,7 @@ fn dry_run_response(revision: u64, d: &vexil_model::DocumentDiff) -> ApplyNamesp
         unchanged: count(d.unchanged),
         diff,
         settings_changed: d.settings_changed,
+        warnings: vec![],
         dry_run_revision: revision,
     }
 }
