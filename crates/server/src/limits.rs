@@ -81,3 +81,5 @@ pub const FLAGD_KEEP_ALIVE_MS: u64 = 20_000;
 pub const FLAGD_EVENTS_BUFFER: usize = 16;
 /// Largest OFREP request body (a context, as on the API port).
 pub const OFREP_BODY_BYTES_MAX: usize = CONTEXT_BYTES_MAX;
+/// Largest Connect request body (one flagd request message and its context).
+pub const CONNECT_BODY_BYTES_MAX: usize = CONTEXT_BYTES_MAX + 4 * 1024;

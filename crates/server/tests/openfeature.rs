@@ -328,6 +328,88 @@ async fn a_node_cut_off_from_the_cluster_ends_its_flagd_streams() {
     assert!(elapsed < Duration::from_secs(5), "ended {elapsed:?} after the cut");
 }
 
+/// The first envelope of a Connect server stream, read off a raw HTTP/1.1 connection (the
+/// response is chunked and stays open).
+fn first_connect_envelope(addr: &str, path: &str) -> (String, u8, Vec<u8>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let request = [0u8, 0, 0, 0, 0]; // one envelope holding the empty EventStreamRequest
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/connect+proto\r\nConnect-Protocol-Version: 1\r\nContent-Length: {}\r\n\r\n",
+        request.len()
+    );
+    tcp.write_all(head.as_bytes()).unwrap();
+    tcp.write_all(&request).unwrap();
+    let mut reader = BufReader::new(tcp);
+    let mut status_and_headers = String::new();
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line == "\r\n" {
+            break;
+        }
+        status_and_headers.push_str(&line);
+    }
+    let mut body = Vec::new();
+    while body.len() < 5 || body.len() < 5 + u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize {
+        let mut size = String::new();
+        reader.read_line(&mut size).unwrap();
+        let n = usize::from_str_radix(size.trim(), 16).unwrap();
+        let mut chunk = vec![0; n + 2];
+        reader.read_exact(&mut chunk).unwrap();
+        body.extend_from_slice(&chunk[..n]);
+    }
+    let len = u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize;
+    (status_and_headers, body[0], body[5..5 + len].to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flagd_evaluation_over_the_connect_protocol_as_the_go_provider_speaks_it() {
+    use prost::Message;
+    let c = cluster(false).await;
+    let connect = |path: &str, body: Vec<u8>, content_type: &str| {
+        c.http(
+            2,
+            Listener::OpenFeature,
+            "POST",
+            path,
+            &[("Content-Type", content_type), ("Connect-Protocol-Version", "1")],
+            body,
+        )
+    };
+    let req = v2::ResolveBooleanRequest { flag_key: "banner".into(), context: context(json!({"plan": "pro"})) };
+    let ok = connect("/flagd.evaluation.v2.Service/ResolveBoolean", req.encode_to_vec(), "application/proto");
+    assert_eq!((ok.status, ok.header("content-type")), (200, Some("application/proto")), "{ok:?}");
+    let got = v2::ResolveBooleanResponse::decode(ok.bytes.as_slice()).unwrap();
+    assert_eq!((got.value, got.reason.as_str(), got.variant.as_deref()), (Some(true), "TARGETING_MATCH", Some("on")));
+    // Errors are Connect's JSON with the code's HTTP status.
+    let missing = v2::ResolveBooleanRequest { flag_key: "nope".into(), context: None };
+    let err = connect("/flagd.evaluation.v2.Service/ResolveBoolean", missing.encode_to_vec(), "application/proto");
+    assert_eq!((err.status, err.json()["code"].clone()), (404, json!("not_found")), "{err:?}");
+    let all = connect(
+        "/flagd.evaluation.v1.Service/ResolveAll",
+        v1::ResolveAllRequest::default().encode_to_vec(),
+        "application/proto",
+    );
+    assert_eq!(v1::ResolveAllResponse::decode(all.bytes.as_slice()).unwrap().flags.len(), 6);
+    let json_codec = connect("/flagd.evaluation.v2.Service/ResolveBoolean", b"{}".to_vec(), "application/json");
+    assert_eq!(json_codec.status, 415);
+    // The event stream: enveloped, provider_ready first.
+    let (head, flags, payload) =
+        first_connect_envelope(&c.addr(2, Listener::OpenFeature), "/flagd.evaluation.v2.Service/EventStream");
+    assert!(
+        head.starts_with("HTTP/1.1 200") && head.to_ascii_lowercase().contains("application/connect+proto"),
+        "{head}"
+    );
+    assert_eq!(flags, 0, "a message, not the end of the stream");
+    assert_eq!(v2::EventStreamResponse::decode(payload.as_slice()).unwrap().r#type, "provider_ready");
+    // gRPC on the same paths still works.
+    let mut grpc = v2::service_client::ServiceClient::new(channel(&c, 2).await);
+    let r = grpc.resolve_boolean(v2::ResolveBooleanRequest { flag_key: "banner".into(), context: None }).await.unwrap();
+    assert_eq!(r.get_ref().reason, "DEFAULT");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ofrep_single_and_bulk_evaluation_with_its_shapes_errors_and_etag() {
     let c = cluster(false).await;

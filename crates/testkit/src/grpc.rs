@@ -152,7 +152,8 @@ impl Cluster {
     }
 
     /// One HTTP/1.1 request to one of node `id`'s HTTP listeners (over TLS trusting the cluster
-    /// CA in a secure cluster); `headers` as given, no credentials added.
+    /// CA in a secure cluster); `headers` as given (a POST without a `Content-Type` gets JSON's),
+    /// no credentials added.
     pub fn http(
         &self,
         id: u64,
@@ -160,39 +161,47 @@ impl Cluster {
         method: &str,
         path: &str,
         headers: &[(&str, &str)],
-        body: &str,
+        body: impl AsRef<[u8]>,
     ) -> HttpReply {
         use std::io::{Read, Write};
+        let body = body.as_ref();
         let tcp = std::net::TcpStream::connect(("127.0.0.1", self.port(id, listener))).unwrap();
         tcp.set_read_timeout(Some(ADMIN_READ_TIMEOUT)).unwrap();
-        let mut request = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
+        let mut head = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n");
         for (name, value) in headers {
-            request.push_str(&format!("{name}: {value}\r\n"));
+            head.push_str(&format!("{name}: {value}\r\n"));
+        }
+        let typed = headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("content-type"));
+        if !typed && (!body.is_empty() || method == "POST") {
+            head.push_str("Content-Type: application/json\r\n");
         }
         if !body.is_empty() || method == "POST" {
-            request.push_str(&format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len()));
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
-        request.push_str("\r\n");
-        request.push_str(body);
-        let mut text = String::new();
+        head.push_str("\r\n");
+        let mut request = head.into_bytes();
+        request.extend_from_slice(body);
+        let mut raw = Vec::new();
         if self.is_secure() {
             let mut s = rustls::StreamOwned::new(self.tls_client("127.0.0.1"), tcp);
-            s.write_all(request.as_bytes()).unwrap();
+            s.write_all(&request).unwrap();
             // The server may close without close_notify once it has answered.
-            let _ = s.read_to_string(&mut text);
+            let _ = s.read_to_end(&mut raw);
         } else {
             let mut s = tcp;
-            s.write_all(request.as_bytes()).unwrap();
-            s.read_to_string(&mut text).unwrap();
+            s.write_all(&request).unwrap();
+            s.read_to_end(&mut raw).unwrap();
         }
-        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(raw.len());
+        let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+        let bytes = raw.get(split + 4..).unwrap_or_default().to_vec();
         let mut lines = head.lines();
         let status = lines.next().and_then(|l| l.split_whitespace().nth(1)).and_then(|c| c.parse().ok()).unwrap_or(0);
         let headers = lines
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
             .collect();
-        HttpReply { status, headers, body: body.to_string() }
+        HttpReply { status, headers, body: String::from_utf8_lossy(&bytes).into_owned(), bytes }
     }
 
     /// A rustls client connection to `server_name` that trusts only the cluster CA.
@@ -214,7 +223,9 @@ pub struct HttpReply {
     pub status: u16,
     /// Header names in lower case.
     pub headers: Vec<(String, String)>,
+    /// The body as text (lossy), and as it came.
     pub body: String,
+    pub bytes: Vec<u8>,
 }
 
 impl HttpReply {

@@ -2,7 +2,8 @@
 //! services in any language point their existing OpenFeature providers at it unchanged.
 //!
 //! One HTTP port, HTTP/1.1 and HTTP/2 (with TLS when the node has it, offering both by ALPN):
-//! - `flagd.evaluation.v1.Service` and `flagd.evaluation.v2.Service` over gRPC ([`flagd`]),
+//! - `flagd.evaluation.v1.Service` and `flagd.evaluation.v2.Service` over gRPC ([`flagd`]) and
+//!   over the Connect protocol, for the Go provider ([`connect`]),
 //! - `flagd.sync.v1.FlagSyncService` over gRPC, for in-process providers ([`sync`]),
 //! - OFREP, `POST /ofrep/v1/evaluate/flags[/{key}]` ([`ofrep`]).
 //!
@@ -13,6 +14,7 @@
 //! RPC providers have no way to) reads the namespaces open to anonymous read. Evaluation is the
 //! node's one evaluator ([`Evaluator`]) under a lease read, as on the API port.
 
+pub mod connect;
 pub mod flagd;
 pub mod ofrep;
 pub mod sync;
@@ -29,8 +31,8 @@ use crate::auth::{Authenticator, Principal};
 use crate::error::ServerError;
 use crate::node::Node;
 
-/// Everything the OpenFeature port serves: flagd's evaluation services (v1 and v2) and sync
-/// service, behind the same authentication as the API port, and OFREP.
+/// Everything the OpenFeature port serves: flagd's evaluation services (v1 and v2, over gRPC and
+/// Connect) and sync service, behind the same authentication as the API port, and OFREP.
 pub fn router(of: OpenFeature, authn: Authenticator) -> axum::Router {
     use vexil_proto::flagd::evaluation::{v1, v2};
     use vexil_proto::flagd::sync::v1::flag_sync_service_server::FlagSyncServiceServer;
@@ -39,9 +41,10 @@ pub fn router(of: OpenFeature, authn: Authenticator) -> axum::Router {
     let sync = FlagSyncServiceServer::new(sync::Sync(of.clone()));
     let grpc = tonic::service::Routes::new(InterceptedService::new(v1, authn.clone()))
         .add_service(InterceptedService::new(v2, authn.clone()))
-        .add_service(InterceptedService::new(sync, authn))
+        .add_service(InterceptedService::new(sync, authn.clone()))
         .into_axum_router();
-    grpc.merge(ofrep::router(of))
+    let connect = connect::Connect { of: of.clone(), authn };
+    grpc.merge(ofrep::router(of)).layer(axum::middleware::from_fn_with_state(connect, connect::middleware))
 }
 
 /// The header flagd's providers send a selector in (HTTP header names are case-insensitive).
