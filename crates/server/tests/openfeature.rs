@@ -129,6 +129,12 @@ async fn flagd_evaluation_v2_and_v1_answer_as_flagd_does() {
     assert_eq!(missing.unwrap_err().code(), Code::NotFound);
     let mistyped = v2c.resolve_boolean(v2::ResolveBooleanRequest { flag_key: "color".into(), context: None }).await;
     assert_eq!(mistyped.unwrap_err().code(), Code::InvalidArgument);
+    // An oversized context is refused naming it, not evaluated.
+    let huge = context(json!({"blob": "x".repeat(70 * 1024)}));
+    let big =
+        v2c.resolve_boolean(v2::ResolveBooleanRequest { flag_key: "banner".into(), context: huge }).await.unwrap_err();
+    assert_eq!(big.code(), Code::InvalidArgument);
+    assert!(big.message().contains("`context`"), "{big:?}");
 
     // A selector picks the namespace; a bad one is refused naming it.
     let shop = v2c
@@ -441,6 +447,11 @@ async fn ofrep_single_and_bulk_evaluation_with_its_shapes_errors_and_etag() {
     assert!(missing.json()["errorDetails"].is_string());
     let garbled = post("/ofrep/v1/evaluate/flags/banner", &[], "{oops");
     assert_eq!((garbled.status, garbled.json()["errorCode"].clone()), (400, json!("INVALID_CONTEXT")));
+    let oversized = format!(r#"{{"context": {{"blob": "{}"}}}}"#, "x".repeat(70 * 1024));
+    assert_eq!(post("/ofrep/v1/evaluate/flags/banner", &[], &oversized).status, 413);
+    let unknown_ns = post("/ofrep/v1/evaluate/flags/banner", &[("Flagd-Selector", "flagSetId=Not_A_Namespace")], "{}");
+    assert_eq!(unknown_ns.status, 400, "{unknown_ns:?}");
+    assert!(unknown_ns.json()["errorDetails"].as_str().unwrap().contains("selector"), "{unknown_ns:?}");
     let shop = post("/ofrep/v1/evaluate/flags/banner", &[("Flagd-Selector", "flagSetId=shop")], "{}");
     assert_eq!(shop.json()["reason"], "STATIC");
 

@@ -34,7 +34,7 @@ use super::{OpenFeature, SELECTOR_HEADER};
 use crate::api::watch::Currency;
 use crate::auth::{Principal, caller, still_valid};
 use crate::error::{ServerError, flagd_status};
-use crate::limits::{FLAGD_EVENTS_BUFFER, FLAGD_KEEP_ALIVE_MS, WATCH_BATCH_ENTRIES_MAX};
+use crate::limits::{CONTEXT_BYTES_MAX, FLAGD_EVENTS_BUFFER, FLAGD_KEEP_ALIVE_MS, WATCH_BATCH_ENTRIES_MAX};
 
 /// An evaluation as flagd's messages carry it: value (absent for the caller's default),
 /// reason, variant, metadata.
@@ -68,6 +68,16 @@ impl Scalar {
     }
 }
 
+/// A request's evaluation context as JSON, within the API port's bound on contexts.
+fn checked_context(context: Option<&Struct>) -> Result<Map<String, Value>, ServerError> {
+    let Some(context) = context else { return Ok(Map::new()) };
+    let bytes = prost::Message::encoded_len(context);
+    if bytes > CONTEXT_BYTES_MAX {
+        return Err(ServerError::invalid("context", format!("is {bytes} bytes; the limit is {CONTEXT_BYTES_MAX}")));
+    }
+    Ok(from_struct(context))
+}
+
 pub(super) fn selector<T>(req: &Request<T>) -> Option<String> {
     req.metadata().get(SELECTOR_HEADER).and_then(|v| v.to_str().ok()).map(str::to_string)
 }
@@ -85,7 +95,7 @@ impl OpenFeature {
         let who = caller(&self.node, req).await?;
         let namespace = self.namespace(selector(req).as_deref())?;
         let (_, ns) = self.readable(&who, &namespace).await?;
-        let context = context.map(from_struct).unwrap_or_default();
+        let context = checked_context(context)?;
         let ctx = EvalContext::from_json(&context);
         let r = ns.evaluate(key, &ctx, self.now_secs()).with_type(key, ty);
         if let Some(code) = r.error_code {
@@ -396,7 +406,7 @@ impl v1::service_server::Service for V1 {
         let who = caller(&self.0.node, &req).await?;
         let namespace = self.0.namespace(selector(&req).as_deref())?;
         let (_, ns) = self.0.readable(&who, &namespace).await?;
-        let context = req.get_ref().context.as_ref().map(from_struct).unwrap_or_default();
+        let context = checked_context(req.get_ref().context.as_ref())?;
         let ctx = EvalContext::from_json(&context);
         let now = self.0.now_secs();
         let mut flags = BTreeMap::new();
