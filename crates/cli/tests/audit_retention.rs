@@ -116,8 +116,8 @@ async fn retention_cuts_behind_a_checkpoint_every_copy_and_a_later_learner_verif
         "the learner holds the retained entries only: {on_learner}"
     );
 
-    // An operator's cut after an export: the exported entries verify on their own, and the
-    // log then verifies from the new checkpoint.
+    // An operator's cut after an export: the log then verifies from the new checkpoint, which
+    // carries the hash of the last exported entry it removed.
     let exported = ctl(&["audit", "list", "--endpoints", &ep, "--output", "json"]).await.json();
     let exported = exported["entries"].as_array().unwrap().clone();
     let through = exported[exported.len() / 2]["seq"].as_u64().unwrap();

@@ -475,6 +475,21 @@ impl AdminClient {
                 .await?
                 .into_inner();
             header.get_or_insert(page.header.unwrap_or_default());
+            // Retention cut the log past where this listing had got: entries went missing
+            // between two pages. Say so rather than hand back a list with a hole.
+            let after_seq = req.after_seq;
+            if after_seq > 0
+                && let Some(cp) = page.checkpoint.as_ref().filter(|cp| cp.seq > after_seq)
+            {
+                return Err(Error::Server {
+                    code: tonic::Code::OutOfRange,
+                    reason: Some(vexil_proto::ErrorReason::RevisionCompacted),
+                    message: format!(
+                        "audit retention removed entries up to seq {} while the listing was at seq {after_seq}; list again",
+                        cp.seq
+                    ),
+                });
+            }
             entries.extend(page.entries);
             if !page.more || (filter.limit != 0 && entries.len() >= filter.limit) {
                 return Ok(ReadResult { value: entries, header: header.unwrap_or_default() });

@@ -196,6 +196,8 @@ where
     // open to anyone.
     let authn = auth::Authenticator { node: node.clone() };
     let evaluator = api::evaluation::Evaluator::new(node.clone());
+    // Every stream a node serves (Watch, flagd's EventStream and SyncFlags) takes one.
+    let stream_slots = Arc::new(tokio::sync::Semaphore::new(limits::WATCH_STREAMS_MAX));
     let api_server = api_builder
         .max_concurrent_streams(API_CONCURRENT_STREAMS_MAX)
         .add_service(InterceptedService::new(
@@ -216,10 +218,7 @@ where
             authn.clone(),
         ))
         .add_service(InterceptedService::new(
-            WatchServer::new(api::watch::WatchApi {
-                node: node.clone(),
-                slots: Arc::new(tokio::sync::Semaphore::new(limits::WATCH_STREAMS_MAX)),
-            }),
+            WatchServer::new(api::watch::WatchApi { node: node.clone(), slots: stream_slots.clone() }),
             authn.clone(),
         ))
         .add_service(InterceptedService::new(
@@ -254,15 +253,19 @@ where
     let admin_task = match http.admin {
         None => None,
         Some(listener) => {
-            Some(serve_http(&node, listener, admin::router(node.clone()), "admin", &[], &stop_api_rx).await?)
+            Some(serve_http(&node, listener, admin::router(node.clone()), "admin", &[], false, &stop_api_rx).await?)
         }
     };
     let openfeature_task = match http.openfeature {
         None => None,
         Some(listener) => {
-            let of = openfeature::OpenFeature { node: node.clone(), evaluator: evaluator.clone() };
+            let of = openfeature::OpenFeature {
+                node: node.clone(),
+                evaluator: evaluator.clone(),
+                slots: stream_slots.clone(),
+            };
             let app = openfeature::router(of, authn.clone());
-            Some(serve_http(&node, listener, app, "openfeature", &[b"h2", b"http/1.1"], &stop_api_rx).await?)
+            Some(serve_http(&node, listener, app, "openfeature", &[b"h2", b"http/1.1"], true, &stop_api_rx).await?)
         }
     };
     let mut raft_task = tokio::spawn(raft_server);
@@ -334,13 +337,15 @@ where
 }
 
 /// Serves `app` on an HTTP port (HTTP/1.1 and HTTP/2; TLS offering `alpn` when the node has
-/// TLS) until the API stops.
+/// TLS; with `like_api`, requiring client certificates when the API port does) until the API
+/// stops.
 async fn serve_http(
     node: &Node,
     listener: TcpListener,
     app: axum::Router,
     port: &'static str,
     alpn: &[&[u8]],
+    like_api: bool,
     stop_api: &tokio::sync::watch::Receiver<bool>,
 ) -> Result<tokio::task::JoinHandle<std::io::Result<()>>, NodeError> {
     let mut stop = stop_api.clone();
@@ -349,7 +354,7 @@ async fn serve_http(
     };
     Ok(match &node.tls {
         Some(tls) => {
-            let listener = tls::HttpsListener::new(listener, tls.https_acceptor(alpn)?, port)
+            let listener = tls::HttpsListener::new(listener, tls.https_acceptor(alpn, like_api)?, port)
                 .map_err(|source| NodeError::Http { port, source })?;
             tokio::spawn(async move { axum::serve(listener, app).with_graceful_shutdown(stop).await })
         }

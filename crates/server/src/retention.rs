@@ -64,8 +64,8 @@ pub fn policy_cut(
         // A tenth of slack, so the log is not cut (and a checkpoint entry appended) at every
         // check for every new entry.
         let slack = (policy.retain_entries / 10).max(1);
-        if head_seq - kept_from > policy.retain_entries + slack {
-            cut = cut.max(head_seq - policy.retain_entries);
+        if head_seq.saturating_sub(kept_from) > policy.retain_entries.saturating_add(slack) {
+            cut = cut.max(head_seq.saturating_sub(policy.retain_entries));
         }
     }
     if policy.retain_days > 0 {

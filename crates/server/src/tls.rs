@@ -92,7 +92,7 @@ impl Material {
         };
         // Builds an HTTP port's configuration now, so a key that does not match its
         // certificate stops the node at start, naming the key.
-        material.https_acceptor(&[])?;
+        material.https_acceptor(&[], true)?;
         Ok(Some(material))
     }
 
@@ -126,15 +126,29 @@ impl Material {
     }
 
     /// The TLS acceptor of an HTTP port (admin, OpenFeature): the node's certificate, offering
-    /// the application protocols `alpn` (`h2`, `http/1.1`) to clients that ask.
-    pub fn https_acceptor(&self, alpn: &[&[u8]]) -> Result<TlsAcceptor, ConfigError> {
-        let mut config = rustls::ServerConfig::builder()
-            .with_no_client_auth()
-            .with_single_cert(self.certs.clone(), self.key.clone_key())
-            .map_err(|e| ConfigError {
-                key: "tls.key_file".into(),
-                problem: format!("does not go with tls.cert_file: {e}"),
+    /// the application protocols `alpn` (`h2`, `http/1.1`) to clients that ask. With
+    /// `like_api`, a client certificate of the cluster CA is required when the API port
+    /// requires one (`tls.client_cert_auth`): the OpenFeature port is a way into the same data.
+    pub fn https_acceptor(&self, alpn: &[&[u8]], like_api: bool) -> Result<TlsAcceptor, ConfigError> {
+        let builder = rustls::ServerConfig::builder();
+        let builder = if like_api && self.client_cert_auth {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in CertificateDer::pem_slice_iter(&self.ca_pem).flatten() {
+                roots.add(cert).map_err(|e| ConfigError {
+                    key: "tls.ca_file".into(),
+                    problem: format!("holds a certificate rustls cannot use as a root: {e}"),
+                })?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots)).build().map_err(|e| {
+                ConfigError { key: "tls.ca_file".into(), problem: format!("cannot verify clients with it: {e}") }
             })?;
+            builder.with_client_cert_verifier(verifier)
+        } else {
+            builder.with_no_client_auth()
+        };
+        let mut config = builder.with_single_cert(self.certs.clone(), self.key.clone_key()).map_err(|e| {
+            ConfigError { key: "tls.key_file".into(), problem: format!("does not go with tls.cert_file: {e}") }
+        })?;
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         Ok(TlsAcceptor::from(Arc::new(config)))
     }

@@ -19,7 +19,7 @@ use tonic::transport::Channel;
 use vexil_proto::flagd::evaluation::{v1, v2};
 use vexil_proto::flagd_struct::{from_struct, to_struct};
 use vexil_proto::v1::flags_client::FlagsClient;
-use vexil_proto::v1::{ApplyNamespaceRequest, SetFlagStateRequest, UpdateFlagRequest};
+use vexil_proto::v1::{ApplyNamespaceRequest, CreateFlagRequest, SetFlagStateRequest, UpdateFlagRequest};
 use vexil_testkit::{Cluster, Listener};
 
 const DOC: &str = r##"{"flags": {
@@ -193,13 +193,14 @@ async fn the_event_stream_is_ready_first_and_names_every_changed_flag() {
         })
         .await
         .unwrap();
-    // A change in another namespace is not this stream's.
+    // A change in another namespace is not this stream's (a key only that namespace has).
     flags
-        .set_flag_state(SetFlagStateRequest {
+        .create_flag(CreateFlagRequest {
             namespace: "shop".into(),
-            key: "banner".into(),
-            enabled: false,
-            ..Default::default()
+            key: "shop-only".into(),
+            spec_json: json!({"state": "ENABLED", "variants": {"on": true}, "defaultVariant": "on"}).to_string(),
+            options: None,
+            strict: false,
         })
         .await
         .unwrap();
@@ -494,7 +495,7 @@ async fn the_openfeature_port_takes_the_api_ports_tokens_and_anonymous_read() {
 }
 
 /// The pinned OpenFeature Python packages the provider test installs (from PyPI, once per
-/// machine, into `~/.cache/vexil/python/`).
+/// machine: `vexil_testkit::python_with`).
 const PYTHON_PACKAGES: [&str; 4] = [
     "openfeature-sdk==0.10.0",
     "openfeature-provider-flagd==0.6.1",
@@ -502,43 +503,13 @@ const PYTHON_PACKAGES: [&str; 4] = [
     "openfeature-provider-ofrep==0.3.0",
 ];
 
-/// A Python with OpenFeature's providers installed: a virtual environment made once and reused
-/// (a marker file says the install finished; without it the environment is made again).
-fn python_with_providers() -> std::path::PathBuf {
-    let home = std::env::var_os("HOME").expect("HOME is set");
-    let venv = std::path::Path::new(&home)
-        .join(".cache/vexil/python/openfeature-sdk-0.10.0-flagd-0.6.1-core-2.0.0-ofrep-0.3.0");
-    let (python, done) = (venv.join("bin/python"), venv.join("installed"));
-    if done.exists() {
-        return python;
-    }
-    let run = |cmd: &mut std::process::Command, what: &str| {
-        let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e} (scripts/setup.sh installs python3 and venv)"));
-        assert!(out.status.success(), "{what} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    };
-    let _ = std::fs::remove_dir_all(&venv);
-    run(std::process::Command::new("python3").arg("-m").arg("venv").arg(&venv), "python3 -m venv");
-    run(
-        std::process::Command::new(venv.join("bin/pip")).args(["install", "--quiet"]).args(PYTHON_PACKAGES),
-        "pip install of the OpenFeature providers",
-    );
-    std::fs::write(&done, PYTHON_PACKAGES.join("\n")).unwrap();
-    python
-}
-
 /// Runs `openfeature_providers.py` in `mode` against node 2 and checks what the provider got;
 /// between its two halves, makes `color` blue.
 async fn drive_provider(c: &Cluster, python: &std::path::Path, mode: &str) {
     use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/openfeature_providers.py");
     let port = c.port(2, Listener::OpenFeature).to_string();
-    let mut child = tokio::process::Command::new(python)
-        .args([script, mode, "127.0.0.1", &port])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("python runs");
+    let mut child = vexil_testkit::python_script(python, script, &[mode, "127.0.0.1", &port]);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut next = async || -> Value {
         let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line()).await;
@@ -563,6 +534,7 @@ async fn drive_provider(c: &Cluster, python: &std::path::Path, mode: &str) {
         (json!(false), json!("ERROR"), json!("FLAG_NOT_FOUND")),
         (json!(false), json!("ERROR"), json!("TYPE_MISMATCH")),
     ];
+    assert_eq!(got.len(), want.len(), "{mode}: {results:?}");
     for (i, (g, w)) in got.iter().zip(want.iter()).enumerate() {
         assert_eq!(g, w, "{mode}: {}", results[i]);
     }
@@ -586,7 +558,8 @@ async fn drive_provider(c: &Cluster, python: &std::path::Path, mode: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn openfeatures_own_python_providers_work_unchanged() {
-    let python = python_with_providers();
+    let python =
+        vexil_testkit::python_with("openfeature-sdk-0.10.0-flagd-0.6.1-core-2.0.0-ofrep-0.3.0", &PYTHON_PACKAGES);
     for mode in ["rpc", "in-process", "ofrep"] {
         let c = cluster(false).await;
         drive_provider(&c, &python, mode).await;

@@ -16,8 +16,11 @@
 //! - [`ThinDisk`] (`disk.rs`): a disk that really fails (EIO at fsync) under a node's data
 //!   directory, and its recovery onto a working disk; [`SmallDisk`], a tmpfs of a given size
 //!   there, that fills for real and can grow. Both need root.
-//! - `grpc.rs`: clients, status, leader agreement, audit log, admin GET, and request pieces
-//!   ([`spec`], [`bool_spec`], [`linearizable`], [`verify_chain`]).
+//! - `grpc.rs`: clients, status, leader agreement, audit log, HTTP requests to a node's HTTP
+//!   ports ([`Cluster::http`]), and request pieces ([`spec`], [`bool_spec`], [`linearizable`],
+//!   [`verify_chain`]).
+//! - [`python_with`] (`python.rs`): other ecosystems' real clients, a cached Python virtual
+//!   environment with pinned packages, and [`python_script`] to run one.
 //! - [`eventually`] and [`eventually_async`]: polling a condition with a bound.
 //! - Bounds are in `limits.rs`; ports come from [`free_port`].
 //!
@@ -43,6 +46,7 @@ mod grpc;
 pub mod limits;
 mod listener;
 mod process;
+mod python;
 mod recorder;
 mod security;
 
@@ -51,6 +55,7 @@ pub use disk::{SmallDisk, ThinDisk};
 pub use grpc::{HttpReply, bool_spec, linearizable, spec, verify_chain};
 pub use listener::Listener;
 pub use process::Process;
+pub use python::{python_script, python_with};
 pub use recorder::{HeaderRecorder, RecorderTls};
 pub use security::Credentials;
 

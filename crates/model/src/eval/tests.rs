@@ -725,6 +725,28 @@ fn fractional_v3_matches_the_in_process_providers_vectors() {
         assert_eq!(v3ns.evaluate("coin", &ctx, NOW).variant, Some(v3), "v3 {value}");
         assert_eq!(v2ns.evaluate("coin", &ctx, NOW).variant, Some(v2.unwrap_or("none")), "v2 {value}");
     }
+    // The hashes themselves (a two-way split would hide half of the wrong ones): the
+    // deterministic CBOR of each value and MurmurHash3 of it, as the reference computed them.
+    let hashes = [
+        (
+            json!(["headerColor", "rachel@faas.com"]),
+            "826b686561646572436f6c6f726f72616368656c40666161732e636f6d",
+            917_019_614u32,
+        ),
+        (json!("user-123"), "68757365722d313233", 1_611_778_944),
+        (json!(12345.0), "193039", 1_188_579_684),
+        (json!(1.5), "f93e00", 346_941_878),
+        (json!(-7), "26", 619_178_129),
+        (json!(true), "f5", 836_216_331),
+        (json!({"b": 1, "a": "x"}), "a261616178616201", 3_745_601_262),
+    ];
+    for (value, cbor_hex, hash) in hashes {
+        let mut bytes = Vec::new();
+        super::cbor::encode(&value, &mut bytes);
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(hex, cbor_hex, "{value}");
+        assert_eq!(FractionalAlgorithm::CborMurmur3.hash(&[&bytes]), hash, "{value}");
+    }
     // v3: a null bucketing value is null (v2 falls back to the targeting key).
     let ctx = EvalContext::with_targeting_key("user-1");
     let r = v3ns.evaluate("coin", &ctx, NOW);

@@ -348,12 +348,19 @@ async fn confirm(node: &Arc<Node>, applied: &mut watch::Receiver<u64>, wait: Dur
 
 /// One open stream: its slot of `limits::WATCH_STREAMS_MAX`, counted in the
 /// `vexil_watch_streams` gauge while held.
-struct WatchSlot {
+pub(crate) struct WatchSlot {
     _permit: OwnedSemaphorePermit,
     open: Gauge,
 }
 
 impl WatchSlot {
+    /// A slot of `slots` (shared by every stream a node serves: `Watch`, flagd's
+    /// `EventStream` and `SyncFlags`), or `WATCH_LIMIT` when none is free.
+    pub(crate) fn take(slots: &Arc<Semaphore>, node: &Node) -> Result<Self, ServerError> {
+        let permit = slots.clone().try_acquire_owned().map_err(|_| ServerError::WatchLimit)?;
+        Ok(Self::new(permit, node))
+    }
+
     fn new(permit: OwnedSemaphorePermit, node: &Node) -> Self {
         let open = node.metrics.watch_streams.clone();
         open.inc();

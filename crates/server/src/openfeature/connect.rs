@@ -37,6 +37,14 @@ use super::flagd::{V1, V2};
 use crate::auth::Authenticator;
 use crate::limits::CONNECT_BODY_BYTES_MAX;
 
+/// A Connect error: a code and a message (this protocol's own answers are not gRPC statuses;
+/// a service's status becomes one with [`from_status`]).
+type ConnectError = (Code, String);
+
+fn from_status(s: Status) -> ConnectError {
+    (s.code(), s.message().to_string())
+}
+
 const PROTO: &str = "application/proto";
 const STREAM_PROTO: &str = "application/connect+proto";
 /// The end-of-stream flag of a Connect envelope.
@@ -64,8 +72,10 @@ pub async fn middleware(
         return next.run(req).await;
     }
     if content_type.contains("json") {
-        let mut r =
-            error_response(&Status::unimplemented("this server speaks Connect with binary protobuf only"), false);
+        let mut r = error_response(
+            &(Code::Unimplemented, "this server speaks Connect with binary protobuf only".into()),
+            false,
+        );
         *r.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
         return r;
     }
@@ -90,7 +100,7 @@ pub async fn middleware(
     let call = connect.unary(&method, &parts.headers, body);
     let answer = match timeout {
         Some(t) => tokio::time::timeout(t, call).await.unwrap_or_else(|_| {
-            Err(Status::deadline_exceeded(format!("no answer within Connect-Timeout-Ms ({} ms)", t.as_millis())))
+            Err((Code::DeadlineExceeded, format!("no answer within Connect-Timeout-Ms ({} ms)", t.as_millis())))
         }),
         None => call.await,
     };
@@ -100,28 +110,28 @@ pub async fn middleware(
             r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(PROTO));
             r
         }
-        Err(status) => error_response(&status, false),
+        Err(e) => error_response(&e, false),
     }
 }
 
 impl Connect {
     /// A tonic request carrying `msg`, the caller's headers as metadata, and the principal the
     /// API port's authentication finds for them.
-    fn request<T>(&self, headers: &HeaderMap, msg: T) -> Result<tonic::Request<T>, Status> {
+    fn request<T>(&self, headers: &HeaderMap, msg: T) -> Result<tonic::Request<T>, ConnectError> {
         let mut meta = tonic::Request::new(());
         *meta.metadata_mut() = MetadataMap::from_headers(headers.clone());
-        let authed = self.authn.clone().call(meta)?;
+        let authed = self.authn.clone().call(meta).map_err(from_status)?;
         let (metadata, extensions, ()) = authed.into_parts();
         Ok(tonic::Request::from_parts(metadata, extensions, msg))
     }
 
-    async fn unary(&self, method: &str, headers: &HeaderMap, body: Bytes) -> Result<Vec<u8>, Status> {
+    async fn unary(&self, method: &str, headers: &HeaderMap, body: Bytes) -> Result<Vec<u8>, ConnectError> {
         macro_rules! call {
             ($svc:expr, $req:ty, $method:ident) => {{
                 let msg = <$req>::decode(body)
-                    .map_err(|e| Status::invalid_argument(format!("the request is not a valid message: {e}")))?;
+                    .map_err(|e| (Code::InvalidArgument, format!("the request is not a valid message: {e}")))?;
                 let req = self.request(headers, msg)?;
-                $svc.$method(req).await.map(|r| r.into_inner().encode_to_vec())
+                $svc.$method(req).await.map(|r| r.into_inner().encode_to_vec()).map_err(from_status)
             }};
         }
         let (v1, v2) = (V1(self.of.clone()), V2(self.of.clone()));
@@ -132,7 +142,7 @@ impl Connect {
                 "ResolveInt" => call!(v2, v2::ResolveIntRequest, resolve_int),
                 "ResolveFloat" => call!(v2, v2::ResolveFloatRequest, resolve_float),
                 "ResolveObject" => call!(v2, v2::ResolveObjectRequest, resolve_object),
-                other => Err(Status::unimplemented(format!("no unary method {other} in flagd.evaluation.v2"))),
+                other => Err((Code::Unimplemented, format!("no unary method {other} in flagd.evaluation.v2"))),
             },
             Some(("/flagd.evaluation.v1.Service", m)) => match m {
                 "ResolveAll" => call!(v1, v1::ResolveAllRequest, resolve_all),
@@ -141,38 +151,40 @@ impl Connect {
                 "ResolveInt" => call!(v1, v1::ResolveIntRequest, resolve_int),
                 "ResolveFloat" => call!(v1, v1::ResolveFloatRequest, resolve_float),
                 "ResolveObject" => call!(v1, v1::ResolveObjectRequest, resolve_object),
-                other => Err(Status::unimplemented(format!("no unary method {other} in flagd.evaluation.v1"))),
+                other => Err((Code::Unimplemented, format!("no unary method {other} in flagd.evaluation.v1"))),
             },
-            _ => Err(Status::unimplemented(format!("no method {method}"))),
+            _ => Err((Code::Unimplemented, format!("no method {method}"))),
         }
     }
 
     /// `EventStream` over Connect: the envelopes of the gRPC stream's messages, then the end.
     async fn stream(&self, method: &str, headers: &HeaderMap, body: &[u8]) -> Result<Response, Response> {
-        let fail = |s: Status| error_response(&s, true);
+        let fail = |e: ConnectError| error_response(&e, true);
         // The request envelope: flags, length, an `EventStreamRequest` (empty).
         if body.len() < 5 {
-            return Err(fail(Status::invalid_argument("a streaming request starts with a 5-byte envelope")));
+            return Err(fail((Code::InvalidArgument, "a streaming request starts with a 5-byte envelope".into())));
         }
         let stream: futures::stream::BoxStream<'static, Result<Vec<u8>, Status>> = match method {
             "/flagd.evaluation.v2.Service/EventStream" => {
                 let req = self.request(headers, v2::EventStreamRequest {}).map_err(fail)?;
-                let s = V2(self.of.clone()).event_stream(req).await.map_err(fail)?.into_inner();
+                let s = V2(self.of.clone()).event_stream(req).await.map_err(|s| fail(from_status(s)))?.into_inner();
                 s.map(|m| m.map(|m| m.encode_to_vec())).boxed()
             }
             "/flagd.evaluation.v1.Service/EventStream" => {
                 let req = self.request(headers, v1::EventStreamRequest {}).map_err(fail)?;
-                let s = V1(self.of.clone()).event_stream(req).await.map_err(fail)?.into_inner();
+                let s = V1(self.of.clone()).event_stream(req).await.map_err(|s| fail(from_status(s)))?.into_inner();
                 s.map(|m| m.map(|m| m.encode_to_vec())).boxed()
             }
-            other => return Err(fail(Status::unimplemented(format!("no streaming method {other}")))),
+            other => return Err(fail((Code::Unimplemented, format!("no streaming method {other}")))),
         };
         // Each message in an envelope; the first error, or the end, closes the stream.
         let frames = futures::stream::unfold(Some(stream), |state| async move {
             let mut stream = state?;
             match stream.next().await {
                 Some(Ok(msg)) => Some((Ok::<_, std::convert::Infallible>(envelope(0, &msg)), Some(stream))),
-                Some(Err(status)) => Some((Ok(envelope(END_STREAM, end_of_stream(Some(&status)).as_bytes())), None)),
+                Some(Err(status)) => {
+                    Some((Ok(envelope(END_STREAM, end_of_stream(Some(&from_status(status))).as_bytes())), None))
+                }
                 None => Some((Ok(envelope(END_STREAM, end_of_stream(None).as_bytes())), None)),
             }
         });
@@ -231,11 +243,11 @@ fn http_status(code: Code) -> StatusCode {
     }
 }
 
-fn error_json(status: &Status) -> serde_json::Value {
-    json!({ "code": code_name(status.code()), "message": status.message() })
+fn error_json((code, message): &ConnectError) -> serde_json::Value {
+    json!({ "code": code_name(*code), "message": message })
 }
 
-fn end_of_stream(status: Option<&Status>) -> String {
+fn end_of_stream(status: Option<&ConnectError>) -> String {
     match status {
         None => "{}".to_string(),
         Some(s) => json!({ "error": error_json(s) }).to_string(),
@@ -244,13 +256,13 @@ fn end_of_stream(status: Option<&Status>) -> String {
 
 /// An error before any message: unary as JSON with its HTTP status; a stream as a 200 whose
 /// only envelope is the end of the stream with the error (Connect's streaming rule).
-fn error_response(status: &Status, streaming: bool) -> Response {
+fn error_response(status: &ConnectError, streaming: bool) -> Response {
     if streaming {
         let mut r = Response::new(Body::from(envelope(END_STREAM, end_of_stream(Some(status)).as_bytes())));
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(STREAM_PROTO));
         r
     } else {
-        let mut r = (http_status(status.code()), error_json(status).to_string()).into_response();
+        let mut r = (http_status(status.0), error_json(status).to_string()).into_response();
         r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         r
     }

@@ -31,7 +31,7 @@ use vexil_proto::flagd_struct::{from_struct, to_struct};
 use vexil_raft_store::Changes;
 
 use super::{OpenFeature, SELECTOR_HEADER};
-use crate::api::watch::Currency;
+use crate::api::watch::{Currency, WatchSlot};
 use crate::auth::{Principal, caller, still_valid};
 use crate::error::{ServerError, flagd_status};
 use crate::limits::{CONTEXT_BYTES_MAX, FLAGD_EVENTS_BUFFER, FLAGD_KEEP_ALIVE_MS, WATCH_BATCH_ENTRIES_MAX};
@@ -145,9 +145,11 @@ impl OpenFeature {
         let who = caller(&self.node, req).await?;
         let namespace = self.namespace(selector(req).as_deref())?;
         self.readable(&who, &namespace).await?;
+        let slot = WatchSlot::take(&self.slots, &self.node)?;
         let (tx, rx) = mpsc::channel(FLAGD_EVENTS_BUFFER);
         let of = self.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(status) = of.follow(&who, &namespace, &tx, &mk).await {
                 let _ = tx.send(Err(status)).await;
             }
@@ -191,7 +193,14 @@ impl OpenFeature {
                 }
             }
             still_valid(&self.node, who, &namespaces)?;
-            let (changed, _) = self.changed_flags(namespace, &mut cursor)?;
+            // Retention removed changes this stream had not sent: it cannot say which flags
+            // changed (deleted ones above all), so it ends and the provider starts over.
+            let changed = match self.changed_flags(namespace, &mut cursor)? {
+                NamespaceChanges::Changed { flags, .. } => flags,
+                NamespaceChanges::Compacted { revision } => {
+                    return Err(ServerError::Compacted { after_revision: cursor, compacted_revision: revision }.into());
+                }
+            };
             let event = if !changed.is_empty() {
                 mk.make("configuration_change", Some(json!({ "flags": changed })))
             } else if last_sent.elapsed() >= keep_alive {
@@ -208,25 +217,23 @@ impl OpenFeature {
 
     /// The flags of `namespace` that changes after `cursor` touched, as flagd names them
     /// (`{"<key>": {"type": "write" | "update" | "delete"}}`), and whether anything of the
-    /// namespace changed (its settings too); moves `cursor` past them.
-    pub(super) fn changed_flags(
-        &self,
-        namespace: &str,
-        cursor: &mut u64,
-    ) -> Result<(Map<String, Value>, bool), ServerError> {
+    /// namespace changed (its settings too), up to what this node has applied; moves `cursor`
+    /// there.
+    pub(super) fn changed_flags(&self, namespace: &str, cursor: &mut u64) -> Result<NamespaceChanges, ServerError> {
         let mut out = Map::new();
         let mut every_flag = false;
         let mut touched = false;
-        loop {
+        let target = *self.node.reader.applied_revision().borrow();
+        // Pages end on whole revisions, so one may stop short of `target`: go on until there.
+        while *cursor < target {
             let (entries, seen) = match self.node.reader.changes_after(*cursor, WATCH_BATCH_ENTRIES_MAX)? {
                 Changes::Page(entries, seen) => (entries, seen),
-                // Retention removed what this stream had not seen: name every flag.
-                Changes::Compacted(_) => {
-                    every_flag = true;
-                    (Vec::new(), self.node.reader.revision()?)
+                Changes::Compacted(cp) => {
+                    // The caller starts over from the current state.
+                    *cursor = target;
+                    return Ok(NamespaceChanges::Compacted { revision: cp.revision });
                 }
             };
-            let full = entries.len() >= WATCH_BATCH_ENTRIES_MAX;
             for e in entries.iter().filter(|e| e.namespace == namespace) {
                 touched = true;
                 let kind = match e.action {
@@ -241,20 +248,30 @@ impl OpenFeature {
                 };
                 out.insert(e.key.clone(), json!({ "type": kind }));
             }
-            *cursor = (*cursor).max(seen);
-            if !full {
-                break;
+            if seen <= *cursor {
+                return Err(ServerError::Internal(format!(
+                    "the change feed stopped at revision {cursor} below the applied revision {target}"
+                )));
             }
+            *cursor = seen;
         }
         if every_flag {
-            touched = true;
             let (_, ns) = self.evaluator.compiled(namespace)?;
             for key in ns.keys() {
                 out.entry(key.to_string()).or_insert_with(|| json!({ "type": "update" }));
             }
         }
-        Ok((out, touched))
+        Ok(NamespaceChanges::Changed { flags: out, touched })
     }
+}
+
+/// What changed in a namespace since a stream's cursor.
+pub(super) enum NamespaceChanges {
+    /// The flags changed (flagd's `configuration_change` data), and whether anything of the
+    /// namespace changed (its settings too).
+    Changed { flags: Map<String, Value>, touched: bool },
+    /// Retention removed changes after the cursor, up to this revision.
+    Compacted { revision: u64 },
 }
 
 /// Builds an `EventStreamResponse` of one protocol version.

@@ -55,6 +55,8 @@ pub const SELECTOR_HEADER: &str = "flagd-selector";
 pub struct OpenFeature {
     pub node: Arc<Node>,
     pub evaluator: Arc<Evaluator>,
+    /// The node's stream slots, shared with `Watch` (`limits::WATCH_STREAMS_MAX`).
+    pub slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl OpenFeature {

@@ -22,8 +22,8 @@ use tonic::{Request, Response, Status};
 use vexil_proto::flagd::sync::v1 as pb;
 
 use super::OpenFeature;
-use super::flagd::selector;
-use crate::api::watch::Currency;
+use super::flagd::{NamespaceChanges, selector};
+use crate::api::watch::{Currency, WatchSlot};
 use crate::auth::{Principal, caller, still_valid};
 use crate::error::ServerError;
 use crate::limits::FLAGD_EVENTS_BUFFER;
@@ -74,8 +74,10 @@ impl OpenFeature {
                     }
                 }
                 still_valid(&self.node, who, &namespaces)?;
-                if self.changed_flags(namespace, &mut cursor)?.1 {
-                    break;
+                // A retention cut it missed: the whole document goes again anyway.
+                match self.changed_flags(namespace, &mut cursor)? {
+                    NamespaceChanges::Changed { touched: false, .. } => {}
+                    NamespaceChanges::Changed { touched: true, .. } | NamespaceChanges::Compacted { .. } => break,
                 }
             }
         }
@@ -103,9 +105,11 @@ impl pb::flag_sync_service_server::FlagSyncService for Sync {
         let namespace = sync_namespace(&self.0, &req, &req.get_ref().selector)?;
         // Refused now rather than on the stream: a provider reports the status it gets.
         self.0.readable(&who, &namespace).await?;
+        let slot = WatchSlot::take(&self.0.slots, &self.0.node)?;
         let (tx, rx) = mpsc::channel(FLAGD_EVENTS_BUFFER);
         let of = self.0.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             if let Err(status) = of.sync(&who, &namespace, &tx).await {
                 let _ = tx.send(Err(status)).await;
             }
