@@ -176,21 +176,8 @@ impl OpenFeature {
         let mut currency = Currency::new(&self.node);
         let namespaces = [namespace.to_string()];
         loop {
-            tokio::select! {
-                () = self.node.leaving.begun() => return Err(ServerError::ShuttingDown.into()),
-                () = tx.closed() => return Ok(()),
-                changed = applied.changed() => {
-                    if changed.is_err() {
-                        return Err(ServerError::ShuttingDown.into());
-                    }
-                }
-                // A node cut off from the cluster ends the stream, so the provider reconnects
-                // (to a node that is current) instead of trusting a cache nothing invalidates.
-                () = tokio::time::sleep_until(currency.next_check()) => {
-                    if let Err(lost) = currency.check(&self.node, &mut applied).await {
-                        return Err(lost.into_error("reconnect to another node").into());
-                    }
-                }
+            if !self.wake(tx, &mut applied, &mut currency).await? {
+                return Ok(());
             }
             still_valid(&self.node, who, &namespaces)?;
             // Retention removed changes this stream had not sent: it cannot say which flags
@@ -212,6 +199,31 @@ impl OpenFeature {
                 return Ok(());
             }
             last_sent = Instant::now();
+        }
+    }
+
+    /// Waits until the applied revision moves or a freshness check is due and passes; `false`
+    /// when the client has gone. A node cut off from the cluster ends the stream, so the provider
+    /// reconnects to a node that is current instead of trusting what nothing will update.
+    pub(super) async fn wake<T>(
+        &self,
+        tx: &mpsc::Sender<T>,
+        applied: &mut tokio::sync::watch::Receiver<u64>,
+        currency: &mut Currency,
+    ) -> Result<bool, Status> {
+        tokio::select! {
+            () = self.node.leaving.begun() => Err(ServerError::ShuttingDown.into()),
+            () = tx.closed() => Ok(false),
+            changed = applied.changed() => match changed {
+                Ok(()) => Ok(true),
+                Err(_) => Err(ServerError::ShuttingDown.into()),
+            },
+            () = tokio::time::sleep_until(currency.next_check()) => {
+                match currency.check(&self.node, applied).await {
+                    Ok(_) => Ok(true),
+                    Err(lost) => Err(lost.into_error("reconnect to another node").into()),
+                }
+            }
         }
     }
 

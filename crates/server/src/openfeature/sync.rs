@@ -57,21 +57,10 @@ impl OpenFeature {
                 return Ok(());
             }
             loop {
-                tokio::select! {
-                    () = self.node.leaving.begun() => return Err(ServerError::ShuttingDown.into()),
-                    () = tx.closed() => return Ok(()),
-                    changed = applied.changed() => {
-                        if changed.is_err() {
-                            return Err(ServerError::ShuttingDown.into());
-                        }
-                    }
-                    // A node cut off from the cluster ends the stream: the provider keeps
-                    // evaluating its last document and reconnects to a node that is current.
-                    () = tokio::time::sleep_until(currency.next_check()) => {
-                        if let Err(lost) = currency.check(&self.node, &mut applied).await {
-                            return Err(lost.into_error("reconnect to another node").into());
-                        }
-                    }
+                // A node cut off ends the stream: the provider keeps evaluating its last
+                // document and reconnects to a node that is current.
+                if !self.wake(tx, &mut applied, &mut currency).await? {
+                    return Ok(());
                 }
                 still_valid(&self.node, who, &namespaces)?;
                 // A retention cut it missed: the whole document goes again anyway.
