@@ -237,7 +237,7 @@ fn warned(warnings: Vec<vexil_model::ValidationError>, strict: bool) -> Result<V
     if strict && let Some(first) = warnings.first() {
         return Err(first.clone().into());
     }
-    Ok(warnings.iter().map(|w| format!("`{}`: {}", w.field, w.problem)).collect())
+    Ok(warnings.iter().map(ToString::to_string).collect())
 }
 
 fn dry_run_response(revision: u64, d: &vexil_model::DocumentDiff) -> ApplyNamespaceResponse {

@@ -13,6 +13,8 @@
 //! empty context, as flagd takes it. `variant` is always sent (`""` when there is none): some
 //! providers read it unconditionally.
 
+use std::sync::Arc;
+
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
@@ -21,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
-use vexil_model::eval::{ErrorCode, EvalContext, Resolution};
+use vexil_model::eval::{CompiledNamespace, ErrorCode, EvalContext, Resolution};
 
 use super::{OpenFeature, SELECTOR_HEADER};
 use crate::auth::http_caller;
@@ -98,51 +100,42 @@ fn rendered(key: &str, r: Resolution<'_>) -> (StatusCode, Value) {
     (StatusCode::OK, body)
 }
 
-async fn single(State(of): State<OpenFeature>, Path(key): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
-    let who = match http_caller(&of.node, &headers).await {
-        Ok(who) => who,
-        Err(e) => return refused(&e, Some(&key)),
-    };
-    let ctx = match context(&body) {
-        Ok(ctx) => ctx,
-        Err(details) => {
-            let body = json!({"key": key, "errorCode": "INVALID_CONTEXT", "errorDetails": details, "metadata": {}});
-            return json_response(StatusCode::BAD_REQUEST, &body);
+/// What both endpoints do first: authenticate, read the context, select and read the namespace
+/// (a lease read). `Err` is the answer (`key` for the single-flag endpoint's error bodies).
+async fn prepare(
+    of: &OpenFeature,
+    headers: &HeaderMap,
+    body: &[u8],
+    key: Option<&str>,
+) -> Result<(Map<String, Value>, Arc<CompiledNamespace>), Response> {
+    let who = http_caller(&of.node, headers).await.map_err(|e| refused(&e, key))?;
+    let ctx = context(body).map_err(|details| {
+        let mut body = json!({"errorCode": "INVALID_CONTEXT", "errorDetails": details});
+        if let Some(key) = key {
+            body["key"] = json!(key);
+            body["metadata"] = json!({});
         }
-    };
+        json_response(StatusCode::BAD_REQUEST, &body)
+    })?;
     let selector = headers.get(SELECTOR_HEADER).and_then(|v| v.to_str().ok());
-    let ns = match of.namespace(selector) {
-        Ok(namespace) => match of.readable(&who, &namespace).await {
-            Ok((_, ns)) => ns,
-            Err(e) => return refused(&e, Some(&key)),
-        },
-        Err(e) => return refused(&e, Some(&key)),
+    let namespace = of.namespace(selector).map_err(|e| refused(&e, key))?;
+    let (_, ns) = of.readable(&who, &namespace).await.map_err(|e| refused(&e, key))?;
+    Ok((ctx, ns))
+}
+
+async fn single(State(of): State<OpenFeature>, Path(key): Path<String>, headers: HeaderMap, body: Bytes) -> Response {
+    let (ctx, ns) = match prepare(&of, &headers, &body, Some(&key)).await {
+        Ok(prepared) => prepared,
+        Err(answer) => return answer,
     };
     let (status, body) = rendered(&key, ns.evaluate(&key, &EvalContext::from_json(&ctx), of.now_secs()));
     json_response(status, &body)
 }
 
 async fn bulk(State(of): State<OpenFeature>, headers: HeaderMap, body: Bytes) -> Response {
-    let who = match http_caller(&of.node, &headers).await {
-        Ok(who) => who,
-        Err(e) => return refused(&e, None),
-    };
-    let ctx = match context(&body) {
-        Ok(ctx) => ctx,
-        Err(details) => {
-            return json_response(
-                StatusCode::BAD_REQUEST,
-                &json!({"errorCode": "INVALID_CONTEXT", "errorDetails": details}),
-            );
-        }
-    };
-    let selector = headers.get(SELECTOR_HEADER).and_then(|v| v.to_str().ok());
-    let ns = match of.namespace(selector) {
-        Ok(namespace) => match of.readable(&who, &namespace).await {
-            Ok((_, ns)) => ns,
-            Err(e) => return refused(&e, None),
-        },
-        Err(e) => return refused(&e, None),
+    let (ctx, ns) = match prepare(&of, &headers, &body, None).await {
+        Ok(prepared) => prepared,
+        Err(answer) => return answer,
     };
     let ctx = EvalContext::from_json(&ctx);
     let now = of.now_secs();
