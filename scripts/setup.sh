@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what a fresh machine lacks to build and test Vexil: libclang (bindgen needs it for
 # RocksDB's bindings), a C++ compiler, the filesystem tools one test uses, and Python with venv
-# for the OpenFeature provider test. Needs root or sudo for apt-get; does nothing when all is there.
+# and protoc for the OpenFeature provider tests. Needs root or sudo for apt-get; does nothing when all is there.
 set -euo pipefail
 missing=()
 # libclang itself (libclang.so / libclang-NN.so.N), not libclang-cpp, which some images carry alone.
@@ -14,6 +14,8 @@ command -v losetup >/dev/null 2>&1 || missing+=(mount)
 # The OpenFeature provider test runs OpenFeature's Python providers in a virtual environment.
 command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
+# ... and OpenFeature's Rust provider (tests/openfeature-rust), whose build script runs protoc.
+command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo is not installed; install Rust 1.95 (rustup) first" >&2; exit 1; }
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}" >&2

@@ -4,8 +4,8 @@
 //! One module per command group: `cluster` (membership, status, snapshots), `flag` (one flag:
 //! reads, writes, history, rollback, server-side evaluation), `apply` (`apply` and `export`:
 //! a namespace as one flagd document), `audit` (list, tail, verify the hash chain), `token`
-//! (bearer tokens), `eval` (offline evaluation of a local file) and `tls` (offline: a CA and
-//! certificates). `endpoints` resolves where the cluster is and how to reach it (endpoints,
+//! (bearer tokens), `namespace` (a namespace's settings), `eval` (offline evaluation of a local
+//! file) and `tls` (offline: a CA and certificates). `endpoints` resolves where the cluster is and how to reach it (endpoints,
 //! token, TLS: flags, then their variables, then `vexilctl.toml`), `conn` reaches it (any node,
 //! or the leader for membership changes), `errors` turns what the cluster said into a message
 //! that says what to do next, `output` renders tables and JSON.
@@ -28,6 +28,7 @@ pub mod endpoints;
 pub mod errors;
 pub mod eval;
 pub mod flag;
+pub mod namespace;
 pub mod output;
 pub mod tls;
 pub mod token;
@@ -102,6 +103,9 @@ pub enum Command {
     Apply(apply::ApplyArgs),
     /// Write a namespace as a flagd document that `apply` accepts unchanged.
     Export(apply::ExportArgs),
+    /// A namespace's settings: `fractional` bucketing, strict writes.
+    #[command(subcommand)]
+    Namespace(namespace::NamespaceCommand),
     /// The hash-chained audit log: list, tail (--follow), verify.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -200,6 +204,7 @@ fn run_networked(cli: &Cli) -> Result<String, Failure> {
             Command::Export(a) => apply::run_export(a, &ctx).await,
             Command::Audit(c) => audit::run(c, &ctx).await,
             Command::Token(c) => token::run(c, &ctx).await,
+            Command::Namespace(c) => namespace::run(c, &ctx).await,
             Command::Eval(_) => Err(Failure::Usage("eval runs offline".into())),
             Command::Tls(_) => Err(Failure::Usage("tls runs offline".into())),
         }

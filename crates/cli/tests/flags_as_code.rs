@@ -388,4 +388,24 @@ async fn flagds_own_test_flag_set_applies_with_warnings_and_strict_refuses_it() 
     assert_eq!(applied["warnings"].as_array().unwrap().len(), dry_warnings);
     let printed = out.stderr.lines().filter(|l| l.starts_with("warning: `flags.")).count();
     assert_eq!(printed, dry_warnings, "each warning on stderr too:\n{}", out.stderr);
+
+    // A namespace can make strict the rule for every write to it: the same document, unchanged,
+    // is refused now without --strict, and the setting reads back and is audited.
+    let set =
+        ctl(&["namespace", "settings", "testbed", "--strict", "true", "--reason", "no nulls", "--endpoints", &ep])
+            .await;
+    assert!(set.ok().contains("strict      true"), "{}", set.stdout);
+    let again = ctl(&["apply", "-f", file, "-n", "testbed", "--endpoints", &ep]).await;
+    assert!(again.fails(1).contains(".targeting`"), "{}", again.stderr);
+    let shown = ctl(&["namespace", "settings", "testbed", "--endpoints", &ep, "--output", "json"]).await.json();
+    assert_eq!(shown["settings"], serde_json::json!({"fractional": "murmur3-scaled", "strict": true}), "{shown}");
+    let audit = ctl(&["audit", "list", "--namespace", "testbed", "--endpoints", &ep, "--output", "json"]).await.json();
+    let last = audit["entries"].as_array().and_then(|a| a.last()).cloned().unwrap_or_default();
+    assert_eq!(
+        (last["action"].as_str(), last["reason"].as_str()),
+        (Some("namespace.settings"), Some("no nulls")),
+        "{last}"
+    );
+    let bad = ctl(&["namespace", "settings", "Not A Namespace", "--strict", "true", "--endpoints", &ep]).await;
+    assert!(bad.fails(2).contains("namespace"), "{}", bad.stderr);
 }

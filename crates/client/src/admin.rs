@@ -11,6 +11,8 @@
 use std::future::Future;
 use std::sync::Arc;
 
+use vexil_model::NamespaceSettings;
+use vexil_model::eval::FractionalAlgorithm;
 use vexil_proto::v1 as proto;
 use vexil_proto::v1::audit_client::AuditClient;
 use vexil_proto::v1::cluster_client::ClusterClient;
@@ -444,6 +446,50 @@ impl AdminClient {
             }
             after = r.next_after;
         }
+    }
+
+    /// A namespace's settings (how `fractional` buckets, whether writes with warnings are
+    /// refused).
+    pub async fn namespace_settings(&self, namespace: &str) -> Result<ReadResult<NamespaceSettings>, Error> {
+        let req = proto::GetNamespaceSettingsRequest { namespace: namespace.into(), read: Some(self.read.to_proto()) };
+        let r = self
+            .retry("get_namespace_settings", |ch| {
+                let req = req.clone();
+                async move { FlagsClient::new(ch).get_namespace_settings(req).await }
+            })
+            .await?
+            .into_inner();
+        let settings = r.settings.unwrap_or_default().to_model().map_err(|unknown| Error::Invalid {
+            field: "fractional".into(),
+            problem: format!("the server's algorithm {unknown:?} is unknown to this client; upgrade it"),
+        })?;
+        Ok(ReadResult { value: settings, header: r.header.unwrap_or_default() })
+    }
+
+    /// Changes the settings of `namespace` that are `Some`, leaving the others as they are at
+    /// the revision the change applies at. Audited (`namespace.settings`). Returns the revision
+    /// of the write. Role `admin` needed.
+    pub async fn set_namespace_settings(
+        &self,
+        namespace: &str,
+        fractional: Option<FractionalAlgorithm>,
+        strict: Option<bool>,
+        opts: WriteOpts,
+    ) -> Result<u64, Error> {
+        let req = proto::SetNamespaceSettingsRequest {
+            namespace: namespace.into(),
+            fractional: fractional.map(|f| f.as_str().into()),
+            strict,
+            options: Some(Self::write_options(&opts)),
+        };
+        let r = self
+            .retry("set_namespace_settings", |ch| {
+                let req = req.clone();
+                async move { FlagsClient::new(ch).set_namespace_settings(req).await }
+            })
+            .await?
+            .into_inner();
+        Ok(r.header.map_or(0, |h| h.revision))
     }
 
     /// Audit entries matching `filter`, in commit order (all pages, up to `filter.limit`).

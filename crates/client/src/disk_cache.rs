@@ -5,7 +5,7 @@
 //!
 //! ```json
 //! {"format": "vexil-client-cache/1", "revision": 42, "written_at_ms": 1767225600000,
-//!  "namespaces": {"checkout": {"evaluators": {..}, "metadata": {..},
+//!  "namespaces": {"checkout": {"evaluators": {..}, "metadata": {..}, "settings": {..},
 //!                              "flags": [{"key": "new-checkout", "spec": {..}, "version": 3, ..}]}}}
 //! ```
 //!
@@ -50,6 +50,8 @@ struct CachedNamespace {
     evaluators: Map<String, Value>,
     #[serde(default)]
     metadata: Map<String, Value>,
+    #[serde(default)]
+    settings: vexil_model::NamespaceSettings,
     flags: Vec<CachedFlag>,
 }
 
@@ -114,6 +116,7 @@ fn encode(snap: &Snapshot) -> Result<Vec<u8>, serde_json::Error> {
                 CachedNamespace {
                     evaluators: ns.evaluators().clone().into_iter().collect(),
                     metadata: ns.metadata().clone(),
+                    settings: ns.settings(),
                     flags: ns.records().map(|(key, record)| CachedFlag::new(key, record)).collect(),
                 },
             ))
@@ -192,7 +195,7 @@ pub(crate) fn load_into(shared: &Shared, path: &Path) {
         .into_iter()
         .map(|(name, ns)| {
             let records = ns.flags.into_iter().map(CachedFlag::into_record).collect();
-            (name, state_from_records(records, ns.evaluators.into_iter().collect(), ns.metadata))
+            (name, state_from_records(records, ns.evaluators.into_iter().collect(), ns.metadata, ns.settings))
         })
         .collect();
     let (snap, changes) = shared.snapshot.load().replace(file.revision, DataSource::DiskCache, states);

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value};
 use vexil_model::eval::{CompiledFlag, CompiledNamespace};
-use vexil_model::{FlagRecord, FlagSpec};
+use vexil_model::{AuditAction, FlagRecord, FlagSpec, NamespaceSettings};
 use vexil_proto::v1 as proto;
 
 /// Where the data of a snapshot came from.
@@ -81,6 +81,8 @@ pub struct NamespaceState {
     pub(crate) flags: BTreeMap<String, Arc<FlagEntry>>,
     pub(crate) evaluators: BTreeMap<String, Value>,
     pub(crate) metadata: Map<String, Value>,
+    /// How its flags compile (`fractional` bucketing), as the cluster set them.
+    pub(crate) settings: NamespaceSettings,
     /// Compiled from the above; what evaluation reads.
     pub(crate) compiled: CompiledNamespace,
     /// Flags whose definition this client cannot parse (a newer server, say): they evaluate as
@@ -94,11 +96,13 @@ impl NamespaceState {
         flags: BTreeMap<String, Arc<FlagEntry>>,
         evaluators: BTreeMap<String, Value>,
         metadata: Map<String, Value>,
+        settings: NamespaceSettings,
     ) -> NamespaceState {
         let mut broken = BTreeMap::new();
+        let options = settings.compile_options();
         let compiled = CompiledNamespace::from_flags(
             flags.iter().filter_map(|(key, f)| match &f.spec {
-                Ok(spec) => Some(CompiledFlag::new(key, spec, &evaluators, &metadata)),
+                Ok(spec) => Some(CompiledFlag::with_options(key, spec, &evaluators, &metadata, options)),
                 Err(e) => {
                     broken.insert(key.clone(), e.clone());
                     None
@@ -106,7 +110,12 @@ impl NamespaceState {
             }),
             metadata.clone(),
         );
-        NamespaceState { flags, evaluators, metadata, compiled, broken }
+        NamespaceState { flags, evaluators, metadata, settings, compiled, broken }
+    }
+
+    /// Its settings (how `fractional` buckets), as the cluster last sent them.
+    pub fn settings(&self) -> NamespaceSettings {
+        self.settings
     }
 
     /// The compiled flags, for evaluation.
@@ -263,8 +272,12 @@ impl Snapshot {
             let mut flags = old.flags.clone();
             let mut evaluators = None;
             let mut metadata = None;
+            let mut settings = None;
             for c in mine {
-                if c.key.is_empty() {
+                if c.action == AuditAction::NamespaceSettings.as_str() {
+                    settings = Some(settings_from_proto(c.settings.as_ref()));
+                    changes.push(FlagChange::NamespaceUpdated { namespace: name.to_string() });
+                } else if c.key.is_empty() {
                     evaluators = Some(parse_evaluators(&c.evaluators_json));
                     metadata = Some(parse_object(&c.metadata_json));
                     changes.push(FlagChange::NamespaceUpdated { namespace: name.to_string() });
@@ -283,7 +296,8 @@ impl Snapshot {
             }
             let evaluators = evaluators.unwrap_or_else(|| old.evaluators.clone());
             let metadata = metadata.unwrap_or_else(|| old.metadata.clone());
-            namespaces[i] = Arc::new(NamespaceState::build(flags, evaluators, metadata));
+            let settings = settings.unwrap_or(old.settings);
+            namespaces[i] = Arc::new(NamespaceState::build(flags, evaluators, metadata, settings));
         }
         let snap = Snapshot {
             revision: batch.revision,
@@ -316,8 +330,12 @@ pub(crate) fn states_from_proto(s: &proto::WatchSnapshot) -> BTreeMap<String, Na
                 .iter()
                 .map(|f| (f.key.clone(), Arc::new(FlagEntry::new(&f.key, record_from_proto(f)))))
                 .collect();
-            let state =
-                NamespaceState::build(flags, parse_evaluators(&ns.evaluators_json), parse_object(&ns.metadata_json));
+            let state = NamespaceState::build(
+                flags,
+                parse_evaluators(&ns.evaluators_json),
+                parse_object(&ns.metadata_json),
+                settings_from_proto(ns.settings.as_ref()),
+            );
             (ns.namespace.clone(), state)
         })
         .collect()
@@ -328,6 +346,7 @@ pub(crate) fn state_from_records(
     records: Vec<(String, FlagRecord)>,
     evaluators: BTreeMap<String, Value>,
     metadata: Map<String, Value>,
+    settings: NamespaceSettings,
 ) -> NamespaceState {
     let flags = records
         .into_iter()
@@ -336,7 +355,19 @@ pub(crate) fn state_from_records(
             (key, Arc::new(entry))
         })
         .collect();
-    NamespaceState::build(flags, evaluators, metadata)
+    NamespaceState::build(flags, evaluators, metadata, settings)
+}
+
+/// A namespace's settings from the wire. Settings this build does not know (a newer server's
+/// bucketing) are logged and the defaults used: its evaluations may then differ from the
+/// server's for `fractional` rules until the client is upgraded.
+fn settings_from_proto(s: Option<&proto::NamespaceSettings>) -> NamespaceSettings {
+    s.map_or_else(NamespaceSettings::default, |s| {
+        s.to_model().unwrap_or_else(|unknown| {
+            tracing::error!(fractional = %unknown, "the server uses a fractional algorithm this client does not know; upgrade the client");
+            NamespaceSettings::default()
+        })
+    })
 }
 
 fn parse_object(json: &str) -> Map<String, Value> {
@@ -358,7 +389,7 @@ fn parse_evaluators(json: &str) -> BTreeMap<String, Value> {
 
 /// The flag-level differences between two states of one namespace.
 fn diff(name: &str, old: &NamespaceState, new: &NamespaceState, out: &mut Vec<FlagChange>) {
-    if old.evaluators != new.evaluators || old.metadata != new.metadata {
+    if old.evaluators != new.evaluators || old.metadata != new.metadata || old.settings != new.settings {
         out.push(FlagChange::NamespaceUpdated { namespace: name.to_string() });
     }
     for (key, f) in &new.flags {
@@ -513,6 +544,7 @@ pub(crate) mod tests {
                 flags: vec![flag("a", "keep", bool_spec("on"), 1, 3), flag("a", "new", bool_spec("off"), 1, 9)],
                 evaluators_json: "{}".into(),
                 metadata_json: "{}".into(),
+                settings: None,
             }],
             more: false,
         };
@@ -541,7 +573,7 @@ pub(crate) mod tests {
         };
         let states = BTreeMap::from([(
             "a".to_string(),
-            state_from_records(vec![("f".into(), cached)], BTreeMap::new(), Map::new()),
+            state_from_records(vec![("f".into(), cached)], BTreeMap::new(), Map::new(), NamespaceSettings::default()),
         )]);
         let (s1, _) = Snapshot::empty(names(&["a"])).replace(3, DataSource::DiskCache, states);
         let cluster = |spec_json: &str| {
@@ -552,6 +584,7 @@ pub(crate) mod tests {
                 flags: vec![f],
                 evaluators_json: "{}".into(),
                 metadata_json: "{}".into(),
+                settings: None,
             };
             states_from_proto(&proto::WatchSnapshot { revision: 3, namespaces: vec![ns], more: false })
         };
@@ -562,6 +595,44 @@ pub(crate) mod tests {
             s1.replace(3, DataSource::Cluster, cluster(changed)).1,
             vec![FlagChange::Upserted { namespace: "a".into(), key: "f".into(), version: 1 }]
         );
+    }
+
+    #[test]
+    fn a_settings_change_recompiles_the_namespace_with_its_bucketing() {
+        use vexil_model::eval::{EvalContext, FractionalAlgorithm};
+        let rollout = json!({"state": "ENABLED", "variants": {"a": "a", "b": "b"}, "defaultVariant": "a",
+            "targeting": {"fractional": [["a", 50], ["b", 50]]}});
+        let (s1, _) = Snapshot::empty(names(&["a"]))
+            .apply_batch(&proto::ChangeBatch { revision: 3, changes: vec![upsert("a", "r", rollout, 1, 3)] })
+            .unwrap();
+        let buckets = |s: &Snapshot| -> Vec<String> {
+            let ns = s.namespace("a").unwrap();
+            (0..64)
+                .map(|i| {
+                    let key = format!("user-{i}");
+                    let ctx = EvalContext::with_targeting_key(&key);
+                    format!("{:?}", ns.compiled().evaluate("r", &ctx, 0).value)
+                })
+                .collect()
+        };
+        let v3 =
+            proto::NamespaceSettings { fractional: FractionalAlgorithm::CborMurmur3.as_str().into(), strict: false };
+        let change = proto::Change {
+            revision: 4,
+            action: "namespace.settings".into(),
+            namespace: "a".into(),
+            settings: Some(v3),
+            ..Default::default()
+        };
+        let (s2, changes) = s1.apply_batch(&proto::ChangeBatch { revision: 4, changes: vec![change] }).unwrap();
+        assert_eq!(changes, vec![FlagChange::NamespaceUpdated { namespace: "a".into() }]);
+        assert_eq!(s2.namespace("a").unwrap().settings().fractional, FractionalAlgorithm::CborMurmur3);
+        assert_ne!(buckets(&s1), buckets(&s2), "v2 and v3 place some of 64 users differently");
+        // A later flag change keeps the namespace's settings.
+        let (s3, _) = s2
+            .apply_batch(&proto::ChangeBatch { revision: 5, changes: vec![upsert("a", "x", bool_spec("on"), 1, 5)] })
+            .unwrap();
+        assert_eq!(buckets(&s3), buckets(&s2));
     }
 
     #[test]

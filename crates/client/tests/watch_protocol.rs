@@ -95,6 +95,7 @@ fn snapshot_part(revision: u64, flags: Vec<Flag>, more: bool) -> Kind {
             flags,
             evaluators_json: "{}".into(),
             metadata_json: "{}".into(),
+            settings: None,
         }],
         more,
     })

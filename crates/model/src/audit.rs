@@ -55,10 +55,12 @@ pub enum AuditAction {
     AlarmClear,
     /// Retention removed the entries up to a [`Checkpoint`] (the entry's `after`).
     AuditCheckpoint,
+    /// A namespace's settings changed (`before`/`after`: [`crate::NamespaceSettings::to_json`]).
+    NamespaceSettings,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 12] = [
+    pub const ALL: [AuditAction; 13] = [
         AuditAction::FlagCreate,
         AuditAction::FlagUpdate,
         AuditAction::FlagSetState,
@@ -71,6 +73,7 @@ impl AuditAction {
         AuditAction::AlarmRaise,
         AuditAction::AlarmClear,
         AuditAction::AuditCheckpoint,
+        AuditAction::NamespaceSettings,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -87,6 +90,7 @@ impl AuditAction {
             AuditAction::AlarmRaise => "alarm.raise",
             AuditAction::AlarmClear => "alarm.clear",
             AuditAction::AuditCheckpoint => "audit.checkpoint",
+            AuditAction::NamespaceSettings => "namespace.settings",
         }
     }
 

@@ -554,7 +554,8 @@ fn parse_string_list(
     Ok(out)
 }
 
-pub(crate) fn type_name(v: &Value) -> &'static str {
+/// How messages name a JSON value's type ("a number", "an object", ...).
+pub fn type_name(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

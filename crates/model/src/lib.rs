@@ -8,6 +8,7 @@
 //! - [`flag`]: the flag definition (flagd's flag object plus governance fields) and its
 //!   validation.
 //! - [`document`]: a whole namespace document (flagd's file format) and its validation.
+//! - [`namespace`]: a namespace's own settings (bucketing, strictness).
 //! - [`record`]: the stored form of a flag (definition text plus bookkeeping).
 //! - [`audit`]: the audit entry and its SHA-256 hash chain.
 //! - [`eval`]: compiled evaluation, and the one result shape every surface renders.
@@ -20,6 +21,7 @@ pub mod document;
 pub mod eval;
 pub mod flag;
 pub mod limits;
+pub mod namespace;
 pub mod record;
 pub mod stale;
 
@@ -27,4 +29,5 @@ pub use audit::{AuditAction, AuditEntry, ChainError, ChainVerifier};
 pub use document::{DocumentDiff, FieldChange, NamespaceDocument};
 pub use eval::{CompiledFlag, CompiledNamespace, EvalContext, Resolution};
 pub use flag::{FlagSpec, FlagState, Lifecycle, ValidationError, VariantType};
+pub use namespace::NamespaceSettings;
 pub use record::FlagRecord;

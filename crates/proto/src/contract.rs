@@ -1,6 +1,6 @@
 //! The parts of the API contract that are not messages: the stable error reasons
 //! ([`ErrorReason`]), and the conversion between the audit entry on the wire and the model's
-//! (whose hash chain clients verify).
+//! (whose hash chain clients verify), and namespace settings between the wire and the model.
 
 use crate::v1;
 
@@ -244,5 +244,22 @@ mod tests {
         bad = wire;
         bad.hash.pop();
         assert!(vexil_model::AuditEntry::try_from(&bad).unwrap_err().contains("31 bytes"));
+    }
+}
+
+impl From<vexil_model::NamespaceSettings> for v1::NamespaceSettings {
+    fn from(s: vexil_model::NamespaceSettings) -> Self {
+        v1::NamespaceSettings { fractional: s.fractional.as_str().into(), strict: s.strict }
+    }
+}
+
+impl v1::NamespaceSettings {
+    /// The model's settings, or the `fractional` name this build does not know.
+    pub fn to_model(&self) -> Result<vexil_model::NamespaceSettings, String> {
+        let fractional = match self.fractional.as_str() {
+            "" => vexil_model::eval::FractionalAlgorithm::default(),
+            name => vexil_model::eval::FractionalAlgorithm::parse(name).ok_or_else(|| name.to_string())?,
+        };
+        Ok(vexil_model::NamespaceSettings { fractional, strict: self.strict })
     }
 }

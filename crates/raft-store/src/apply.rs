@@ -16,14 +16,14 @@ use openraft::EntryPayload;
 use sha2::{Digest, Sha256};
 use vexil_model::access::{Grant, TokenRecord, validate_grant, validate_token_name};
 use vexil_model::audit::{Checkpoint, Hash};
-use vexil_model::{AuditAction, AuditEntry, FlagSpec, NamespaceDocument, limits};
+use vexil_model::{AuditAction, AuditEntry, FlagSpec, NamespaceDocument, NamespaceSettings, limits};
 
 use crate::codec;
 use crate::error::StoreError;
 use crate::limits::DEDUP_GENERATION_REQUESTS;
 use crate::schema::{
     AuditHead, DedupRecord, FlagRecord, META_ALARMS, META_ANONYMOUS_READ, META_AUDIT_CHECKPOINT,
-    META_TOKENS_BOOTSTRAPPED, NamespaceRecord, Table,
+    META_TOKENS_BOOTSTRAPPED, NamespaceRecord, Table, namespace_settings_key,
 };
 use crate::sm_state::SmState;
 use crate::txn::{KvRead, Txn, Writes};
@@ -371,6 +371,7 @@ fn execute<R: KvRead + ?Sized>(a: &mut Auditor<'_, '_, R>, command: &Command) ->
         }
         Command::RevokeToken { name } => revoke_token(a, name),
         Command::SetAnonymousRead { namespace, enabled } => set_anonymous_read(a, namespace, *enabled),
+        Command::SetNamespaceSettings { namespace, change_json } => set_namespace_settings(a, namespace, change_json),
         Command::RaiseAlarm { node_id, reason } => raise_alarm(a, *node_id, reason),
         Command::ClearAlarms => clear_alarms(a),
         Command::CompactAudit { through_seq, through_revision } => compact_audit(a, *through_seq, *through_revision),
@@ -556,6 +557,42 @@ fn set_anonymous_read<R: KvRead + ?Sized>(a: &mut Auditor<'_, '_, R>, namespace:
     }
     let state = |on: bool| Some(serde_json::json!({ "anonymous_read": on }).to_string());
     a.record(AuditAction::NamespaceAccess, namespace, "", 0, state(was), state(enabled))?;
+    Ok(Ok(Outcome::None))
+}
+
+fn set_namespace_settings<R: KvRead + ?Sized>(
+    a: &mut Auditor<'_, '_, R>,
+    namespace: &str,
+    change_json: &str,
+) -> CommandResult {
+    if let Err(problem) = vexil_model::flag::validate_namespace(namespace) {
+        return Ok(Err(WriteError::Invalid { field: "namespace".into(), problem }));
+    }
+    let change = match serde_json::from_str::<serde_json::Value>(change_json) {
+        Ok(serde_json::Value::Object(change)) => change,
+        _ => {
+            return Ok(Err(WriteError::Invalid {
+                field: "settings".into(),
+                problem: "must be a JSON object of setting names to values".into(),
+            }));
+        }
+    };
+    let key = namespace_settings_key(namespace);
+    let old: NamespaceSettings = a.txn.get_decoded(Table::Meta, &key)?.unwrap_or_default();
+    let new = match old.merged(&change) {
+        Ok(new) => new,
+        Err(e) => return Ok(Err(WriteError::Invalid { field: e.field, problem: e.problem })),
+    };
+    if new == old {
+        return Ok(Ok(Outcome::None));
+    }
+    if new == NamespaceSettings::default() {
+        a.txn.delete(Table::Meta, key);
+    } else {
+        a.txn.put_encoded(Table::Meta, key, &new)?;
+    }
+    let (before, after) = (old.to_json().to_string(), new.to_json().to_string());
+    a.record(AuditAction::NamespaceSettings, namespace, "", 0, Some(before), Some(after))?;
     Ok(Ok(Outcome::None))
 }
 
@@ -1048,6 +1085,38 @@ pub(crate) mod tests {
         let mut v = ChainVerifier::from_checkpoint(cp);
         v.push(&last[0]).expect("links to the cut");
         v.finish().expect("names it");
+    }
+
+    #[test]
+    fn namespace_settings_merge_in_apply_and_refusals_change_nothing() {
+        let mut h = Harness::new();
+        let set =
+            |ns: &str, change: &str| Command::SetNamespaceSettings { namespace: ns.into(), change_json: change.into() };
+        let stored = |h: &Harness| -> Option<NamespaceSettings> {
+            Txn::new(&h.kv).get_decoded(Table::Meta, &namespace_settings_key("web")).expect("read")
+        };
+        assert!(h.run("", set("web", r#"{"fractional": "cbor-murmur3"}"#)).outcome.is_ok());
+        // A second change naming another setting keeps the first (merged at apply).
+        assert!(h.run("", set("web", r#"{"strict": true}"#)).outcome.is_ok());
+        let both = NamespaceSettings { fractional: vexil_model::eval::FractionalAlgorithm::CborMurmur3, strict: true };
+        assert_eq!(stored(&h), Some(both));
+        let entry = h.audit().last().cloned().expect("audited");
+        assert_eq!(entry.action, AuditAction::NamespaceSettings);
+        assert_eq!(entry.before.as_deref(), Some(r#"{"fractional":"cbor-murmur3","strict":false}"#));
+        assert_eq!(entry.after.as_deref(), Some(r#"{"fractional":"cbor-murmur3","strict":true}"#));
+        // The same again: no change, no entry.
+        let seqs = h.audit().len();
+        assert!(h.run("", set("web", r#"{"strict": true}"#)).outcome.is_ok());
+        assert_eq!(h.audit().len(), seqs);
+        // Refusals name the field and change nothing.
+        for (change, field) in [(r#"{"strict": 1}"#, "strict"), (r#"{"shade": 1}"#, "shade"), ("[1]", "settings")] {
+            let out = h.run("", set("web", change)).outcome;
+            assert!(matches!(&out, Err(WriteError::Invalid { field: f, .. }) if f == field), "{change}: {out:?}");
+        }
+        assert_eq!((stored(&h), h.audit().len()), (Some(both), seqs));
+        // Back to the defaults: the key goes.
+        assert!(h.run("", set("web", r#"{"strict": false, "fractional": "murmur3-scaled"}"#)).outcome.is_ok());
+        assert_eq!(stored(&h), None);
     }
 
     #[test]

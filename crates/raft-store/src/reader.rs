@@ -10,9 +10,9 @@ use std::sync::Arc;
 
 use rocksdb::{DB, SnapshotWithThreadMode};
 use tokio::sync::watch;
-use vexil_model::AuditEntry;
 use vexil_model::access::TokenRecord;
 use vexil_model::audit::Checkpoint;
+use vexil_model::{AuditEntry, NamespaceSettings};
 
 use crate::codec;
 use crate::db::DbView;
@@ -21,6 +21,7 @@ use crate::feed::{AppliedFeed, PageEnd, trim_to_whole_revisions};
 use crate::limits::AUDIT_SCAN_CHUNK_ENTRIES_MAX;
 use crate::schema::{
     AuditHead, FlagRecord, META_ALARMS, META_ANONYMOUS_READ, META_AUDIT_CHECKPOINT, NamespaceRecord, Table,
+    namespace_settings_key,
 };
 use crate::sm_state::SmState;
 use crate::state_machine::StateMachineStore;
@@ -72,6 +73,8 @@ pub struct NamespaceState {
     pub namespace: String,
     pub flags: Vec<(String, FlagRecord)>,
     pub record: NamespaceRecord,
+    /// Its settings (defaults unless an admin changed them).
+    pub settings: NamespaceSettings,
 }
 
 /// Which audit entries to list.
@@ -223,7 +226,8 @@ impl StateSnapshot<'_> {
                 }
                 bytes += size;
                 let record = stored.map(|b| decode(Table::Namespaces, &b)).transpose()?.unwrap_or_default();
-                out.push(NamespaceState { namespace: ns.clone(), flags: Vec::new(), record });
+                let settings = namespace_settings(&*self.view, &ns)?;
+                out.push(NamespaceState { namespace: ns.clone(), flags: Vec::new(), record, settings });
                 self.current = Some((ns.clone(), codec::namespace_prefix(&ns)));
             }
             let Some((ns, start)) = &mut self.current else { break };
@@ -232,6 +236,7 @@ impl StateSnapshot<'_> {
                     namespace: ns.clone(),
                     flags: Vec::new(),
                     record: NamespaceRecord::default(),
+                    settings: NamespaceSettings::default(),
                 });
             }
             let state = out.last_mut().expect("pushed above");
@@ -282,6 +287,11 @@ pub fn merge_parts(parts: impl IntoIterator<Item = Vec<NamespaceState>>) -> Vec<
         }
     }
     out
+}
+
+fn namespace_settings(view: &dyn KvRead, namespace: &str) -> Result<NamespaceSettings, StoreError> {
+    let stored = view.get(Table::Meta, &namespace_settings_key(namespace))?;
+    Ok(stored.map(|b| decode(Table::Meta, &b)).transpose()?.unwrap_or_default())
 }
 
 fn decode<T: serde::de::DeserializeOwned>(table: Table, bytes: &[u8]) -> Result<T, StoreError> {
@@ -379,6 +389,11 @@ impl StateReader {
             out.sort_by(|a, b| a.name.cmp(&b.name));
             Ok((rev, out))
         })
+    }
+
+    /// A namespace's settings (`Command::SetNamespaceSettings`) and the revision read.
+    pub fn namespace_settings(&self, namespace: &str) -> Result<(u64, NamespaceSettings), StoreError> {
+        self.with_view(|view, rev| Ok((rev, namespace_settings(view, namespace)?)))
     }
 
     /// The namespaces callers without a token may read (`Command::SetAnonymousRead`).

@@ -72,6 +72,15 @@ pub const META_ANONYMOUS_READ: &[u8] = b"anonymous_read";
 /// `Meta` key: the standing NOSPACE alarms, an encoded `BTreeMap<u64, Alarm>` by node id
 /// (absent when there are none); cached in [`crate::sm_state::SmState::alarms`].
 pub const META_ALARMS: &[u8] = b"alarms";
+/// `Meta` key prefix: `namespace_settings/<namespace>` → the namespace's
+/// [`vexil_model::NamespaceSettings`], absent while they are the defaults.
+pub const META_NAMESPACE_SETTINGS_PREFIX: &[u8] = b"namespace_settings/";
+
+/// The `Meta` key of a namespace's settings.
+pub fn namespace_settings_key(namespace: &str) -> Vec<u8> {
+    [META_NAMESPACE_SETTINGS_PREFIX, namespace.as_bytes()].concat()
+}
+
 /// `Meta` key: how many deduplication records were ever written (numbers the next one).
 pub const META_REQUESTS_SEQ: &[u8] = b"requests_seq";
 

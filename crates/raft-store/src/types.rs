@@ -80,6 +80,7 @@ impl Request {
             }
             Command::RevokeToken { name } => name.len(),
             Command::SetAnonymousRead { namespace, .. } => namespace.len(),
+            Command::SetNamespaceSettings { namespace, change_json } => namespace.len() + change_json.len(),
             Command::Batch { requests } => requests.iter().map(Request::approx_bytes).sum(),
             Command::RaiseAlarm { reason, .. } => 8 + reason.len(),
             Command::ClearAlarms | Command::CompactAudit { .. } => 16,
@@ -151,6 +152,13 @@ pub enum Command {
         namespace: String,
         enabled: bool,
     },
+    /// Change a namespace's settings ([`vexil_model::NamespaceSettings`]): `change_json` is a
+    /// JSON object naming only the settings it changes, merged in apply with the settings the
+    /// namespace has at that revision (so two changes of different settings both hold).
+    SetNamespaceSettings {
+        namespace: String,
+        change_json: String,
+    },
     /// Several client requests proposed as ONE log entry (the leader's write batcher groups the
     /// writes that queue while earlier ones are in flight). They apply in order, each as if it
     /// were its own entry at this revision: its own deduplication record, audit entries and
@@ -192,6 +200,7 @@ impl Command {
                 | Command::RevokeToken { .. }
                 | Command::RecordMembershipChange { .. }
                 | Command::SetAnonymousRead { enabled: false, .. }
+                | Command::SetNamespaceSettings { .. }
                 | Command::RaiseAlarm { .. }
                 | Command::ClearAlarms
                 | Command::CompactAudit { .. } => true,
@@ -211,7 +220,8 @@ impl Command {
             | Command::SetFlagState { namespace, .. }
             | Command::DeleteFlag { namespace, .. }
             | Command::ApplyNamespace { namespace, .. }
-            | Command::SetAnonymousRead { namespace, .. } => namespace,
+            | Command::SetAnonymousRead { namespace, .. }
+            | Command::SetNamespaceSettings { namespace, .. } => namespace,
             Command::RecordMembershipChange { .. }
             | Command::CreateToken { .. }
             | Command::RevokeToken { .. }

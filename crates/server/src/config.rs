@@ -60,11 +60,13 @@ pub struct Config {
     #[arg(id = "admin_listen", long = "admin-listen")]
     #[arg(env = "VEXIL_ADMIN_LISTEN", value_name = "ADDR")]
     pub admin_listen: Option<SocketAddr>,
-    /// Where OpenFeature providers connect (flagd evaluation v1/v2 over gRPC, and OFREP over
-    /// HTTP: `openfeature/`); unset disables it. flagd's own port is 8013.
+    /// Where OpenFeature providers connect, comma-separated; empty disables it. Each address
+    /// serves every protocol (flagd evaluation v1/v2 over gRPC and Connect, flagd sync, OFREP:
+    /// `openfeature/`), so listening on flagd's three ports (8013 evaluation, 8015 sync, 8016
+    /// OFREP) lets providers keep their default ports.
     #[arg(id = "openfeature_listen", long = "openfeature-listen")]
-    #[arg(env = "VEXIL_OPENFEATURE_LISTEN", value_name = "ADDR")]
-    pub openfeature_listen: Option<SocketAddr>,
+    #[arg(env = "VEXIL_OPENFEATURE_LISTEN", value_name = "ADDRS", value_delimiter = ',')]
+    pub openfeature_listen: Vec<SocketAddr>,
     /// Log filter, as in `RUST_LOG` (`info`, `vexil_server=debug,openraft=warn`).
     #[arg(id = "log", long = "log")]
     #[arg(env = "VEXIL_LOG", value_name = "FILTER", default_value = "info,openraft=warn")]
@@ -530,10 +532,16 @@ impl Config {
         {
             return Err(bad("admin_listen", "must differ from api_listen and raft_listen"));
         }
-        if let Some(of) = self.openfeature_listen
-            && (of == self.api_listen || of == self.raft_listen || Some(of) == self.admin_listen)
-        {
-            return Err(bad("openfeature_listen", "must differ from api_listen, raft_listen and admin_listen"));
+        for (i, &of) in self.openfeature_listen.iter().enumerate() {
+            if of == self.api_listen || of == self.raft_listen || Some(of) == self.admin_listen {
+                return Err(bad(
+                    "openfeature_listen",
+                    format!("{of} must differ from api_listen, raft_listen and admin_listen"),
+                ));
+            }
+            if self.openfeature_listen[..i].contains(&of) {
+                return Err(bad("openfeature_listen", format!("{of} is listed twice")));
+            }
         }
         vexil_model::flag::validate_namespace(&self.openfeature.default_namespace)
             .map_err(|p| bad("openfeature.default_namespace", p))?;
@@ -888,7 +896,10 @@ mod tests {
         // Optional keys serialise only when set.
         let mut cfg = Config {
             admin_listen: Some(SocketAddr::from(([127, 0, 0, 1], 7201))),
-            openfeature_listen: Some(SocketAddr::from(([127, 0, 0, 1], 8013))),
+            openfeature_listen: vec![
+                SocketAddr::from(([127, 0, 0, 1], 8013)),
+                SocketAddr::from(([127, 0, 0, 1], 8015)),
+            ],
             ..Config::default()
         };
         cfg.tls.cert_file = Some("node.pem".into());

@@ -82,7 +82,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
     };
     let http = HttpListeners {
         admin: bind("admin_listen", config.admin_listen).await?,
-        openfeature: bind("openfeature_listen", config.openfeature_listen).await?,
+        openfeature: {
+            let mut listeners = Vec::new();
+            for &addr in &config.openfeature_listen {
+                listeners.extend(bind("openfeature_listen", Some(addr)).await?);
+            }
+            listeners
+        },
     };
     let node = Node::start(config).await?;
     serve(node, api_listener, raft_listener, http, shutdown).await
@@ -93,8 +99,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()> + Send + 'st
 pub struct HttpListeners {
     /// `/metrics`, `/livez`, `/readyz` (`admin.rs`).
     pub admin: Option<TcpListener>,
-    /// flagd's evaluation protocol and OFREP (`openfeature/`).
-    pub openfeature: Option<TcpListener>,
+    /// flagd's protocols and OFREP (`openfeature/`), each listener serving all of them.
+    pub openfeature: Vec<TcpListener>,
 }
 
 /// Serves the ports of a started node on already-bound TCP listeners.
@@ -256,18 +262,14 @@ where
             Some(serve_http(&node, listener, admin::router(node.clone()), "admin", &[], false, &stop_api_rx).await?)
         }
     };
-    let openfeature_task = match http.openfeature {
-        None => None,
-        Some(listener) => {
-            let of = openfeature::OpenFeature {
-                node: node.clone(),
-                evaluator: evaluator.clone(),
-                slots: stream_slots.clone(),
-            };
-            let app = openfeature::router(of, authn.clone());
-            Some(serve_http(&node, listener, app, "openfeature", &[b"h2", b"http/1.1"], true, &stop_api_rx).await?)
-        }
-    };
+    let of = openfeature::OpenFeature { node: node.clone(), evaluator: evaluator.clone(), slots: stream_slots.clone() };
+    let openfeature_app = openfeature::router(of, authn.clone());
+    let mut openfeature_tasks = Vec::new();
+    for listener in http.openfeature {
+        let app = openfeature_app.clone();
+        openfeature_tasks
+            .push(serve_http(&node, listener, app, "openfeature", &[b"h2", b"http/1.1"], true, &stop_api_rx).await?);
+    }
     let mut raft_task = tokio::spawn(raft_server);
     let mut api_task = tokio::spawn(api_server);
     let core_stop = tokio::select! {
@@ -296,10 +298,10 @@ where
         Some(mut task) => drain(&mut task, deadline, node.id, "admin", api_drain_ms).await,
         None => Ok(Ok(())),
     };
-    let openfeature_result = match openfeature_task {
-        Some(mut task) => drain(&mut task, deadline, node.id, "OpenFeature", api_drain_ms).await,
-        None => Ok(Ok(())),
-    };
+    let mut openfeature_results = Vec::new();
+    for mut task in openfeature_tasks {
+        openfeature_results.push(drain(&mut task, deadline, node.id, "OpenFeature", api_drain_ms).await);
+    }
     // 4. Raft stops: a leader steps down; nobody can count on this node any more.
     tracing::info!(node_id = node.id, "API drained; shutting Raft down");
     if let Err(e) = node.raft.shutdown().await {
@@ -331,7 +333,9 @@ where
     raft_result??;
     api_result??;
     admin_result?.map_err(|source| NodeError::Http { port: "admin", source })?;
-    openfeature_result?.map_err(|source| NodeError::Http { port: "openfeature", source })?;
+    for result in openfeature_results {
+        result?.map_err(|source| NodeError::Http { port: "openfeature", source })?;
+    }
     tracing::info!(node_id, "stopped");
     Ok(())
 }

@@ -22,17 +22,6 @@ use vexil_proto::v1::flags_client::FlagsClient;
 use vexil_proto::v1::{ApplyNamespaceRequest, CreateFlagRequest, SetFlagStateRequest, UpdateFlagRequest};
 use vexil_testkit::{Cluster, Listener};
 
-const DOC: &str = r##"{"flags": {
-    "banner": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "off",
-               "targeting": {"if": [{"==": [{"var": "plan"}, "pro"]}, "on", null]}, "metadata": {"owner": "growth"}},
-    "color": {"state": "ENABLED", "variants": {"red": "#f00", "blue": "#00f"}, "defaultVariant": "red"},
-    "limit": {"state": "ENABLED", "variants": {"low": 5, "high": 50}, "defaultVariant": "low"},
-    "ratio": {"state": "ENABLED", "variants": {"half": 0.5}, "defaultVariant": "half"},
-    "cfg": {"state": "ENABLED", "variants": {"a": {"depth": 2}}, "defaultVariant": "a"},
-    "off": {"state": "DISABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"},
-    "nodefault": {"state": "ENABLED", "variants": {"on": true, "off": false}}
-  }, "metadata": {"team": "web"}}"##;
-
 async fn cluster(secure: bool) -> Cluster {
     let mut b = common::builder(3).listener(Listener::OpenFeature);
     if secure {
@@ -40,7 +29,7 @@ async fn cluster(secure: bool) -> Cluster {
     }
     let c = b.start().await;
     for (namespace, doc) in [
-        ("default", DOC),
+        ("default", vexil_testkit::PROVIDER_FLAGS),
         (
             "shop",
             r#"{"flags": {"banner": {"state": "ENABLED", "variants": {"on": true, "off": false}, "defaultVariant": "on"}}}"#,
@@ -448,6 +437,9 @@ async fn ofrep_single_and_bulk_evaluation_with_its_shapes_errors_and_etag() {
     assert!(missing.json()["errorDetails"].is_string());
     let garbled = post("/ofrep/v1/evaluate/flags/banner", &[], "{oops");
     assert_eq!((garbled.status, garbled.json()["errorCode"].clone()), (400, json!("INVALID_CONTEXT")));
+    let not_object = post("/ofrep/v1/evaluate/flags/banner", &[], r#"{"context": 5}"#);
+    assert_eq!((not_object.status, not_object.json()["errorCode"].clone()), (400, json!("INVALID_CONTEXT")));
+    assert!(not_object.json()["errorDetails"].as_str().unwrap().contains("`context`"), "{not_object:?}");
     let oversized = format!(r#"{{"context": {{"blob": "{}"}}}}"#, "x".repeat(70 * 1024));
     assert_eq!(post("/ofrep/v1/evaluate/flags/banner", &[], &oversized).status, 413);
     let unknown_ns = post("/ofrep/v1/evaluate/flags/banner", &[("Flagd-Selector", "flagSetId=Not_A_Namespace")], "{}");

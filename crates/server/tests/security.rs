@@ -178,6 +178,25 @@ fn every_rpc() -> Vec<(&'static str, Needs, Call)> {
         ),
         ("Flags.ListNamespaces", Needs::AnyRole, call!(FlagsClient, list_namespaces, ListNamespacesRequest::default())),
         (
+            "Flags.GetNamespaceSettings",
+            Needs::ReadA,
+            call!(
+                FlagsClient,
+                get_namespace_settings,
+                GetNamespaceSettingsRequest { namespace: ns(), ..Default::default() }
+            ),
+        ),
+        (
+            // The defaults again: an admin's call changes nothing.
+            "Flags.SetNamespaceSettings",
+            Needs::Admin,
+            call!(
+                FlagsClient,
+                set_namespace_settings,
+                SetNamespaceSettingsRequest { namespace: ns(), strict: Some(false), ..Default::default() }
+            ),
+        ),
+        (
             "Evaluation.EvaluateFlag",
             Needs::ReadA,
             call!(

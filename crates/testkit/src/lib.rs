@@ -19,8 +19,11 @@
 //! - `grpc.rs`: clients, status, leader agreement, audit log, HTTP requests to a node's HTTP
 //!   ports ([`Cluster::http`]), and request pieces ([`spec`], [`bool_spec`], [`linearizable`],
 //!   [`verify_chain`]).
-//! - [`python_with`] (`python.rs`): other ecosystems' real clients, a cached Python virtual
-//!   environment with pinned packages, and [`python_script`] to run one.
+//! - `foreign.rs`: other projects' real clients, built or installed once per machine:
+//!   [`python_with`] (a Python virtual environment with pinned packages, run by
+//!   [`python_script`]) and [`rust_provider`] (OpenFeature's Rust provider driver).
+//! - [`Balancer`] (`balancer.rs`): one address in front of several nodes, as a load balancer or a
+//!   Kubernetes Service gives a client that knows one host.
 //! - [`eventually`] and [`eventually_async`]: polling a condition with a bound.
 //! - Bounds are in `limits.rs`; ports come from [`free_port`].
 //!
@@ -40,22 +43,24 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod balancer;
 mod cluster;
 mod disk;
+mod foreign;
 mod grpc;
 pub mod limits;
 mod listener;
 mod process;
-mod python;
 mod recorder;
 mod security;
 
+pub use balancer::Balancer;
 pub use cluster::{Cluster, ClusterBuilder, READ_LEASE_MS, Runtime};
 pub use disk::{SmallDisk, ThinDisk};
+pub use foreign::{PROVIDER_FLAGS, python_script, python_with, rust_provider, rust_provider_run};
 pub use grpc::{HttpReply, bool_spec, linearizable, spec, verify_chain};
 pub use listener::Listener;
 pub use process::Process;
-pub use python::{python_script, python_with};
 pub use recorder::{HeaderRecorder, RecorderTls};
 pub use security::Credentials;
 

@@ -13,7 +13,12 @@ use vexil_testkit::{Cluster, Listener};
 /// Starts `n` voters that bootstrap one cluster (with `extra` node flags), and waits for a
 /// leader. Nodes started later with `Cluster::start_outsider` get the same flags.
 pub async fn start(n: u64, extra: &[&str]) -> Cluster {
-    Cluster::builder(n).write_timeout_ms(5000).rpc_timeout_ms(1000).flags(extra).start().await
+    builder(n).flags(extra).start().await
+}
+
+/// The CLI suites' cluster builder, for clusters that need more (a listener, say).
+pub fn builder(n: u64) -> vexil_testkit::ClusterBuilder {
+    Cluster::builder(n).write_timeout_ms(5000).rpc_timeout_ms(1000)
 }
 
 /// What one `vexilctl` run printed and returned.

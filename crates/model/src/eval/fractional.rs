@@ -31,7 +31,8 @@ use serde_json::Value;
 use super::murmur3::Murmur3;
 
 /// How `fractional` maps a bucketing value to a variant.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")] // as `as_str` names them (JSON forms; bincode uses the index)
 pub enum FractionalAlgorithm {
     /// flagd core v0.15 and later: `(murmur3(bytes) as u32 × total_weight) >> 32`.
     #[default]

@@ -80,8 +80,8 @@ impl Evaluator {
         if let Some(ns) = self.cache.get(namespace, revision) {
             return Ok((revision, ns));
         }
-        let (states_revision, doc) = super::current_document(&self.node, namespace)?;
-        let compiled = Arc::new(CompiledNamespace::new(&doc));
+        let (states_revision, doc, settings) = super::current_namespace(&self.node, namespace)?;
+        let compiled = Arc::new(CompiledNamespace::with_options(&doc, settings.compile_options()));
         self.cache.put(namespace, states_revision, compiled.clone());
         Ok((states_revision, compiled))
     }

@@ -7,8 +7,9 @@ use vexil_model::{FlagSpec, FlagState, NamespaceDocument};
 use vexil_proto::v1::flags_server::Flags;
 use vexil_proto::v1::{
     ApplyNamespaceRequest, ApplyNamespaceResponse, Consistency, CreateFlagRequest, DeleteFlagRequest, FieldChange,
-    Flag, FlagDiff, GetFlagRequest, GetFlagResponse, ListFlagsRequest, ListFlagsResponse, ListNamespacesRequest,
-    ListNamespacesResponse, SetFlagStateRequest, UpdateFlagRequest, WriteFlagResponse,
+    Flag, FlagDiff, GetFlagRequest, GetFlagResponse, GetNamespaceSettingsRequest, GetNamespaceSettingsResponse,
+    ListFlagsRequest, ListFlagsResponse, ListNamespacesRequest, ListNamespacesResponse, SetFlagStateRequest,
+    SetNamespaceSettingsRequest, SetNamespaceSettingsResponse, UpdateFlagRequest, WriteFlagResponse,
 };
 use vexil_raft_store::{Command, FlagRecord, Outcome, WriteError};
 
@@ -55,9 +56,16 @@ impl FlagsApi {
         }
     }
 
+    /// Whether a write to `ns` refuses warnings: the request asks for it, or the namespace's
+    /// settings do (as this node last applied them: a write racing a change of the setting is
+    /// judged by the setting it saw).
+    fn strict(&self, ns: &str, requested: bool) -> Result<bool, ServerError> {
+        Ok(requested || self.node.reader.namespace_settings(ns)?.1.strict)
+    }
+
     /// Validates a definition, including its targeting against the namespace's current
     /// `$evaluators`, and returns its canonical JSON and the warnings about its targeting
-    /// (refused instead when `strict`).
+    /// (refused instead when `strict`, by the request or the namespace).
     fn validated_spec(
         &self,
         ns: &str,
@@ -76,7 +84,7 @@ impl FlagsApi {
                 record.map(|r| serde_json::from_str(&r.evaluators_json).unwrap_or_default()).unwrap_or_default();
             warnings = vexil_model::eval::check_targeting(&spec, &evaluators)?;
         }
-        Ok((spec.to_json(), warned(warnings, strict)?))
+        Ok((spec.to_json(), warned(warnings, self.strict(ns, strict)?)?))
     }
 }
 
@@ -195,6 +203,53 @@ impl Flags for FlagsApi {
     }
 
     #[tracing::instrument(skip_all, fields(node = self.node.id, ns = %req.get_ref().namespace))]
+    async fn set_namespace_settings(
+        &self,
+        req: Request<SetNamespaceSettingsRequest>,
+    ) -> Result<Response<SetNamespaceSettingsResponse>, Status> {
+        let who = caller(&self.node, &req).await?;
+        who.check(Need::Admin)?;
+        let r = req.into_inner();
+        check_namespace(&r.namespace)?;
+        let mut change = serde_json::Map::new();
+        if let Some(fractional) = r.fractional {
+            change.insert("fractional".into(), fractional.into());
+        }
+        if let Some(strict) = r.strict {
+            change.insert("strict".into(), strict.into());
+        }
+        if change.is_empty() {
+            return Err(
+                ServerError::invalid("settings", "name at least one setting to change (fractional, strict)").into()
+            );
+        }
+        // Checked here for a prompt answer; applied by merging into the settings the namespace
+        // has at the change's revision.
+        vexil_model::NamespaceSettings::default().merged(&change).map_err(ServerError::from)?;
+        let command = Command::SetNamespaceSettings {
+            namespace: r.namespace,
+            change_json: serde_json::Value::Object(change).to_string(),
+        };
+        let (resp, leader) = self.node.write(request(&self.node, &who, r.options, command)?).await?;
+        resp.outcome.map_err(ServerError::Write)?;
+        Ok(Response::new(SetNamespaceSettingsResponse { header: write_header(resp.revision, leader) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(node = self.node.id, ns = %req.get_ref().namespace))]
+    async fn get_namespace_settings(
+        &self,
+        req: Request<GetNamespaceSettingsRequest>,
+    ) -> Result<Response<GetNamespaceSettingsResponse>, Status> {
+        let who = caller(&self.node, &req).await?;
+        let r = req.into_inner();
+        who.check(Need::Read(&r.namespace))?;
+        check_namespace(&r.namespace)?;
+        let header = read_barrier(&self.node, r.read, Consistency::Lease).await?;
+        let (revision, settings) = self.node.reader.namespace_settings(&r.namespace).map_err(ServerError::from)?;
+        Ok(Response::new(GetNamespaceSettingsResponse { header: header(revision), settings: Some(settings.into()) }))
+    }
+
+    #[tracing::instrument(skip_all, fields(node = self.node.id, ns = %req.get_ref().namespace))]
     async fn apply_namespace(
         &self,
         req: Request<ApplyNamespaceRequest>,
@@ -204,7 +259,8 @@ impl Flags for FlagsApi {
         who.check(Need::Write(&r.namespace))?;
         check_namespace(&r.namespace)?;
         let doc = NamespaceDocument::from_json(&r.document_json).map_err(ServerError::from)?;
-        let warnings = warned(vexil_model::eval::check_document(&doc).map_err(ServerError::from)?, r.strict)?;
+        let strict = self.strict(&r.namespace, r.strict)?;
+        let warnings = warned(vexil_model::eval::check_document(&doc).map_err(ServerError::from)?, strict)?;
         if r.dry_run {
             let _linearizable = read_barrier(&self.node, None, Consistency::Linearizable).await?;
             let (revision, current) = super::current_document(&self.node, &r.namespace)?;

@@ -85,6 +85,14 @@ pub(crate) fn check_key(key: &str) -> Result<(), ServerError> {
 /// it reflects. A stored flag that no longer parses is skipped with a warning (it was validated
 /// on write; this only happens across incompatible versions).
 pub(crate) fn current_document(node: &Node, namespace: &str) -> Result<(u64, NamespaceDocument), ServerError> {
+    current_namespace(node, namespace).map(|(revision, doc, _)| (revision, doc))
+}
+
+/// A namespace's document and settings as of the latest applied revision, and that revision.
+pub(crate) fn current_namespace(
+    node: &Node,
+    namespace: &str,
+) -> Result<(u64, NamespaceDocument, vexil_model::NamespaceSettings), ServerError> {
     let (revision, mut states) = node.reader.namespace_states(&[namespace.to_string()])?;
     let state =
         states.pop().ok_or_else(|| ServerError::Internal(format!("no state was read for namespace {namespace:?}")))?;
@@ -99,5 +107,5 @@ pub(crate) fn current_document(node: &Node, namespace: &str) -> Result<(u64, Nam
     }
     doc.evaluators = serde_json::from_str(&state.record.evaluators_json).unwrap_or_default();
     doc.metadata = serde_json::from_str(&state.record.metadata_json).unwrap_or_default();
-    Ok((revision, doc))
+    Ok((revision, doc, state.settings))
 }

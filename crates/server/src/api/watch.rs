@@ -379,6 +379,7 @@ fn state_to_proto(s: vexil_raft_store::NamespaceState) -> NamespaceState {
         flags: s.flags.into_iter().map(|(k, rec)| flag_to_proto(&s.namespace, &k, rec)).collect(),
         evaluators_json: json_or_empty(&s.record.evaluators_json),
         metadata_json: json_or_empty(&s.record.metadata_json),
+        settings: Some(s.settings.into()),
         namespace: s.namespace,
     }
 }
@@ -399,6 +400,7 @@ fn group_by_revision(entries: Vec<AuditEntry>, filter: &BTreeSet<&str>, node: &N
                 | AuditAction::FlagSetState
                 | AuditAction::FlagDelete
                 | AuditAction::NamespaceUpdate
+                | AuditAction::NamespaceSettings
         );
         if !flag_feed || (!filter.is_empty() && !filter.contains(e.namespace.as_str())) {
             continue;
@@ -422,6 +424,7 @@ fn to_change(e: AuditEntry, node: &Node) -> Change {
         flag: None,
         evaluators_json: String::new(),
         metadata_json: String::new(),
+        settings: None,
     };
     match (e.action, &e.after) {
         (AuditAction::NamespaceUpdate, Some(after)) => {
@@ -429,6 +432,13 @@ fn to_change(e: AuditEntry, node: &Node) -> Change {
             let v: serde_json::Value = serde_json::from_str(after).unwrap_or_default();
             change.evaluators_json = v.get("$evaluators").map(|x| x.to_string()).unwrap_or_else(|| "{}".into());
             change.metadata_json = v.get("metadata").map(|x| x.to_string()).unwrap_or_else(|| "{}".into());
+        }
+        (AuditAction::NamespaceSettings, Some(after)) => {
+            // `after` is the settings' JSON form, which the stored settings were made from.
+            let parsed = serde_json::from_str(after)
+                .ok()
+                .and_then(|v: serde_json::Value| vexil_model::NamespaceSettings::default().merged(v.as_object()?).ok());
+            change.settings = parsed.map(Into::into);
         }
         (_, Some(after)) => {
             // Creation bookkeeping is not in the audit entry; the current record has it while

@@ -252,7 +252,7 @@ impl OpenFeature {
                     AuditAction::FlagCreate => "write",
                     AuditAction::FlagUpdate | AuditAction::FlagSetState => "update",
                     AuditAction::FlagDelete => "delete",
-                    AuditAction::NamespaceUpdate => {
+                    AuditAction::NamespaceUpdate | AuditAction::NamespaceSettings => {
                         every_flag = true;
                         continue;
                     }

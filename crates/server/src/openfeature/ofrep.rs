@@ -9,8 +9,9 @@
 //! - 401, 403, 429 (with `Retry-After` in whole seconds), 503 (the node cannot serve a lease
 //!   read now: ask another), each `{errorDetails}`.
 //!
-//! The body is `{"context": {...}}`; an empty body, or one without a `context` object, is an
-//! empty context, as flagd takes it. `variant` is always sent (`""` when there is none): some
+//! The body is `{"context": {...}}`; an empty body, or one without `context` (or with a null
+//! one), is an empty context, as flagd takes it; a `context` that is not an object is 400
+//! INVALID_CONTEXT, as OFREP's OpenAPI document says. `variant` is always sent (`""` when there is none): some
 //! providers read it unconditionally.
 
 use std::sync::Arc;
@@ -73,7 +74,11 @@ fn context(body: &[u8]) -> Result<Map<String, Value>, String> {
     match serde_json::from_slice::<Value>(body) {
         Ok(Value::Object(mut m)) => match m.remove("context") {
             Some(Value::Object(ctx)) => Ok(ctx),
-            _ => Ok(Map::new()),
+            None | Some(Value::Null) => Ok(Map::new()),
+            // OFREP's OpenAPI document: a context that is not an object is 400 INVALID_CONTEXT.
+            Some(other) => {
+                Err(format!("`context` must be a JSON object, got {}", vexil_model::flag::type_name(&other)))
+            }
         },
         Ok(_) => Err("the request body must be a JSON object `{\"context\": {...}}`".into()),
         Err(e) => Err(format!("the request body is not valid JSON: {e}")),
@@ -170,7 +175,12 @@ mod tests {
     fn a_body_is_a_context_an_empty_one_or_a_clear_refusal() {
         assert_eq!(context(b"").expect("empty"), Map::new());
         assert_eq!(context(b"{}").expect("no context"), Map::new());
-        assert_eq!(context(br#"{"context": 5}"#).expect("not an object"), Map::new());
+        assert_eq!(context(br#"{"context": null}"#).expect("null"), Map::new());
+        assert!(
+            context(br#"{"context": 5}"#)
+                .expect_err("not an object")
+                .contains("`context` must be a JSON object, got a number")
+        );
         let ctx = context(br#"{"context": {"targetingKey": "u1", "plan": "pro"}}"#).expect("context");
         assert_eq!(ctx.get("plan"), Some(&json!("pro")));
         assert!(context(b"{oops").expect_err("bad JSON").contains("not valid JSON"));
