@@ -2,7 +2,7 @@
 //! bucket (match the namespace's in-process providers) and whether writes with warnings are
 //! refused. Reading needs a role on the namespace; changing them, `admin`.
 
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
 use serde_json::json;
 use vexil_client::WriteOpts;
 use vexil_model::NamespaceSettings;
@@ -22,8 +22,11 @@ pub enum NamespaceCommand {
 pub struct SettingsArgs {
     pub namespace: String,
     /// How `fractional` buckets users: choose what the namespace's in-process providers do.
-    #[arg(long, value_enum)]
-    pub fractional: Option<FractionalArg>,
+    /// `murmur3-scaled` is flagd's v2 (the default: flagd's server, the Go, Java, JS and .NET
+    /// providers), `cbor-murmur3` its v3 (Python openfeature-flagd-core 2.x and Rust
+    /// open-feature-flagd 0.3 in-process), `legacy-percent` flagd before core v0.15.
+    #[arg(long, value_name = "ALGORITHM", value_parser = parse_fractional)]
+    pub fractional: Option<FractionalAlgorithm>,
     /// Refuse writes with warnings in this namespace (as `--strict` does for one write).
     #[arg(long)]
     pub strict: Option<bool>,
@@ -32,24 +35,8 @@ pub struct SettingsArgs {
     pub reason: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum FractionalArg {
-    /// flagd's v2 (the default): flagd's server, the Go, Java, JS and .NET providers.
-    Murmur3Scaled,
-    /// flagd's v3: Python openfeature-flagd-core 2.x and Rust open-feature-flagd 0.3 in-process.
-    CborMurmur3,
-    /// flagd before core v0.15.
-    LegacyPercent,
-}
-
-impl From<FractionalArg> for FractionalAlgorithm {
-    fn from(a: FractionalArg) -> Self {
-        match a {
-            FractionalArg::Murmur3Scaled => FractionalAlgorithm::Murmur3Scaled,
-            FractionalArg::CborMurmur3 => FractionalAlgorithm::CborMurmur3,
-            FractionalArg::LegacyPercent => FractionalAlgorithm::LegacyPercent,
-        }
-    }
+fn parse_fractional(s: &str) -> Result<FractionalAlgorithm, String> {
+    FractionalAlgorithm::parse(s).ok_or_else(|| "expected murmur3-scaled, cbor-murmur3 or legacy-percent".into())
 }
 
 pub async fn run(cmd: &NamespaceCommand, ctx: &Ctx) -> Result<String, Failure> {
@@ -63,11 +50,10 @@ async fn settings(a: &SettingsArgs, ctx: &Ctx) -> Result<String, Failure> {
     let subject = Subject::Namespace(&a.namespace);
     let admin = &ctx.conn.admin;
     let changed = if a.fractional.is_some() || a.strict.is_some() {
-        let fractional = a.fractional.map(FractionalAlgorithm::from);
         let opts = WriteOpts::reason(&a.reason);
         Some(
             admin
-                .set_namespace_settings(&a.namespace, fractional, a.strict, opts)
+                .set_namespace_settings(&a.namespace, a.fractional, a.strict, opts)
                 .await
                 .map_err(|e| errors::from_client(e, subject))?,
         )

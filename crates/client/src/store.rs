@@ -275,7 +275,8 @@ impl Snapshot {
             let mut settings = None;
             for c in mine {
                 if c.action == AuditAction::NamespaceSettings.as_str() {
-                    settings = Some(settings_from_proto(c.settings.as_ref()));
+                    // A change that carries no settings (a server that lost them) keeps ours.
+                    settings = c.settings.as_ref().map(|s| settings_from_proto(Some(s))).or(settings);
                     changes.push(FlagChange::NamespaceUpdated { namespace: name.to_string() });
                 } else if c.key.is_empty() {
                     evaluators = Some(parse_evaluators(&c.evaluators_json));

@@ -38,7 +38,15 @@ impl NamespaceSettings {
         json!({ "fractional": self.fractional.as_str(), "strict": self.strict })
     }
 
-    /// Reads the JSON form; fields left out keep their value in `self` (so a change names only
+    /// Reads the JSON form ([`Self::to_json`]); fields left out keep their defaults.
+    pub fn from_json(v: &Value) -> Result<Self, ValidationError> {
+        let obj = v
+            .as_object()
+            .ok_or_else(|| ValidationError::new("settings", format!("must be a JSON object, got {}", type_name(v))))?;
+        Self::default().merged(obj)
+    }
+
+    /// Reads a change in the JSON form; fields left out keep their value in `self` (so a change names only
     /// what it changes). Unknown fields and wrong types are refused, naming the field.
     pub fn merged(&self, change: &Map<String, Value>) -> Result<Self, ValidationError> {
         let mut out = *self;
@@ -91,7 +99,8 @@ mod tests {
         let strict = v3.merged(&obj(json!({"strict": true}))).unwrap_or_default();
         assert_eq!(strict, NamespaceSettings { fractional: FractionalAlgorithm::CborMurmur3, strict: true });
         assert_eq!(strict.to_json(), json!({"fractional": "cbor-murmur3", "strict": true}));
-        assert_eq!(NamespaceSettings::default().merged(&obj(strict.to_json())).ok(), Some(strict));
+        assert_eq!(NamespaceSettings::from_json(&strict.to_json()).ok(), Some(strict));
+        assert_eq!(NamespaceSettings::from_json(&json!(5)).err().map(|e| e.field).as_deref(), Some("settings"));
 
         for (change, field) in [
             (json!({"fractional": "v9"}), "fractional"),

@@ -90,7 +90,8 @@ impl Request {
 }
 
 /// The state changes Vexil knows. JSON travels as canonical strings (bincode cannot carry
-/// `serde_json::Value`).
+/// `serde_json::Value`). Log entries hold a variant by its position: a new command goes at
+/// the end (`command_tags_are_stable` holds every position).
 ///
 /// Contract for `CreateFlag` and `UpdateFlag`: `spec_json` is the canonical JSON
 /// (`FlagSpec::to_json`) of a definition the proposer validated (`FlagSpec::from_json` and the
@@ -152,13 +153,6 @@ pub enum Command {
         namespace: String,
         enabled: bool,
     },
-    /// Change a namespace's settings ([`vexil_model::NamespaceSettings`]): `change_json` is a
-    /// JSON object naming only the settings it changes, merged in apply with the settings the
-    /// namespace has at that revision (so two changes of different settings both hold).
-    SetNamespaceSettings {
-        namespace: String,
-        change_json: String,
-    },
     /// Several client requests proposed as ONE log entry (the leader's write batcher groups the
     /// writes that queue while earlier ones are in flight). They apply in order, each as if it
     /// were its own entry at this revision: its own deduplication record, audit entries and
@@ -185,6 +179,13 @@ pub enum Command {
     CompactAudit {
         through_seq: u64,
         through_revision: u64,
+    },
+    /// Change a namespace's settings ([`vexil_model::NamespaceSettings`]): `change_json` is a
+    /// JSON object naming only the settings it changes, merged in apply with the settings the
+    /// namespace has at that revision (so two changes of different settings both hold).
+    SetNamespaceSettings {
+        namespace: String,
+        change_json: String,
     },
 }
 
@@ -309,4 +310,40 @@ pub struct Alarm {
     /// The revision that raised it, and when (the proposer's clock).
     pub revision: u64,
     pub time_ms: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// bincode writes an enum's variant as its position; a log written by one build must read
+    /// the same in the next, and nodes of two builds must agree on every entry. Appending a
+    /// command adds a line here; reordering fails.
+    #[test]
+    fn command_tags_are_stable() {
+        let s = String::new;
+        let grant =
+            vexil_model::access::Grant { role: vexil_model::access::Role::Reader, namespaces: Default::default() };
+        let commands = [
+            Command::CreateFlag { namespace: s(), key: s(), spec_json: s() },
+            Command::UpdateFlag { namespace: s(), key: s(), spec_json: s(), expected_version: None },
+            Command::SetFlagState { namespace: s(), key: s(), state: FlagState::Enabled, expected_version: None },
+            Command::DeleteFlag { namespace: s(), key: s(), expected_version: None },
+            Command::ApplyNamespace { namespace: s(), document_json: s() },
+            Command::RecordMembershipChange { description: s() },
+            Command::CreateToken { name: s(), grant, secret_hash: [0; 32], expires_ms: 0, bootstrap: false },
+            Command::RevokeToken { name: s() },
+            Command::SetAnonymousRead { namespace: s(), enabled: false },
+            Command::Batch { requests: vec![] },
+            Command::RaiseAlarm { node_id: 0, reason: s() },
+            Command::ClearAlarms,
+            Command::CompactAudit { through_seq: 0, through_revision: 0 },
+            Command::SetNamespaceSettings { namespace: s(), change_json: s() },
+        ];
+        for (position, command) in commands.iter().enumerate() {
+            let bytes = crate::codec::encode(command).expect("encode");
+            // The codec's format tag, then the variant's position (a varint: one byte below 251).
+            assert_eq!(bytes[1] as usize, position, "{command:?}");
+        }
+    }
 }

@@ -66,6 +66,7 @@ pub struct Config {
     /// OFREP) lets providers keep their default ports.
     #[arg(id = "openfeature_listen", long = "openfeature-listen")]
     #[arg(env = "VEXIL_OPENFEATURE_LISTEN", value_name = "ADDRS", value_delimiter = ',')]
+    #[serde(deserialize_with = "one_or_many")]
     pub openfeature_listen: Vec<SocketAddr>,
     /// Log filter, as in `RUST_LOG` (`info`, `vexil_server=debug,openraft=warn`).
     #[arg(id = "log", long = "log")]
@@ -118,6 +119,46 @@ pub struct OpenFeatureConfig {
     #[arg(id = "openfeature.default_namespace", long = "openfeature-default-namespace")]
     #[arg(env = "VEXIL_OPENFEATURE_DEFAULT_NAMESPACE", value_name = "NAMESPACE", default_value = "default")]
     pub default_namespace: String,
+    /// How current the answers on the OpenFeature port must be (flagd's protocols cannot ask):
+    /// `lease` (confirmed through the read lease; the default), `linearizable` (a read-index
+    /// round per request) or `stale` (whatever this node has applied; fastest, and what a
+    /// learner far from the leader may prefer).
+    #[arg(id = "openfeature.consistency", long = "openfeature-consistency", value_enum)]
+    #[arg(env = "VEXIL_OPENFEATURE_CONSISTENCY", value_name = "LEVEL", default_value = "lease")]
+    pub consistency: ReadLevel,
+}
+
+/// A list of addresses in a file, or one address (the form files used before it was a list).
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "an address (\"host:port\") or a list of addresses")]
+    enum OneOrMany {
+        One(SocketAddr),
+        Many(Vec<SocketAddr>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(addr) => vec![addr],
+        OneOrMany::Many(addrs) => addrs,
+    })
+}
+
+/// A read level a node applies where the request cannot name one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadLevel {
+    Linearizable,
+    Lease,
+    Stale,
+}
+
+impl ReadLevel {
+    pub fn consistency(self) -> vexil_proto::v1::Consistency {
+        match self {
+            ReadLevel::Linearizable => vexil_proto::v1::Consistency::Linearizable,
+            ReadLevel::Lease => vexil_proto::v1::Consistency::Lease,
+            ReadLevel::Stale => vexil_proto::v1::Consistency::Stale,
+        }
+    }
 }
 
 /// The `[audit]` keys: how much audit history the cluster keeps (`retention.rs`). Both limits
@@ -788,6 +829,28 @@ mod tests {
         let err =
             Config::load(&args(&["--node-id", "1", "--cluster-initial-members", "1=a:1"])).expect_err("bad member");
         assert!(err.to_string().contains("id=api_addr/raft_addr"), "{err}");
+    }
+
+    #[test]
+    fn the_openfeature_port_takes_several_addresses_and_a_read_level() {
+        let toml = "node_id = 1\nopenfeature_listen = [\"127.0.0.1:8013\", \"127.0.0.1:8015\"]\n\
+                    [openfeature]\nconsistency = \"stale\"\n";
+        let cfg = load_file(toml, &[]).expect("load");
+        assert_eq!(cfg.openfeature_listen.len(), 2);
+        assert_eq!(cfg.openfeature.consistency, ReadLevel::Stale);
+        let one = load_file("node_id = 1\nopenfeature_listen = \"127.0.0.1:8013\"\n", &[]).expect("one address");
+        assert_eq!(one.openfeature_listen, [SocketAddr::from(([127, 0, 0, 1], 8013))]);
+        let err = load_file("node_id = 1\nopenfeature_listen = 8013\n", &[]).expect_err("a number");
+        assert!(err.to_string().contains("openfeature_listen"), "{err}");
+        let cfg = load_file("node_id = 1\n", &["--openfeature-consistency", "linearizable"]).expect("flag");
+        assert_eq!(cfg.openfeature.consistency, ReadLevel::Linearizable);
+        assert_eq!(load_file("node_id = 1\n", &[]).expect("default").openfeature.consistency, ReadLevel::Lease);
+        let err =
+            load_file("node_id = 1\n[openfeature]\nconsistency = \"eventual\"\n", &[]).expect_err("no such level");
+        assert!(err.to_string().contains("openfeature.consistency"), "{err}");
+        let twice = "node_id = 1\nopenfeature_listen = [\"127.0.0.1:8013\", \"127.0.0.1:8013\"]\n";
+        let err = load_file(twice, &[]).expect_err("the same address twice");
+        assert!(err.to_string().contains("openfeature_listen") && err.to_string().contains("twice"), "{err}");
     }
 
     #[test]

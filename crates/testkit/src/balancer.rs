@@ -23,7 +23,17 @@ impl Balancer {
         let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], port))).await.expect("bind the balancer");
         let task = tokio::spawn(async move {
             let mut pipes = tokio::task::JoinSet::new();
-            while let Ok((mut client, _)) = listener.accept().await {
+            loop {
+                while pipes.try_join_next().is_some() {}
+                let mut client = match listener.accept().await {
+                    Ok((client, _)) => client,
+                    // A connection that failed before it was taken (reset, out of descriptors):
+                    // the others go on.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
                 let backends = backends.clone();
                 pipes.spawn(async move {
                     for backend in &backends {

@@ -65,8 +65,12 @@ pub fn rust_provider() -> PathBuf {
             .arg(&manifest)
             .arg("--target-dir")
             .arg(&target)
-            // The caller's RUSTFLAGS and the like are for Vexil's workspace, not this one.
+            // Flags and targets set for Vexil's workspace (its `.cargo/config.toml`, which cargo
+            // finds from here too, and the caller's environment) are not this build's.
+            .env("CARGO_BUILD_RUSTFLAGS", "")
             .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .env_remove("CARGO_BUILD_TARGET")
             .env_remove("CARGO_TARGET_DIR")
             .stdin(Stdio::null())
             .output()

@@ -8,7 +8,6 @@
 //! after which it reads one line from stdin: `done` ends it; `changed` (the test made `color`
 //! blue meanwhile, and may have killed the node the provider was talking to) waits up to 30 s
 //! for the provider to answer `#00f` and prints `after-change`.
-#![deny(warnings)]
 
 use std::time::{Duration, Instant};
 

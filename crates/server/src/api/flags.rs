@@ -56,17 +56,32 @@ impl FlagsApi {
         }
     }
 
-    /// Whether a write to `ns` refuses warnings: the request asks for it, or the namespace's
-    /// settings do (as this node last applied them: a write racing a change of the setting is
-    /// judged by the setting it saw).
-    fn strict(&self, ns: &str, requested: bool) -> Result<bool, ServerError> {
-        Ok(requested || self.node.reader.namespace_settings(ns)?.1.strict)
+    /// The warnings of a write to `ns` as the API reports them (`` `field`: problem ``), or the
+    /// first one refused (INVALID_ARGUMENT naming its field) when the request or the
+    /// namespace's settings ask for strictness. The settings are read only when there is a
+    /// warning, behind a lease read barrier: a write that races a change of the setting is
+    /// judged by the setting a lease read saw.
+    async fn judged(
+        &self,
+        ns: &str,
+        warnings: Vec<vexil_model::ValidationError>,
+        requested: bool,
+    ) -> Result<Vec<String>, ServerError> {
+        let Some(first) = warnings.first() else { return Ok(Vec::new()) };
+        let strict = requested || {
+            self.node.read_barrier(Consistency::Lease, Consistency::Lease, 0).await?;
+            self.node.reader.namespace_settings(ns)?.1.strict
+        };
+        if strict {
+            return Err(first.clone().into());
+        }
+        Ok(warnings.iter().map(ToString::to_string).collect())
     }
 
     /// Validates a definition, including its targeting against the namespace's current
     /// `$evaluators`, and returns its canonical JSON and the warnings about its targeting
     /// (refused instead when `strict`, by the request or the namespace).
-    fn validated_spec(
+    async fn validated_spec(
         &self,
         ns: &str,
         key: &str,
@@ -84,7 +99,7 @@ impl FlagsApi {
                 record.map(|r| serde_json::from_str(&r.evaluators_json).unwrap_or_default()).unwrap_or_default();
             warnings = vexil_model::eval::check_targeting(&spec, &evaluators)?;
         }
-        Ok((spec.to_json(), warned(warnings, self.strict(ns, strict)?)?))
+        Ok((spec.to_json(), self.judged(ns, warnings, strict).await?))
     }
 }
 
@@ -95,7 +110,7 @@ impl Flags for FlagsApi {
         let who = caller(&self.node, &req).await?;
         let r = req.into_inner();
         who.check(Need::Write(&r.namespace))?;
-        let (spec_json, warnings) = self.validated_spec(&r.namespace, &r.key, &r.spec_json, r.strict)?;
+        let (spec_json, warnings) = self.validated_spec(&r.namespace, &r.key, &r.spec_json, r.strict).await?;
         let command = Command::CreateFlag { namespace: r.namespace, key: r.key, spec_json };
         Ok(Response::new(WriteFlagResponse { warnings, ..self.write_flag(&who, r.options, command).await? }))
     }
@@ -105,7 +120,7 @@ impl Flags for FlagsApi {
         let who = caller(&self.node, &req).await?;
         let r = req.into_inner();
         who.check(Need::Write(&r.namespace))?;
-        let (spec_json, warnings) = self.validated_spec(&r.namespace, &r.key, &r.spec_json, r.strict)?;
+        let (spec_json, warnings) = self.validated_spec(&r.namespace, &r.key, &r.spec_json, r.strict).await?;
         let command =
             Command::UpdateFlag { namespace: r.namespace, key: r.key, spec_json, expected_version: r.expected_version };
         Ok(Response::new(WriteFlagResponse { warnings, ..self.write_flag(&who, r.options, command).await? }))
@@ -259,8 +274,8 @@ impl Flags for FlagsApi {
         who.check(Need::Write(&r.namespace))?;
         check_namespace(&r.namespace)?;
         let doc = NamespaceDocument::from_json(&r.document_json).map_err(ServerError::from)?;
-        let strict = self.strict(&r.namespace, r.strict)?;
-        let warnings = warned(vexil_model::eval::check_document(&doc).map_err(ServerError::from)?, strict)?;
+        let warnings = vexil_model::eval::check_document(&doc).map_err(ServerError::from)?;
+        let warnings = self.judged(&r.namespace, warnings, r.strict).await?;
         if r.dry_run {
             let _linearizable = read_barrier(&self.node, None, Consistency::Linearizable).await?;
             let (revision, current) = super::current_document(&self.node, &r.namespace)?;
@@ -285,15 +300,6 @@ impl Flags for FlagsApi {
             Err(e) => Err(ServerError::Write(e).into()),
         }
     }
-}
-
-/// The warnings of a write as the API reports them (`` `field`: problem ``), or, in strict
-/// mode, the first one refused (INVALID_ARGUMENT naming its field).
-fn warned(warnings: Vec<vexil_model::ValidationError>, strict: bool) -> Result<Vec<String>, ServerError> {
-    if strict && let Some(first) = warnings.first() {
-        return Err(first.clone().into());
-    }
-    Ok(warnings.iter().map(ToString::to_string).collect())
 }
 
 fn dry_run_response(revision: u64, d: &vexil_model::DocumentDiff) -> ApplyNamespaceResponse {

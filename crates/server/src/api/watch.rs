@@ -435,10 +435,16 @@ fn to_change(e: AuditEntry, node: &Node) -> Change {
         }
         (AuditAction::NamespaceSettings, Some(after)) => {
             // `after` is the settings' JSON form, which the stored settings were made from.
-            let parsed = serde_json::from_str(after)
-                .ok()
-                .and_then(|v: serde_json::Value| vexil_model::NamespaceSettings::default().merged(v.as_object()?).ok());
+            let parsed =
+                serde_json::from_str(after).ok().and_then(|v| vexil_model::NamespaceSettings::from_json(&v).ok());
             change.settings = parsed.map(Into::into);
+            // Clients older than this change take any change without a key for a
+            // `namespace.update`, replacing `$evaluators` and metadata with what it carries:
+            // give them the namespace's current ones (newer than this revision only while a
+            // replay catches up, which the later `namespace.update` then repeats).
+            let record = node.reader.get_namespace(&e.namespace).ok().and_then(|(_, r)| r).unwrap_or_default();
+            change.evaluators_json = json_or_empty(&record.evaluators_json);
+            change.metadata_json = json_or_empty(&record.metadata_json);
         }
         (_, Some(after)) => {
             // Creation bookkeeping is not in the audit entry; the current record has it while

@@ -22,7 +22,6 @@ pub mod sync;
 use std::sync::Arc;
 
 use vexil_model::access::Need;
-use vexil_proto::v1::Consistency;
 
 use crate::api::evaluation::Evaluator;
 use tonic::service::interceptor::InterceptedService;
@@ -71,15 +70,17 @@ impl OpenFeature {
         Ok(namespace)
     }
 
-    /// Checks that `who` may read `namespace` and makes the read safe (a lease read); returns
-    /// the compiled namespace and the revision it reflects.
+    /// Checks that `who` may read `namespace` and makes the read as current as
+    /// `openfeature.consistency` asks (a lease read by default); returns the compiled namespace
+    /// and the revision it reflects.
     pub async fn readable(
         &self,
         who: &Principal,
         namespace: &str,
     ) -> Result<(u64, Arc<vexil_model::eval::CompiledNamespace>), ServerError> {
         who.check(Need::Read(namespace))?;
-        self.node.read_barrier(Consistency::Lease, Consistency::Lease, 0).await?;
+        let level = self.node.config.openfeature.consistency.consistency();
+        self.node.read_barrier(level, level, 0).await?;
         self.evaluator.compiled(namespace)
     }
 
