@@ -16,6 +16,8 @@ command -v python3 >/dev/null 2>&1 || missing+=(python3)
 python3 -c 'import venv, ensurepip' >/dev/null 2>&1 || missing+=(python3-venv)
 # ... and OpenFeature's Rust provider (tests/openfeature-rust), whose build script runs protoc.
 command -v protoc >/dev/null 2>&1 || missing+=(protobuf-compiler)
+# scripts/check-deploy.sh checks the systemd unit with systemd-analyze.
+command -v systemd-analyze >/dev/null 2>&1 || missing+=(systemd)
 command -v cargo >/dev/null 2>&1 || { echo "setup: cargo is not installed; install Rust 1.95 (rustup) first" >&2; exit 1; }
 if [ ${#missing[@]} -gt 0 ]; then
     echo "setup: installing ${missing[*]}" >&2

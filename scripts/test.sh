@@ -20,6 +20,8 @@ export PROPTEST_RNG_SEED="${PROPTEST_RNG_SEED:-1}"
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 cargo fmt --manifest-path tests/openfeature-rust/Cargo.toml -- --check
+echo "== deployment files"
+"$root/scripts/check-deploy.sh"
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"

@@ -931,6 +931,37 @@ mod tests {
         assert!(cfg.raft.read_lease_ms < cfg.raft.election_timeout_min_ms);
     }
 
+    /// The Kubernetes manifest's embedded configuration loads too (as pod `vexil-1` would, with
+    /// the advertised names its environment gives).
+    #[test]
+    fn the_kubernetes_configuration_is_valid() {
+        let manifest = include_str!("../../../deploy/kubernetes/vexil.yaml");
+        let start = manifest.find("vexil.toml: |\n").expect("the ConfigMap holds vexil.toml") + "vexil.toml: |\n".len();
+        let end = start + manifest[start..].find("\n---").expect("the ConfigMap ends");
+        let text: String =
+            manifest[start..end].lines().map(|l| format!("{}\n", l.strip_prefix("    ").unwrap_or(l))).collect();
+        let (dir, advertise) = (tempfile::tempdir().expect("tempdir"), "vexil-1.vexil.vexil.svc.cluster.local");
+        let path = dir.path().join("vexil.toml");
+        std::fs::write(&path, text).expect("write");
+        let (api, raft) = (format!("{advertise}:7001"), format!("{advertise}:7101"));
+        let cfg = Config::load(&secure_args(&[
+            "--config",
+            path.to_str().expect("utf-8"),
+            "--node-id",
+            &node_id_from_hostname("vexil-1").expect("an ordinal").to_string(),
+            "--api-advertise",
+            &api,
+            "--raft-advertise",
+            &raft,
+        ]))
+        .expect("the manifest's vexil.toml loads");
+        assert_eq!(cfg.node_id, 2);
+        assert!(cfg.tokens_enabled() && cfg.tls_enabled(), "the manifest runs secure");
+        let members = cfg.initial_members().expect("members");
+        assert_eq!(members.len(), 3);
+        assert_eq!(cfg.openfeature_listen.len(), 3);
+    }
+
     /// The flag and variable names are an interface (scripts, manifests, the test harness):
     /// each follows from the key, so none can drift by a typo.
     #[test]
