@@ -164,17 +164,17 @@ impl Connect {
         if body.len() < 5 {
             return Err(fail((Code::InvalidArgument, "a streaming request starts with a 5-byte envelope".into())));
         }
+        // The same call on either version's service; only the message types differ.
+        macro_rules! events {
+            ($svc:expr, $req:expr) => {{
+                let req = self.request(headers, $req).map_err(fail)?;
+                let s = $svc.event_stream(req).await.map_err(|s| fail(from_status(s)))?.into_inner();
+                s.map(|m| m.map(|m| m.encode_to_vec())).boxed()
+            }};
+        }
         let stream: futures::stream::BoxStream<'static, Result<Vec<u8>, Status>> = match method {
-            "/flagd.evaluation.v2.Service/EventStream" => {
-                let req = self.request(headers, v2::EventStreamRequest {}).map_err(fail)?;
-                let s = V2(self.of.clone()).event_stream(req).await.map_err(|s| fail(from_status(s)))?.into_inner();
-                s.map(|m| m.map(|m| m.encode_to_vec())).boxed()
-            }
-            "/flagd.evaluation.v1.Service/EventStream" => {
-                let req = self.request(headers, v1::EventStreamRequest {}).map_err(fail)?;
-                let s = V1(self.of.clone()).event_stream(req).await.map_err(|s| fail(from_status(s)))?.into_inner();
-                s.map(|m| m.map(|m| m.encode_to_vec())).boxed()
-            }
+            "/flagd.evaluation.v2.Service/EventStream" => events!(V2(self.of.clone()), v2::EventStreamRequest {}),
+            "/flagd.evaluation.v1.Service/EventStream" => events!(V1(self.of.clone()), v1::EventStreamRequest {}),
             other => return Err(fail((Code::Unimplemented, format!("no streaming method {other}")))),
         };
         // Each message in an envelope; the first error, or the end, closes the stream.

@@ -13,6 +13,7 @@
 //! result is STATIC only when the flag has no targeting, so it never depends on the context.
 
 use std::collections::BTreeMap;
+use std::convert::identity;
 use std::pin::Pin;
 use std::time::Duration;
 
@@ -66,6 +67,60 @@ impl Scalar {
             TypedValue::Object(_) => return None,
         })
     }
+}
+
+/// One of the ten typed resolve requests (`ResolveBoolean` ... `ResolveObject`, v1 and v2): the
+/// flag and context it names, the type it asks for, and its answer built from a resolution.
+trait Typed {
+    type Answer;
+    const TYPE: ValueType;
+    /// v1's rules ([`OpenFeature::resolve_v1`]) rather than v2's.
+    const V1: bool;
+    fn flag(&self) -> (&str, Option<&Struct>);
+    fn answer(out: Resolved) -> Self::Answer;
+}
+
+/// [`Typed`] for each request: `$value` turns the resolved value of its type (`None` for the
+/// caller's default) into the answer's field; v2 sends no variant as absent, v1 as "".
+macro_rules! typed {
+    ($ver:ident, $v1:literal, $req:ident -> $resp:ident: $ty:ident, $value:path, $variant:path) => {
+        impl Typed for $ver::$req {
+            type Answer = $ver::$resp;
+            const TYPE: ValueType = ValueType::$ty;
+            const V1: bool = $v1;
+            fn flag(&self) -> (&str, Option<&Struct>) {
+                (&self.flag_key, self.context.as_ref())
+            }
+            fn answer(out: Resolved) -> $ver::$resp {
+                let value = match out.value {
+                    Some(Scalar::$ty(v)) => Some(v),
+                    _ => None,
+                };
+                $ver::$resp {
+                    value: $value(value),
+                    reason: out.reason.into(),
+                    variant: $variant(out.variant),
+                    metadata: Some(out.metadata),
+                }
+            }
+        }
+    };
+}
+
+// v2 leaves out what is not there; v1 sends its type's zero value (an object answer always set).
+typed!(v2, false, ResolveBooleanRequest -> ResolveBooleanResponse: Bool, identity, identity);
+typed!(v2, false, ResolveStringRequest -> ResolveStringResponse: String, identity, identity);
+typed!(v2, false, ResolveIntRequest -> ResolveIntResponse: Int, identity, identity);
+typed!(v2, false, ResolveFloatRequest -> ResolveFloatResponse: Float, identity, identity);
+typed!(v2, false, ResolveObjectRequest -> ResolveObjectResponse: Object, identity, identity);
+typed!(v1, true, ResolveBooleanRequest -> ResolveBooleanResponse: Bool, Option::unwrap_or_default, Option::unwrap_or_default);
+typed!(v1, true, ResolveStringRequest -> ResolveStringResponse: String, Option::unwrap_or_default, Option::unwrap_or_default);
+typed!(v1, true, ResolveIntRequest -> ResolveIntResponse: Int, Option::unwrap_or_default, Option::unwrap_or_default);
+typed!(v1, true, ResolveFloatRequest -> ResolveFloatResponse: Float, Option::unwrap_or_default, Option::unwrap_or_default);
+typed!(v1, true, ResolveObjectRequest -> ResolveObjectResponse: Object, object_or_empty, Option::unwrap_or_default);
+
+fn object_or_empty(value: Option<Struct>) -> Option<Struct> {
+    Some(value.unwrap_or_default())
 }
 
 /// A request's evaluation context as JSON, within the API port's bound on contexts.
@@ -130,6 +185,17 @@ impl OpenFeature {
             return Err(flagd_status(ErrorCode::FlagNotFound, message));
         }
         Ok(r)
+    }
+
+    /// A typed resolve of either version, answered in its own message.
+    async fn typed<T: Typed>(&self, req: Request<T>) -> Result<Response<T::Answer>, Status> {
+        let (key, context) = req.get_ref().flag();
+        let out = if T::V1 {
+            self.resolve_v1(&req, key, context, T::TYPE).await?
+        } else {
+            self.resolve(&req, key, context, Some(T::TYPE)).await?
+        };
+        Ok(Response::new(T::answer(out)))
     }
 
     /// The stream of a provider's `EventStream` call: `mk(type, data)` builds a message of the
@@ -326,90 +392,35 @@ impl v2::service_server::Service for V2 {
         &self,
         req: Request<v2::ResolveBooleanRequest>,
     ) -> Result<Response<v2::ResolveBooleanResponse>, Status> {
-        let r = req.get_ref();
-        let out = self.0.resolve(&req, &r.flag_key, r.context.as_ref(), Some(ValueType::Bool)).await?;
-        let value = match out.value {
-            Some(Scalar::Bool(b)) => Some(b),
-            _ => None,
-        };
-        Ok(Response::new(v2::ResolveBooleanResponse {
-            value,
-            reason: out.reason.into(),
-            variant: out.variant,
-            metadata: Some(out.metadata),
-        }))
+        self.0.typed(req).await
     }
 
     async fn resolve_string(
         &self,
         req: Request<v2::ResolveStringRequest>,
     ) -> Result<Response<v2::ResolveStringResponse>, Status> {
-        let r = req.get_ref();
-        let out = self.0.resolve(&req, &r.flag_key, r.context.as_ref(), Some(ValueType::String)).await?;
-        let value = match out.value {
-            Some(Scalar::String(s)) => Some(s),
-            _ => None,
-        };
-        Ok(Response::new(v2::ResolveStringResponse {
-            value,
-            reason: out.reason.into(),
-            variant: out.variant,
-            metadata: Some(out.metadata),
-        }))
+        self.0.typed(req).await
     }
 
     async fn resolve_float(
         &self,
         req: Request<v2::ResolveFloatRequest>,
     ) -> Result<Response<v2::ResolveFloatResponse>, Status> {
-        let r = req.get_ref();
-        let out = self.0.resolve(&req, &r.flag_key, r.context.as_ref(), Some(ValueType::Float)).await?;
-        let value = match out.value {
-            Some(Scalar::Float(f)) => Some(f),
-            _ => None,
-        };
-        Ok(Response::new(v2::ResolveFloatResponse {
-            value,
-            reason: out.reason.into(),
-            variant: out.variant,
-            metadata: Some(out.metadata),
-        }))
+        self.0.typed(req).await
     }
 
     async fn resolve_int(
         &self,
         req: Request<v2::ResolveIntRequest>,
     ) -> Result<Response<v2::ResolveIntResponse>, Status> {
-        let r = req.get_ref();
-        let out = self.0.resolve(&req, &r.flag_key, r.context.as_ref(), Some(ValueType::Int)).await?;
-        let value = match out.value {
-            Some(Scalar::Int(i)) => Some(i),
-            _ => None,
-        };
-        Ok(Response::new(v2::ResolveIntResponse {
-            value,
-            reason: out.reason.into(),
-            variant: out.variant,
-            metadata: Some(out.metadata),
-        }))
+        self.0.typed(req).await
     }
 
     async fn resolve_object(
         &self,
         req: Request<v2::ResolveObjectRequest>,
     ) -> Result<Response<v2::ResolveObjectResponse>, Status> {
-        let r = req.get_ref();
-        let out = self.0.resolve(&req, &r.flag_key, r.context.as_ref(), Some(ValueType::Object)).await?;
-        let value = match out.value {
-            Some(Scalar::Object(s)) => Some(s),
-            _ => None,
-        };
-        Ok(Response::new(v2::ResolveObjectResponse {
-            value,
-            reason: out.reason.into(),
-            variant: out.variant,
-            metadata: Some(out.metadata),
-        }))
+        self.0.typed(req).await
     }
 
     type EventStreamStream = EventStream<v2::EventStreamResponse>;
@@ -468,87 +479,35 @@ impl v1::service_server::Service for V1 {
         &self,
         req: Request<v1::ResolveBooleanRequest>,
     ) -> Result<Response<v1::ResolveBooleanResponse>, Status> {
-        let r = req.get_ref();
-        let out = self.0.resolve_v1(&req, &r.flag_key, r.context.as_ref(), ValueType::Bool).await?;
-        let value = matches!(out.value, Some(Scalar::Bool(true)));
-        Ok(Response::new(v1::ResolveBooleanResponse {
-            value,
-            reason: out.reason.into(),
-            variant: out.variant.unwrap_or_default(),
-            metadata: Some(out.metadata),
-        }))
+        self.0.typed(req).await
     }
 
     async fn resolve_string(
         &self,
         req: Request<v1::ResolveStringRequest>,
     ) -> Result<Response<v1::ResolveStringResponse>, Status> {
-        let r = req.get_ref();
-        let out = self.0.resolve_v1(&req, &r.flag_key, r.context.as_ref(), ValueType::String).await?;
-        let value = match out.value {
-            Some(Scalar::String(s)) => s,
-            _ => String::new(),
-        };
-        Ok(Response::new(v1::ResolveStringResponse {
-            value,
-            reason: out.reason.into(),
-            variant: out.variant.unwrap_or_default(),
-            metadata: Some(out.metadata),
-        }))
+        self.0.typed(req).await
     }
 
     async fn resolve_float(
         &self,
         req: Request<v1::ResolveFloatRequest>,
     ) -> Result<Response<v1::ResolveFloatResponse>, Status> {
-        let r = req.get_ref();
-        let out = self.0.resolve_v1(&req, &r.flag_key, r.context.as_ref(), ValueType::Float).await?;
-        let value = match out.value {
-            Some(Scalar::Float(f)) => f,
-            _ => 0.0,
-        };
-        Ok(Response::new(v1::ResolveFloatResponse {
-            value,
-            reason: out.reason.into(),
-            variant: out.variant.unwrap_or_default(),
-            metadata: Some(out.metadata),
-        }))
+        self.0.typed(req).await
     }
 
     async fn resolve_int(
         &self,
         req: Request<v1::ResolveIntRequest>,
     ) -> Result<Response<v1::ResolveIntResponse>, Status> {
-        let r = req.get_ref();
-        let out = self.0.resolve_v1(&req, &r.flag_key, r.context.as_ref(), ValueType::Int).await?;
-        let value = match out.value {
-            Some(Scalar::Int(i)) => i,
-            _ => 0,
-        };
-        Ok(Response::new(v1::ResolveIntResponse {
-            value,
-            reason: out.reason.into(),
-            variant: out.variant.unwrap_or_default(),
-            metadata: Some(out.metadata),
-        }))
+        self.0.typed(req).await
     }
 
     async fn resolve_object(
         &self,
         req: Request<v1::ResolveObjectRequest>,
     ) -> Result<Response<v1::ResolveObjectResponse>, Status> {
-        let r = req.get_ref();
-        let out = self.0.resolve_v1(&req, &r.flag_key, r.context.as_ref(), ValueType::Object).await?;
-        let value = match out.value {
-            Some(Scalar::Object(s)) => Some(s),
-            _ => Some(Struct::default()),
-        };
-        Ok(Response::new(v1::ResolveObjectResponse {
-            value,
-            reason: out.reason.into(),
-            variant: out.variant.unwrap_or_default(),
-            metadata: Some(out.metadata),
-        }))
+        self.0.typed(req).await
     }
 
     type EventStreamStream = EventStream<v1::EventStreamResponse>;
