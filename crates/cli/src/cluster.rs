@@ -281,14 +281,25 @@ pub fn render_status(rows: &[MemberRow]) -> String {
             let s = r.status.as_ref().ok();
             let (seq, head) = s.map_or((0, String::new()), |s| (s.audit_seq, s.audit_head_hash.clone()));
             text.push_str(&format!(
-                "\n\nleader: node {} at {}; audit log: {} entries, head {}",
+                "\n\nleader: node {} at {}; cluster {}; audit log: {} entries, head {}",
                 r.id,
                 r.api_addr,
+                s.map_or("", |s| s.cluster_id.as_str()),
                 seq,
                 output::short(&head, 16)
             ));
         }
         None => text.push_str("\n\nno leader: a majority of voters must run and reach each other"),
+    }
+    let mut clusters: Vec<&str> =
+        rows.iter().filter_map(|r| r.status.as_ref().ok()).map(|s| s.cluster_id.as_str()).collect();
+    clusters.sort_unstable();
+    clusters.dedup();
+    if clusters.len() > 1 {
+        text.push_str(&format!(
+            "\nmembers disagree on the cluster id ({}): a node of another cluster answers at a member's address",
+            clusters.join(", ")
+        ));
     }
     let down: Vec<String> = rows.iter().filter(|r| r.status.is_err()).map(|r| r.id.to_string()).collect();
     if !down.is_empty() {
@@ -318,6 +329,7 @@ fn status_json(rows: &[MemberRow]) -> Value {
                     v["applied_index"] = json!(s.applied_index);
                     v["audit_seq"] = json!(s.audit_seq);
                     v["audit_head_hash"] = json!(s.audit_head_hash);
+                    v["cluster_id"] = json!(s.cluster_id);
                 }
                 Err(e) => {
                     v["role"] = json!("unreachable");
@@ -691,6 +703,7 @@ mod tests {
             applied_index: applied,
             audit_seq: 42,
             audit_head_hash: "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08".into(),
+            cluster_id: "5d1c0f3b8e2a4c6d9f7a1b3c5e7d9f11".into(),
             ..Default::default()
         }
     }

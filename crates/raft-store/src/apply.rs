@@ -986,7 +986,9 @@ pub(crate) mod tests {
     fn a_nospace_alarm_refuses_growth_on_every_replica_until_cleared() {
         let mut h = Harness::new();
         let nodes: BTreeMap<u64, crate::types::NodeInfo> = (1..=3)
-            .map(|id| (id, crate::types::NodeInfo { raft_addr: String::new(), api_addr: String::new() }))
+            .map(|id| {
+                (id, crate::types::NodeInfo { raft_addr: String::new(), api_addr: String::new(), incarnation: 0 })
+            })
             .collect();
         let voters = vec![nodes.keys().copied().collect::<BTreeSet<u64>>()];
         h.st.membership = StoredMembership::new(None, openraft::Membership::new(voters, nodes));

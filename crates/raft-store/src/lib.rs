@@ -19,6 +19,7 @@ pub mod codec;
 pub mod db;
 pub mod error;
 pub mod feed;
+pub mod identity;
 pub mod limits;
 pub mod log_store;
 pub mod mem;
@@ -36,6 +37,7 @@ pub mod types;
 use std::path::Path;
 
 pub use error::StoreError;
+pub use identity::{Identity, IdentityStore};
 pub use log_store::LogStore;
 pub use reader::{AuditPage, AuditQuery, Changes, NamespaceState, StateReader, StateSnapshot, ViewSource, merge_parts};
 pub use schema::{AuditHead, FlagRecord, NamespaceRecord};

@@ -36,6 +36,7 @@ use crate::types::{Entry, LogId, StorageError, TypeConfig, Vote};
 const KEY_VOTE: &[u8] = b"vote";
 const KEY_LAST_PURGED: &[u8] = b"last_purged";
 const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_IDENTITY: &[u8] = b"identity";
 
 /// The Raft log store. Cheap to clone: clones share the database.
 #[derive(Clone)]
@@ -85,6 +86,20 @@ impl LogStore {
                 Ok(Some(entry.log_id))
             }
         }
+    }
+}
+
+impl crate::identity::IdentityStore for LogStore {
+    fn load_identity(&self) -> Result<Option<crate::Identity>, crate::StoreError> {
+        let Some(bytes) = self.db.get_cf(cf(&self.db, CF_RAFT_META), KEY_IDENTITY).map_err(crate::db::engine)? else {
+            return Ok(None);
+        };
+        Ok(Some(codec::decode(&bytes)?))
+    }
+
+    fn save_identity(&self, identity: &crate::Identity) -> Result<(), crate::StoreError> {
+        let bytes = codec::encode(identity)?;
+        self.db.put_cf_opt(cf(&self.db, CF_RAFT_META), KEY_IDENTITY, bytes, &sync_opts()).map_err(crate::db::engine)
     }
 }
 

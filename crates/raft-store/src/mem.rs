@@ -43,6 +43,7 @@ type Tables = BTreeMap<(Table, Vec<u8>), Vec<u8>>;
 
 #[derive(Debug, Clone, Default)]
 struct Disk {
+    identity: Option<crate::Identity>,
     vote: Option<Vote>,
     committed: Option<LogId>,
     last_purged: Option<LogId>,
@@ -182,6 +183,17 @@ impl RaftLogReader<TypeConfig> for MemLogStore {
         range: RB,
     ) -> Result<Vec<Entry>, StorageError> {
         Ok(self.disk.lock().current.log.range(range).map(|(_, e)| e.clone()).collect())
+    }
+}
+
+impl crate::identity::IdentityStore for MemLogStore {
+    fn load_identity(&self) -> Result<Option<crate::Identity>, StoreError> {
+        Ok(self.disk.lock().current.identity.clone())
+    }
+
+    fn save_identity(&self, identity: &crate::Identity) -> Result<(), StoreError> {
+        self.disk.lock().current.identity = Some(identity.clone());
+        Ok(self.disk.sync()?)
     }
 }
 

@@ -38,6 +38,10 @@ pub type Raft = openraft::Raft<TypeConfig>;
 pub struct NodeInfo {
     pub raft_addr: String,
     pub api_addr: String,
+    /// The node's incarnation ([`crate::Identity`]) as it answered when the cluster took it
+    /// in; every Raft message to it carries this, so a node that lost its data recognises
+    /// that it was a member.
+    pub incarnation: u64,
 }
 
 impl fmt::Display for NodeInfo {

@@ -701,7 +701,7 @@ impl Config {
             if out.iter().any(|(other, _)| *other == id) {
                 return Err(bad(key, format!("node id {id} is listed twice")));
             }
-            out.push((id, NodeInfo { api_addr: api.trim().into(), raft_addr: raft.trim().into() }));
+            out.push((id, NodeInfo { api_addr: api.trim().into(), raft_addr: raft.trim().into(), incarnation: 0 }));
         }
         Ok(out)
     }

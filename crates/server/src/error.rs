@@ -70,6 +70,10 @@ pub enum ServerError {
     Compacted { after_revision: u64, compacted_revision: u64 },
     #[error("membership change refused: {0}")]
     Membership(String),
+    /// A Raft call between nodes whose cluster identities do not match (`identity.rs`): another
+    /// cluster, an empty data directory, or an older incarnation.
+    #[error("{0}")]
+    Identity(String),
     /// A requested snapshot did not cover `target` before the deadline; openraft may still
     /// finish it.
     #[error("no snapshot covering revision {target} was built in time (latest covers {latest})")]
@@ -119,6 +123,11 @@ pub enum NodeError {
     RaftStopped(openraft::error::Fatal<NodeId>),
     #[error(transparent)]
     Server(#[from] ServerError),
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    /// A leader showed that this node lost its data (`identity.rs`): it must rejoin.
+    #[error("{0}")]
+    DataLost(String),
     #[error("a server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
     /// An HTTP port (`admin`, `openfeature`) failed.
@@ -155,7 +164,7 @@ impl NodeError {
     /// The process exit code for this error (see [`exit_code`]).
     pub fn exit_code(&self) -> u8 {
         match self {
-            NodeError::Config(_) => exit_code::CONFIG,
+            NodeError::Config(_) | NodeError::Identity(_) | NodeError::DataLost(_) => exit_code::CONFIG,
             NodeError::Store(_) | NodeError::RaftStorage(_) => exit_code::STORAGE,
             NodeError::RaftFatal(fatal) | NodeError::RaftStopped(fatal) => match fatal {
                 openraft::error::Fatal::StorageError(_) => exit_code::STORAGE,
@@ -303,7 +312,9 @@ impl ServerError {
                 meta.insert("compacted_revision".into(), compacted_revision.to_string());
                 (Code::OutOfRange, ErrorReason::RevisionCompacted)
             }
-            ServerError::Membership(_) => (Code::FailedPrecondition, ErrorReason::Membership),
+            ServerError::Membership(_) | ServerError::Identity(_) => {
+                (Code::FailedPrecondition, ErrorReason::Membership)
+            }
             ServerError::SnapshotTimeout { .. } => (Code::DeadlineExceeded, ErrorReason::SnapshotTimeout),
             ServerError::Unauthenticated(_) => (Code::Unauthenticated, ErrorReason::Unauthenticated),
             ServerError::PermissionDenied { principal, needs } => {

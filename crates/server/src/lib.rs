@@ -18,6 +18,7 @@ pub mod batcher;
 pub mod config;
 pub mod error;
 pub mod health;
+pub mod identity;
 pub mod limits;
 pub mod metrics;
 pub mod network;
@@ -272,20 +273,25 @@ where
     }
     let mut raft_task = tokio::spawn(raft_server);
     let mut api_task = tokio::spawn(api_server);
-    let core_stop = tokio::select! {
-        () = shutdown => None,
-        stop = node.raft_stops() => Some(stop),
+    let (core_stop, identity_failure) = tokio::select! {
+        () = shutdown => (None, None),
+        stop = node.raft_stops() => (Some(stop), None),
+        why = node.identity.failed() => (None, Some(why)),
     };
 
     // 1. No new API requests.
-    let api_drain_ms = match &core_stop {
-        None => {
-            tracing::info!(node_id = node.id, role = node.role(), "shutting down: no new requests; leaving elections");
-            SHUTDOWN_API_DRAIN_MS_MAX
-        }
-        Some(stop) => {
+    let api_drain_ms = match (&core_stop, &identity_failure) {
+        (Some(stop), _) => {
             tracing::error!(node_id = node.id, error = %stop, "the Raft core stopped on its own; stopping this node");
             FAIL_STOP_DRAIN_MS_MAX
+        }
+        (None, Some(_)) => {
+            tracing::error!(node_id = node.id, "this node cannot take part in its cluster; stopping");
+            FAIL_STOP_DRAIN_MS_MAX
+        }
+        (None, None) => {
+            tracing::info!(node_id = node.id, role = node.role(), "shutting down: no new requests; leaving elections");
+            SHUTDOWN_API_DRAIN_MS_MAX
         }
     };
     stop_api_tx.send_replace(true);
@@ -329,6 +335,9 @@ where
     drop(node);
     if let Some(stop) = core_failure {
         return Err(NodeError::RaftStopped(stop));
+    }
+    if let Some(why) = identity_failure {
+        return Err(NodeError::DataLost(why));
     }
     raft_result??;
     api_result??;

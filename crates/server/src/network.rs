@@ -25,6 +25,7 @@ use vexil_proto::vexil::raft::v1::raft_transport_client::RaftTransportClient;
 use vexil_raft_store::codec;
 use vexil_raft_store::{NodeId, NodeInfo, Request, Response, TypeConfig};
 
+use crate::identity::{CLUSTER_HEADER, INCARNATION_HEADER, JoinReply, JoinRequest, NodeIdentity};
 use crate::shutdown::Leaving;
 
 /// Metadata header carrying the cluster secret on every Raft RPC.
@@ -75,6 +76,7 @@ pub struct Peers {
     channels: Arc<Mutex<HashMap<String, Channel>>>,
     factory: ChannelFactory,
     secret: Arc<str>,
+    identity: NodeIdentity,
     connect_timeout: Duration,
 }
 
@@ -93,8 +95,14 @@ pub enum TransportError {
 }
 
 impl Peers {
-    pub fn new(secret: &str, connect_timeout: Duration, factory: ChannelFactory) -> Self {
-        Peers { channels: Arc::new(Mutex::new(HashMap::new())), factory, secret: secret.into(), connect_timeout }
+    pub fn new(secret: &str, identity: NodeIdentity, connect_timeout: Duration, factory: ChannelFactory) -> Self {
+        Peers {
+            channels: Arc::new(Mutex::new(HashMap::new())),
+            factory,
+            secret: secret.into(),
+            identity,
+            connect_timeout,
+        }
     }
 
     fn channel(&self, addr: &str) -> Result<Channel, TransportError> {
@@ -108,10 +116,12 @@ impl Peers {
         Ok(ch)
     }
 
-    /// One bounded unary call: encode `req`, call `method` on `addr`, decode the answer.
+    /// One bounded unary call: encode `req`, call `method` on `addr` (whose incarnation this
+    /// node's membership records as `incarnation`), decode the answer.
     pub async fn call<Req: Serialize, Resp: serde::de::DeserializeOwned>(
         &self,
         addr: &str,
+        incarnation: u64,
         method: Method,
         req: &Req,
         timeout: Duration,
@@ -127,6 +137,16 @@ impl Peers {
             })?;
             request.metadata_mut().insert(SECRET_HEADER, value);
         }
+        if let Some(cluster) = self.identity.cluster() {
+            let value = cluster.parse().map_err(|_| TransportError::Payload {
+                addr: addr.into(),
+                message: "cluster id is not a valid header value".into(),
+            })?;
+            request.metadata_mut().insert(CLUSTER_HEADER, value);
+        }
+        if !matches!(method, Method::Join) {
+            request.metadata_mut().insert(INCARNATION_HEADER, incarnation.into());
+        }
         let mut client = RaftTransportClient::new(self.channel(addr)?).max_decoding_message_size(256 * 1024 * 1024);
         let call = async {
             match method {
@@ -135,6 +155,7 @@ impl Peers {
                 Method::InstallSnapshot => client.install_snapshot(request).await,
                 Method::ForwardWrite => client.forward_write(request).await,
                 Method::ReadIndex => client.read_index(request).await,
+                Method::Join => client.join(request).await,
             }
         };
         let reply = match tokio::time::timeout(timeout, call).await {
@@ -163,12 +184,17 @@ impl Peers {
         req: &Request,
         timeout: Duration,
     ) -> Result<ForwardReply, TransportError> {
-        self.call(&leader.raft_addr, Method::ForwardWrite, req, timeout).await
+        self.call(&leader.raft_addr, leader.incarnation, Method::ForwardWrite, req, timeout).await
     }
 
     /// Asks the node believed to lead for a read index.
     pub async fn read_index(&self, leader: &NodeInfo, timeout: Duration) -> Result<ReadIndexReply, TransportError> {
-        self.call(&leader.raft_addr, Method::ReadIndex, &(), timeout).await
+        self.call(&leader.raft_addr, leader.incarnation, Method::ReadIndex, &(), timeout).await
+    }
+
+    /// Asks the node at `addr` to join this node's cluster as node `node`.
+    pub async fn join(&self, addr: &str, req: &JoinRequest, timeout: Duration) -> Result<JoinReply, TransportError> {
+        self.call(addr, 0, Method::Join, req, timeout).await
     }
 }
 
@@ -179,6 +205,7 @@ pub enum Method {
     InstallSnapshot,
     ForwardWrite,
     ReadIndex,
+    Join,
 }
 
 /// openraft's network factory: one [`PeerClient`] per target.
@@ -193,7 +220,13 @@ impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: NodeId, node: &NodeInfo) -> PeerClient {
-        PeerClient { peers: self.peers.clone(), leaving: self.leaving.clone(), target, addr: node.raft_addr.clone() }
+        PeerClient {
+            peers: self.peers.clone(),
+            leaving: self.leaving.clone(),
+            target,
+            addr: node.raft_addr.clone(),
+            incarnation: node.incarnation,
+        }
     }
 }
 
@@ -202,6 +235,7 @@ pub struct PeerClient {
     leaving: Leaving,
     target: NodeId,
     addr: String,
+    incarnation: u64,
 }
 
 type RpcResult<T, E = openraft::error::Infallible> = Result<T, RPCError<NodeId, NodeInfo, RaftError<NodeId, E>>>;
@@ -214,7 +248,7 @@ impl PeerClient {
         E: std::error::Error + serde::de::DeserializeOwned,
     {
         let result: Result<Resp, RaftError<NodeId, E>> =
-            self.peers.call(&self.addr, method, req, timeout).await.map_err(|e| match e {
+            self.peers.call(&self.addr, self.incarnation, method, req, timeout).await.map_err(|e| match e {
                 // Unreachable makes openraft back off before retrying this peer.
                 TransportError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
                 _ => RPCError::Network(NetworkError::new(&e)),

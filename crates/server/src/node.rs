@@ -19,11 +19,12 @@ use openraft::storage::{RaftLogStorage, RaftStateMachine};
 use openraft::{ChangeMembers, RaftMetrics, ServerState};
 use vexil_proto::v1::Consistency;
 use vexil_raft_store::types::Vote;
-use vexil_raft_store::{NodeId, NodeInfo, Raft, Request, Response, StateReader, TypeConfig, WriteError};
+use vexil_raft_store::{IdentityStore, NodeId, NodeInfo, Raft, Request, Response, StateReader, TypeConfig, WriteError};
 
 use crate::batcher::{Proposed, WriteBatcher};
 use crate::config::Config;
 use crate::error::{LeaderHint, NodeError, ServerError};
+use crate::identity::{JoinReply, JoinRequest, NodeIdentity};
 use crate::metrics::Metrics;
 use crate::network::{ChannelFactory, ForwardReply, Network, Peers, ReadIndexReply, tcp_channels};
 use crate::read_index::{self, ReadCounters, ReadGate, ReadIndexSource};
@@ -34,6 +35,8 @@ pub struct Node {
     pub config: Config,
     pub raft: Raft,
     pub reader: StateReader,
+    /// Which cluster this node belongs to, and which life of its id it is (`identity.rs`).
+    pub identity: NodeIdentity,
     pub peers: Peers,
     pub reads: ReadGate,
     pub metrics: Metrics,
@@ -90,6 +93,13 @@ pub struct InjectedFaults {
     pub progress_skip_check: bool,
 }
 
+/// How often a node forming a cluster, or adding a learner, asks a member that has not
+/// answered to join; how often it says whom it still waits for; the least time it gives one
+/// join call (a first TLS handshake to a peer starting up is slow).
+const JOIN_RETRY_INTERVAL: Duration = Duration::from_millis(300);
+const JOIN_WAIT_LOG_INTERVAL: Duration = Duration::from_secs(5);
+const JOIN_RPC_TIMEOUT_MS_MIN: u64 = 2_000;
+
 /// How many times a write follows a changing leader before giving up.
 const FORWARD_ATTEMPTS_MAX: usize = 3;
 
@@ -115,10 +125,13 @@ impl Node {
     /// Starts a node on the given storage, connections and clock.
     pub async fn start_with<LS, SM>(config: Config, env: Environment<LS, SM>) -> Result<Arc<Node>, NodeError>
     where
-        LS: RaftLogStorage<TypeConfig>,
+        LS: RaftLogStorage<TypeConfig> + IdentityStore + Clone,
         SM: RaftStateMachine<TypeConfig>,
     {
         let Environment { mut log_store, state_machine: mut sm, reader, channels, tls, clock, faults } = env;
+        let has_raft_state =
+            log_store.get_log_state().await?.last_log_id.is_some() || log_store.read_vote().await?.is_some();
+        let identity = NodeIdentity::open(config.node_id, Arc::new(log_store.clone()), has_raft_state)?;
         Self::never_resume_leadership(config.node_id, &mut log_store).await?;
         Self::committed_covers_applied(&mut log_store, &mut sm).await?;
         let r = &config.raft;
@@ -134,7 +147,8 @@ impl Node {
             ..Default::default()
         };
         let raft_config = Arc::new(raft_config.validate()?);
-        let peers = Peers::new(&config.cluster.secret, Duration::from_millis(r.rpc_timeout_ms), channels);
+        let peers =
+            Peers::new(&config.cluster.secret, identity.clone(), Duration::from_millis(r.rpc_timeout_ms), channels);
         let leaving = Leaving::default();
         let network = Network { peers: peers.clone(), leaving: leaving.clone() };
         let metrics = Metrics::new();
@@ -153,6 +167,7 @@ impl Node {
             config,
             raft,
             reader,
+            identity,
             peers,
             reads,
             metrics,
@@ -167,10 +182,12 @@ impl Node {
         Ok(node)
     }
 
-    /// Initialises the cluster from `cluster.initial_members`, exactly once: only the lowest
-    /// listed id does it, and only if this node has never been initialised (openraft refuses
-    /// to initialise a node with any log or vote, so a restart never re-bootstraps).
-    async fn bootstrap_if_configured(&self) -> Result<(), NodeError> {
+    /// Forms the cluster from `cluster.initial_members`, exactly once: only the lowest listed
+    /// id does it, in the background (it waits for every initial member to answer), and only
+    /// if this node has never been initialised: openraft refuses to initialise a node with any
+    /// log or vote, so a restart never re-bootstraps. A node that cannot form the cluster
+    /// because a member belongs to another one stops, saying why ([`NodeIdentity::fail`]).
+    async fn bootstrap_if_configured(self: &Arc<Self>) -> Result<(), NodeError> {
         if !self.config.cluster.bootstrap {
             return Ok(());
         }
@@ -183,15 +200,84 @@ impl Node {
             tracing::info!("cluster already initialised; bootstrap skipped");
             return Ok(());
         }
-        match self.initialize(members.into_iter().collect()).await {
-            Ok(()) => tracing::info!("initialised a new cluster"),
-            Err(ServerError::AlreadyInitialized) => tracing::info!("cluster already initialised; bootstrap skipped"),
-            Err(e) => return Err(e.into()),
-        }
+        let node = self.clone();
+        tokio::spawn(async move {
+            match node.initialize(members.into_iter().collect(), None).await {
+                Ok(()) => tracing::info!("initialised a new cluster"),
+                Err(ServerError::AlreadyInitialized) => {
+                    tracing::info!("cluster already initialised; bootstrap skipped")
+                }
+                Err(e) => node.identity.fail(format!(
+                    "cannot form the cluster from cluster.initial_members: {e}. If these members formed a cluster \
+                     before, this node lost its data and must rejoin it: `vexilctl cluster remove {id}`, then start \
+                     it with an empty data directory, cluster.bootstrap = false, and `vexilctl cluster add-learner` \
+                     it",
+                    id = node.id
+                )),
+            }
+        });
         Ok(())
     }
 
-    pub async fn initialize(&self, members: BTreeMap<NodeId, NodeInfo>) -> Result<(), ServerError> {
+    /// Forms a new cluster of `members` (this node among them), exactly once: this node draws
+    /// the cluster id (or keeps the one it drew before a crash), every other member joins it and
+    /// answers its incarnation, and only then does openraft write the first membership, with
+    /// those incarnations. Waits for members that do not answer for `patience` (`None`: for
+    /// ever); a member that refuses (it belongs to another cluster) fails it at once.
+    pub async fn initialize(
+        &self,
+        mut members: BTreeMap<NodeId, NodeInfo>,
+        patience: Option<Duration>,
+    ) -> Result<(), ServerError> {
+        if self.raft.is_initialized().await? {
+            return Err(ServerError::AlreadyInitialized);
+        }
+        if !members.contains_key(&self.id) {
+            return Err(ServerError::invalid("members", format!("must include this node ({})", self.id)));
+        }
+        let me = self.identity.found()?;
+        let deadline = patience.map(|p| tokio::time::Instant::now() + p);
+        for (id, info) in members.iter_mut() {
+            info.incarnation =
+                if *id == self.id { me.incarnation } else { self.join_member(*id, &info.raft_addr, deadline).await? };
+        }
+        self.initialize_raft(members).await
+    }
+
+    /// Has the node at `addr` join this node's cluster as node `id`; its incarnation. Retries
+    /// an unreachable node until `deadline` (`None`: for ever), logging whom it waits for.
+    async fn join_member(
+        &self,
+        id: NodeId,
+        addr: &str,
+        deadline: Option<tokio::time::Instant>,
+    ) -> Result<u64, ServerError> {
+        let cluster = self.identity.cluster().ok_or_else(|| ServerError::Internal("joining before founding".into()))?;
+        let req = JoinRequest { cluster, node: id };
+        let timeout = Duration::from_millis(self.config.raft.rpc_timeout_ms.max(JOIN_RPC_TIMEOUT_MS_MIN));
+        let started = tokio::time::Instant::now();
+        let mut logged = started;
+        loop {
+            let why = match self.peers.join(addr, &req, timeout).await {
+                Ok(JoinReply::Joined { incarnation }) => return Ok(incarnation),
+                Ok(JoinReply::Refused(why)) => {
+                    return Err(ServerError::Membership(format!("node {id} at {addr} refused to join: {why}")));
+                }
+                Err(e) => e.to_string(),
+            };
+            let now = tokio::time::Instant::now();
+            if deadline.is_some_and(|d| now >= d) {
+                return Err(ServerError::Membership(format!("node {id} at {addr} did not answer a join: {why}")));
+            }
+            if now.duration_since(logged) >= JOIN_WAIT_LOG_INTERVAL {
+                logged = now;
+                tracing::warn!(node = id, addr, waited_s = now.duration_since(started).as_secs(), error = %why, "waiting for a member to join");
+            }
+            tokio::time::sleep(JOIN_RETRY_INTERVAL).await;
+        }
+    }
+
+    async fn initialize_raft(&self, members: BTreeMap<NodeId, NodeInfo>) -> Result<(), ServerError> {
         match self.raft.initialize(members).await {
             Ok(()) => Ok(()),
             Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Err(ServerError::AlreadyInitialized),
@@ -509,7 +595,21 @@ impl Node {
         }
     }
 
-    pub async fn add_learner(&self, id: NodeId, info: NodeInfo, blocking: bool) -> Result<u64, ServerError> {
+    /// Adds a learner: the leader first has it join (it must have an empty data directory or
+    /// already be in this cluster), then records it with its incarnation. A node already a
+    /// member keeps the incarnation it has.
+    pub async fn add_learner(&self, id: NodeId, mut info: NodeInfo, blocking: bool) -> Result<u64, ServerError> {
+        let m = self.metrics();
+        if m.current_leader != Some(self.id) {
+            return Err(Self::hint(self.leader()));
+        }
+        info.incarnation = match m.membership_config.membership().get_node(&id) {
+            Some(known) => known.incarnation,
+            None => {
+                let deadline = tokio::time::Instant::now() + Duration::from_millis(self.config.raft.write_timeout_ms);
+                self.join_member(id, &info.raft_addr, Some(deadline)).await?
+            }
+        };
         match self.raft.add_learner(id, info, blocking).await {
             Ok(resp) => Ok(resp.log_id.index),
             Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {

@@ -22,6 +22,7 @@ use vexil_proto::vexil::raft::v1::raft_transport_server::RaftTransport;
 use vexil_raft_store::{NodeId, codec};
 
 use crate::error::ServerError;
+use crate::identity::{CLUSTER_HEADER, INCARNATION_HEADER};
 use crate::network::{ForwardReply, ReadIndexReply, SECRET_HEADER};
 use crate::node::Node;
 
@@ -55,6 +56,15 @@ impl RaftService {
         }
     }
 
+    /// The peer checks, then the identity check (`identity.rs`); `replicating` for the calls
+    /// only a leader sends.
+    fn check_member<T>(&self, req: &Request<T>, replicating: bool) -> Result<(), ServerError> {
+        self.check_peer(req)?;
+        let header = |name| req.metadata().get(name).and_then(|v| v.to_str().ok());
+        let incarnation = header(INCARNATION_HEADER).map(|v| v.parse::<u64>().unwrap_or(0));
+        self.node.identity.check(header(CLUSTER_HEADER), incarnation, replicating)
+    }
+
     fn decode<T: serde::de::DeserializeOwned>(req: Request<RaftPayload>) -> Result<T, ServerError> {
         codec::decode(&req.into_inner().data)
             .map_err(|e| ServerError::invalid("data", format!("undecodable raft payload: {e}")))
@@ -81,25 +91,25 @@ impl RaftService {
 #[tonic::async_trait]
 impl RaftTransport for RaftService {
     async fn append_entries(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.check_peer(&req)?;
+        self.check_member(&req, true)?;
         let rpc = Self::decode(req)?;
         Self::raft_reply(self.node.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.check_peer(&req)?;
+        self.check_member(&req, false)?;
         let rpc = Self::decode(req)?;
         Self::raft_reply(self.node.raft.vote(rpc).await)
     }
 
     async fn install_snapshot(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.check_peer(&req)?;
+        self.check_member(&req, true)?;
         let rpc = Self::decode(req)?;
         Self::raft_reply(self.node.raft.install_snapshot(rpc).await)
     }
 
     async fn forward_write(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.check_peer(&req)?;
+        self.check_member(&req, false)?;
         let write = Self::decode(req)?;
         let reply = match self.node.write_local(write).await {
             Ok(Ok(resp)) => ForwardReply::Applied(resp),
@@ -113,7 +123,7 @@ impl RaftTransport for RaftService {
     }
 
     async fn read_index(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.check_peer(&req)?;
+        self.check_member(&req, false)?;
         let () = Self::decode(req)?;
         // Bounded like a write: the follower asking gives up after the same time.
         let deadline =
@@ -125,6 +135,13 @@ impl RaftTransport for RaftService {
             }
             Err(e) => ReadIndexReply::Failed(e.to_string()),
         };
+        Self::reply(&reply)
+    }
+
+    async fn join(&self, req: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.check_peer(&req)?;
+        let join = Self::decode(req)?;
+        let reply = self.node.identity.join(&join).map_err(ServerError::from)?;
         Self::reply(&reply)
     }
 }

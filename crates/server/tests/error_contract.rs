@@ -26,7 +26,7 @@ struct Expect {
 }
 
 /// How many arms `expect` has.
-const VARIANTS: usize = 28;
+const VARIANTS: usize = 29;
 
 /// The arm of `expect` an error falls in, and what the client must make of it.
 fn expect(e: &ServerError) -> (usize, Expect) {
@@ -95,6 +95,7 @@ fn expect(e: &ServerError) -> (usize, Expect) {
         ServerError::RateLimited { .. } => (25, x(Code::ResourceExhausted, ErrorReason::RateLimited, true, server)),
         ServerError::Compacted { .. } => (27, x(Code::OutOfRange, ErrorReason::RevisionCompacted, false, server)),
         ServerError::Membership(_) => (14, x(Code::FailedPrecondition, ErrorReason::Membership, false, server)),
+        ServerError::Identity(_) => (28, x(Code::FailedPrecondition, ErrorReason::Membership, false, server)),
         ServerError::SnapshotTimeout { .. } => {
             (15, x(Code::DeadlineExceeded, ErrorReason::SnapshotTimeout, false, server))
         }
@@ -143,6 +144,7 @@ fn samples() -> Vec<ServerError> {
         ServerError::RateLimited { principal: "ci".into(), per_second: 100, retry_after_ms: 8 },
         ServerError::Compacted { after_revision: 3, compacted_revision: 40 },
         ServerError::Membership("node 9 is not a member".into()),
+        ServerError::Identity("a message of cluster 1f; node 2 belongs to cluster 9c".into()),
         ServerError::SnapshotTimeout { target: 10, latest: 7 },
         ServerError::Unauthenticated("no bearer token was sent".into()),
         ServerError::PermissionDenied { principal: "ci".into(), needs: "role admin".into() },

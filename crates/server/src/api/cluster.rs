@@ -47,7 +47,7 @@ fn from_member(m: &Member, field: &str) -> Result<(NodeId, NodeInfo), ServerErro
     if m.api_addr.is_empty() || m.raft_addr.is_empty() {
         return Err(ServerError::invalid(field, "api_addr and raft_addr are both required"));
     }
-    Ok((m.node_id, NodeInfo { api_addr: m.api_addr.clone(), raft_addr: m.raft_addr.clone() }))
+    Ok((m.node_id, NodeInfo { api_addr: m.api_addr.clone(), raft_addr: m.raft_addr.clone(), incarnation: 0 }))
 }
 
 impl ClusterApi {
@@ -196,10 +196,9 @@ impl Cluster for ClusterApi {
                 .into());
             }
         }
-        if !members.contains_key(&self.node.id) {
-            return Err(ServerError::invalid("members", format!("must include this node ({})", self.node.id)).into());
-        }
-        let initialised = match self.node.initialize(members).await {
+        // Every member must answer within a write's time: a cluster is formed whole or not at all.
+        let patience = std::time::Duration::from_millis(self.node.config.raft.write_timeout_ms);
+        let initialised = match self.node.initialize(members, Some(patience)).await {
             Ok(()) => true,
             // A cluster formed by configuration, or by an Init whose token step failed, still
             // gets its first admin token here, once.
@@ -234,6 +233,7 @@ impl Cluster for ClusterApi {
             lag: Default::default(),
             audit_seq: head.seq,
             audit_head_hash: hex::encode(head.hash),
+            cluster_id: self.node.identity.cluster().unwrap_or_default(),
         };
         for (id, info) in membership.nodes() {
             if voters.contains(id) {

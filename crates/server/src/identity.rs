@@ -1,0 +1,223 @@
+//! Cluster membership identity on the Raft port: which cluster a message comes from, which life
+//! of this node it is meant for, and the `Join` handshake that hands a new node both.
+//!
+//! The facts and why they exist are in `vexil_raft_store::identity`. The rules here:
+//! - Every Raft call carries the sender's cluster id and the incarnation the sender's
+//!   membership records for the target ([`CLUSTER_HEADER`], [`INCARNATION_HEADER`]).
+//! - A node answers a Raft call only if both match its own identity. A node of another
+//!   cluster (one left running from an earlier cluster on the same address) is refused, and
+//!   refuses.
+//! - A node with no identity (an empty data directory) answers none: it has not joined a
+//!   cluster, so it may neither vote nor acknowledge. If a leader replicates to it under an
+//!   incarnation, the cluster knows this node id as a member that had data: this node lost
+//!   it. It must never vote with that forgotten log; it stops with the way back (remove, then
+//!   add as a new learner).
+//! - `Join` (sent when a cluster is formed, to each initial member, and when a learner is
+//!   added) gives a node with no identity one: the cluster's id, and an incarnation the node
+//!   draws itself and returns, to be recorded in the membership. Joining again the cluster it
+//!   is in returns the same incarnation; joining another is refused.
+
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+use vexil_raft_store::{Identity, IdentityStore, NodeId, StoreError};
+
+use crate::error::ServerError;
+
+/// Metadata header: the sender's cluster id, on every Raft call.
+pub const CLUSTER_HEADER: &str = "x-vexil-cluster";
+/// Metadata header: the target's incarnation as the sender's membership records it (absent
+/// on `Join`, which is how a node gets one).
+pub const INCARNATION_HEADER: &str = "x-vexil-incarnation";
+
+/// `Join`: become a member of `cluster` as node `node`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JoinRequest {
+    pub cluster: String,
+    pub node: NodeId,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum JoinReply {
+    /// Joined (now or before): the incarnation to record in the membership.
+    Joined { incarnation: u64 },
+    /// Why not: it belongs to another cluster, or is another node id.
+    Refused(String),
+}
+
+/// This node's identity, shared by the transport's both sides.
+#[derive(Clone)]
+pub struct NodeIdentity {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    node: NodeId,
+    store: Arc<dyn IdentityStore>,
+    current: RwLock<Option<Identity>>,
+    /// Set by [`NodeIdentity::fail`].
+    lost: watch::Sender<Option<String>>,
+}
+
+/// Why a node cannot start on its data directory.
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error(
+        "the data directory belongs to node {found} (of cluster {cluster}), but this node is configured as node \
+         {configured}: start it with node_id = {found}, or give node {configured} its own data directory"
+    )]
+    OtherNode { found: NodeId, configured: NodeId, cluster: String },
+    #[error(
+        "the data directory holds a Raft log or vote but no cluster identity: it was written by a Vexil from before \
+         cluster ids. Remove this node from its cluster (`vexilctl cluster remove {node}`), empty its data \
+         directory, start it, and add it again as a learner"
+    )]
+    Unversioned { node: NodeId },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl NodeIdentity {
+    /// The identity of node `node` on its store; `has_raft_state` says whether the store holds
+    /// a log or a vote.
+    pub fn open(node: NodeId, store: Arc<dyn IdentityStore>, has_raft_state: bool) -> Result<Self, IdentityError> {
+        let current = store.load_identity()?;
+        match &current {
+            Some(id) if id.node != node => {
+                return Err(IdentityError::OtherNode { found: id.node, configured: node, cluster: id.cluster.clone() });
+            }
+            None if has_raft_state => return Err(IdentityError::Unversioned { node }),
+            _ => {}
+        }
+        let (lost, _) = watch::channel(None);
+        Ok(NodeIdentity { inner: Arc::new(Inner { node, store, current: RwLock::new(current), lost }) })
+    }
+
+    pub fn current(&self) -> Option<Identity> {
+        self.inner.current.read().expect("identity lock poisoned").clone()
+    }
+
+    /// The cluster this node belongs to, if it has joined one.
+    pub fn cluster(&self) -> Option<String> {
+        self.current().map(|i| i.cluster)
+    }
+
+    /// Makes this node the first member of a new cluster, or returns the identity it has (a
+    /// node that crashed while forming its cluster forms the same one again).
+    pub fn found(&self) -> Result<Identity, StoreError> {
+        let mut current = self.inner.current.write().expect("identity lock poisoned");
+        if let Some(id) = &*current {
+            return Ok(id.clone());
+        }
+        let id = Identity::join(&Identity::new_cluster_id(), self.inner.node);
+        self.inner.store.save_identity(&id)?;
+        tracing::info!(cluster = %id.cluster, "formed a new cluster id");
+        *current = Some(id.clone());
+        Ok(id)
+    }
+
+    /// Answers a `Join` (the caller already passed the port's peer checks).
+    pub fn join(&self, req: &JoinRequest) -> Result<JoinReply, StoreError> {
+        if req.node != self.inner.node {
+            return Ok(JoinReply::Refused(format!(
+                "this is node {}, not node {}: check the address given for node {}",
+                self.inner.node, req.node, req.node
+            )));
+        }
+        let mut current = self.inner.current.write().expect("identity lock poisoned");
+        match &*current {
+            Some(id) if id.cluster == req.cluster => Ok(JoinReply::Joined { incarnation: id.incarnation }),
+            Some(id) => Ok(JoinReply::Refused(format!(
+                "node {} belongs to cluster {}, not {}: if it is left from an earlier cluster, stop it or empty its \
+                 data directory",
+                id.node, id.cluster, req.cluster
+            ))),
+            None => {
+                let id = Identity::join(&req.cluster, req.node);
+                self.inner.store.save_identity(&id)?;
+                tracing::info!(cluster = %id.cluster, incarnation = id.incarnation, "joined a cluster");
+                let incarnation = id.incarnation;
+                *current = Some(id);
+                Ok(JoinReply::Joined { incarnation })
+            }
+        }
+    }
+
+    /// Checks a Raft call's identity headers before anything in it is decoded. `replicating`
+    /// is true for AppendEntries and InstallSnapshot: only a leader that counts this node as a
+    /// member sends them.
+    pub fn check(&self, cluster: Option<&str>, incarnation: Option<u64>, replicating: bool) -> Result<(), ServerError> {
+        let refuse = |why: String| Err(ServerError::Identity(why));
+        let Some(mine) = self.current() else {
+            let (Some(cluster), Some(incarnation)) = (cluster, incarnation.filter(|i| *i != 0)) else {
+                return refuse(format!("node {} has not joined a cluster", self.inner.node));
+            };
+            if replicating {
+                let why = format!(
+                    "a leader of cluster {cluster} replicates to this node as node {node} (incarnation \
+                     {incarnation}), but this node's data directory is empty: it was a member and lost its data, and \
+                     must not vote with a forgotten log. To bring it back: `vexilctl cluster remove {node}`, then \
+                     start it with an empty data directory and `vexilctl cluster add-learner` it (and promote it). \
+                     If no such cluster should exist, a node left from an earlier cluster is still running on a \
+                     peer's address: stop it",
+                    node = self.inner.node
+                );
+                self.fail(why.clone());
+                return refuse(why);
+            }
+            return refuse(format!("node {} has not joined a cluster (its data directory is empty)", self.inner.node));
+        };
+        match cluster {
+            Some(c) if c == mine.cluster => {}
+            Some(c) => {
+                return refuse(format!(
+                    "a message of cluster {c}; node {} belongs to cluster {}",
+                    mine.node, mine.cluster
+                ));
+            }
+            None => {
+                return refuse(format!(
+                    "a Raft message without a cluster id; node {} belongs to cluster {}",
+                    mine.node, mine.cluster
+                ));
+            }
+        }
+        match incarnation {
+            Some(i) if i == mine.incarnation => Ok(()),
+            i => refuse(format!(
+                "a message for incarnation {} of node {}, which is incarnation {}: it was removed and added again; \
+                 the sender's membership is older",
+                i.unwrap_or(0),
+                mine.node,
+                mine.incarnation
+            )),
+        }
+    }
+
+    /// Stops the node, saying why: a leader showed that it lost its data, or it cannot form
+    /// the cluster it was configured to. The first reason wins.
+    pub fn fail(&self, why: String) {
+        self.inner.lost.send_if_modified(|lost| {
+            let first = lost.is_none();
+            if first {
+                tracing::error!("{why}");
+                *lost = Some(why);
+            }
+            first
+        });
+    }
+
+    /// Resolves, with the reason, once [`Self::fail`] was called.
+    pub async fn failed(&self) -> String {
+        let mut rx = self.inner.lost.subscribe();
+        let why = match rx.wait_for(Option::is_some).await {
+            Ok(why) => why.clone(),
+            Err(_) => None,
+        };
+        match why {
+            Some(why) => why,
+            None => std::future::pending().await,
+        }
+    }
+}
