@@ -12,6 +12,11 @@
 //! cacert = "tls/ca.pem"          # TLS: the CA that issued the nodes' certificates
 //! cert = "tls/me.pem"            # mutual TLS: this client's certificate ...
 //! key = "tls/me-key.pem"         # ... and its key
+//! region = "eu"                  # prefer this region's nodes (or --region / VEXIL_REGION)
+//!
+//! [regions]                      # each region's nodes; without `endpoints`, all of them
+//! us = ["10.0.0.1:7001", "10.0.0.2:7001", "10.0.0.3:7001"]
+//! eu = ["10.1.0.1:7001"]
 //! ```
 //!
 //! Relative paths in the file are relative to the file's directory. The file is
@@ -42,6 +47,7 @@ pub struct Given<'a> {
     pub cacert: Option<&'a Path>,
     pub cert: Option<&'a Path>,
     pub key: Option<&'a Path>,
+    pub region: Option<&'a str>,
 }
 
 /// Where to reach the cluster, resolved.
@@ -57,6 +63,8 @@ pub struct Settings {
     pub cacert: Option<PathBuf>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// The client's region and its nodes' endpoints (asked first).
+    pub region: Option<(String, Vec<String>)>,
 }
 
 impl std::fmt::Debug for Settings {
@@ -69,6 +77,7 @@ impl std::fmt::Debug for Settings {
             .field("cacert", &self.cacert)
             .field("cert", &self.cert)
             .field("key", &self.key)
+            .field("region", &self.region)
             .finish()
     }
 }
@@ -83,6 +92,8 @@ struct FileConfig {
     cacert: Option<PathBuf>,
     cert: Option<PathBuf>,
     key: Option<PathBuf>,
+    region: Option<String>,
+    regions: Option<std::collections::BTreeMap<String, Vec<String>>>,
 }
 
 /// `./vexilctl.toml`, then `$XDG_CONFIG_HOME/vexil/vexilctl.toml` or else
@@ -134,6 +145,12 @@ pub fn resolve(given: &Given<'_>, default_configs: &[PathBuf]) -> Result<Setting
             ));
         }
         (endpoints, "--endpoints/VEXIL_ENDPOINTS".to_string())
+    } else if let (None, Some(regions)) = (&f.endpoints, &f.regions) {
+        let endpoints = cleaned(&regions.values().flatten().cloned().collect::<Vec<_>>());
+        if endpoints.is_empty() {
+            return Err(Failure::Usage(format!("`regions` in {shown} lists no endpoints")));
+        }
+        (endpoints, shown.clone())
     } else if let Some(list) = &f.endpoints {
         let endpoints = cleaned(list);
         if endpoints.is_empty() {
@@ -205,7 +222,22 @@ pub fn resolve(given: &Given<'_>, default_configs: &[PathBuf]) -> Result<Setting
             "a client certificate is for mutual TLS, which needs --cacert/VEXIL_CACERT (or `cacert`): the CA that issued the nodes' certificates".into(),
         ));
     }
-    Ok(Settings { endpoints, consistency: f.consistency, source, token, cacert, cert, key })
+    let region = match (given.region.map(str::trim), f.region.as_deref().map(str::trim)) {
+        (Some(""), _) => return Err(Failure::Usage("--region (or VEXIL_REGION) is empty".into())),
+        (Some(name), _) | (None, Some(name)) => {
+            let listed = f.regions.as_ref().and_then(|r| r.get(name)).map(|l| cleaned(l)).unwrap_or_default();
+            if listed.is_empty() {
+                let known: Vec<&str> = f.regions.iter().flat_map(|r| r.keys()).map(String::as_str).collect();
+                return Err(Failure::Usage(format!(
+                    "region {name:?} has no endpoints: list them under [regions] in the config file{}",
+                    if known.is_empty() { String::new() } else { format!(" (it lists {})", known.join(", ")) }
+                )));
+            }
+            Some((name.to_string(), listed))
+        }
+        (None, None) => None,
+    };
+    Ok(Settings { endpoints, consistency: f.consistency, source, token, cacert, cert, key, region })
 }
 
 impl Settings {
@@ -217,6 +249,9 @@ impl Settings {
                 .map_err(|e| Failure::Input(format!("cannot read {what} {}: {e}", path.display())))
         };
         let mut options = ConnectOptions::new();
+        if let Some((name, endpoints)) = &self.region {
+            options = options.region(name.clone(), endpoints.clone());
+        }
         if let Some((secret, _)) = &self.token {
             options = options.token(secret.clone());
         }
@@ -275,6 +310,30 @@ mod tests {
         // The first default that exists is read.
         let s = resolve(&Given::default(), &[dir.path().join("absent.toml"), f.clone()]).expect("resolves");
         assert_eq!(s.endpoints.len(), 2);
+    }
+
+    #[test]
+    fn a_region_picks_its_nodes_from_the_regions_table() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let f = dir.path().join("vexilctl.toml");
+        let regions = "[regions]\nus = [\"u1:7001\", \"u2:7001\"]\neu = [\" e1:7001 \"]\n";
+        std::fs::write(&f, format!("region = \"eu\"\n{regions}")).expect("write");
+        let s = resolve(&Given { config: Some(&f), ..Given::default() }, &[]).expect("resolves");
+        assert_eq!(s.region, Some(("eu".to_string(), vec!["e1:7001".to_string()])));
+        assert_eq!(s.endpoints, ["e1:7001", "u1:7001", "u2:7001"], "without `endpoints`, every region's nodes");
+        let flag = Given { config: Some(&f), region: Some("us"), ..Given::default() };
+        assert_eq!(
+            resolve(&flag, &[]).expect("resolves").region.map(|r| r.1),
+            Some(vec!["u1:7001".into(), "u2:7001".into()])
+        );
+
+        let unknown = Given { config: Some(&f), region: Some("ap"), ..Given::default() };
+        let Err(Failure::Usage(m)) = resolve(&unknown, &[]) else { panic!("an unknown region resolved") };
+        assert!(m.contains("region \"ap\" has no endpoints") && m.contains("eu, us"), "{m}");
+        let Err(Failure::Usage(m)) = resolve(&Given { region: Some("eu"), ..Given::default() }, &[]) else {
+            panic!("a region without a [regions] table resolved")
+        };
+        assert!(m.contains("[regions]"), "{m}");
     }
 
     #[test]

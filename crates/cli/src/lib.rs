@@ -49,7 +49,8 @@ pub struct Cli {
     /// config file, then the three local nodes 127.0.0.1:7001-7003.
     #[arg(long, global = true, env = "VEXIL_ENDPOINTS", value_delimiter = ',', value_name = "HOST:PORT,...")]
     pub endpoints: Option<Vec<String>>,
-    /// Config file (TOML: endpoints, consistency, token or token_file, cacert, cert, key).
+    /// Config file (TOML: endpoints, regions, region, consistency, token or token_file, cacert,
+    /// cert, key).
     /// Default: ./vexilctl.toml, else `$XDG_CONFIG_HOME/vexil/vexilctl.toml` or
     /// `~/.config/vexil/vexilctl.toml`, if present. Flags and variables override it.
     #[arg(long, global = true, env = "VEXILCTL_CONFIG", value_name = "PATH")]
@@ -69,6 +70,10 @@ pub struct Cli {
     /// Mutual TLS: the private key (PEM) of --cert. Give it before the command.
     #[arg(long, env = "VEXIL_KEY", value_name = "PEM_FILE")]
     pub key: Option<PathBuf>,
+    /// This client's region: its nodes (listed under `[regions]` in the config file) are asked
+    /// first, the others only when none of them answers.
+    #[arg(long, global = true, env = "VEXIL_REGION", value_name = "NAME")]
+    pub region: Option<String>,
     /// Read consistency: `linearizable`, `lease`, or `stale` (whatever the node you ask has
     /// applied; use it to inspect one node, e.g. `audit verify` on a suspect node).
     #[arg(long, value_enum, global = true)]
@@ -185,6 +190,7 @@ pub fn given(cli: &Cli) -> endpoints::Given<'_> {
         cacert: cli.cacert.as_deref(),
         cert: cli.cert.as_deref(),
         key: cli.key.as_deref(),
+        region: cli.region.as_deref(),
     }
 }
 

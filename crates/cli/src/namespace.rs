@@ -1,6 +1,8 @@
-//! `vexilctl namespace settings`: a namespace's own settings — how its `fractional` rules
-//! bucket (match the namespace's in-process providers) and whether writes with warnings are
-//! refused. Reading needs a role on the namespace; changing them, `admin`.
+//! `vexilctl namespace list`: the namespaces the caller may read (one per line, for scripts
+//! such as the backup in deploy/README.md). `vexilctl namespace settings`: a namespace's own
+//! settings — how its `fractional` rules bucket (match the namespace's in-process providers)
+//! and whether writes with warnings are refused. Reading needs a role on the namespace;
+//! changing them, `admin`.
 
 use clap::{Args, Subcommand};
 use serde_json::json;
@@ -14,6 +16,8 @@ use crate::{Ctx, Failure, Output};
 
 #[derive(Debug, Subcommand)]
 pub enum NamespaceCommand {
+    /// The namespaces you may read, one per line.
+    List,
     /// Show a namespace's settings, or change those given (the others stay). Audited.
     Settings(SettingsArgs),
 }
@@ -41,8 +45,17 @@ fn parse_fractional(s: &str) -> Result<FractionalAlgorithm, String> {
 
 pub async fn run(cmd: &NamespaceCommand, ctx: &Ctx) -> Result<String, Failure> {
     match cmd {
+        NamespaceCommand::List => list(ctx).await,
         NamespaceCommand::Settings(a) => settings(a, ctx).await,
     }
+}
+
+async fn list(ctx: &Ctx) -> Result<String, Failure> {
+    let read = ctx.conn.admin.list_namespaces().await.map_err(|e| errors::from_client(e, Subject::Cluster))?;
+    Ok(match ctx.output {
+        Output::Json => output::json(&json!({"namespaces": read.value, "revision": read.header.revision})),
+        Output::Table => read.value.join("\n"),
+    })
 }
 
 async fn settings(a: &SettingsArgs, ctx: &Ctx) -> Result<String, Failure> {

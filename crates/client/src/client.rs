@@ -133,7 +133,9 @@ impl ClientBuilder {
     pub fn start(self) -> Result<Client, Error> {
         self.check()?;
         let dialer = self.connect.dialer()?;
-        let endpoints = dialer.watch_channels(&dialer.endpoints(&self.endpoints)?);
+        let ordered = dialer.endpoints(&self.endpoints)?;
+        let in_region = ordered.local;
+        let endpoints = dialer.watch_channels(&ordered);
         let admin = AdminClient::from_dialer(&self.endpoints, &dialer)?;
         let names: Arc<[Box<str>]> = self.namespaces.iter().map(|n| Box::from(n.as_str())).collect();
         let shared = Arc::new(Shared::new(names));
@@ -147,7 +149,7 @@ impl ClientBuilder {
             let written = shared.status.borrow().data_version;
             tasks.push(tokio::spawn(disk_cache::run_writer(shared.clone(), path, written, shutdown_rx.clone())));
         }
-        tasks.push(tokio::spawn(watcher::run(shared.clone(), endpoints, shutdown_rx)));
+        tasks.push(tokio::spawn(watcher::run(shared.clone(), endpoints, in_region, shutdown_rx)));
         let default = Namespace { shared: shared.clone(), index: 0 };
         Ok(Client {
             inner: Arc::new(ClientInner {

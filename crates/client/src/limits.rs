@@ -74,3 +74,8 @@ const _: () = {
     assert!(ADMIN_ATTEMPTS_MAX >= 1);
     assert!(WATCH_KEEPALIVE_INTERVAL.as_millis() < WATCH_KEEPALIVE_TIMEOUT.as_millis());
 };
+
+/// How long a client whose region's nodes did not answer keeps using nodes of other regions
+/// before it tries its region again (unary calls start there again; an out-of-region watch
+/// stream ends and resumes in the region, from its revision).
+pub const REGION_RETURN_INTERVAL: Duration = Duration::from_secs(30);

@@ -46,6 +46,14 @@ use crate::limits;
 pub struct ConnectOptions {
     token: Option<String>,
     tls: Option<TlsOptions>,
+    region: Option<Region>,
+}
+
+/// The client's own region: its name (for logs) and the endpoints of the nodes in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Region {
+    name: String,
+    endpoints: Vec<String>,
 }
 
 impl fmt::Debug for ConnectOptions {
@@ -53,6 +61,7 @@ impl fmt::Debug for ConnectOptions {
         f.debug_struct("ConnectOptions")
             .field("token", &self.token.as_ref().map(|_| "[secret]"))
             .field("tls", &self.tls)
+            .field("region", &self.region)
             .finish()
     }
 }
@@ -146,6 +155,20 @@ impl ConnectOptions {
         self
     }
 
+    /// Prefer the nodes of this client's region: `name` (for logs) and their endpoints (which
+    /// are added to the endpoint list if it lacks them). Calls and the watch stream go to them
+    /// first and fall back to the other endpoints only when none of them answers; what fell
+    /// back returns to the region after [`limits::REGION_RETURN_INTERVAL`] (a call) or ends
+    /// its out-of-region stream then and resumes in the region (the watch stream).
+    pub fn region<S: Into<String>>(
+        mut self,
+        name: impl Into<String>,
+        endpoints: impl IntoIterator<Item = S>,
+    ) -> ConnectOptions {
+        self.region = Some(Region { name: name.into(), endpoints: endpoints.into_iter().map(Into::into).collect() });
+        self
+    }
+
     /// Whether TLS is configured (endpoints are then `https://`).
     pub fn is_tls(&self) -> bool {
         self.tls.is_some()
@@ -175,7 +198,15 @@ impl ConnectOptions {
             Some(secret) => Credentials { authorization: Some(authorization(secret)?) },
         };
         let tls = self.tls.as_ref().map(TlsOptions::to_tonic).transpose()?;
-        Ok(Dialer { tls, credentials })
+        let region = match &self.region {
+            None => None,
+            Some(r) if r.name.trim().is_empty() => return Err(Error::Config("the region name is empty".into())),
+            Some(r) if r.endpoints.iter().all(|e| e.trim().is_empty()) => {
+                return Err(Error::Config(format!("region {:?} lists no endpoints", r.name)));
+            }
+            Some(r) => Some(r.clone()),
+        };
+        Ok(Dialer { tls, credentials, region })
     }
 }
 
@@ -234,6 +265,14 @@ pub type NodeChannel = InterceptedService<Channel, Credentials>;
 pub(crate) struct Dialer {
     tls: Option<ClientTlsConfig>,
     credentials: Credentials,
+    region: Option<Region>,
+}
+
+/// The endpoints in the order a client tries them: the `local` first ones are in its region.
+#[derive(Debug)]
+pub(crate) struct Ordered {
+    pub(crate) endpoints: Vec<(String, Endpoint)>,
+    pub(crate) local: usize,
 }
 
 impl Dialer {
@@ -255,25 +294,46 @@ impl Dialer {
         InterceptedService::new(channel, self.credentials.clone())
     }
 
-    /// Parses and checks the endpoint list.
-    pub(crate) fn endpoints(&self, urls: &[String]) -> Result<Vec<(String, Endpoint)>, Error> {
-        if urls.is_empty() {
+    /// Parses and checks the endpoint list, and puts the client's region first.
+    pub(crate) fn endpoints(&self, urls: &[String]) -> Result<Ordered, Error> {
+        if urls.is_empty() && self.region.is_none() {
             return Err(Error::Config("at least one endpoint is required".into()));
         }
-        if urls.len() > limits::ENDPOINTS_MAX {
+        let mut local = Vec::new();
+        if let Some(region) = &self.region {
+            for raw in region.endpoints.iter().filter(|e| !e.trim().is_empty()) {
+                let (url, e) = self.endpoint(raw)?;
+                if !local.iter().any(|(u, _): &(String, Endpoint)| *u == url) {
+                    local.push((url, e));
+                }
+            }
+        }
+        let mut all = local;
+        let local = all.len();
+        for raw in urls {
+            let (url, e) = self.endpoint(raw)?;
+            if !all.iter().any(|(u, _)| *u == url) {
+                all.push((url, e));
+            }
+        }
+        if all.len() > limits::ENDPOINTS_MAX {
             return Err(Error::Config(format!(
                 "{} endpoints given; the limit is {}",
-                urls.len(),
+                all.len(),
                 limits::ENDPOINTS_MAX
             )));
         }
-        urls.iter().map(|u| self.endpoint(u)).collect()
+        if let Some(region) = &self.region {
+            tracing::debug!(region = %region.name, in_region = local, endpoints = all.len(), "preferring the client's region");
+        }
+        Ok(Ordered { endpoints: all, local })
     }
 
     /// Channels for the watch stream: no per-call deadline (the stream lives for hours), but
     /// HTTP/2 keep-alive, so a node that vanishes without closing the connection is noticed.
-    pub(crate) fn watch_channels(&self, endpoints: &[(String, Endpoint)]) -> Vec<(String, NodeChannel)> {
-        endpoints
+    pub(crate) fn watch_channels(&self, ordered: &Ordered) -> Vec<(String, NodeChannel)> {
+        ordered
+            .endpoints
             .iter()
             .map(|(url, e)| {
                 let channel = e
@@ -321,6 +381,11 @@ pub(crate) struct Endpoints {
     nodes: Vec<Node>,
     /// Where the next call starts (the last endpoint that answered).
     preferred: AtomicUsize,
+    /// The first `local` nodes are in the client's region (0: no region).
+    local: usize,
+    /// Since when calls start outside the region (an out-of-region node answered while the
+    /// region's did not); they return after [`limits::REGION_RETURN_INTERVAL`].
+    strayed: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 #[derive(Debug)]
@@ -332,8 +397,10 @@ struct Node {
 impl Endpoints {
     /// Channels for unary calls: a connect timeout and a per-call deadline.
     pub(crate) fn for_unary(urls: &[String], dialer: &Dialer) -> Result<Endpoints, Error> {
-        let nodes = dialer
-            .endpoints(urls)?
+        let ordered = dialer.endpoints(urls)?;
+        let local = ordered.local;
+        let nodes = ordered
+            .endpoints
             .into_iter()
             .map(|(url, e)| Node {
                 url,
@@ -345,11 +412,19 @@ impl Endpoints {
                 ),
             })
             .collect();
-        Ok(Endpoints { nodes, preferred: AtomicUsize::new(0) })
+        Ok(Endpoints { nodes, preferred: AtomicUsize::new(0), local, strayed: std::sync::Mutex::new(None) })
     }
 
-    /// The `attempt`-th endpoint to try for a call (round robin from the preferred one).
+    /// The `attempt`-th endpoint to try for a call (round robin from the preferred one; a call
+    /// that starts outside the region for long enough starts in it again).
     pub(crate) fn pick(&self, attempt: u32) -> (usize, &str, NodeChannel) {
+        if attempt == 0 {
+            let mut strayed = self.strayed.lock().expect("strayed lock poisoned");
+            if strayed.is_some_and(|since| since.elapsed() >= limits::REGION_RETURN_INTERVAL) {
+                *strayed = None;
+                self.preferred.store(0, Ordering::Relaxed);
+            }
+        }
         let i = (self.preferred.load(Ordering::Relaxed) + attempt as usize) % self.nodes.len();
         let n = &self.nodes[i];
         (i, &n.url, n.channel.clone())
@@ -357,7 +432,14 @@ impl Endpoints {
 
     /// Remembers an endpoint that answered, so the next call starts there.
     pub(crate) fn prefer(&self, i: usize) {
-        self.preferred.store(i % self.nodes.len(), Ordering::Relaxed);
+        let i = i % self.nodes.len();
+        self.preferred.store(i, Ordering::Relaxed);
+        let mut strayed = self.strayed.lock().expect("strayed lock poisoned");
+        if i < self.local || self.local == 0 {
+            *strayed = None;
+        } else if strayed.is_none() {
+            *strayed = Some(std::time::Instant::now());
+        }
     }
 
     /// The index of the endpoint with this address, if it is one of ours (for leader hints,
@@ -413,8 +495,46 @@ mod tests {
         let too_many: Vec<String> = (0..=limits::ENDPOINTS_MAX).map(|i| format!("n{i}:1")).collect();
         assert!(matches!(plain().endpoints(&too_many), Err(Error::Config(_))));
         let e = plain().endpoints(&["127.0.0.1:7000".to_string(), "http://node-2:7000/".to_string()]).unwrap();
-        assert_eq!(e[0].0, "http://127.0.0.1:7000");
-        assert_eq!(e[1].0, "http://node-2:7000");
+        assert_eq!(e.endpoints[0].0, "http://127.0.0.1:7000");
+        assert_eq!(e.endpoints[1].0, "http://node-2:7000");
+        assert_eq!(e.local, 0);
+    }
+
+    fn urls(o: &Ordered) -> Vec<&str> {
+        o.endpoints.iter().map(|(u, _)| u.as_str()).collect()
+    }
+
+    #[test]
+    fn the_clients_region_comes_first_and_is_checked() {
+        let all: Vec<String> = ["us-1:7001", "us-2:7001", "eu-1:7001"].map(String::from).to_vec();
+        let eu = ConnectOptions::new().region("eu", ["eu-1:7001", "eu-2:7001"]).dialer().unwrap();
+        let o = eu.endpoints(&all).unwrap();
+        // In-region endpoints first (added when the list lacks them), each once.
+        assert_eq!(urls(&o), ["http://eu-1:7001", "http://eu-2:7001", "http://us-1:7001", "http://us-2:7001"]);
+        assert_eq!(o.local, 2);
+        // A region alone is enough endpoints.
+        assert_eq!(eu.endpoints(&[]).unwrap().local, 2);
+
+        let err = |o: ConnectOptions| o.dialer().err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err(ConnectOptions::new().region(" ", ["a:1"])).contains("region name is empty"));
+        assert!(err(ConnectOptions::new().region("eu", [""])).contains("region \"eu\" lists no endpoints"));
+    }
+
+    #[tokio::test]
+    async fn calls_that_left_the_region_return_to_it() {
+        let all: Vec<String> = ["us-1:7001", "us-2:7001"].map(String::from).to_vec();
+        let dialer = ConnectOptions::new().region("eu", ["eu-1:7001"]).dialer().unwrap();
+        let e = Endpoints::for_unary(&all, &dialer).unwrap();
+        assert_eq!(e.pick(0).1, "http://eu-1:7001", "a call starts in the region");
+        assert_eq!(e.pick(1).1, "http://us-1:7001", "and falls back out of it");
+        e.prefer(1);
+        assert_eq!(e.pick(0).1, "http://us-1:7001", "the node that answered is tried first");
+        // Once the return interval has passed, calls start in the region again.
+        *e.strayed.lock().unwrap() = Some(std::time::Instant::now() - limits::REGION_RETURN_INTERVAL);
+        assert_eq!(e.pick(0).1, "http://eu-1:7001");
+        assert!(e.strayed.lock().unwrap().is_none());
+        e.prefer(0);
+        assert!(e.strayed.lock().unwrap().is_none(), "an in-region answer is home");
     }
 
     #[test]
@@ -432,8 +552,7 @@ mod tests {
         let tls = ConnectOptions::new().tls(TlsOptions::new(ca_pem()));
         let d = tls.dialer().unwrap();
         let e = d.endpoints(&["127.0.0.1:7000".to_string(), "https://node-2:7000".to_string()]).unwrap();
-        assert_eq!(e[0].0, "https://127.0.0.1:7000");
-        assert_eq!(e[1].0, "https://node-2:7000");
+        assert_eq!(urls(&e), ["https://127.0.0.1:7000", "https://node-2:7000"]);
         let err = d.endpoints(&["127.0.0.1:7000".to_string(), "http://node-2:7000".to_string()]).unwrap_err();
         assert!(err.to_string().contains("http://node-2:7000"), "{err}");
     }

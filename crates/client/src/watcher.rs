@@ -46,18 +46,24 @@ enum End {
     Compacted,
     /// Try the next endpoint; `delivered` says whether this stream applied anything.
     Failed { delivered: bool, error: String },
+    /// An out-of-region stream ran for [`limits::REGION_RETURN_INTERVAL`]: resume in the
+    /// client's region.
+    Home,
 }
 
 /// Runs until `shutdown` flips (or its sender is dropped). `channels` are the watch channels
-/// (keep-alive, no deadline, the client's credentials), one per endpoint.
+/// (keep-alive, no deadline, the client's credentials), one per endpoint; the first
+/// `in_region` are in the client's region (0: it has none).
 pub(crate) async fn run(
     shared: Arc<Shared>,
     channels: Vec<(String, NodeChannel)>,
+    in_region: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let namespaces: Vec<String> = shared.names.iter().map(|n| n.to_string()).collect();
-    // Spread many clients over the nodes.
-    let mut index = rand::random_range(0..channels.len());
+    // Spread many clients over the nodes (of their region, if they have one).
+    let home = || rand::random_range(0..if in_region > 0 { in_region } else { channels.len() });
+    let mut index = home();
     // Whether this process already holds the cluster's state (and can resume from it).
     let mut synced = false;
     let mut failures = 0u32;
@@ -74,10 +80,12 @@ pub(crate) async fn run(
             proto::WatchRequest { namespaces: namespaces.clone(), after_revision: 0, initial_snapshot: true }
         };
         tracing::debug!(endpoint = %url, after_revision = request.after_revision, snapshot = request.initial_snapshot, "opening watch stream");
+        let away = in_region > 0 && index >= in_region;
         let end = tokio::select! {
             biased;
             _ = shutdown.wait_for(|stop| *stop) => End::Shutdown,
             end = stream(&shared, url, channel.clone(), request, &mut synced, &mut streams) => end,
+            () = tokio::time::sleep(limits::REGION_RETURN_INTERVAL), if away => End::Home,
         };
         shared.status.send_modify(|s| {
             s.connected = false;
@@ -102,6 +110,12 @@ pub(crate) async fn run(
                 shared.status.send_modify(|s| s.last_error = Some(format!("{url}: {error}")));
                 index = (index + 1) % channels.len();
                 backoff(failures, limits::WATCH_BACKOFF_MIN, limits::WATCH_BACKOFF_MAX)
+            }
+            End::Home => {
+                tracing::info!(endpoint = %url, "resuming the watch stream in the client's region");
+                index = home();
+                failures = 0;
+                std::time::Duration::ZERO
             }
         };
         tokio::select! {
