@@ -7,6 +7,7 @@
 # - deploy/kubernetes/*.yaml: valid against the Kubernetes 1.37 schemas, strictly (no unknown
 #   fields), with `kubernetes-validate` (PyPI, pinned, bundles the schemas; installed once per
 #   machine in ~/.cache/vexil/python). The server's config tests load the ConfigMap's vexil.toml.
+# - deploy/compose/*.yml: `docker-compose config -q` prints nothing (schema, interpolation).
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 work=$(mktemp -d)
@@ -38,3 +39,13 @@ if [ ! -f "$venv/installed" ]; then
 fi
 "$venv/bin/kubernetes-validate" --strict --quiet --kubernetes-version 1.37.0 "$root"/deploy/kubernetes/*.yaml
 echo "check-deploy: deploy/kubernetes validates against Kubernetes 1.37"
+
+# The compose files: docker-compose's own schema and interpolation, failing on any warning.
+for f in "$root"/deploy/compose/*.yml; do
+    out=$(docker-compose -f "$f" config -q 2>&1) || { echo "check-deploy: $f: $out" >&2; exit 1; }
+    if [ -n "$out" ]; then
+        echo "check-deploy: $f: $out" >&2
+        exit 1
+    fi
+done
+echo "check-deploy: deploy/compose files are valid"

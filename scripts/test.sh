@@ -26,3 +26,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== container faults (docker-compose)"
+"$root/scripts/container-faults.sh"

@@ -3,30 +3,20 @@
 #
 #     deploy/compose/up.sh
 #
-# Once: builds the image if it is missing (deploy/build-image.sh), makes a CA, a certificate for
-# the three nodes (vexil-0..2, localhost, 127.0.0.1) and the first admin token under
-# deploy/compose/secrets/ with the image's own `vexilctl`, and the node and vexilctl
-# configuration. Then starts the three nodes and waits until a leader answers.
+# Once: builds the image if it is missing (deploy/build-image.sh), makes a CA, a node
+# certificate and the first admin token under deploy/compose/secrets/ with the image's own
+# `vexilctl` (pki.sh), and the node and vexilctl configuration. Then starts the three nodes and
+# waits until a leader answers.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 image=${VEXIL_IMAGE:-vexil:latest}
 export VEXIL_IMAGE=$image
+project=${VEXIL_COMPOSE_PROJECT:-vexil}
 docker image inspect "$image" >/dev/null 2>&1 || "$root/deploy/build-image.sh" "$image"
 
 secrets="$here/secrets"
-if [ ! -f "$secrets/pki/admin.token" ]; then
-    mkdir -p "$secrets/pki"
-    ctl() { docker run --rm -u "$(id -u):$(id -g)" -v "$secrets/pki:/pki" --entrypoint /usr/local/bin/vexilctl "$image" "$@" >/dev/null; }
-    ctl tls create-ca --out-dir /pki --force
-    ctl tls issue --ca-dir /pki --name node --san vexil-0 --san vexil-1 --san vexil-2 --san localhost --san 127.0.0.1 --out-dir /pki --force
-    (umask 077 && printf 'vexil_%s\n' "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" >"$secrets/pki/admin.token")
-    # The nodes run as user 10001: they read the certificates and the token; the CA key stays
-    # unreadable to them.
-    chmod 0644 "$secrets/pki/"*.pem "$secrets/pki/admin.token"
-    chmod 0600 "$secrets/pki/ca-key.pem"
-    chmod 0755 "$secrets/pki"
-fi
+. "$here/pki.sh"
 cat >"$secrets/vexil.toml" <<'TOML'
 # Written by deploy/compose/up.sh.
 node_id = 0
@@ -39,15 +29,8 @@ openfeature_listen = ["0.0.0.0:8013", "0.0.0.0:8015", "0.0.0.0:8016"]
 [cluster]
 bootstrap = true
 initial_members = ["1=vexil-0:7001/vexil-0:7101", "2=vexil-1:7001/vexil-1:7101", "3=vexil-2:7001/vexil-2:7101"]
-
-[tls]
-cert_file = "/etc/vexil/tls/node.pem"
-key_file = "/etc/vexil/tls/node-key.pem"
-ca_file = "/etc/vexil/tls/ca.pem"
-
-[auth]
-bootstrap_token_file = "/etc/vexil/tls/admin.token"
 TOML
+node_security >>"$secrets/vexil.toml"
 cat >"$secrets/vexilctl.toml" <<'TOML'
 # vexilctl inside a node's container (written by deploy/compose/up.sh).
 endpoints = ["vexil-0:7001", "vexil-1:7001", "vexil-2:7001"]
@@ -62,23 +45,23 @@ token_file = "$secrets/pki/admin.token"
 TOML
 chmod 0644 "$secrets/vexil.toml" "$secrets/vexilctl.toml"
 
-docker-compose -f "$here/docker-compose.yml" -p vexil up -d
+docker-compose -f "$here/docker-compose.yml" -p "$project" up -d
 for _ in $(seq 1 60); do
-    if docker-compose -f "$here/docker-compose.yml" -p vexil exec -T vexil-0 /usr/local/bin/vexilctl cluster status >/dev/null 2>&1; then
-        docker-compose -f "$here/docker-compose.yml" -p vexil exec -T vexil-0 /usr/local/bin/vexilctl cluster status
+    if docker-compose -f "$here/docker-compose.yml" -p "$project" exec -T vexil-0 /usr/local/bin/vexilctl cluster status >/dev/null 2>&1; then
+        docker-compose -f "$here/docker-compose.yml" -p "$project" exec -T vexil-0 /usr/local/bin/vexilctl cluster status
         cat <<TEXT
 
-Vexil is up in docker-compose (project "vexil"): API on 127.0.0.1:7001-7003, flagd RPC 8013,
+Vexil is up in docker-compose (project "$project"): API on 127.0.0.1:7001-7003, flagd RPC 8013,
 sync 8015, OFREP 8016 on node 1, TLS with $secrets/pki/ca.pem, admin token in
 $secrets/pki/admin.token. From this host:
 
   VEXILCTL_CONFIG=$secrets/vexilctl-host.toml vexilctl cluster status
 
-Stop: docker-compose -f $here/docker-compose.yml -p vexil down   (-v also deletes the data)
+Stop: docker-compose -f $here/docker-compose.yml -p $project down   (-v also deletes the data)
 TEXT
         exit 0
     fi
     sleep 2
 done
-echo "up.sh: no leader answered within 120 s; docker-compose -p vexil logs shows why" >&2
+echo "up.sh: no leader answered within 120 s; docker-compose -p $project logs shows why" >&2
 exit 1

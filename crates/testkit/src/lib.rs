@@ -22,6 +22,8 @@
 //! - `foreign.rs`: other projects' real clients, built or installed once per machine:
 //!   [`python_with`] (a Python virtual environment with pinned packages, run by
 //!   [`python_script`]) and [`rust_provider`] (OpenFeature's Rust provider driver).
+//! - [`Compose`] (`docker.rs`): a docker-compose project of Vexil containers and the faults a
+//!   container-level test does to them (kill, pause, network disconnect, restart).
 //! - [`Balancer`] (`balancer.rs`): one address in front of several nodes, as a load balancer or a
 //!   Kubernetes Service gives a client that knows one host.
 //! - [`eventually`] and [`eventually_async`]: polling a condition with a bound.
@@ -46,6 +48,7 @@
 mod balancer;
 mod cluster;
 mod disk;
+mod docker;
 mod foreign;
 mod grpc;
 pub mod limits;
@@ -57,6 +60,7 @@ mod security;
 pub use balancer::Balancer;
 pub use cluster::{Cluster, ClusterBuilder, READ_LEASE_MS, Runtime};
 pub use disk::{SmallDisk, ThinDisk};
+pub use docker::Compose;
 pub use foreign::{PROVIDER_FLAGS, python_script, python_with, rust_provider, rust_provider_run};
 pub use grpc::{HttpReply, bool_spec, linearizable, spec, verify_chain};
 pub use listener::Listener;
