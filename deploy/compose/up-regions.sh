@@ -35,6 +35,14 @@ openfeature_listen = ["0.0.0.0:8013", "0.0.0.0:8015", "0.0.0.0:8016"]
 [cluster]
 bootstrap = true
 initial_members = ["1=vexil-0:7001/vexil-0:7101", "2=vexil-1:7002/vexil-1:7102", "3=vexil-2:7003/vexil-2:7103"]
+
+# openraft gives every AppendEntries one heartbeat interval to answer, learners' included: it
+# must exceed the round trip to the farthest node (140 ms to ap), or replication there times
+# out and resends. Elections scale with it (about 4-7 heartbeats, as by default).
+[raft]
+heartbeat_interval_ms = 300
+election_timeout_min_ms = 1200
+election_timeout_max_ms = 2100
 TOML
 node_security >>"$secrets/regions-vexil.toml"
 cat >"$secrets/regions-vexilctl.toml" <<'TOML'

@@ -28,7 +28,9 @@ openfeature_listen = ["0.0.0.0:8013", "0.0.0.0:8015", "0.0.0.0:8016"]
 
 [cluster]
 bootstrap = true
-initial_members = ["1=vexil-0:7001/vexil-0:7101", "2=vexil-1:7001/vexil-1:7101", "3=vexil-2:7001/vexil-2:7101"]
+# vexil-0 .. vexil-2 (node ids 1-3), at this node's ports.
+peer_pattern = "vexil-{ordinal}"
+initial_voters = 3
 TOML
 node_security >>"$secrets/vexil.toml"
 cat >"$secrets/vexilctl.toml" <<'TOML'

@@ -164,19 +164,22 @@ async fn main() -> Result<()> {
         }
         clients.push((r.name, client));
     }
+    // Each client's change events as they arrive: (when, revision).
     let mut arrivals = Vec::new();
     for (name, client) in &clients {
-        let mut events = client.subscribe();
-        arrivals.push((
-            *name,
-            tokio::spawn(async move {
-                let mut seen: Vec<(Instant, u64)> = Vec::new();
-                while let Ok(e) = events.recv().await {
-                    seen.push((Instant::now(), e.revision));
+        let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<(Instant, u64)>::new()));
+        let (mut events, log) = (client.subscribe(), seen.clone());
+        tokio::spawn(async move {
+            loop {
+                match events.recv().await {
+                    Ok(e) => log.lock().expect("arrivals").push((Instant::now(), e.revision)),
+                    // A missed event: a later one carries a higher revision, which counts.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
                 }
-                seen
-            }),
-        ));
+            }
+        });
+        arrivals.push((*name, seen));
     }
     let writer = b.admin(&[regions[0].voters[usize::try_from(leader - 1)?].clone()])?;
     let mut writes = Vec::new();
@@ -187,14 +190,12 @@ async fn main() -> Result<()> {
         writes.push((t, w.revision));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    drop(clients);
+    tokio::time::sleep(Duration::from_secs(3)).await;
     println!(
         "\n| propagation: write start in us → the region's live client has it | p50 | p99 | n |\n|---|---:|---:|---:|"
     );
-    for (name, task) in arrivals {
-        task.abort();
-        let seen = task.await.unwrap_or_default();
+    for (name, seen) in arrivals {
+        let seen = seen.lock().expect("arrivals").clone();
         let mut h = Histogram::<u64>::new(3)?;
         for (t0, rev) in &writes {
             if let Some((t, _)) = seen.iter().find(|(_, r)| r >= rev) {
@@ -203,6 +204,7 @@ async fn main() -> Result<()> {
         }
         row(&format!("{name} client"), &h);
     }
+    drop(clients);
 
     // The voters' region cut off from the others: nobody outside it can vote.
     println!("\ncutting us off from eu and ap (the WAN proxies leave the us network) for 15 s");

@@ -134,7 +134,7 @@ impl ClientBuilder {
         self.check()?;
         let dialer = self.connect.dialer()?;
         let ordered = dialer.endpoints(&self.endpoints)?;
-        let in_region = ordered.local;
+        let region = watcher::Home { local: ordered.local, return_after: ordered.return_after };
         let endpoints = dialer.watch_channels(&ordered);
         let admin = AdminClient::from_dialer(&self.endpoints, &dialer)?;
         let names: Arc<[Box<str>]> = self.namespaces.iter().map(|n| Box::from(n.as_str())).collect();
@@ -149,7 +149,7 @@ impl ClientBuilder {
             let written = shared.status.borrow().data_version;
             tasks.push(tokio::spawn(disk_cache::run_writer(shared.clone(), path, written, shutdown_rx.clone())));
         }
-        tasks.push(tokio::spawn(watcher::run(shared.clone(), endpoints, in_region, shutdown_rx)));
+        tasks.push(tokio::spawn(watcher::run(shared.clone(), endpoints, region, shutdown_rx)));
         let default = Namespace { shared: shared.clone(), index: 0 };
         Ok(Client {
             inner: Arc::new(ClientInner {

@@ -47,6 +47,7 @@ pub struct ConnectOptions {
     token: Option<String>,
     tls: Option<TlsOptions>,
     region: Option<Region>,
+    region_return: Option<Duration>,
 }
 
 /// The client's own region: its name (for logs) and the endpoints of the nodes in it.
@@ -62,6 +63,7 @@ impl fmt::Debug for ConnectOptions {
             .field("token", &self.token.as_ref().map(|_| "[secret]"))
             .field("tls", &self.tls)
             .field("region", &self.region)
+            .field("region_return", &self.region_return)
             .finish()
     }
 }
@@ -158,14 +160,22 @@ impl ConnectOptions {
     /// Prefer the nodes of this client's region: `name` (for logs) and their endpoints (which
     /// are added to the endpoint list if it lacks them). Calls and the watch stream go to them
     /// first and fall back to the other endpoints only when none of them answers; what fell
-    /// back returns to the region after [`limits::REGION_RETURN_INTERVAL`] (a call) or ends
-    /// its out-of-region stream then and resumes in the region (the watch stream).
+    /// back returns to the region after [`limits::REGION_RETURN_INTERVAL`]
+    /// ([`Self::region_return_after`]) (a call) or ends its out-of-region stream then and
+    /// resumes in the region (the watch stream).
     pub fn region<S: Into<String>>(
         mut self,
         name: impl Into<String>,
         endpoints: impl IntoIterator<Item = S>,
     ) -> ConnectOptions {
         self.region = Some(Region { name: name.into(), endpoints: endpoints.into_iter().map(Into::into).collect() });
+        self
+    }
+
+    /// How long calls and the watch stream stay outside the client's region before they try
+    /// it again (default [`limits::REGION_RETURN_INTERVAL`]; at least 1 s).
+    pub fn region_return_after(mut self, after: Duration) -> ConnectOptions {
+        self.region_return = Some(after);
         self
     }
 
@@ -206,7 +216,14 @@ impl ConnectOptions {
             }
             Some(r) => Some(r.clone()),
         };
-        Ok(Dialer { tls, credentials, region })
+        let region_return = match self.region_return {
+            Some(d) if d < Duration::from_secs(1) => {
+                return Err(Error::Config(format!("the region return interval {d:?} is below 1 s")));
+            }
+            Some(d) => d,
+            None => limits::REGION_RETURN_INTERVAL,
+        };
+        Ok(Dialer { tls, credentials, region, region_return })
     }
 }
 
@@ -266,13 +283,16 @@ pub(crate) struct Dialer {
     tls: Option<ClientTlsConfig>,
     credentials: Credentials,
     region: Option<Region>,
+    region_return: Duration,
 }
 
-/// The endpoints in the order a client tries them: the `local` first ones are in its region.
+/// The endpoints in the order a client tries them: the `local` first ones are in its region,
+/// and what left it returns after `return_after`.
 #[derive(Debug)]
 pub(crate) struct Ordered {
     pub(crate) endpoints: Vec<(String, Endpoint)>,
     pub(crate) local: usize,
+    pub(crate) return_after: Duration,
 }
 
 impl Dialer {
@@ -326,7 +346,7 @@ impl Dialer {
         if let Some(region) = &self.region {
             tracing::debug!(region = %region.name, in_region = local, endpoints = all.len(), "preferring the client's region");
         }
-        Ok(Ordered { endpoints: all, local })
+        Ok(Ordered { endpoints: all, local, return_after: self.region_return })
     }
 
     /// Channels for the watch stream: no per-call deadline (the stream lives for hours), but
@@ -384,8 +404,9 @@ pub(crate) struct Endpoints {
     /// The first `local` nodes are in the client's region (0: no region).
     local: usize,
     /// Since when calls start outside the region (an out-of-region node answered while the
-    /// region's did not); they return after [`limits::REGION_RETURN_INTERVAL`].
+    /// region's did not); they return after `return_after`.
     strayed: std::sync::Mutex<Option<std::time::Instant>>,
+    return_after: Duration,
 }
 
 #[derive(Debug)]
@@ -398,7 +419,7 @@ impl Endpoints {
     /// Channels for unary calls: a connect timeout and a per-call deadline.
     pub(crate) fn for_unary(urls: &[String], dialer: &Dialer) -> Result<Endpoints, Error> {
         let ordered = dialer.endpoints(urls)?;
-        let local = ordered.local;
+        let (local, return_after) = (ordered.local, ordered.return_after);
         let nodes = ordered
             .endpoints
             .into_iter()
@@ -412,7 +433,13 @@ impl Endpoints {
                 ),
             })
             .collect();
-        Ok(Endpoints { nodes, preferred: AtomicUsize::new(0), local, strayed: std::sync::Mutex::new(None) })
+        Ok(Endpoints {
+            nodes,
+            preferred: AtomicUsize::new(0),
+            local,
+            strayed: std::sync::Mutex::new(None),
+            return_after,
+        })
     }
 
     /// The `attempt`-th endpoint to try for a call (round robin from the preferred one; a call
@@ -420,7 +447,7 @@ impl Endpoints {
     pub(crate) fn pick(&self, attempt: u32) -> (usize, &str, NodeChannel) {
         if attempt == 0 {
             let mut strayed = self.strayed.lock().expect("strayed lock poisoned");
-            if strayed.is_some_and(|since| since.elapsed() >= limits::REGION_RETURN_INTERVAL) {
+            if strayed.is_some_and(|since| since.elapsed() >= self.return_after) {
                 *strayed = None;
                 self.preferred.store(0, Ordering::Relaxed);
             }

@@ -46,20 +46,28 @@ enum End {
     Compacted,
     /// Try the next endpoint; `delivered` says whether this stream applied anything.
     Failed { delivered: bool, error: String },
-    /// An out-of-region stream ran for [`limits::REGION_RETURN_INTERVAL`]: resume in the
-    /// client's region.
+    /// An out-of-region stream ran for [`Home::return_after`]: resume in the client's region.
     Home,
 }
 
+/// The client's region among the watch channels.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Home {
+    /// The first `local` channels are in the client's region (0: it has none).
+    pub(crate) local: usize,
+    /// How long a stream outside the region runs before it resumes in the region.
+    pub(crate) return_after: std::time::Duration,
+}
+
 /// Runs until `shutdown` flips (or its sender is dropped). `channels` are the watch channels
-/// (keep-alive, no deadline, the client's credentials), one per endpoint; the first
-/// `in_region` are in the client's region (0: it has none).
+/// (keep-alive, no deadline, the client's credentials), one per endpoint, the region's first.
 pub(crate) async fn run(
     shared: Arc<Shared>,
     channels: Vec<(String, NodeChannel)>,
-    in_region: usize,
+    region: Home,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let in_region = region.local;
     let namespaces: Vec<String> = shared.names.iter().map(|n| n.to_string()).collect();
     // Spread many clients over the nodes (of their region, if they have one).
     let home = || rand::random_range(0..if in_region > 0 { in_region } else { channels.len() });
@@ -85,7 +93,7 @@ pub(crate) async fn run(
             biased;
             _ = shutdown.wait_for(|stop| *stop) => End::Shutdown,
             end = stream(&shared, url, channel.clone(), request, &mut synced, &mut streams) => end,
-            () = tokio::time::sleep(limits::REGION_RETURN_INTERVAL), if away => End::Home,
+            () = tokio::time::sleep(region.return_after), if away => End::Home,
         };
         shared.status.send_modify(|s| {
             s.connected = false;

@@ -295,6 +295,16 @@ pub struct ClusterConfig {
     #[arg(id = "cluster.initial_members", long = "cluster-initial-members")]
     #[arg(env = "VEXIL_CLUSTER_INITIAL_MEMBERS", value_name = "MEMBERS", value_delimiter = ',')]
     pub initial_members: Vec<String>,
+    /// The initial voters by host name pattern instead of a list, for StatefulSets: `{ordinal}`
+    /// becomes 0 .. cluster.initial_voters - 1 (node id = ordinal + 1), each at this node's API
+    /// and Raft listen ports, e.g. `vexil-{ordinal}.vexil.default.svc.cluster.local`.
+    #[arg(id = "cluster.peer_pattern", long = "cluster-peer-pattern")]
+    #[arg(env = "VEXIL_CLUSTER_PEER_PATTERN", value_name = "HOST_PATTERN", default_value = "")]
+    pub peer_pattern: String,
+    /// How many initial voters cluster.peer_pattern names.
+    #[arg(id = "cluster.initial_voters", long = "cluster-initial-voters")]
+    #[arg(env = "VEXIL_CLUSTER_INITIAL_VOTERS", value_name = "N", default_value_t = 0)]
+    pub initial_voters: u64,
     /// Shared secret every Raft RPC must carry; empty disables the check.
     #[arg(id = "cluster.secret", long = "cluster-secret")]
     #[arg(env = "VEXIL_CLUSTER_SECRET", value_name = "SECRET", default_value = "")]
@@ -313,6 +323,9 @@ pub struct ClusterConfig {
 #[serde(deny_unknown_fields)]
 pub struct RaftConfig {
     /// How often the leader sends heartbeats to followers.
+    ///
+    /// openraft also gives every AppendEntries this long to answer: keep it above the round
+    /// trip to the farthest node, learners in other regions included.
     #[arg(id = "raft.heartbeat_interval_ms", long = "raft-heartbeat-interval-ms")]
     #[arg(env = "VEXIL_RAFT_HEARTBEAT_INTERVAL_MS", value_name = "MS", default_value_t = 100)]
     pub heartbeat_interval_ms: u64,
@@ -374,6 +387,8 @@ const AUDIT_CHECK_INTERVAL_MS_MIN: u64 = 10;
 const AUDIT_CHECK_INTERVAL_MS_MAX: u64 = 86_400_000;
 /// Most `audit.retain_days`: a century.
 const AUDIT_RETAIN_DAYS_MAX: u64 = 36_500;
+/// `cluster.initial_voters`: Raft groups beyond a handful of voters only slow writes down.
+const INITIAL_VOTERS_MAX: u64 = 9;
 /// Bounds of `watch.progress_interval_ms`.
 const WATCH_PROGRESS_INTERVAL_MS_MIN: u64 = 10;
 const WATCH_PROGRESS_INTERVAL_MS_MAX: u64 = 60_000;
@@ -628,7 +643,7 @@ impl Config {
             if members.is_empty() {
                 return Err(bad(
                     "cluster.initial_members",
-                    "must list the initial voters when cluster.bootstrap is true",
+                    "must list the initial voters (or cluster.peer_pattern name them) when cluster.bootstrap is true",
                 ));
             }
             if !members.iter().any(|(id, _)| *id == self.node_id) {
@@ -684,10 +699,36 @@ impl Config {
         self.tls.cert_file.is_some()
     }
 
-    /// The parsed `cluster.initial_members`.
+    /// The initial voters: `cluster.initial_members` parsed, or named by `cluster.peer_pattern`.
     pub fn initial_members(&self) -> Result<Vec<(u64, NodeInfo)>, ConfigError> {
         let key = "cluster.initial_members";
         let mut out: Vec<(u64, NodeInfo)> = Vec::new();
+        let (pattern, voters) = (self.cluster.peer_pattern.trim(), self.cluster.initial_voters);
+        if !pattern.is_empty() {
+            if !self.cluster.initial_members.is_empty() {
+                return Err(bad(
+                    "cluster.peer_pattern",
+                    "and cluster.initial_members both name the initial voters; keep one",
+                ));
+            }
+            if !pattern.contains("{ordinal}") {
+                return Err(bad(
+                    "cluster.peer_pattern",
+                    "must contain {ordinal}, e.g. vexil-{ordinal}.vexil.default.svc.cluster.local",
+                ));
+            }
+            in_range("cluster.initial_voters", voters, 1, INITIAL_VOTERS_MAX)?;
+            for ordinal in 0..voters {
+                let host = pattern.replace("{ordinal}", &ordinal.to_string());
+                let api_addr = format!("{host}:{}", self.api_listen.port());
+                let raft_addr = format!("{host}:{}", self.raft_listen.port());
+                out.push((ordinal + 1, NodeInfo { api_addr, raft_addr, incarnation: 0 }));
+            }
+            return Ok(out);
+        }
+        if voters != 0 {
+            return Err(bad("cluster.initial_voters", "has no use without cluster.peer_pattern"));
+        }
         for m in &self.cluster.initial_members {
             let (id, addrs) =
                 m.split_once('=').ok_or_else(|| bad(key, format!("{m:?} is not id=api_addr/raft_addr")))?;
@@ -1048,7 +1089,16 @@ mod tests {
         assert_eq!(cfg.admin_listen, None);
         assert_eq!(cfg.log, "info,openraft=warn");
         assert_eq!(cfg.worker_threads, 0);
-        assert_eq!(cfg.cluster, ClusterConfig { bootstrap: false, initial_members: vec![], secret: String::new() });
+        assert_eq!(
+            cfg.cluster,
+            ClusterConfig {
+                bootstrap: false,
+                initial_members: vec![],
+                peer_pattern: String::new(),
+                initial_voters: 0,
+                secret: String::new()
+            }
+        );
         assert!(!cfg.insecure, "secure by default");
         assert_eq!(
             cfg.tls,
@@ -1096,6 +1146,32 @@ mod tests {
         let err = Config::load(&secure_args(&["--node-id", "1", "--insecure", "--tls-client-cert-auth", "true"]))
             .expect_err("client certificates without TLS");
         assert_eq!(err.key, "tls.client_cert_auth");
+    }
+
+    #[test]
+    fn a_peer_pattern_names_the_initial_voters_and_is_checked() {
+        let load = |extra: &[&str]| {
+            let mut a = vec!["--node-id", "2", "--api-listen", "0.0.0.0:7001", "--raft-listen", "0.0.0.0:7101"];
+            a.extend_from_slice(extra);
+            Config::load(&args(&a))
+        };
+        let pattern = ["--cluster-bootstrap", "true", "--cluster-peer-pattern", "vexil-{ordinal}.vexil.ns.svc"];
+        let cfg = load(&[&pattern[..], &["--cluster-initial-voters", "3"]].concat()).expect("a pattern loads");
+        let members = cfg.initial_members().expect("members");
+        assert_eq!(members.len(), 3);
+        assert_eq!(members[2].0, 3);
+        assert_eq!(
+            (members[2].1.api_addr.as_str(), members[2].1.raft_addr.as_str()),
+            ("vexil-2.vexil.ns.svc:7001", "vexil-2.vexil.ns.svc:7101")
+        );
+        let err = |extra: &[&str]| load(extra).expect_err("refused").to_string();
+        assert!(err(&pattern).contains("cluster.initial_voters"), "a pattern needs a count");
+        let no_ordinal = ["--cluster-peer-pattern", "vexil.ns.svc", "--cluster-initial-voters", "3"];
+        assert!(err(&no_ordinal).contains("must contain {ordinal}"));
+        let both =
+            [&pattern[..], &["--cluster-initial-voters", "3", "--cluster-initial-members", "1=a:1/a:2"]].concat();
+        assert!(err(&both).contains("keep one"));
+        assert!(err(&["--cluster-initial-voters", "3"]).contains("has no use without cluster.peer_pattern"));
     }
 
     #[test]
