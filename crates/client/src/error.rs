@@ -148,6 +148,7 @@ fn retry_elsewhere(reason: ErrorReason) -> bool {
         // The node cannot serve it now; another node (or the leader it names) can.
         ErrorReason::NotLeader
         | ErrorReason::NoLeader
+        | ErrorReason::PeerUnreachable
         | ErrorReason::WriteOutcomeUnknown
         | ErrorReason::ReadTimeout
         | ErrorReason::LeaseExpired

@@ -54,6 +54,8 @@ error_reasons! {
     NotLeader = "NOT_LEADER",
     /// UNAVAILABLE: no leader is known (an election, or no quorum reachable).
     NoLeader = "NO_LEADER",
+    /// UNAVAILABLE: a node a membership change needs (one being joined) did not answer in time.
+    PeerUnreachable = "PEER_UNREACHABLE",
     /// UNAVAILABLE: a write was not confirmed in time; retried with the same `request_id` it
     /// applies at most once.
     WriteOutcomeUnknown = "WRITE_OUTCOME_UNKNOWN",

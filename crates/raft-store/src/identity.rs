@@ -31,6 +31,9 @@ pub struct Identity {
     pub node: NodeId,
     /// This node's life under that id: random, never 0 (0 means "not known" in a message).
     pub incarnation: u64,
+    /// Whether this node formed the cluster (drew its id) rather than joined it: only the
+    /// node that drew an id may form a cluster under it.
+    pub founded: bool,
 }
 
 impl Identity {
@@ -41,9 +44,14 @@ impl Identity {
         format!("{:016x}{:016x}", rng.next_u64(), rng.next_u64())
     }
 
-    /// A new incarnation for `node` in `cluster`.
+    /// A new incarnation for `node` in `cluster`, which it joins.
     pub fn join(cluster: &str, node: NodeId) -> Identity {
-        Identity { cluster: cluster.to_string(), node, incarnation: ThreadRng.next_u64().max(1) }
+        Identity { cluster: cluster.to_string(), node, incarnation: ThreadRng.next_u64().max(1), founded: false }
+    }
+
+    /// The identity of `node` forming a new cluster.
+    pub fn found(node: NodeId) -> Identity {
+        Identity { founded: true, ..Identity::join(&Identity::new_cluster_id(), node) }
     }
 }
 

@@ -70,6 +70,9 @@ pub enum ServerError {
     Compacted { after_revision: u64, compacted_revision: u64 },
     #[error("membership change refused: {0}")]
     Membership(String),
+    /// A member a membership change needs (a node to join) did not answer in time: retry.
+    #[error("{0}")]
+    PeerUnreachable(String),
     /// A Raft call between nodes whose cluster identities do not match (`identity.rs`): another
     /// cluster, an empty data directory, or an older incarnation.
     #[error("{0}")]
@@ -301,6 +304,7 @@ impl ServerError {
             ServerError::ReadTimeout(..) => (Code::Unavailable, ErrorReason::ReadTimeout),
             ServerError::LeaseExpired { .. } => (Code::Unavailable, ErrorReason::LeaseExpired),
             ServerError::ShuttingDown => (Code::Unavailable, ErrorReason::ShuttingDown),
+            ServerError::PeerUnreachable(_) => (Code::Unavailable, ErrorReason::PeerUnreachable),
             ServerError::WatchLimit => (Code::ResourceExhausted, ErrorReason::WatchLimit),
             ServerError::RateLimited { principal, per_second, retry_after_ms } => {
                 meta.insert("principal".into(), principal.clone());

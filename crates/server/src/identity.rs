@@ -69,9 +69,9 @@ pub enum IdentityError {
     )]
     OtherNode { found: NodeId, configured: NodeId, cluster: String },
     #[error(
-        "the data directory holds a Raft log or vote but no cluster identity: it was written by a Vexil from before \
-         cluster ids. Remove this node from its cluster (`vexilctl cluster remove {node}`), empty its data \
-         directory, start it, and add it again as a learner"
+        "the data directory of node {node} holds a Raft log or vote but no cluster identity: it was written by a \
+         Vexil from before cluster ids, whose nodes cannot talk to this one. Back the cluster up with the old \
+         version, form a new cluster with this one and restore into it (deploy/README.md, \"Backups\")"
     )]
     Unversioned { node: NodeId },
     #[error(transparent)]
@@ -103,14 +103,21 @@ impl NodeIdentity {
         self.current().map(|i| i.cluster)
     }
 
-    /// Makes this node the first member of a new cluster, or returns the identity it has (a
-    /// node that crashed while forming its cluster forms the same one again).
-    pub fn found(&self) -> Result<Identity, StoreError> {
+    /// Makes this node the first member of a new cluster, or returns the identity it drew
+    /// before (a node that crashed while forming its cluster forms the same one again). A node
+    /// that joined a cluster forms none: two Raft groups would share one id.
+    pub fn found(&self) -> Result<Identity, ServerError> {
         let mut current = self.inner.current.write().expect("identity lock poisoned");
         if let Some(id) = &*current {
+            if !id.founded {
+                return Err(ServerError::Identity(format!(
+                    "node {} joined cluster {}; it cannot form another one",
+                    id.node, id.cluster
+                )));
+            }
             return Ok(id.clone());
         }
-        let id = Identity::join(&Identity::new_cluster_id(), self.inner.node);
+        let id = Identity::found(self.inner.node);
         self.inner.store.save_identity(&id)?;
         tracing::info!(cluster = %id.cluster, "formed a new cluster id");
         *current = Some(id.clone());

@@ -129,8 +129,9 @@ impl Node {
         SM: RaftStateMachine<TypeConfig>,
     {
         let Environment { mut log_store, state_machine: mut sm, reader, channels, tls, clock, faults } = env;
-        let has_raft_state =
-            log_store.get_log_state().await?.last_log_id.is_some() || log_store.read_vote().await?.is_some();
+        // A log this version cannot read (written before cluster ids) counts as state too.
+        let has_raft_state = log_store.read_vote().await?.is_some()
+            || log_store.get_log_state().await.map_or(true, |s| s.last_log_id.is_some());
         let identity = NodeIdentity::open(config.node_id, Arc::new(log_store.clone()), has_raft_state)?;
         Self::never_resume_leadership(config.node_id, &mut log_store).await?;
         Self::committed_covers_applied(&mut log_store, &mut sm).await?;
@@ -202,18 +203,24 @@ impl Node {
         }
         let node = self.clone();
         tokio::spawn(async move {
-            match node.initialize(members.into_iter().collect(), None).await {
+            // Ends when the node starts leaving: it must not form a cluster on its way out.
+            let formed = tokio::select! {
+                formed = node.initialize(members.into_iter().collect(), None) => formed,
+                () = node.leaving.begun() => return,
+            };
+            match formed {
                 Ok(()) => tracing::info!("initialised a new cluster"),
                 Err(ServerError::AlreadyInitialized) => {
                     tracing::info!("cluster already initialised; bootstrap skipped")
                 }
-                Err(e) => node.identity.fail(format!(
-                    "cannot form the cluster from cluster.initial_members: {e}. If these members formed a cluster \
-                     before, this node lost its data and must rejoin it: `vexilctl cluster remove {id}`, then start \
-                     it with an empty data directory, cluster.bootstrap = false, and `vexilctl cluster add-learner` \
-                     it",
+                Err(ServerError::Identity(why)) => node.identity.fail(format!(
+                    "cannot form the cluster from cluster.initial_members: {why}. If these members formed a \
+                     cluster before, this node lost its data and must rejoin it: `vexilctl cluster remove {id}`, then \
+                     start it with an empty data directory, cluster.bootstrap = false, and `vexilctl cluster \
+                     add-learner` it; if a member is left from an earlier cluster, stop it or empty its data directory",
                     id = node.id
                 )),
+                Err(e) => node.identity.fail(format!("cannot form the cluster from cluster.initial_members: {e}")),
             }
         });
         Ok(())
@@ -237,9 +244,14 @@ impl Node {
         }
         let me = self.identity.found()?;
         let deadline = patience.map(|p| tokio::time::Instant::now() + p);
+        // All at once: a member that refuses (another cluster's) fails the formation even
+        // while another one does not answer yet.
+        let joins = members.iter().filter(|(id, _)| **id != self.id).map(|(id, info)| async move {
+            Ok::<_, ServerError>((*id, self.join_member(*id, &info.raft_addr, deadline).await?))
+        });
+        let joined: BTreeMap<NodeId, u64> = futures::future::try_join_all(joins).await?.into_iter().collect();
         for (id, info) in members.iter_mut() {
-            info.incarnation =
-                if *id == self.id { me.incarnation } else { self.join_member(*id, &info.raft_addr, deadline).await? };
+            info.incarnation = if *id == self.id { me.incarnation } else { joined.get(id).copied().unwrap_or(0) };
         }
         self.initialize_raft(members).await
     }
@@ -254,20 +266,22 @@ impl Node {
     ) -> Result<u64, ServerError> {
         let cluster = self.identity.cluster().ok_or_else(|| ServerError::Internal("joining before founding".into()))?;
         let req = JoinRequest { cluster, node: id };
-        let timeout = Duration::from_millis(self.config.raft.rpc_timeout_ms.max(JOIN_RPC_TIMEOUT_MS_MIN));
+        let per_call = Duration::from_millis(self.config.raft.rpc_timeout_ms.max(JOIN_RPC_TIMEOUT_MS_MIN));
         let started = tokio::time::Instant::now();
         let mut logged = started;
         loop {
-            let why = match self.peers.join(addr, &req, timeout).await {
+            // Each call within what is left of the deadline.
+            let left = deadline.map_or(per_call, |d| d.saturating_duration_since(tokio::time::Instant::now()));
+            let why = match self.peers.join(addr, &req, per_call.min(left).max(JOIN_RETRY_INTERVAL)).await {
                 Ok(JoinReply::Joined { incarnation }) => return Ok(incarnation),
                 Ok(JoinReply::Refused(why)) => {
-                    return Err(ServerError::Membership(format!("node {id} at {addr} refused to join: {why}")));
+                    return Err(ServerError::Identity(format!("node {id} at {addr} refused to join: {why}")));
                 }
                 Err(e) => e.to_string(),
             };
             let now = tokio::time::Instant::now();
             if deadline.is_some_and(|d| now >= d) {
-                return Err(ServerError::Membership(format!("node {id} at {addr} did not answer a join: {why}")));
+                return Err(ServerError::PeerUnreachable(format!("node {id} at {addr} did not answer a join: {why}")));
             }
             if now.duration_since(logged) >= JOIN_WAIT_LOG_INTERVAL {
                 logged = now;
@@ -604,7 +618,15 @@ impl Node {
             return Err(Self::hint(self.leader()));
         }
         info.incarnation = match m.membership_config.membership().get_node(&id) {
-            Some(known) => known.incarnation,
+            // openraft keeps a member's recorded addresses: the same request again is a no-op,
+            // anything else needs the member removed first.
+            Some(known) if known.api_addr == info.api_addr && known.raft_addr == info.raft_addr => known.incarnation,
+            Some(known) => {
+                return Err(ServerError::Membership(format!(
+                    "node {id} is already a member at {known}; to add it again (new addresses, or an emptied data \
+                     directory), remove it first"
+                )));
+            }
             None => {
                 let deadline = tokio::time::Instant::now() + Duration::from_millis(self.config.raft.write_timeout_ms);
                 self.join_member(id, &info.raft_addr, Some(deadline)).await?

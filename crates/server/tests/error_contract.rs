@@ -26,7 +26,7 @@ struct Expect {
 }
 
 /// How many arms `expect` has.
-const VARIANTS: usize = 29;
+const VARIANTS: usize = 30;
 
 /// The arm of `expect` an error falls in, and what the client must make of it.
 fn expect(e: &ServerError) -> (usize, Expect) {
@@ -96,6 +96,7 @@ fn expect(e: &ServerError) -> (usize, Expect) {
         ServerError::Compacted { .. } => (27, x(Code::OutOfRange, ErrorReason::RevisionCompacted, false, server)),
         ServerError::Membership(_) => (14, x(Code::FailedPrecondition, ErrorReason::Membership, false, server)),
         ServerError::Identity(_) => (28, x(Code::FailedPrecondition, ErrorReason::Membership, false, server)),
+        ServerError::PeerUnreachable(_) => (29, x(Code::Unavailable, ErrorReason::PeerUnreachable, true, unavailable)),
         ServerError::SnapshotTimeout { .. } => {
             (15, x(Code::DeadlineExceeded, ErrorReason::SnapshotTimeout, false, server))
         }
@@ -145,6 +146,7 @@ fn samples() -> Vec<ServerError> {
         ServerError::Compacted { after_revision: 3, compacted_revision: 40 },
         ServerError::Membership("node 9 is not a member".into()),
         ServerError::Identity("a message of cluster 1f; node 2 belongs to cluster 9c".into()),
+        ServerError::PeerUnreachable("node 4 at n4:7101 did not answer a join".into()),
         ServerError::SnapshotTimeout { target: 10, latest: 7 },
         ServerError::Unauthenticated("no bearer token was sent".into()),
         ServerError::PermissionDenied { principal: "ci".into(), needs: "role admin".into() },
