@@ -228,3 +228,93 @@ impl NodeIdentity {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use vexil_raft_store::mem::MemDisk;
+
+    use super::*;
+
+    /// Node `node`'s identity over a fresh in-memory store (the simulation's), and the store.
+    fn fresh(node: NodeId) -> (NodeIdentity, Arc<dyn IdentityStore>) {
+        let (log, _, _) = MemDisk::default().open().expect("open");
+        let store: Arc<dyn IdentityStore> = Arc::new(log);
+        (NodeIdentity::open(node, store.clone(), false).expect("a fresh node"), store)
+    }
+
+    fn refused(r: Result<(), ServerError>) -> String {
+        match r {
+            Err(ServerError::Identity(why)) => why,
+            other => panic!("not refused: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_data_directory_must_be_this_nodes_and_carry_an_identity() {
+        let (id, store) = fresh(2);
+        let joined = id.join(&JoinRequest { cluster: "c1".into(), node: 2 }).expect("join");
+        assert!(matches!(joined, JoinReply::Joined { .. }));
+        let Err(e) = NodeIdentity::open(3, store.clone(), true) else { panic!("node 3 opened node 2's data") };
+        assert!(e.to_string().contains("belongs to node 2"), "{e}");
+        assert!(NodeIdentity::open(2, store, true).is_ok(), "its own node opens it");
+        let (log, _, _) = MemDisk::default().open().expect("open");
+        let Err(e) = NodeIdentity::open(1, Arc::new(log), true) else { panic!("a log without identity opened") };
+        assert!(matches!(e, IdentityError::Unversioned { node: 1 }), "{e}");
+    }
+
+    #[test]
+    fn join_is_idempotent_and_refuses_another_cluster_or_node() {
+        let (id, _) = fresh(2);
+        let join = |cluster: &str, node| id.join(&JoinRequest { cluster: cluster.into(), node }).expect("join");
+        let JoinReply::Joined { incarnation } = join("c1", 2) else { panic!("a fresh node joins") };
+        assert_ne!(incarnation, 0);
+        assert!(matches!(join("c1", 2), JoinReply::Joined { incarnation: again } if again == incarnation));
+        assert!(matches!(join("c2", 2), JoinReply::Refused(why) if why.contains("belongs to cluster c1")));
+        assert!(matches!(join("c1", 3), JoinReply::Refused(why) if why.contains("this is node 2, not node 3")));
+        // A node that joined a cluster forms none under its id.
+        let Err(ServerError::Identity(why)) = id.found() else { panic!("a joined node formed a cluster") };
+        assert!(why.contains("joined cluster c1"), "{why}");
+    }
+
+    #[test]
+    fn a_founder_keeps_its_id_across_calls() {
+        let (id, store) = fresh(1);
+        let first = id.found().expect("found");
+        assert!(first.founded && first.cluster.len() == 32, "{first:?}");
+        assert_eq!(id.found().expect("again"), first);
+        assert_eq!(store.load_identity().expect("load"), Some(first), "saved before it is used");
+    }
+
+    #[tokio::test]
+    async fn raft_calls_must_match_the_cluster_and_the_incarnation() {
+        let (id, _) = fresh(2);
+        // No identity: nothing is answered; a vote is refused quietly.
+        assert!(refused(id.check(Some("c1"), Some(7), false)).contains("has not joined a cluster"));
+        let JoinReply::Joined { incarnation } = id.join(&JoinRequest { cluster: "c1".into(), node: 2 }).expect("join")
+        else {
+            panic!("joins")
+        };
+        assert!(id.check(Some("c1"), Some(incarnation), true).is_ok());
+        assert!(refused(id.check(Some("c2"), Some(incarnation), true)).contains("a message of cluster c2"));
+        assert!(refused(id.check(None, Some(incarnation), false)).contains("without a cluster id"));
+        assert!(refused(id.check(Some("c1"), Some(incarnation + 1), true)).contains("incarnation"));
+        assert!(refused(id.check(Some("c1"), None, true)).contains("incarnation 0"));
+    }
+
+    #[tokio::test]
+    async fn replication_to_an_empty_node_under_an_incarnation_stops_it() {
+        let (id, _) = fresh(3);
+        // A candidate's vote request does not stop it; a leader replicating to it does.
+        refused(id.check(Some("c1"), Some(9), false));
+        let stopped = tokio::time::timeout(std::time::Duration::from_millis(50), id.failed()).await;
+        assert!(stopped.is_err(), "a vote request stopped the node");
+        let why = refused(id.check(Some("c1"), Some(9), true));
+        assert!(why.contains("vexilctl cluster remove 3"), "{why}");
+        let stopped = tokio::time::timeout(std::time::Duration::from_secs(1), id.failed()).await;
+        assert_eq!(stopped.expect("stopped"), why);
+        // Incarnation 0 (not known to the sender) stops nothing.
+        let (id, _) = fresh(3);
+        refused(id.check(Some("c1"), Some(0), true));
+        assert!(tokio::time::timeout(std::time::Duration::from_millis(50), id.failed()).await.is_err());
+    }
+}
