@@ -15,7 +15,7 @@ use anyhow::{Context, Result, bail};
 use hdrhistogram::Histogram;
 use vexil_client::admin::{AdminClient, Consistency, ReadOpts, WriteOpts};
 use vexil_client::{Client, ConnectOptions, TlsOptions};
-use vexil_testkit::Compose;
+use vexil_testkit::{Compose, spec};
 
 const NAMESPACE: &str = "bench";
 
@@ -87,10 +87,6 @@ fn row(what: &str, h: &Histogram<u64>) {
     println!("| {what} | {:.1} | {:.1} | {} |", ms(h, 0.5), ms(h, 0.99), h.len());
 }
 
-fn spec(v: u64) -> String {
-    serde_json::json!({"state": "ENABLED", "variants": {"v": v}, "defaultVariant": "v"}).to_string()
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<()> {
     let mut args: BTreeMap<String, String> = BTreeMap::new();
@@ -112,7 +108,7 @@ async fn main() -> Result<()> {
     println!("leader: node {leader} (us); {samples} samples per row; latencies in ms\n");
     let admin = b.admin(&regions[0].voters)?;
     if admin.get_flag(NAMESPACE, "f").await.is_err() {
-        admin.create_flag(NAMESPACE, "f", &spec(0), WriteOpts::reason("bench")).await?;
+        admin.create_flag(NAMESPACE, "f", &spec("0"), WriteOpts::reason("bench")).await?;
     }
     let leader_via = |r: &Region| r.voters[usize::try_from(leader - 1).unwrap_or(0)].clone();
 
@@ -144,7 +140,7 @@ async fn main() -> Result<()> {
         let mut h = Histogram::<u64>::new(3)?;
         for i in 0..b.samples / 3 {
             let t = Instant::now();
-            client.update_flag(NAMESPACE, "f", &spec(i as u64), None, WriteOpts::reason("bench")).await?;
+            client.update_flag(NAMESPACE, "f", &spec(&i.to_string()), None, WriteOpts::reason("bench")).await?;
             h.record(t.elapsed().as_micros() as u64)?;
         }
         row(&format!("{} client", r.name), &h);
@@ -185,8 +181,9 @@ async fn main() -> Result<()> {
     let mut writes = Vec::new();
     for i in 0..b.samples / 3 {
         let t = Instant::now();
-        let w =
-            writer.update_flag(NAMESPACE, "f", &spec(1_000_000 + i as u64), None, WriteOpts::reason("bench")).await?;
+        let w = writer
+            .update_flag(NAMESPACE, "f", &spec(&(1_000_000 + i).to_string()), None, WriteOpts::reason("bench"))
+            .await?;
         writes.push((t, w.revision));
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -228,7 +225,7 @@ async fn main() -> Result<()> {
     }
     let write = tokio::time::timeout(
         Duration::from_secs(5),
-        b.regional(eu)?.with_attempts(1).update_flag(NAMESPACE, "f", &spec(7), None, WriteOpts::reason("bench")),
+        b.regional(eu)?.with_attempts(1).update_flag(NAMESPACE, "f", &spec("7"), None, WriteOpts::reason("bench")),
     )
     .await;
     println!(
@@ -259,7 +256,7 @@ async fn main() -> Result<()> {
     let healed = Instant::now();
     let eu_writer = b.regional(eu)?;
     loop {
-        if eu_writer.update_flag(NAMESPACE, "f", &spec(8), None, WriteOpts::reason("bench")).await.is_ok() {
+        if eu_writer.update_flag(NAMESPACE, "f", &spec("8"), None, WriteOpts::reason("bench")).await.is_ok() {
             break;
         }
         if healed.elapsed() > Duration::from_secs(60) {

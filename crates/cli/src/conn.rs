@@ -61,16 +61,8 @@ impl Conn {
     pub fn new(settings: &Settings, consistency: Option<ConsistencyArg>) -> Result<Conn, Failure> {
         let options = settings.connect_options()?;
         // The client's region first: `vexilctl` asks endpoints in this order.
-        let mut ordered: Vec<&String> = settings.region.iter().flat_map(|(_, local)| local).collect();
-        for e in &settings.endpoints {
-            if !ordered.contains(&e) {
-                ordered.push(e);
-            }
-        }
-        let endpoints: Vec<String> = ordered
-            .into_iter()
-            .map(|e| options.endpoint_url(e).map_err(|e| errors::from_client(e, Subject::Cluster)))
-            .collect::<Result<_, _>>()?;
+        let endpoints =
+            options.endpoint_urls(&settings.endpoints).map_err(|e| errors::from_client(e, Subject::Cluster))?;
         let read = ReadOpts {
             consistency: match consistency {
                 None => Consistency::Unspecified,

@@ -191,6 +191,12 @@ impl ConnectOptions {
         endpoint_url(endpoint, self.is_tls())
     }
 
+    /// The URLs of `endpoints` in the order calls try them: the client's region first
+    /// ([`Self::region`]), each once. For callers that walk the nodes themselves (`vexilctl`).
+    pub fn endpoint_urls(&self, endpoints: &[String]) -> Result<Vec<String>, Error> {
+        Ok(self.dialer()?.endpoints(endpoints)?.endpoints.into_iter().map(|(url, _)| url).collect())
+    }
+
     /// A lazily connected channel to one node with these credentials and TLS, and a deadline
     /// on every call: for callers that pick the node themselves (`vexilctl` asks each member
     /// for its status, sends membership changes to the leader). Must be called inside a Tokio
@@ -445,7 +451,8 @@ impl Endpoints {
     /// The `attempt`-th endpoint to try for a call (round robin from the preferred one; a call
     /// that starts outside the region for long enough starts in it again).
     pub(crate) fn pick(&self, attempt: u32) -> (usize, &str, NodeChannel) {
-        if attempt == 0 {
+        // Only a client with a region ever strays (no lock on every call otherwise).
+        if attempt == 0 && self.local > 0 {
             let mut strayed = self.strayed.lock().expect("strayed lock poisoned");
             if strayed.is_some_and(|since| since.elapsed() >= self.return_after) {
                 *strayed = None;
@@ -461,8 +468,11 @@ impl Endpoints {
     pub(crate) fn prefer(&self, i: usize) {
         let i = i % self.nodes.len();
         self.preferred.store(i, Ordering::Relaxed);
+        if self.local == 0 {
+            return;
+        }
         let mut strayed = self.strayed.lock().expect("strayed lock poisoned");
-        if i < self.local || self.local == 0 {
+        if i < self.local {
             *strayed = None;
         } else if strayed.is_none() {
             *strayed = Some(std::time::Instant::now());

@@ -985,11 +985,8 @@ pub(crate) mod tests {
     #[test]
     fn a_nospace_alarm_refuses_growth_on_every_replica_until_cleared() {
         let mut h = Harness::new();
-        let nodes: BTreeMap<u64, crate::types::NodeInfo> = (1..=3)
-            .map(|id| {
-                (id, crate::types::NodeInfo { raft_addr: String::new(), api_addr: String::new(), incarnation: 0 })
-            })
-            .collect();
+        let nodes: BTreeMap<u64, crate::types::NodeInfo> =
+            (1..=3).map(|id| (id, crate::types::NodeInfo::new("", ""))).collect();
         let voters = vec![nodes.keys().copied().collect::<BTreeSet<u64>>()];
         h.st.membership = StoredMembership::new(None, openraft::Membership::new(voters, nodes));
         assert!(h.run("", create("f", ON)).outcome.is_ok());

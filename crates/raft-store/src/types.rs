@@ -44,6 +44,13 @@ pub struct NodeInfo {
     pub incarnation: u64,
 }
 
+impl NodeInfo {
+    /// A member's addresses before it has joined: its incarnation is not known yet (0).
+    pub fn new(api_addr: impl Into<String>, raft_addr: impl Into<String>) -> NodeInfo {
+        NodeInfo { raft_addr: raft_addr.into(), api_addr: api_addr.into(), incarnation: 0 }
+    }
+}
+
 impl fmt::Display for NodeInfo {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "api={} raft={}", self.api_addr, self.raft_addr)

@@ -722,7 +722,7 @@ impl Config {
                 let host = pattern.replace("{ordinal}", &ordinal.to_string());
                 let api_addr = format!("{host}:{}", self.api_listen.port());
                 let raft_addr = format!("{host}:{}", self.raft_listen.port());
-                out.push((ordinal + 1, NodeInfo { api_addr, raft_addr, incarnation: 0 }));
+                out.push((ordinal + 1, NodeInfo::new(api_addr, raft_addr)));
             }
             return Ok(out);
         }
@@ -742,7 +742,7 @@ impl Config {
             if out.iter().any(|(other, _)| *other == id) {
                 return Err(bad(key, format!("node id {id} is listed twice")));
             }
-            out.push((id, NodeInfo { api_addr: api.trim().into(), raft_addr: raft.trim().into(), incarnation: 0 }));
+            out.push((id, NodeInfo::new(api.trim(), raft.trim())));
         }
         Ok(out)
     }

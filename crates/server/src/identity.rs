@@ -21,6 +21,7 @@ use std::sync::{Arc, RwLock};
 
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
+use tonic::metadata::AsciiMetadataValue;
 use vexil_raft_store::{Identity, IdentityStore, NodeId, StoreError};
 
 use crate::error::ServerError;
@@ -55,9 +56,24 @@ pub struct NodeIdentity {
 struct Inner {
     node: NodeId,
     store: Arc<dyn IdentityStore>,
-    current: RwLock<Option<Identity>>,
+    /// Read on every Raft call, both ways: checked in place, never cloned there.
+    current: RwLock<Option<Current>>,
     /// Set by [`NodeIdentity::fail`].
     lost: watch::Sender<Option<String>>,
+}
+
+/// The identity with its cluster id ready to send as a header.
+struct Current {
+    identity: Identity,
+    header: AsciiMetadataValue,
+}
+
+impl Current {
+    /// `None` if the cluster id cannot be a header value (a peer's `Join` carrying garbage).
+    fn new(identity: Identity) -> Option<Current> {
+        let header = AsciiMetadataValue::try_from(identity.cluster.as_str()).ok()?;
+        Some(Current { identity, header })
+    }
 }
 
 /// Why a node cannot start on its data directory.
@@ -74,6 +90,8 @@ pub enum IdentityError {
          version, form a new cluster with this one and restore into it (deploy/README.md, \"Backups\")"
     )]
     Unversioned { node: NodeId },
+    #[error("the data directory's cluster id {0:?} is not valid")]
+    Corrupt(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -90,17 +108,33 @@ impl NodeIdentity {
             None if has_raft_state => return Err(IdentityError::Unversioned { node }),
             _ => {}
         }
+        let current = match current {
+            None => None,
+            Some(id) => {
+                let cluster = id.cluster.clone();
+                Some(Current::new(id).ok_or(IdentityError::Corrupt(cluster))?)
+            }
+        };
         let (lost, _) = watch::channel(None);
         Ok(NodeIdentity { inner: Arc::new(Inner { node, store, current: RwLock::new(current), lost }) })
     }
 
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Option<Current>> {
+        self.inner.current.read().expect("identity lock poisoned")
+    }
+
     pub fn current(&self) -> Option<Identity> {
-        self.inner.current.read().expect("identity lock poisoned").clone()
+        self.read().as_ref().map(|c| c.identity.clone())
     }
 
     /// The cluster this node belongs to, if it has joined one.
     pub fn cluster(&self) -> Option<String> {
-        self.current().map(|i| i.cluster)
+        self.read().as_ref().map(|c| c.identity.cluster.clone())
+    }
+
+    /// The cluster id as the header every Raft call carries (cheap to clone).
+    pub fn cluster_header(&self) -> Option<AsciiMetadataValue> {
+        self.read().as_ref().map(|c| c.header.clone())
     }
 
     /// Makes this node the first member of a new cluster, or returns the identity it drew
@@ -108,7 +142,7 @@ impl NodeIdentity {
     /// that joined a cluster forms none: two Raft groups would share one id.
     pub fn found(&self) -> Result<Identity, ServerError> {
         let mut current = self.inner.current.write().expect("identity lock poisoned");
-        if let Some(id) = &*current {
+        if let Some(Current { identity: id, .. }) = &*current {
             if !id.founded {
                 return Err(ServerError::Identity(format!(
                     "node {} joined cluster {}; it cannot form another one",
@@ -118,9 +152,11 @@ impl NodeIdentity {
             return Ok(id.clone());
         }
         let id = Identity::found(self.inner.node);
+        let fresh =
+            Current::new(id.clone()).ok_or_else(|| ServerError::Internal("a drawn cluster id is not hex".into()))?;
         self.inner.store.save_identity(&id)?;
         tracing::info!(cluster = %id.cluster, "formed a new cluster id");
-        *current = Some(id.clone());
+        *current = Some(fresh);
         Ok(id)
     }
 
@@ -133,7 +169,7 @@ impl NodeIdentity {
             )));
         }
         let mut current = self.inner.current.write().expect("identity lock poisoned");
-        match &*current {
+        match current.as_ref().map(|c| &c.identity) {
             Some(id) if id.cluster == req.cluster => Ok(JoinReply::Joined { incarnation: id.incarnation }),
             Some(id) => Ok(JoinReply::Refused(format!(
                 "node {} belongs to cluster {}, not {}: if it is left from an earlier cluster, stop it or empty its \
@@ -142,11 +178,13 @@ impl NodeIdentity {
             ))),
             None => {
                 let id = Identity::join(&req.cluster, req.node);
+                let Some(fresh) = Current::new(id.clone()) else {
+                    return Ok(JoinReply::Refused(format!("{:?} is not a cluster id", req.cluster)));
+                };
                 self.inner.store.save_identity(&id)?;
                 tracing::info!(cluster = %id.cluster, incarnation = id.incarnation, "joined a cluster");
-                let incarnation = id.incarnation;
-                *current = Some(id);
-                Ok(JoinReply::Joined { incarnation })
+                *current = Some(fresh);
+                Ok(JoinReply::Joined { incarnation: id.incarnation })
             }
         }
     }
@@ -156,7 +194,8 @@ impl NodeIdentity {
     /// member sends them.
     pub fn check(&self, cluster: Option<&str>, incarnation: Option<u64>, replicating: bool) -> Result<(), ServerError> {
         let refuse = |why: String| Err(ServerError::Identity(why));
-        let Some(mine) = self.current() else {
+        let current = self.read();
+        let Some(Current { identity: mine, .. }) = current.as_ref() else {
             let (Some(cluster), Some(incarnation)) = (cluster, incarnation.filter(|i| *i != 0)) else {
                 return refuse(format!("node {} has not joined a cluster", self.inner.node));
             };

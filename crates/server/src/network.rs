@@ -137,12 +137,8 @@ impl Peers {
             })?;
             request.metadata_mut().insert(SECRET_HEADER, value);
         }
-        if let Some(cluster) = self.identity.cluster() {
-            let value = cluster.parse().map_err(|_| TransportError::Payload {
-                addr: addr.into(),
-                message: "cluster id is not a valid header value".into(),
-            })?;
-            request.metadata_mut().insert(CLUSTER_HEADER, value);
+        if let Some(cluster) = self.identity.cluster_header() {
+            request.metadata_mut().insert(CLUSTER_HEADER, cluster);
         }
         if !matches!(method, Method::Join) {
             request.metadata_mut().insert(INCARNATION_HEADER, incarnation.into());

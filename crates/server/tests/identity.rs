@@ -36,6 +36,19 @@ async fn cluster_id(c: &Cluster, id: u64) -> String {
     c.status(id).await.unwrap_or_else(|| panic!("node {id} answers")).cluster_id
 }
 
+/// Waits for node `id` (empty, among members of `cluster`) to stop with exit code 2, either
+/// because a member refused to join (`refusal`) or because that cluster's leader replicated to
+/// it; its log.
+fn stopped_by_its_old_cluster(c: &mut Cluster, id: u64, refusal: &str, cluster: &str) -> String {
+    let status = c.wait_exit(id, EXIT_WITHIN);
+    assert_eq!(status.code(), Some(EXIT_CONFIG), "{}", c.log_tail(id));
+    let log = c.log(id);
+    let refused = log.contains(refusal) && log.contains(&format!("belongs to cluster {cluster}"));
+    let replicated = log.contains(&format!("replicates to this node as node {id}"));
+    assert!(refused || replicated, "neither refusal:\n{log}");
+    log
+}
+
 fn wipe(c: &Cluster, id: u64) {
     std::fs::remove_dir_all(c.data_dir(id)).expect("wipe the data directory");
 }
@@ -69,12 +82,8 @@ async fn a_cluster_is_formed_once_and_keeps_its_id_across_restarts() {
     c.kill(1);
     wipe(&c, 1);
     c.restart(1);
-    let status = c.wait_exit(1, EXIT_WITHIN);
-    assert_eq!(status.code(), Some(EXIT_CONFIG), "{}", c.log_tail(1));
-    let log = c.log(1);
     // Node 2 or 3 (joined at once) refused, or the cluster's leader replicated to it first.
-    let refused = log.contains("refused to join: node ") && log.contains(&format!("belongs to cluster {id}"));
-    assert!(refused || log.contains("replicates to this node as node 1"), "neither refusal:\n{log}");
+    let log = stopped_by_its_old_cluster(&mut c, 1, "refused to join: node ", &id);
     assert!(log.contains("vexilctl cluster remove 1"), "{log}");
     let survivors = c.wait_leader_among(&[2, 3], LEADER_WITHIN).await;
     assert_eq!(cluster_id(&c, survivors).await, id);
@@ -142,11 +151,7 @@ async fn a_node_left_from_an_earlier_cluster_takes_no_part_in_a_new_one() {
     wipe(&c, 3);
     c.restart(1);
     c.restart(3);
-    let status = c.wait_exit(1, EXIT_WITHIN);
-    assert_eq!(status.code(), Some(EXIT_CONFIG), "{}", c.log_tail(1));
-    let log = c.log(1);
-    let refused = log.contains("refused to join: node 2") && log.contains(&format!("belongs to cluster {earlier}"));
-    assert!(refused || log.contains("replicates to this node as node 1"), "neither refusal:\n{log}");
+    stopped_by_its_old_cluster(&mut c, 1, "refused to join: node 2", &earlier);
     // The earlier node kept its cluster and took nothing from the new one.
     assert_eq!(cluster_id(&c, 2).await, earlier);
     let log = c.log(2);

@@ -47,7 +47,7 @@ fn from_member(m: &Member, field: &str) -> Result<(NodeId, NodeInfo), ServerErro
     if m.api_addr.is_empty() || m.raft_addr.is_empty() {
         return Err(ServerError::invalid(field, "api_addr and raft_addr are both required"));
     }
-    Ok((m.node_id, NodeInfo { api_addr: m.api_addr.clone(), raft_addr: m.raft_addr.clone(), incarnation: 0 }))
+    Ok((m.node_id, NodeInfo::new(m.api_addr.clone(), m.raft_addr.clone())))
 }
 
 impl ClusterApi {
