@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "vexil/v1/watch.proto",
         "vexil/v1/evaluation.proto",
         "vexil/v1/tokens.proto",
+        "vexil/v1/changes.proto",
         "vexil/raft/v1/raft.proto",
         // OpenFeature's flagd protocols, verbatim from open-feature/flagd-schemas (`protobuf/`).
         "flagd/evaluation/v1/evaluation.proto",

@@ -3,14 +3,13 @@
 //! document that `apply` accepts unchanged, so `export | apply` is a no-op.
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
 use serde_json::{Map, Value, json};
 use tokio_stream::StreamExt;
-use vexil_client::WriteOpts;
+use vexil_client::{ApplyResult, WriteOpts};
 use vexil_model::{FlagSpec, NamespaceDocument};
 use vexil_proto::v1 as pb;
 use vexil_proto::v1::flags_client::FlagsClient;
@@ -59,16 +58,7 @@ pub struct ExportArgs {
 /// The document's text and the namespace it goes to, validated locally first (the same
 /// validation the cluster runs), so an error names its field before anything is sent.
 fn load(a: &ApplyArgs) -> Result<(String, String), Failure> {
-    let text = if a.file.as_os_str() == "-" {
-        let mut s = String::new();
-        std::io::stdin()
-            .read_to_string(&mut s)
-            .map_err(|e| Failure::Input(format!("cannot read the document from stdin: {e}")))?;
-        s
-    } else {
-        std::fs::read_to_string(&a.file)
-            .map_err(|e| Failure::Input(format!("cannot read {}: {e}", a.file.display())))?
-    };
+    let text = crate::read_input(&a.file, "the document")?;
     let doc = NamespaceDocument::from_json(&text).map_err(|e| {
         Failure::Input(format!("{} is not a valid flag document: `{}`: {}", a.file.display(), e.field, e.problem))
     })?;
@@ -114,12 +104,25 @@ pub async fn run_apply(a: &ApplyArgs, ctx: &Ctx) -> Result<String, Failure> {
         .apply_namespace(&namespace, &document_json, WriteOpts::reason(a.reason.clone()).strict(a.strict))
         .await
         .map_err(|e| errors::from_client(e, sub))?;
+    Ok(apply_result(ctx.output, &namespace, &r))
+}
+
+/// What an apply did. A document the namespace's policy holds for approval (`change_id`) did
+/// not apply: that is said plainly, with the command that shows the request.
+fn apply_result(out: Output, namespace: &str, r: &ApplyResult) -> String {
     output::warn(&r.warnings);
-    Ok(match ctx.output {
+    match out {
         Output::Json => output::json(&json!({
             "namespace": namespace, "revision": r.revision, "created": r.created, "updated": r.updated,
             "deleted": r.deleted, "unchanged": r.unchanged, "warnings": r.warnings,
+            "applied": r.change_id == 0, "change_id": r.change_id,
         })),
+        Output::Table if r.change_id != 0 => crate::change::awaiting_approval(
+            &format!("the document for {namespace}"),
+            namespace,
+            r.change_id,
+            r.revision,
+        ),
         Output::Table if r.created + r.updated + r.deleted == 0 => {
             format!("{namespace} already matches the document ({} flags unchanged); nothing changed", r.unchanged)
         }
@@ -127,7 +130,7 @@ pub async fn run_apply(a: &ApplyArgs, ctx: &Ctx) -> Result<String, Failure> {
             "applied to {namespace} at revision {}: {} created, {} updated, {} deleted, {} unchanged",
             r.revision, r.created, r.updated, r.deleted, r.unchanged
         ),
-    })
+    }
 }
 
 fn json_side(s: &str) -> Option<Value> {
@@ -145,24 +148,17 @@ fn diff_fields(d: &pb::FlagDiff) -> Vec<FieldDiff> {
         .collect()
 }
 
-fn keys_with<'a>(r: &'a pb::ApplyNamespaceResponse, change: &str) -> Vec<&'a pb::FlagDiff> {
-    r.diff.iter().filter(|d| d.change == change).collect()
+fn keys_with<'a>(diff: &'a [pb::FlagDiff], change: &str) -> Vec<&'a pb::FlagDiff> {
+    diff.iter().filter(|d| d.change == change).collect()
 }
 
-/// The human dry-run report: one line per flag that would change, field diffs under each
-/// changed flag, then the counts.
-pub fn render_dry_run(namespace: &str, r: &pb::ApplyNamespaceResponse) -> String {
-    let (added, changed, removed) = (keys_with(r, "added"), keys_with(r, "changed"), keys_with(r, "removed"));
-    let mut lines =
-        vec![format!("dry run against namespace {namespace} at revision {} (nothing was changed)", r.dry_run_revision)];
-    if r.diff.is_empty() && !r.settings_changed {
-        lines.push(String::new());
-        lines.push(format!("no changes: {namespace} already matches the document ({} flags)", r.unchanged));
-        return lines.join("\n");
-    }
-    lines.push(String::new());
-    let mut diffs: Vec<&pb::FlagDiff> = r.diff.iter().collect();
+/// What flag diffs change, for people: one line per flag sorted by key (`+ key` added,
+/// `- key` removed, `~ key` changed with its field diffs indented under it), then a line for
+/// the namespace's settings when they change. Shared by `apply --dry-run` and `change show`.
+pub fn render_diff(diff: &[pb::FlagDiff], settings_changed: bool) -> Vec<String> {
+    let mut diffs: Vec<&pb::FlagDiff> = diff.iter().collect();
     diffs.sort_by(|a, b| a.key.cmp(&b.key));
+    let mut lines = Vec::new();
     for d in diffs {
         match d.change.as_str() {
             "added" => lines.push(format!("+ {}", d.key)),
@@ -173,15 +169,53 @@ pub fn render_dry_run(namespace: &str, r: &pb::ApplyNamespaceResponse) -> String
             }
         }
     }
-    if r.settings_changed {
+    if settings_changed {
         lines.push("~ namespace settings ($evaluators or metadata)".into());
     }
+    lines
+}
+
+/// `N to add, N to change, N to remove`: the counts of [`render_diff`].
+pub fn diff_counts(diff: &[pb::FlagDiff]) -> String {
+    let n = |change| keys_with(diff, change).len();
+    format!("{} to add, {} to change, {} to remove", n("added"), n("changed"), n("removed"))
+}
+
+/// What flag diffs change, for scripts: `added` and `removed` keys, `changed` keys with their
+/// field diffs, and `settings_changed`. Shared by `apply --dry-run` and `change show`.
+pub fn diff_json(diff: &[pb::FlagDiff], settings_changed: bool) -> Map<String, Value> {
+    let keys = |c: &str| keys_with(diff, c).iter().map(|d| d.key.clone()).collect::<Vec<_>>();
+    let v = json!({
+        "added": keys("added"),
+        "removed": keys("removed"),
+        "changed": keys_with(diff, "changed").iter().map(|d| json!({
+            "key": d.key,
+            "fields": diff_fields(d).iter().map(|f| json!({"field": f.field, "before": f.before, "after": f.after})).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+        "settings_changed": settings_changed,
+    });
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+/// The human dry-run report: one line per flag that would change, field diffs under each
+/// changed flag, then the counts.
+pub fn render_dry_run(namespace: &str, r: &pb::ApplyNamespaceResponse) -> String {
+    let mut lines =
+        vec![format!("dry run against namespace {namespace} at revision {} (nothing was changed)", r.dry_run_revision)];
+    if r.diff.is_empty() && !r.settings_changed {
+        lines.push(String::new());
+        lines.push(format!("no changes: {namespace} already matches the document ({} flags)", r.unchanged));
+        return lines.join("\n");
+    }
+    lines.push(String::new());
+    lines.extend(render_diff(&r.diff, r.settings_changed));
     lines.push(String::new());
     lines.push(format!(
-        "{} to add, {} to change, {} to remove, {} unchanged{}",
-        added.len(),
-        changed.len(),
-        removed.len(),
+        "{}, {} unchanged{}",
+        diff_counts(&r.diff),
         r.unchanged,
         if r.settings_changed { "; namespace settings change" } else { "" }
     ));
@@ -189,21 +223,15 @@ pub fn render_dry_run(namespace: &str, r: &pb::ApplyNamespaceResponse) -> String
 }
 
 fn dry_run_json(namespace: &str, r: &pb::ApplyNamespaceResponse) -> Value {
-    let keys = |c: &str| keys_with(r, c).iter().map(|d| d.key.clone()).collect::<Vec<_>>();
-    json!({
-        "dry_run": true,
-        "namespace": namespace,
-        "revision": r.dry_run_revision,
-        "added": keys("added"),
-        "removed": keys("removed"),
-        "changed": keys_with(r, "changed").iter().map(|d| json!({
-            "key": d.key,
-            "fields": diff_fields(d).iter().map(|f| json!({"field": f.field, "before": f.before, "after": f.after})).collect::<Vec<_>>(),
-        })).collect::<Vec<_>>(),
-        "unchanged": r.unchanged,
-        "settings_changed": r.settings_changed,
-        "warnings": r.warnings,
-    })
+    let mut v = diff_json(&r.diff, r.settings_changed);
+    v.extend([
+        ("dry_run".to_string(), json!(true)),
+        ("namespace".to_string(), json!(namespace)),
+        ("revision".to_string(), json!(r.dry_run_revision)),
+        ("unchanged".to_string(), json!(r.unchanged)),
+        ("warnings".to_string(), json!(r.warnings)),
+    ]);
+    Value::Object(v)
 }
 
 /// A namespace's state from a node as the document `apply` accepts.
@@ -349,6 +377,57 @@ mod tests {
         insta::assert_snapshot!(render_dry_run("shop", &r));
         let none = pb::ApplyNamespaceResponse { unchanged: 3, dry_run_revision: 7, ..Default::default() };
         insta::assert_snapshot!("dry_run_report_no_changes", render_dry_run("shop", &none));
+    }
+
+    #[test]
+    fn the_dry_run_json_keeps_its_fields() {
+        let r = pb::ApplyNamespaceResponse {
+            diff: vec![fd("a", "added", &[]), fd("b", "changed", &[("state", "\"ENABLED\"", "\"DISABLED\"")])],
+            unchanged: 1,
+            dry_run_revision: 9,
+            ..Default::default()
+        };
+        let v = dry_run_json("shop", &r);
+        let keys: Vec<&String> = v.as_object().expect("object").keys().collect();
+        assert_eq!(
+            keys,
+            [
+                "added",
+                "changed",
+                "dry_run",
+                "namespace",
+                "removed",
+                "revision",
+                "settings_changed",
+                "unchanged",
+                "warnings"
+            ]
+        );
+        assert_eq!(v["changed"][0]["fields"][0], json!({"field": "state", "before": "ENABLED", "after": "DISABLED"}));
+        assert_eq!((v["added"].clone(), v["revision"].clone()), (json!(["a"]), json!(9)));
+    }
+
+    #[test]
+    fn a_document_held_for_approval_says_nothing_was_applied() {
+        let r = ApplyResult {
+            revision: 31,
+            created: 0,
+            updated: 0,
+            deleted: 0,
+            unchanged: 0,
+            warnings: vec![],
+            change_id: 4,
+        };
+        let table = apply_result(Output::Table, "shop", &r);
+        assert!(table.starts_with("nothing was applied yet: the document for shop awaits approval"), "{table}");
+        assert!(table.contains("change request 4") && table.contains("`vexilctl change show shop 4`"), "{table}");
+        let v: Value = serde_json::from_str(&apply_result(Output::Json, "shop", &r)).expect("json");
+        assert_eq!((v["change_id"].as_u64(), v["applied"].as_bool()), (Some(4), Some(false)), "{v}");
+        let applied = ApplyResult { created: 2, change_id: 0, ..r };
+        assert_eq!(
+            apply_result(Output::Table, "shop", &applied),
+            "applied to shop at revision 31: 2 created, 0 updated, 0 deleted, 0 unchanged"
+        );
     }
 
     #[test]

@@ -18,10 +18,17 @@ pub enum Subject<'a> {
         key: &'a str,
     },
     Namespace(&'a str),
+    /// A namespace's change-control policy.
+    Policy(&'a str),
     Audit,
     Cluster,
     /// A bearer token, by name.
     Token(&'a str),
+    /// A change request of a namespace, by id.
+    Change {
+        namespace: &'a str,
+        id: u64,
+    },
 }
 
 /// A failure from a raw gRPC status (calls made with the generated clients).
@@ -33,7 +40,7 @@ pub fn from_status(status: &tonic::Status, subject: Subject<'_>) -> Failure {
 pub fn from_client(e: Error, subject: Subject<'_>) -> Failure {
     let (ns, key) = match subject {
         Subject::Flag { namespace, key } => (namespace, key),
-        Subject::Namespace(ns) => (ns, ""),
+        Subject::Namespace(ns) | Subject::Policy(ns) | Subject::Change { namespace: ns, .. } => (ns, ""),
         _ => ("", ""),
     };
     let msg = match e {
@@ -52,6 +59,9 @@ pub fn from_client(e: Error, subject: Subject<'_>) -> Failure {
         Error::AlreadyExists { current } => format!(
             "flag {ns}/{key} already exists{}; change it with `vexilctl flag update {ns} {key}`",
             current.map(|v| format!(" (at version {v})")).unwrap_or_default()
+        ),
+        Error::VersionMismatch { current, .. } if matches!(subject, Subject::Policy(_)) => format!(
+            "the policy of namespace {ns} is at version {current}; re-read it (`vexilctl namespace policy get {ns}`) and retry with --expected-version {current}"
         ),
         Error::VersionMismatch { current, .. } => format!(
             "flag {ns}/{key} is at version {current}; re-read it (`vexilctl flag get {ns} {key}`) and retry with --expected-version {current}"
@@ -87,6 +97,13 @@ pub fn from_client(e: Error, subject: Subject<'_>) -> Failure {
                 "the cluster is already initialised; nothing was changed (see `vexilctl cluster status`)".to_string()
             }
             Some(ErrorReason::RevisionCompacted) => format!("{message}; start again from a newer revision"),
+            Some(ErrorReason::RuleViolated) => format!("{message}; {}", rule_advice(&message, subject)),
+            Some(ErrorReason::ChangeNotFound) => match subject {
+                Subject::Change { namespace, id } => format!(
+                    "namespace {namespace} has no change request {id}; see its requests with `vexilctl change list {namespace}` (--all for closed ones)"
+                ),
+                _ => format!("{message}; see the requests with `vexilctl change list <namespace>`"),
+            },
             Some(ErrorReason::TokenNotFound) => match subject {
                 Subject::Token(name) => {
                     format!("there is no token named {name:?}; see the tokens with `vexilctl token list`")
@@ -108,6 +125,66 @@ pub fn from_client(e: Error, subject: Subject<'_>) -> Failure {
     Failure::Failed(msg)
 }
 
+/// The rule and the flag (`namespace/key`) a `RULE_VIOLATED` message names: the cluster words
+/// it `refused by rule <rule> (<namespace>/<key>): <problem>`.
+fn rule_of(message: &str) -> Option<(&str, &str, &str)> {
+    let rest = message.strip_prefix("refused by rule ")?;
+    let (rule, rest) = rest.split_once(" (")?;
+    let (target, _) = rest.split_once("): ")?;
+    let (ns, key) = target.split_once('/')?;
+    Some((rule, ns, key))
+}
+
+/// What to do about a rule of a namespace's change-control policy (`message` names the rule;
+/// the cluster's own words say what is wrong).
+fn rule_advice(message: &str, subject: Subject<'_>) -> String {
+    let (rule, ns, key) = rule_of(message).unwrap_or(("", "", ""));
+    let ns = match subject {
+        Subject::Flag { namespace, .. }
+        | Subject::Namespace(namespace)
+        | Subject::Policy(namespace)
+        | Subject::Change { namespace, .. } => namespace,
+        _ => ns,
+    };
+    let key = match subject {
+        Subject::Flag { key, .. } => key,
+        _ if key.is_empty() => "<key>",
+        _ => key,
+    };
+    let change = match subject {
+        Subject::Change { id, .. } => id.to_string(),
+        _ => "<id>".to_string(),
+    };
+    let policy = format!("see the namespace's rules with `vexilctl namespace policy get {ns}`");
+    match rule {
+        "dependency.enabled_dependents" => format!(
+            "to turn it off together with the enabled flags that depend on it, run `vexilctl flag disable {ns} {key} --cascade`"
+        ),
+        "dependency.disabled" | "dependency.missing" => {
+            format!("create or enable the flags it depends on first, or change its `depends_on`; {policy}")
+        }
+        "dependency.cycle" => "remove one of the `depends_on` entries that form the cycle".to_string(),
+        "approval.author" => format!(
+            "ask a reviewer other than its author to review it; the author may withdraw it with `vexilctl change cancel {ns} {change}`"
+        ),
+        "approval.role" => format!("a reviewer with one of the policy's `approver_roles` must review it; {policy}"),
+        "approval.duplicate" => "each reviewer counts once: another reviewer must approve it".to_string(),
+        "approval.cancel" => "ask its author or an admin to cancel it".to_string(),
+        "change.stale" | "change.expired" => {
+            format!("cancel it with `vexilctl change cancel {ns} {change}` and propose the write again")
+        }
+        "change.closed" => format!("see it with `vexilctl change show {ns} {change}`"),
+        "break_glass.reason" => "give the reason with --reason (the audit log records it)".to_string(),
+        "break_glass.not_allowed" => {
+            "disable without --break-glass: that opens a change request for reviewers to approve".to_string()
+        }
+        r if r.starts_with("lifecycle.") => {
+            format!("give the flag what its lifecycle stage requires (or move it to another stage); {policy}")
+        }
+        _ => policy,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -121,6 +198,15 @@ mod tests {
         assert_eq!(f.exit_code(), 1);
         assert!(f.to_string().contains("flag shop/banner is at version 7"), "{f}");
         assert!(f.to_string().contains("--expected-version 7"), "{f}");
+    }
+
+    #[test]
+    fn a_policy_version_mismatch_says_how_to_reread_the_policy() {
+        let f = from_client(Error::VersionMismatch { current: 2, expected: Some(1) }, Subject::Policy("shop"));
+        assert_eq!(
+            f.to_string(),
+            "the policy of namespace shop is at version 2; re-read it (`vexilctl namespace policy get shop`) and retry with --expected-version 2"
+        );
     }
 
     #[test]
@@ -156,6 +242,45 @@ mod tests {
         assert!(f.to_string().contains("no token named \"ci\"") && f.to_string().contains("token list"), "{f}");
         let f = from_client(server(ErrorReason::TokenExists), Subject::Token("ci"));
         assert!(f.to_string().contains("vexilctl token revoke ci"), "{f}");
+    }
+
+    #[test]
+    fn policy_rules_get_advice_naming_the_command() {
+        let rule = |rule: &str, problem: &str| Error::Server {
+            code: tonic::Code::FailedPrecondition,
+            reason: Some(ErrorReason::RuleViolated),
+            message: format!("refused by rule {rule} (shop/banner): {problem}"),
+        };
+        let flag = Subject::Flag { namespace: "shop", key: "banner" };
+        let f = from_client(rule("dependency.enabled_dependents", "enabled flag \"promo\" depends on it"), flag);
+        assert!(f.to_string().starts_with("refused by rule dependency.enabled_dependents (shop/banner)"), "{f}");
+        assert!(f.to_string().contains("`vexilctl flag disable shop banner --cascade`"), "{f}");
+        let change = Subject::Change { namespace: "shop", id: 7 };
+        let f = from_client(rule("approval.author", "alice wrote change 7"), change);
+        assert!(
+            f.to_string().contains("a reviewer other than its author")
+                && f.to_string().contains("change cancel shop 7"),
+            "{f}"
+        );
+        let f = from_client(rule("change.stale", "flag \"banner\" changed"), change);
+        assert!(f.to_string().contains("`vexilctl change cancel shop 7`") && f.to_string().contains("again"), "{f}");
+        let f = from_client(rule("lifecycle.active.owner", "the flag has no owner"), Subject::Namespace("shop"));
+        assert!(f.to_string().contains("lifecycle.active.owner") && f.to_string().contains("policy get shop"), "{f}");
+        // The key comes from the message when the subject has none (an apply).
+        let f = from_client(rule("dependency.enabled_dependents", "x"), Subject::Namespace("shop"));
+        assert!(f.to_string().contains("`vexilctl flag disable shop banner --cascade`"), "{f}");
+        assert_eq!(f.exit_code(), 1);
+
+        let missing = Error::Server {
+            code: tonic::Code::NotFound,
+            reason: Some(ErrorReason::ChangeNotFound),
+            message: "change request 9 of namespace shop does not exist".into(),
+        };
+        let f = from_client(missing, Subject::Change { namespace: "shop", id: 9 });
+        assert!(
+            f.to_string().contains("no change request 9") && f.to_string().contains("vexilctl change list shop"),
+            "{f}"
+        );
     }
 
     #[test]

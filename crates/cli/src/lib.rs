@@ -3,9 +3,10 @@
 //!
 //! One module per command group: `cluster` (membership, status, snapshots), `flag` (one flag:
 //! reads, writes, history, rollback, server-side evaluation), `apply` (`apply` and `export`:
-//! a namespace as one flagd document), `audit` (list, tail, verify the hash chain), `token`
-//! (bearer tokens), `namespace` (a namespace's settings), `eval` (offline evaluation of a local
-//! file) and `tls` (offline: a CA and certificates). `endpoints` resolves where the cluster is and how to reach it (endpoints,
+//! a namespace as one flagd document), `change` (the change requests a namespace's policy holds
+//! for approval), `audit` (list, tail, verify the hash chain), `token` (bearer tokens),
+//! `namespace` (a namespace's settings and change-control policy), `eval` (offline evaluation
+//! of a local file) and `tls` (offline: a CA and certificates). `endpoints` resolves where the cluster is and how to reach it (endpoints,
 //! token, TLS: flags, then their variables, then `vexilctl.toml`), `conn` reaches it (any node,
 //! or the leader for membership changes), `errors` turns what the cluster said into a message
 //! that says what to do next, `output` renders tables and JSON.
@@ -22,6 +23,7 @@
 
 pub mod apply;
 pub mod audit;
+pub mod change;
 pub mod cluster;
 pub mod conn;
 pub mod endpoints;
@@ -34,7 +36,7 @@ pub mod tls;
 pub mod token;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -108,9 +110,14 @@ pub enum Command {
     Apply(apply::ApplyArgs),
     /// Write a namespace as a flagd document that `apply` accepts unchanged.
     Export(apply::ExportArgs),
-    /// A namespace's settings: `fractional` bucketing, strict writes.
+    /// A namespace's settings (`fractional` bucketing, strict writes) and its change-control
+    /// policy.
     #[command(subcommand)]
     Namespace(namespace::NamespaceCommand),
+    /// Change requests awaiting approval under a namespace's policy: list, show, approve,
+    /// reject, cancel.
+    #[command(subcommand)]
+    Change(change::ChangeCommand),
     /// The hash-chained audit log: list, tail (--follow), verify.
     #[command(subcommand)]
     Audit(audit::AuditCommand),
@@ -211,10 +218,24 @@ fn run_networked(cli: &Cli) -> Result<String, Failure> {
             Command::Audit(c) => audit::run(c, &ctx).await,
             Command::Token(c) => token::run(c, &ctx).await,
             Command::Namespace(c) => namespace::run(c, &ctx).await,
+            Command::Change(c) => change::run(c, &ctx).await,
             Command::Eval(_) => Err(Failure::Usage("eval runs offline".into())),
             Command::Tls(_) => Err(Failure::Usage("tls runs offline".into())),
         }
     })
+}
+
+/// The text of an input file, or of stdin for `-`; `what` names it in the error ("the
+/// definition", "the document").
+pub(crate) fn read_input(path: &Path, what: &str) -> Result<String, Failure> {
+    if path.as_os_str() == "-" {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s)
+            .map_err(|e| Failure::Input(format!("cannot read {what} from stdin: {e}")))?;
+        Ok(s)
+    } else {
+        std::fs::read_to_string(path).map_err(|e| Failure::Input(format!("cannot read {}: {e}", path.display())))
+    }
 }
 
 /// The binary may read the clock; the evaluator never does (it is given this).

@@ -15,6 +15,7 @@ use vexil_model::NamespaceSettings;
 use vexil_model::eval::FractionalAlgorithm;
 use vexil_proto::v1 as proto;
 use vexil_proto::v1::audit_client::AuditClient;
+use vexil_proto::v1::changes_client::ChangesClient;
 use vexil_proto::v1::cluster_client::ClusterClient;
 use vexil_proto::v1::flags_client::FlagsClient;
 use vexil_proto::v1::tokens_client::TokensClient;
@@ -81,6 +82,9 @@ pub struct WriteResult {
     /// What flagd would load but not evaluate as written (`` `field`: problem ``); the write
     /// was applied ([`WriteOpts::strict`] refuses instead).
     pub warnings: Vec<String>,
+    /// Non-zero when the namespace's policy requires approval: the write did not apply but
+    /// opened this change request (`version` is then 0).
+    pub change_id: u64,
 }
 
 /// What applying a namespace document did.
@@ -93,6 +97,8 @@ pub struct ApplyResult {
     pub unchanged: u32,
     /// As in [`WriteResult::warnings`].
     pub warnings: Vec<String>,
+    /// As in [`WriteResult::change_id`]: the whole document waits for approval as one request.
+    pub change_id: u64,
 }
 
 /// A read's data with the header saying which revision it reflects and who served it.
@@ -248,7 +254,13 @@ impl AdminClient {
 
     fn write_result(r: proto::WriteFlagResponse) -> WriteResult {
         let h = r.header.unwrap_or_default();
-        WriteResult { revision: h.revision, leader_id: h.leader_id, version: r.version, warnings: r.warnings }
+        WriteResult {
+            revision: h.revision,
+            leader_id: h.leader_id,
+            version: r.version,
+            warnings: r.warnings,
+            change_id: r.change_id,
+        }
     }
 
     /// Creates a flag (`AlreadyExists` if the key is taken). `spec_json` is flagd's flag object
@@ -316,6 +328,8 @@ impl AdminClient {
             enabled,
             expected_version,
             options: Some(Self::write_options(&opts)),
+            cascade: false,
+            break_glass: false,
         };
         self.retry("set_flag_state", |ch| {
             let req = req.clone();
@@ -323,6 +337,125 @@ impl AdminClient {
         })
         .await
         .map(|r| Self::write_result(r.into_inner()))
+    }
+
+    /// The kill switch with options: with `cascade`, every enabled flag that depends on `key`
+    /// is disabled in the same revision; with `break_glass`, a namespace policy's approval is
+    /// bypassed where it allows that (`opts.reason` is then required, and the audit entry is
+    /// marked).
+    pub async fn disable_flag(
+        &self,
+        namespace: &str,
+        key: &str,
+        expected_version: Option<u64>,
+        cascade: bool,
+        break_glass: bool,
+        opts: WriteOpts,
+    ) -> Result<WriteResult, Error> {
+        let req = proto::SetFlagStateRequest {
+            namespace: namespace.into(),
+            key: key.into(),
+            enabled: false,
+            expected_version,
+            options: Some(Self::write_options(&opts)),
+            cascade,
+            break_glass,
+        };
+        self.retry("set_flag_state", |ch| {
+            let req = req.clone();
+            async move { FlagsClient::new(ch).set_flag_state(req).await }
+        })
+        .await
+        .map(|r| Self::write_result(r.into_inner()))
+    }
+
+    /// Sets (or with `policy_json` empty, removes) a namespace's change-control policy; returns
+    /// the revision. Role `admin` needed.
+    pub async fn set_namespace_policy(
+        &self,
+        namespace: &str,
+        policy_json: &str,
+        expected_version: Option<u64>,
+        opts: WriteOpts,
+    ) -> Result<u64, Error> {
+        let req = proto::SetNamespacePolicyRequest {
+            namespace: namespace.into(),
+            policy_json: policy_json.into(),
+            expected_version,
+            options: Some(Self::write_options(&opts)),
+        };
+        let r = self
+            .retry("set_namespace_policy", |ch| {
+                let req = req.clone();
+                async move { ChangesClient::new(ch).set_namespace_policy(req).await }
+            })
+            .await?
+            .into_inner();
+        Ok(r.header.map_or(0, |h| h.revision))
+    }
+
+    /// A namespace's policy (canonical JSON, empty when none) and its version.
+    pub async fn namespace_policy(&self, namespace: &str) -> Result<ReadResult<(String, u64)>, Error> {
+        let req = proto::GetNamespacePolicyRequest { namespace: namespace.into(), read: Some(self.read.to_proto()) };
+        let r = self
+            .retry("get_namespace_policy", |ch| {
+                let req = req.clone();
+                async move { ChangesClient::new(ch).get_namespace_policy(req).await }
+            })
+            .await?
+            .into_inner();
+        Ok(ReadResult { value: (r.policy_json, r.version), header: r.header.unwrap_or_default() })
+    }
+
+    /// A namespace's change requests: the pending ones, or with `all` the closed ones kept too.
+    pub async fn list_changes(
+        &self,
+        namespace: &str,
+        all: bool,
+    ) -> Result<ReadResult<Vec<proto::ChangeRequest>>, Error> {
+        let req = proto::ListChangesRequest { namespace: namespace.into(), all, read: Some(self.read.to_proto()) };
+        let r = self
+            .retry("list_changes", |ch| {
+                let req = req.clone();
+                async move { ChangesClient::new(ch).list_changes(req).await }
+            })
+            .await?
+            .into_inner();
+        Ok(ReadResult { value: r.changes, header: r.header.unwrap_or_default() })
+    }
+
+    /// One change request, with what it would change now (for a pending one).
+    pub async fn get_change(&self, namespace: &str, id: u64) -> Result<proto::GetChangeResponse, Error> {
+        let req = proto::GetChangeRequest { namespace: namespace.into(), id, read: Some(self.read.to_proto()) };
+        self.retry("get_change", |ch| {
+            let req = req.clone();
+            async move { ChangesClient::new(ch).get_change(req).await }
+        })
+        .await
+        .map(tonic::Response::into_inner)
+    }
+
+    /// Approves, rejects or cancels a change request. The approval that completes it applies
+    /// the change in the same revision (the response's status is then `applied`).
+    pub async fn review_change(
+        &self,
+        namespace: &str,
+        id: u64,
+        verdict: proto::Verdict,
+        opts: WriteOpts,
+    ) -> Result<proto::ReviewChangeResponse, Error> {
+        let req = proto::ReviewChangeRequest {
+            namespace: namespace.into(),
+            id,
+            verdict: verdict as i32,
+            options: Some(Self::write_options(&opts)),
+        };
+        self.retry("review_change", |ch| {
+            let req = req.clone();
+            async move { ChangesClient::new(ch).review_change(req).await }
+        })
+        .await
+        .map(tonic::Response::into_inner)
     }
 
     pub async fn delete_flag(
@@ -374,6 +507,7 @@ impl AdminClient {
             deleted: r.deleted,
             unchanged: r.unchanged,
             warnings: r.warnings,
+            change_id: r.change_id,
         })
     }
 

@@ -81,7 +81,9 @@ impl Error {
                 Error::PermissionDenied { principal: text("principal"), needs: text("needs"), message }
             }
             // Not a flag: kept apart from the NOT_FOUND of a flag below.
-            Some(ErrorReason::TokenNotFound) => Error::Server { code: status.code(), reason: why, message },
+            Some(ErrorReason::TokenNotFound | ErrorReason::ChangeNotFound) => {
+                Error::Server { code: status.code(), reason: why, message }
+            }
             _ if status.code() == Code::Unauthenticated => Error::Unauthenticated { message },
             _ if status.code() == Code::PermissionDenied => {
                 Error::PermissionDenied { principal: text("principal"), needs: text("needs"), message }
@@ -167,6 +169,9 @@ fn retry_elsewhere(reason: ErrorReason) -> bool {
         | ErrorReason::TokenExists
         | ErrorReason::TokenNotFound
         | ErrorReason::LimitReached
+        // A change-control rule: the namespace's policy, or the change request's state, decides.
+        | ErrorReason::RuleViolated
+        | ErrorReason::ChangeNotFound
         // Until an operator makes room and clears the alarm, every node answers the same.
         | ErrorReason::NoSpace
         // Credentials are the caller's to fix; every node would answer the same.

@@ -57,10 +57,24 @@ pub enum AuditAction {
     AuditCheckpoint,
     /// A namespace's settings changed (`before`/`after`: [`crate::NamespaceSettings::to_json`]).
     NamespaceSettings,
+    /// A namespace's change-control policy changed (`before`/`after`: its canonical JSON).
+    NamespacePolicy,
+    /// A write the policy covers became change request `key` (`after`: the request).
+    ChangePropose,
+    /// An approval of change request `key`; the one that completes it is followed, in the same
+    /// revision, by the change's own entries (request id `change/<key>`).
+    ChangeApprove,
+    /// A reviewer rejected change request `key`.
+    ChangeReject,
+    /// The author (or an admin) withdrew change request `key`.
+    ChangeCancel,
+    /// Flag `key` was disabled bypassing approval (`after` names the reason and the cascade);
+    /// the disable's own entries follow in the same revision.
+    FlagBreakGlass,
 }
 
 impl AuditAction {
-    pub const ALL: [AuditAction; 13] = [
+    pub const ALL: [AuditAction; 19] = [
         AuditAction::FlagCreate,
         AuditAction::FlagUpdate,
         AuditAction::FlagSetState,
@@ -74,6 +88,12 @@ impl AuditAction {
         AuditAction::AlarmClear,
         AuditAction::AuditCheckpoint,
         AuditAction::NamespaceSettings,
+        AuditAction::NamespacePolicy,
+        AuditAction::ChangePropose,
+        AuditAction::ChangeApprove,
+        AuditAction::ChangeReject,
+        AuditAction::ChangeCancel,
+        AuditAction::FlagBreakGlass,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -91,6 +111,12 @@ impl AuditAction {
             AuditAction::AlarmClear => "alarm.clear",
             AuditAction::AuditCheckpoint => "audit.checkpoint",
             AuditAction::NamespaceSettings => "namespace.settings",
+            AuditAction::NamespacePolicy => "namespace.policy",
+            AuditAction::ChangePropose => "change.propose",
+            AuditAction::ChangeApprove => "change.approve",
+            AuditAction::ChangeReject => "change.reject",
+            AuditAction::ChangeCancel => "change.cancel",
+            AuditAction::FlagBreakGlass => "flag.break_glass",
         }
     }
 

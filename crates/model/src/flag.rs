@@ -66,7 +66,8 @@ pub enum Lifecycle {
 }
 
 impl Lifecycle {
-    const ALL: [(&'static str, Lifecycle); 6] = [
+    /// Every stage with its name, from idea to removal.
+    pub const ALL: [(&'static str, Lifecycle); 6] = [
         ("planned", Lifecycle::Planned),
         ("in_flight", Lifecycle::InFlight),
         ("tested", Lifecycle::Tested),
@@ -79,7 +80,7 @@ impl Lifecycle {
         Self::ALL.iter().find(|(_, l)| *l == self).map(|(s, _)| *s).unwrap_or("active")
     }
 
-    fn parse(s: &str) -> Option<Self> {
+    pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.iter().find(|(name, _)| *name == s).map(|(_, l)| *l)
     }
 }

@@ -9,6 +9,7 @@
 //!   validation.
 //! - [`document`]: a whole namespace document (flagd's file format) and its validation.
 //! - [`namespace`]: a namespace's own settings (bucketing, strictness).
+//! - [`policy`]: a namespace's change control (approvals, stage gates, dependencies).
 //! - [`record`]: the stored form of a flag (definition text plus bookkeeping).
 //! - [`audit`]: the audit entry and its SHA-256 hash chain.
 //! - [`eval`]: compiled evaluation, and the one result shape every surface renders.
@@ -22,6 +23,7 @@ pub mod eval;
 pub mod flag;
 pub mod limits;
 pub mod namespace;
+pub mod policy;
 pub mod record;
 pub mod stale;
 
@@ -30,4 +32,5 @@ pub use document::{DocumentDiff, FieldChange, NamespaceDocument};
 pub use eval::{CompiledFlag, CompiledNamespace, EvalContext, Resolution};
 pub use flag::{FlagSpec, FlagState, Lifecycle, ValidationError, VariantType};
 pub use namespace::NamespaceSettings;
+pub use policy::NamespacePolicy;
 pub use record::FlagRecord;

@@ -95,6 +95,12 @@ error_reasons! {
     /// the nodes. Writes work again once an operator made room and cleared the alarm
     /// (`vexilctl cluster alarm clear`).
     NoSpace = "NO_SPACE",
+    /// FAILED_PRECONDITION: the namespace's change-control policy refused the write; metadata
+    /// `rule` names the rule (`dependency.disabled`, `lifecycle.active.owner`,
+    /// `approval.author`, `change.stale`, ...), `namespace`, `key`.
+    RuleViolated = "RULE_VIOLATED",
+    /// NOT_FOUND: no change request of this id in the namespace; metadata `namespace`, `id`.
+    ChangeNotFound = "CHANGE_NOT_FOUND",
     /// INTERNAL: this node's storage failed.
     Storage = "STORAGE",
     /// INTERNAL: openraft stopped on a fatal error (its storage failed, or it panicked), on

@@ -20,6 +20,7 @@ use vexil_model::{AuditAction, AuditEntry, FlagSpec, NamespaceDocument, Namespac
 
 use crate::codec;
 use crate::error::StoreError;
+use crate::governance;
 use crate::limits::DEDUP_GENERATION_REQUESTS;
 use crate::schema::{
     AuditHead, DedupRecord, FlagRecord, META_ALARMS, META_ANONYMOUS_READ, META_AUDIT_CHECKPOINT,
@@ -42,12 +43,30 @@ pub struct Applied {
     pub audit: Vec<AuditEntry>,
 }
 
+/// Bugs the simulation injects into applying (through [`crate::mem::Faults`]) to prove its
+/// checkers catch them. Always off on a real node.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Injected {
+    /// Complete a change request without checking that the flags it was based on are unchanged.
+    pub stale_changes_apply: bool,
+}
+
 /// Applies `entries` in order on top of `view`. `state` is not modified; the caller swaps in
 /// the returned state only after the writes are committed.
 pub fn apply_entries<R: KvRead + ?Sized>(
     view: &R,
     state: &SmState,
     entries: impl IntoIterator<Item = Entry>,
+) -> Result<Applied, StoreError> {
+    apply_entries_with(view, state, entries, Injected::default())
+}
+
+/// [`apply_entries`] with bugs injected (the simulation's).
+pub fn apply_entries_with<R: KvRead + ?Sized>(
+    view: &R,
+    state: &SmState,
+    entries: impl IntoIterator<Item = Entry>,
+    injected: Injected,
 ) -> Result<Applied, StoreError> {
     let mut txn = Txn::new(view);
     let mut st = state.clone();
@@ -56,7 +75,7 @@ pub fn apply_entries<R: KvRead + ?Sized>(
         let revision = entry.log_id.index;
         let response = match entry.payload {
             EntryPayload::Blank => Response { revision, outcome: Ok(Outcome::None) },
-            EntryPayload::Normal(request) => apply_request(&mut txn, &mut st, revision, &request)?,
+            EntryPayload::Normal(request) => apply_request(&mut txn, &mut st, revision, &request, injected)?,
             EntryPayload::Membership(membership) => {
                 let after = membership_summary(&membership);
                 let before = membership_summary(st.membership.membership());
@@ -69,6 +88,7 @@ pub fn apply_entries<R: KvRead + ?Sized>(
                     actor: "raft",
                     reason: "",
                     request_id: "",
+                    injected,
                 };
                 audit.record(AuditAction::MembershipChange, "", "", 0, Some(before), Some(after))?;
                 Response { revision, outcome: Ok(Outcome::None) }
@@ -95,10 +115,15 @@ fn apply_request<R: KvRead + ?Sized>(
     st: &mut SmState,
     revision: u64,
     request: &Request,
+    injected: Injected,
 ) -> Result<Response, StoreError> {
-    let Command::Batch { requests } = &request.command else { return apply_one(txn, st, revision, request) };
-    let responses =
-        requests.iter().map(|sub| apply_one(txn, st, revision, sub)).collect::<Result<Vec<_>, StoreError>>()?;
+    let Command::Batch { requests } = &request.command else {
+        return apply_one(txn, st, revision, request, injected);
+    };
+    let responses = requests
+        .iter()
+        .map(|sub| apply_one(txn, st, revision, sub, injected))
+        .collect::<Result<Vec<_>, StoreError>>()?;
     Ok(Response { revision, outcome: Ok(Outcome::Batch(responses)) })
 }
 
@@ -108,6 +133,7 @@ fn apply_one<R: KvRead + ?Sized>(
     st: &mut SmState,
     revision: u64,
     request: &Request,
+    injected: Injected,
 ) -> Result<Response, StoreError> {
     let fingerprint = (!request.request_id.is_empty()).then(|| fingerprint(request)).transpose()?;
     if let Some(fp) = fingerprint
@@ -145,6 +171,7 @@ fn apply_one<R: KvRead + ?Sized>(
             actor: &request.actor,
             reason: &request.reason,
             request_id: &request.request_id,
+            injected,
         };
         execute(&mut audit, &request.command)?
     };
@@ -207,18 +234,19 @@ fn fingerprint(request: &Request) -> Result<Hash, StoreError> {
 }
 
 /// Appends audit entries for one request and holds what every entry of it shares.
-struct Auditor<'t, 'a, R: KvRead + ?Sized> {
-    txn: &'t mut Txn<'a, R>,
-    st: &'t mut SmState,
-    revision: u64,
-    time_ms: i64,
-    actor: &'t str,
-    reason: &'t str,
-    request_id: &'t str,
+pub(crate) struct Auditor<'t, 'a, R: KvRead + ?Sized> {
+    pub(crate) txn: &'t mut Txn<'a, R>,
+    pub(crate) st: &'t mut SmState,
+    pub(crate) revision: u64,
+    pub(crate) time_ms: i64,
+    pub(crate) actor: &'t str,
+    pub(crate) reason: &'t str,
+    pub(crate) request_id: &'t str,
+    pub(crate) injected: Injected,
 }
 
 impl<R: KvRead + ?Sized> Auditor<'_, '_, R> {
-    fn record(
+    pub(crate) fn record(
         &mut self,
         action: AuditAction,
         namespace: &str,
@@ -250,7 +278,7 @@ impl<R: KvRead + ?Sized> Auditor<'_, '_, R> {
         Ok(())
     }
 
-    fn get_flag(&self, namespace: &str, key: &str) -> Result<Option<FlagRecord>, StoreError> {
+    pub(crate) fn get_flag(&self, namespace: &str, key: &str) -> Result<Option<FlagRecord>, StoreError> {
         self.txn.get_decoded(Table::Flags, &codec::flag_key(namespace, key))
     }
 
@@ -297,13 +325,50 @@ fn check_version(namespace: &str, key: &str, expected: Option<u64>, current: u64
     }
 }
 
-fn not_found(namespace: &str, key: &str) -> WriteError {
+pub(crate) fn not_found(namespace: &str, key: &str) -> WriteError {
     WriteError::NotFound { namespace: namespace.into(), key: key.into() }
 }
 
-type CommandResult = Result<Result<Outcome, WriteError>, StoreError>;
+pub(crate) type CommandResult = Result<Result<Outcome, WriteError>, StoreError>;
 
 fn execute<R: KvRead + ?Sized>(a: &mut Auditor<'_, '_, R>, command: &Command) -> CommandResult {
+    match command {
+        Command::CreateFlag { .. }
+        | Command::UpdateFlag { .. }
+        | Command::SetFlagState { .. }
+        | Command::DeleteFlag { .. }
+        | Command::ApplyNamespace { .. }
+        | Command::DisableFlag { .. } => governance::write(a, command),
+        Command::SetNamespacePolicy { namespace, policy_json, expected_version } => {
+            governance::set_policy(a, namespace, policy_json, *expected_version)
+        }
+        Command::ReviewChange { namespace, id, verdict, role } => {
+            governance::review(a, namespace, *id, *verdict, *role)
+        }
+        Command::RecordMembershipChange { description } => {
+            a.record(AuditAction::MembershipChange, "", "", 0, None, Some(description.clone()))?;
+            Ok(Ok(Outcome::None))
+        }
+        Command::CreateToken { name, grant, secret_hash, expires_ms, bootstrap } => {
+            create_token(a, name, grant, secret_hash, *expires_ms, *bootstrap)
+        }
+        Command::RevokeToken { name } => revoke_token(a, name),
+        Command::SetAnonymousRead { namespace, enabled } => set_anonymous_read(a, namespace, *enabled),
+        Command::SetNamespaceSettings { namespace, change_json } => set_namespace_settings(a, namespace, change_json),
+        Command::RaiseAlarm { node_id, reason } => raise_alarm(a, *node_id, reason),
+        Command::ClearAlarms => clear_alarms(a),
+        Command::CompactAudit { through_seq, through_revision } => compact_audit(a, *through_seq, *through_revision),
+        // `apply_request` unpacks a batch; one inside a batch is refused.
+        Command::Batch { .. } => Ok(Err(WriteError::Invalid {
+            field: "command".into(),
+            problem: "a batch cannot contain another batch".into(),
+        })),
+    }
+}
+
+/// Executes one flag write as it is, without change control (see [`governance::write`]):
+/// refusals write nothing.
+pub(crate) fn execute_flag<R: KvRead + ?Sized>(a: &mut Auditor<'_, '_, R>, command: &Command) -> CommandResult {
     match command {
         // The definition is stored as the proposer sent it: see `Command::CreateFlag`.
         Command::CreateFlag { namespace, key, spec_json } => {
@@ -362,24 +427,8 @@ fn execute<R: KvRead + ?Sized>(a: &mut Auditor<'_, '_, R>, command: &Command) ->
             Ok(Ok(Outcome::Flag { version: 0 }))
         }
         Command::ApplyNamespace { namespace, document_json } => apply_namespace(a, namespace, document_json),
-        Command::RecordMembershipChange { description } => {
-            a.record(AuditAction::MembershipChange, "", "", 0, None, Some(description.clone()))?;
-            Ok(Ok(Outcome::None))
-        }
-        Command::CreateToken { name, grant, secret_hash, expires_ms, bootstrap } => {
-            create_token(a, name, grant, secret_hash, *expires_ms, *bootstrap)
-        }
-        Command::RevokeToken { name } => revoke_token(a, name),
-        Command::SetAnonymousRead { namespace, enabled } => set_anonymous_read(a, namespace, *enabled),
-        Command::SetNamespaceSettings { namespace, change_json } => set_namespace_settings(a, namespace, change_json),
-        Command::RaiseAlarm { node_id, reason } => raise_alarm(a, *node_id, reason),
-        Command::ClearAlarms => clear_alarms(a),
-        Command::CompactAudit { through_seq, through_revision } => compact_audit(a, *through_seq, *through_revision),
-        // `apply_request` unpacks a batch; one inside a batch is refused.
-        Command::Batch { .. } => Ok(Err(WriteError::Invalid {
-            field: "command".into(),
-            problem: "a batch cannot contain another batch".into(),
-        })),
+        // `execute` sends only flag writes here.
+        _ => Ok(Err(WriteError::Invalid { field: "command".into(), problem: "is not a flag write".into() })),
     }
 }
 
@@ -673,23 +722,27 @@ pub(crate) mod tests {
     use openraft::{CommittedLeaderId, LogId};
     use vexil_model::{ChainVerifier, FlagState};
 
-    struct Harness {
-        kv: MemKv,
-        st: SmState,
+    /// Applies entries one by one on an in-memory table set; `actor` and `reason` go into
+    /// the next request.
+    pub(crate) struct Harness {
+        pub(crate) kv: MemKv,
+        pub(crate) st: SmState,
         index: u64,
+        pub(crate) actor: &'static str,
+        pub(crate) reason: &'static str,
     }
 
     impl Harness {
-        fn new() -> Self {
-            Harness { kv: MemKv::default(), st: SmState::default(), index: 0 }
+        pub(crate) fn new() -> Self {
+            Harness { kv: MemKv::default(), st: SmState::default(), index: 0, actor: "alice", reason: "test" }
         }
 
-        fn run(&mut self, request_id: &str, command: Command) -> Response {
+        pub(crate) fn run(&mut self, request_id: &str, command: Command) -> Response {
             self.index += 1;
             let req = Request {
                 request_id: request_id.into(),
-                actor: "alice".into(),
-                reason: "test".into(),
+                actor: self.actor.into(),
+                reason: self.reason.into(),
                 time_ms: 1_000 * self.index as i64,
                 command,
             };
@@ -704,11 +757,11 @@ pub(crate) mod tests {
             applied.responses.pop().expect("one response per entry")
         }
 
-        fn flag(&self, key: &str) -> Option<FlagRecord> {
+        pub(crate) fn flag(&self, key: &str) -> Option<FlagRecord> {
             Txn::new(&self.kv).get_decoded(Table::Flags, &codec::flag_key("ns", key)).expect("read")
         }
 
-        fn audit(&self) -> Vec<AuditEntry> {
+        pub(crate) fn audit(&self) -> Vec<AuditEntry> {
             self.kv
                 .scan(Table::Audit, &[], &[], usize::MAX)
                 .expect("scan")
@@ -722,7 +775,7 @@ pub(crate) mod tests {
     const OFF: &str = r#"{"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"off"}"#;
 
     /// What a proposer sends: the canonical JSON of a validated definition.
-    fn canonical(key: &str, spec: &str) -> String {
+    pub(crate) fn canonical(key: &str, spec: &str) -> String {
         FlagSpec::from_json(key, spec).expect("valid test flag").to_json()
     }
     fn create(key: &str, spec: &str) -> Command {

@@ -6,6 +6,8 @@
 //!   [`error`]: [`StoreError`].
 //! - [`apply`]: executing committed entries, independent of the storage engine, in a [`txn`]
 //!   (buffered reads and writes over a read-only view) that evolves the [`sm_state`].
+//! - [`governance`]: change control (policies, change requests, stage gates, dependency
+//!   rules), judged in apply.
 //! - [`log_store`], [`state_machine`], [`snapshot`]: the RocksDB implementation of openraft's
 //!   storage traits, with the durability rules written at each sync.
 //! - [`reader`]: consistent reads of the applied state for the server.
@@ -19,6 +21,7 @@ pub mod codec;
 pub mod db;
 pub mod error;
 pub mod feed;
+pub mod governance;
 pub mod identity;
 pub mod limits;
 pub mod log_store;
@@ -39,10 +42,14 @@ use std::path::Path;
 pub use error::StoreError;
 pub use identity::{Identity, IdentityStore};
 pub use log_store::LogStore;
-pub use reader::{AuditPage, AuditQuery, Changes, NamespaceState, StateReader, StateSnapshot, ViewSource, merge_parts};
-pub use schema::{AuditHead, FlagRecord, NamespaceRecord};
+pub use reader::{
+    AuditPage, AuditQuery, ChangeView, Changes, NamespaceState, StateReader, StateSnapshot, ViewSource, merge_parts,
+};
+pub use schema::{Approval, AuditHead, ChangeRecord, FlagRecord, NamespaceRecord, PolicyRecord};
 pub use state_machine::StateMachineStore;
-pub use types::{Command, NodeId, NodeInfo, Outcome, Raft, Request, Response, TypeConfig, WriteError};
+pub use types::{
+    ChangeStatus, Command, NodeId, NodeInfo, Outcome, Raft, Request, Response, TypeConfig, Verdict, WriteError,
+};
 
 /// Opens (or creates) a node's storage under `data_dir`: the database in `data_dir/db`,
 /// snapshots in `data_dir/snapshots`.

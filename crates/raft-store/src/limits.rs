@@ -30,3 +30,7 @@ pub const RECENT_AUDIT_ENTRIES_MAX: usize = 4_096;
 /// Audit entries one scan of a filtered `list_audit` page reads at most (`reader.rs`); an
 /// unfiltered page reads exactly the entries it returns.
 pub const AUDIT_SCAN_CHUNK_ENTRIES_MAX: usize = 512;
+
+/// Change requests one namespace keeps (`governance.rs`): opening one more drops the oldest
+/// closed one (its history stays in the audit log); when all are open, proposals are refused.
+pub const CHANGES_KEPT_PER_NAMESPACE: usize = 256;

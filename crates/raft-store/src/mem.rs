@@ -60,6 +60,8 @@ pub struct Faults {
     /// Install a received snapshot without its audit history (the node's chain then starts
     /// wherever the snapshot was cut).
     pub snapshot_install_drops_audit: bool,
+    /// Complete change requests without checking their bases ([`crate::apply::Injected`]).
+    pub stale_changes_apply: bool,
 }
 
 #[derive(Debug, Default)]
@@ -330,7 +332,8 @@ impl RaftStateMachine<TypeConfig> for MemStateMachine {
         let state = self.state();
         let applied = {
             let mut d = self.disk.lock();
-            let mut applied = apply::apply_entries(&TablesView(&d.current.tables), &state, entries)
+            let injected = apply::Injected { stale_changes_apply: d.faults.stale_changes_apply };
+            let mut applied = apply::apply_entries_with(&TablesView(&d.current.tables), &state, entries, injected)
                 .map_err(|e| sm_err(ErrorVerb::Write, e))?;
             Self::commit(&mut d.current.tables, std::mem::take(&mut applied.writes));
             applied

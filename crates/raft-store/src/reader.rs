@@ -20,8 +20,8 @@ use crate::error::StoreError;
 use crate::feed::{AppliedFeed, PageEnd, trim_to_whole_revisions};
 use crate::limits::AUDIT_SCAN_CHUNK_ENTRIES_MAX;
 use crate::schema::{
-    AuditHead, FlagRecord, META_ALARMS, META_ANONYMOUS_READ, META_AUDIT_CHECKPOINT, NamespaceRecord, Table,
-    namespace_settings_key,
+    AuditHead, ChangeRecord, FlagRecord, META_ALARMS, META_ANONYMOUS_READ, META_AUDIT_CHECKPOINT, NamespaceRecord,
+    PolicyRecord, Table, change_key, change_prefix, namespace_policy_key, namespace_settings_key,
 };
 use crate::sm_state::SmState;
 use crate::state_machine::StateMachineStore;
@@ -394,6 +394,51 @@ impl StateReader {
     /// A namespace's settings (`Command::SetNamespaceSettings`) and the revision read.
     pub fn namespace_settings(&self, namespace: &str) -> Result<(u64, NamespaceSettings), StoreError> {
         self.with_view(|view, rev| Ok((rev, namespace_settings(view, namespace)?)))
+    }
+
+    /// A namespace's change-control policy (`Command::SetNamespacePolicy`), if it has one.
+    pub fn namespace_policy(&self, namespace: &str) -> Result<(u64, Option<PolicyRecord>), StoreError> {
+        self.with_view(|view, rev| {
+            let key = namespace_policy_key(namespace);
+            Ok((rev, view.get(Table::Meta, &key)?.map(|b| decode(Table::Meta, &b)).transpose()?))
+        })
+    }
+
+    /// A namespace's change requests in id order (`id = Some`: that one only), each with the
+    /// first of its bases that moved since it was proposed (a stale request never applies).
+    pub fn changes(&self, namespace: &str, id: Option<u64>) -> Result<(u64, Vec<ChangeView>), StoreError> {
+        self.with_view(|view, rev| {
+            let prefix = change_prefix(namespace);
+            let start = id.map_or_else(|| prefix.clone(), |id| change_key(namespace, id));
+            let limit = if id.is_some() { 1 } else { usize::MAX };
+            let mut out = Vec::new();
+            for (k, v) in view.scan(Table::Meta, &prefix, &start, limit)? {
+                let record: ChangeRecord = decode(Table::Meta, &v)?;
+                if id.is_some_and(|id| k != change_key(namespace, id)) {
+                    break;
+                }
+                let mut moved = None;
+                for (key, then) in &record.bases {
+                    let now = if key.is_empty() {
+                        view.get(Table::Namespaces, namespace.as_bytes())?
+                            .map(|b| decode::<NamespaceRecord>(Table::Namespaces, &b))
+                            .transpose()?
+                            .map_or(0, |r| r.mod_revision)
+                    } else {
+                        view.get(Table::Flags, &codec::flag_key(namespace, key))?
+                            .map(|b| decode::<FlagRecord>(Table::Flags, &b))
+                            .transpose()?
+                            .map_or(0, |r| r.mod_revision)
+                    };
+                    if now != *then {
+                        moved = Some(key.clone());
+                        break;
+                    }
+                }
+                out.push(ChangeView { record, moved });
+            }
+            Ok((rev, out))
+        })
     }
 
     /// The namespaces callers without a token may read (`Command::SetAnonymousRead`).
@@ -871,4 +916,12 @@ mod tests {
         assert_eq!(joined.iter().map(|s| s.namespace.as_str()).collect::<Vec<_>>(), ["d", "zz", "a"]);
         assert_eq!(flat(&joined).len(), 4);
     }
+}
+
+/// A change request as read, with the first base that moved since it was proposed (`""`: the
+/// namespace's `$evaluators`/metadata), if one did.
+#[derive(Debug, Clone)]
+pub struct ChangeView {
+    pub record: ChangeRecord,
+    pub moved: Option<String>,
 }

@@ -81,6 +81,74 @@ pub fn namespace_settings_key(namespace: &str) -> Vec<u8> {
     [META_NAMESPACE_SETTINGS_PREFIX, namespace.as_bytes()].concat()
 }
 
+/// `Meta` key prefix: `namespace_policy/<namespace>` → the namespace's [`PolicyRecord`],
+/// absent while it has none (no change control).
+pub const META_NAMESPACE_POLICY_PREFIX: &[u8] = b"namespace_policy/";
+
+/// The `Meta` key of a namespace's change-control policy.
+pub fn namespace_policy_key(namespace: &str) -> Vec<u8> {
+    [META_NAMESPACE_POLICY_PREFIX, namespace.as_bytes()].concat()
+}
+
+/// `Meta` key: the id of the last change request opened (cluster-wide; numbers the next one).
+pub const META_CHANGE_SEQ: &[u8] = b"change_seq";
+/// `Meta` key prefix: `change/<namespace> ‖ 0 ‖ id (u64 BE)` → [`ChangeRecord`], so one
+/// namespace's requests scan in id order.
+pub const META_CHANGE_PREFIX: &[u8] = b"change/";
+
+/// The `Meta` key prefix of a namespace's change requests.
+pub fn change_prefix(namespace: &str) -> Vec<u8> {
+    [META_CHANGE_PREFIX, namespace.as_bytes(), &[0]].concat()
+}
+
+/// The `Meta` key of change request `id` of `namespace`.
+pub fn change_key(namespace: &str, id: u64) -> Vec<u8> {
+    [change_prefix(namespace).as_slice(), &id.to_be_bytes()].concat()
+}
+
+/// A namespace's change-control policy as stored: its canonical JSON
+/// ([`vexil_model::NamespacePolicy::to_json`]), +1 per change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyRecord {
+    pub version: u64,
+    pub policy_json: String,
+    pub revision: u64,
+}
+
+/// One approval of a change request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Approval {
+    pub actor: String,
+    pub role: vexil_model::access::Role,
+    pub revision: u64,
+    pub time_ms: i64,
+}
+
+/// A change request: a write a namespace's policy covers, held until enough approvals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChangeRecord {
+    pub id: u64,
+    pub namespace: String,
+    /// The flag it changes (empty for a whole document).
+    pub key: String,
+    pub author: String,
+    pub reason: String,
+    /// The write as proposed; applied as it is, by the approval that completes the request.
+    pub command: crate::types::Command,
+    /// What the change was based on: each flag it touches with its `mod_revision` then (0:
+    /// absent), and for a document `""` with the namespace record's. A request whose base
+    /// moved is stale and never applies.
+    pub bases: Vec<(String, u64)>,
+    pub proposed_revision: u64,
+    pub proposed_at_ms: i64,
+    pub expires_at_ms: i64,
+    pub approvals: Vec<Approval>,
+    pub status: crate::types::ChangeStatus,
+    /// Who applied (completed), rejected or cancelled it, and at which revision.
+    pub closed_by: String,
+    pub closed_revision: u64,
+}
+
 /// `Meta` key: how many deduplication records were ever written (numbers the next one).
 pub const META_REQUESTS_SEQ: &[u8] = b"requests_seq";
 

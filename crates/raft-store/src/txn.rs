@@ -80,11 +80,72 @@ pub struct Txn<'a, R: KvRead + ?Sized> {
     writes: Writes,
     /// The audit entries written, in order (published to readers after the commit).
     audit: Vec<AuditEntry>,
+    /// While a [`Savepoint`] is open: each buffered key's value before a write replaced it
+    /// (`None`: it was not buffered), newest last, to undo writes back to the savepoint.
+    undo: Vec<UndoEntry>,
+    open_savepoints: usize,
+}
+
+/// A buffered key and what it held before a write under a savepoint (`None`: not buffered).
+type UndoEntry = ((Table, Vec<u8>), Option<Option<Vec<u8>>>);
+
+/// A point in a [`Txn`] to roll back to: the change-control rules judge a write by the state
+/// it produces, and a refused write must leave nothing behind.
+#[derive(Debug)]
+#[must_use = "a savepoint is rolled back or released"]
+pub struct Savepoint {
+    undo: usize,
+    ranges: usize,
+    audit: usize,
 }
 
 impl<'a, R: KvRead + ?Sized> Txn<'a, R> {
     pub fn new(base: &'a R) -> Self {
-        Self { base, writes: Writes::default(), audit: Vec::new() }
+        Self { base, writes: Writes::default(), audit: Vec::new(), undo: Vec::new(), open_savepoints: 0 }
+    }
+
+    /// Starts recording what the writes from here on replace.
+    pub fn savepoint(&mut self) -> Savepoint {
+        self.open_savepoints += 1;
+        Savepoint { undo: self.undo.len(), ranges: self.writes.deleted_ranges.len(), audit: self.audit.len() }
+    }
+
+    /// Keeps the writes since the savepoint (an enclosing one may still undo them).
+    pub fn release(&mut self, _: Savepoint) {
+        self.open_savepoints -= 1;
+        if self.open_savepoints == 0 {
+            self.undo.clear();
+        }
+    }
+
+    /// Undoes every write since `sp`, audit entries included.
+    pub fn rollback(&mut self, sp: Savepoint) {
+        while self.undo.len() > sp.undo {
+            let (key, before) = self.undo.pop().expect("undo entries above the savepoint");
+            match before {
+                Some(v) => self.writes.keys.insert(key, v),
+                None => self.writes.keys.remove(&key),
+            };
+        }
+        self.writes.deleted_ranges.truncate(sp.ranges);
+        self.audit.truncate(sp.audit);
+        self.open_savepoints -= 1;
+        if self.open_savepoints == 0 {
+            self.undo.clear();
+        }
+    }
+
+    /// The audit entries written since `sp`, in order.
+    pub fn audit_since(&self, sp: &Savepoint) -> &[AuditEntry] {
+        &self.audit[sp.audit..]
+    }
+
+    fn remember(&mut self, table: Table, key: &[u8]) {
+        if self.open_savepoints > 0 {
+            let k = (table, key.to_vec());
+            let before = self.writes.keys.get(&k).cloned();
+            self.undo.push((k, before));
+        }
     }
 
     pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {
@@ -106,6 +167,7 @@ impl<'a, R: KvRead + ?Sized> Txn<'a, R> {
     }
 
     pub fn put(&mut self, table: Table, key: Vec<u8>, value: Vec<u8>) {
+        self.remember(table, &key);
         self.writes.keys.insert((table, key), Some(value));
     }
 
@@ -116,6 +178,7 @@ impl<'a, R: KvRead + ?Sized> Txn<'a, R> {
     }
 
     pub fn delete(&mut self, table: Table, key: Vec<u8>) {
+        self.remember(table, &key);
         self.writes.keys.insert((table, key), None);
     }
 
@@ -123,6 +186,15 @@ impl<'a, R: KvRead + ?Sized> Txn<'a, R> {
     /// Keys written after this call are kept.
     pub fn delete_range(&mut self, table: Table, from: Vec<u8>, to: Vec<u8>) {
         let range = KeyRange { table, from, to };
+        if self.open_savepoints > 0 && range.from < range.to {
+            let doomed: Vec<_> = self
+                .writes
+                .keys
+                .range((table, range.from.clone())..(table, range.to.clone()))
+                .map(|(k, v)| (k.clone(), Some(v.clone())))
+                .collect();
+            self.undo.extend(doomed);
+        }
         range.remove_from(&mut self.writes.keys);
         self.writes.deleted_ranges.push(range);
     }

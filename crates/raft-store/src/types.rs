@@ -92,6 +92,9 @@ impl Request {
             Command::RevokeToken { name } => name.len(),
             Command::SetAnonymousRead { namespace, .. } => namespace.len(),
             Command::SetNamespaceSettings { namespace, change_json } => namespace.len() + change_json.len(),
+            Command::SetNamespacePolicy { namespace, policy_json, .. } => namespace.len() + policy_json.len(),
+            Command::ReviewChange { namespace, .. } => namespace.len() + 16,
+            Command::DisableFlag { namespace, key, .. } => namespace.len() + key.len(),
             Command::Batch { requests } => requests.iter().map(Request::approx_bytes).sum(),
             Command::RaiseAlarm { reason, .. } => 8 + reason.len(),
             Command::ClearAlarms | Command::CompactAudit { .. } => 16,
@@ -198,6 +201,53 @@ pub enum Command {
         namespace: String,
         change_json: String,
     },
+    /// Set a namespace's change-control policy ([`vexil_model::NamespacePolicy`], its JSON
+    /// form), or remove it (`policy_json` empty). `expected_version` is the policy's version the
+    /// proposer saw (0: none), checked in apply.
+    SetNamespacePolicy {
+        namespace: String,
+        policy_json: String,
+        expected_version: Option<u64>,
+    },
+    /// Approve, reject or cancel change request `id` of `namespace`. `role` is the caller's
+    /// role, stamped by the proposer from the caller's token (the state machine judges the
+    /// approval with the policy at this revision). The approval that completes a request
+    /// applies its change in this entry.
+    ReviewChange {
+        namespace: String,
+        id: u64,
+        verdict: Verdict,
+        role: vexil_model::access::Role,
+    },
+    /// The kill switch with options: disable `key`, and with `cascade` every enabled flag that
+    /// depends on it (transitively), in one entry. `break_glass` bypasses a policy's approval
+    /// where it allows that, and needs a reason; it is marked in the audit log.
+    DisableFlag {
+        namespace: String,
+        key: String,
+        expected_version: Option<u64>,
+        cascade: bool,
+        break_glass: bool,
+    },
+}
+
+/// What a reviewer does with a change request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    Approve,
+    Reject,
+    /// Withdraw it (its author, or an admin).
+    Cancel,
+}
+
+impl Verdict {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Approve => "approve",
+            Verdict::Reject => "reject",
+            Verdict::Cancel => "cancel",
+        }
+    }
 }
 
 impl Command {
@@ -213,10 +263,15 @@ impl Command {
                 | Command::RecordMembershipChange { .. }
                 | Command::SetAnonymousRead { enabled: false, .. }
                 | Command::SetNamespaceSettings { .. }
+                | Command::SetNamespacePolicy { .. }
+                | Command::DisableFlag { .. }
                 | Command::RaiseAlarm { .. }
                 | Command::ClearAlarms
                 | Command::CompactAudit { .. } => true,
                 Command::Batch { requests } => requests.iter().all(|r| r.command.allowed_under_alarms(alarms)),
+                // A rejection or cancellation shrinks nothing but grows nothing; an approval
+                // may apply a change that grows the state, so it waits.
+                Command::ReviewChange { verdict, .. } => *verdict != Verdict::Approve,
                 Command::CreateFlag { .. }
                 | Command::UpdateFlag { .. }
                 | Command::ApplyNamespace { .. }
@@ -233,7 +288,10 @@ impl Command {
             | Command::DeleteFlag { namespace, .. }
             | Command::ApplyNamespace { namespace, .. }
             | Command::SetAnonymousRead { namespace, .. }
-            | Command::SetNamespaceSettings { namespace, .. } => namespace,
+            | Command::SetNamespaceSettings { namespace, .. }
+            | Command::SetNamespacePolicy { namespace, .. }
+            | Command::ReviewChange { namespace, .. }
+            | Command::DisableFlag { namespace, .. } => namespace,
             Command::RecordMembershipChange { .. }
             | Command::CreateToken { .. }
             | Command::RevokeToken { .. }
@@ -269,6 +327,30 @@ pub enum Outcome {
     /// [`Command::CompactAudit`]: the checkpoint the log now starts after, and how many entries
     /// this command removed (0 when the cut was already behind the checkpoint).
     AuditCompacted { checkpoint: vexil_model::audit::Checkpoint, removed: u64 },
+    /// A change request: opened (a write the namespace's policy covers), or reviewed. `status`
+    /// is where it stands after this entry; `approvals` how many it has.
+    Change { id: u64, status: ChangeStatus, approvals: u32 },
+}
+
+/// Where a change request stands in the store. Staleness and expiry are judged when it is
+/// reviewed (and shown by readers), not stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ChangeStatus {
+    Pending,
+    Applied,
+    Rejected,
+    Cancelled,
+}
+
+impl ChangeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeStatus::Pending => "pending",
+            ChangeStatus::Applied => "applied",
+            ChangeStatus::Rejected => "rejected",
+            ChangeStatus::Cancelled => "cancelled",
+        }
+    }
 }
 
 /// Why a well-formed command did not apply. Decided deterministically by the state machine,
@@ -299,6 +381,12 @@ pub enum WriteError {
          raise storage.quota_bytes, or give the node a larger disk), then run `vexilctl cluster alarm clear`"
     )]
     NoSpace { alarms: String },
+    /// A namespace's change-control policy refused the write; `rule` names the rule
+    /// (`dependency.disabled`, `lifecycle.active.owner`, `approval.author`, `change.stale`, ...).
+    #[error("refused by rule {rule} ({namespace}/{key}): {problem}")]
+    RuleViolated { rule: String, namespace: String, key: String, problem: String },
+    #[error("change request {id} of namespace {namespace} does not exist")]
+    ChangeNotFound { namespace: String, id: u64 },
 }
 
 impl WriteError {
@@ -350,11 +438,40 @@ mod tests {
             Command::ClearAlarms,
             Command::CompactAudit { through_seq: 0, through_revision: 0 },
             Command::SetNamespaceSettings { namespace: s(), change_json: s() },
+            Command::SetNamespacePolicy { namespace: s(), policy_json: s(), expected_version: None },
+            Command::ReviewChange {
+                namespace: s(),
+                id: 0,
+                verdict: Verdict::Approve,
+                role: vexil_model::access::Role::Editor,
+            },
+            Command::DisableFlag {
+                namespace: s(),
+                key: s(),
+                expected_version: None,
+                cascade: false,
+                break_glass: false,
+            },
         ];
         for (position, command) in commands.iter().enumerate() {
             let bytes = crate::codec::encode(command).expect("encode");
             // The codec's format tag, then the variant's position (a varint: one byte below 251).
             assert_eq!(bytes[1] as usize, position, "{command:?}");
+        }
+    }
+
+    /// Outcomes and refusals are stored too (deduplication records): same rule as commands.
+    #[test]
+    fn outcome_and_error_tags_are_stable() {
+        let outcome = Outcome::Change { id: 0, status: ChangeStatus::Pending, approvals: 0 };
+        assert_eq!(crate::codec::encode(&outcome).expect("encode")[1], 6);
+        let s = String::new;
+        let errors = [
+            (WriteError::RuleViolated { rule: s(), namespace: s(), key: s(), problem: s() }, 10),
+            (WriteError::ChangeNotFound { namespace: s(), id: 0 }, 11),
+        ];
+        for (e, position) in errors {
+            assert_eq!(crate::codec::encode(&e).expect("encode")[1], position, "{e:?}");
         }
     }
 }

@@ -288,6 +288,17 @@ impl ServerError {
                 meta.insert("alarms".into(), alarms.clone());
                 (Code::ResourceExhausted, ErrorReason::NoSpace)
             }
+            ServerError::Write(WriteError::RuleViolated { rule, namespace, key, .. }) => {
+                meta.insert("rule".into(), rule.clone());
+                meta.insert("namespace".into(), namespace.clone());
+                meta.insert("key".into(), key.clone());
+                (Code::FailedPrecondition, ErrorReason::RuleViolated)
+            }
+            ServerError::Write(WriteError::ChangeNotFound { namespace, id }) => {
+                meta.insert("namespace".into(), namespace.clone());
+                meta.insert("id".into(), id.to_string());
+                (Code::NotFound, ErrorReason::ChangeNotFound)
+            }
             ServerError::Write(WriteError::AlreadyBootstrapped) => {
                 (Code::FailedPrecondition, ErrorReason::AlreadyInitialized)
             }

@@ -43,6 +43,7 @@ use tonic::transport::Server;
 use tonic::transport::server::{Connected, TcpIncoming};
 use tonic_health::pb::health_server::HealthServer;
 use vexil_proto::v1::audit_server::AuditServer;
+use vexil_proto::v1::changes_server::ChangesServer;
 use vexil_proto::v1::cluster_server::ClusterServer;
 use vexil_proto::v1::evaluation_server::EvaluationServer;
 use vexil_proto::v1::flags_server::FlagsServer;
@@ -230,6 +231,11 @@ where
         ))
         .add_service(InterceptedService::new(
             TokensServer::new(api::tokens::TokensApi { node: node.clone() }),
+            authn.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            ChangesServer::new(api::changes::ChangesApi { node: node.clone() })
+                .max_decoding_message_size(API_MESSAGE_BYTES_MAX),
             authn.clone(),
         ))
         .add_service(HealthServer::new(api::health::HealthApi::new(node.clone())))

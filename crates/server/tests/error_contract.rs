@@ -26,7 +26,7 @@ struct Expect {
 }
 
 /// How many arms `expect` has.
-const VARIANTS: usize = 30;
+const VARIANTS: usize = 32;
 
 /// The arm of `expect` an error falls in, and what the client must make of it.
 fn expect(e: &ServerError) -> (usize, Expect) {
@@ -78,6 +78,10 @@ fn expect(e: &ServerError) -> (usize, Expect) {
                 (23, x(Code::FailedPrecondition, ErrorReason::AlreadyInitialized, false, server))
             }
             WriteError::NoSpace { .. } => (26, x(Code::ResourceExhausted, ErrorReason::NoSpace, false, server)),
+            WriteError::RuleViolated { .. } => {
+                (30, x(Code::FailedPrecondition, ErrorReason::RuleViolated, false, server))
+            }
+            WriteError::ChangeNotFound { .. } => (31, x(Code::NotFound, ErrorReason::ChangeNotFound, false, server)),
         },
         ServerError::AlreadyInitialized => {
             (6, x(Code::FailedPrecondition, ErrorReason::AlreadyInitialized, false, server))
@@ -155,6 +159,13 @@ fn samples() -> Vec<ServerError> {
         ServerError::Write(WriteError::LimitReached { limit: "TOKENS_MAX".into(), what: "tokens".into(), max: 1000 }),
         ServerError::Write(WriteError::AlreadyBootstrapped),
         ServerError::Write(WriteError::NoSpace { alarms: "node 2: the data directory holds 9 bytes".into() }),
+        ServerError::Write(WriteError::RuleViolated {
+            rule: "dependency.disabled".into(),
+            namespace: "shop".into(),
+            key: "banner".into(),
+            problem: "it depends on \"base\", which is disabled".into(),
+        }),
+        ServerError::Write(WriteError::ChangeNotFound { namespace: "shop".into(), id: 7 }),
         ServerError::Storage(StoreError::Engine("disk gone".into())),
         ServerError::RaftFailed("panicked".into()),
         ServerError::Internal("unexpected outcome".into()),

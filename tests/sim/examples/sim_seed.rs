@@ -14,7 +14,7 @@ fn main() {
     let Some(scenario) = vexil_sim::scenarios::by_name(name) else {
         eprintln!(
             "unknown scenario {name}: partitions, crashes, membership, membership_under_partition, snapshot_catchup, \
-             freshness, determinism"
+             freshness, determinism, change_control"
         );
         std::process::exit(2);
     };
@@ -50,6 +50,9 @@ fn main() {
     if args.iter().any(|a| a == "--history") {
         for op in &r.history {
             println!("{op}");
+        }
+        for call in &r.changes {
+            println!("{call}");
         }
     }
     if let Some((from, to)) = args

@@ -13,6 +13,10 @@
 //!    written, every `Progress` vouching only for what was delivered, and each acknowledged
 //!    write reaching every watcher within the delivery bound unless that watcher knew itself
 //!    stale.
+//! 6. Change control ([`change_control`]), from the audit log after the heal and what the
+//!    change-control clients were told: a change request applies at most once, only in the
+//!    approval that completes it, never when a flag it was based on had changed, and only with
+//!    enough approvals by distinct reviewers other than its author.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,6 +24,7 @@ use vexil_model::{AuditAction, AuditEntry, ChainVerifier};
 use vexil_proto::v1 as pb;
 use vexil_raft_store::NodeId;
 
+use crate::changes::{ChangeCall, ChangeOp, ChangeRet, GOVERNED};
 use crate::cluster::{PROGRESS_INTERVAL_MS, READ_LEASE_MS};
 use crate::history::{Level, Micros, Op, OpKind, Ret};
 use crate::linearizability::{self, ModelOp, ModelRet, TimedOp, ValueIds, Verdict};
@@ -278,13 +283,19 @@ pub fn audit(ops: &[Op], finale: &Finale) -> Vec<Violation> {
         }
     }
     let Some((node, log)) = reference else { return out };
+    // One request may write several entries, all at its revision (a change request's approval
+    // writes the change's entries under `change/<id>`): taking effect twice is two revisions.
     let mut audited: BTreeMap<&str, &pb::AuditEntry> = BTreeMap::new();
     for e in log.iter().filter(|e| e.namespace == NAMESPACE && !e.request_id.is_empty()) {
-        if let Some(first) = audited.insert(e.request_id.as_str(), e) {
-            out.push(violation(
+        match audited.get(e.request_id.as_str()) {
+            None => {
+                audited.insert(e.request_id.as_str(), e);
+            }
+            Some(first) if first.revision != e.revision => out.push(violation(
                 "applied-twice",
                 format!("request {} took effect at revisions {} and {}", e.request_id, first.revision, e.revision),
-            ));
+            )),
+            Some(_) => {}
         }
     }
     let mut seen_ids = BTreeSet::new();
@@ -320,6 +331,250 @@ pub fn audit(ops: &[Op], finale: &Finale) -> Vec<Violation> {
         }
     }
     out
+}
+
+/// The audit actions that change a flag (and its `mod_revision`).
+const FLAG_WRITES: [&str; 4] = ["flag.create", "flag.update", "flag.set_state", "flag.delete"];
+
+/// The request id of the entries a change request writes when it applies.
+fn change_of(request_id: &str) -> Option<u64> {
+    request_id.strip_prefix("change/").and_then(|id| id.parse().ok())
+}
+
+fn after_json(e: &pb::AuditEntry) -> serde_json::Value {
+    e.after.as_deref().and_then(|a| serde_json::from_str(a).ok()).unwrap_or_default()
+}
+
+/// One change request as its audit entries tell it.
+#[derive(Default)]
+struct ChangeSeen<'a> {
+    proposed: Option<&'a pb::AuditEntry>,
+    approvers: Vec<&'a str>,
+    /// The revision of the approval that applied it.
+    applied: Option<u64>,
+    /// Rejected or cancelled, at this revision.
+    closed: Option<u64>,
+    flag_revisions: BTreeSet<u64>,
+}
+
+/// Change control, from the audit log after the heal (the first readable member's: [`audit`]
+/// checks they are all the same) and the change-control clients' calls:
+/// - applied once, by its approval: the flag entries of change N (request id `change/N`) are
+///   all at one revision, behind a `change.approve` of N with `applies: true` in that same
+///   revision; nothing approves, rejects or applies a change after it applied or closed;
+/// - never stale: when change N applies, each flag it was based on (`bases` of its
+///   `change.propose`: key and `mod_revision`) was last written, before the applying approval,
+///   at exactly that revision — or, for a base of 0, never or last deleted;
+/// - approvals: each approval is of a proposed change, by an actor who had not approved it yet
+///   and (unless the namespace's policy lets authors approve) is not its author; it counts no
+///   more approvals than that, and the one that applies the change at least the required ones;
+/// - held for approval: where the namespace's policy covers every flag, every flag entry is a
+///   change's (or follows a break-glass marker in its revision);
+/// - once per request id: a proposal's or approval's request id is audited at one revision,
+///   however often the client sent it;
+/// - agreement with the clients: an acknowledged proposal is that change's `change.propose`,
+///   at the revision and by the principal the client was told and called as; an acknowledged
+///   approval is a `change.approve` of that change there, with the approvals and status the
+///   client was told; a refused call left no entry; no entry of [`GOVERNED`] has a request id
+///   nobody sent; and no write there applied without a request.
+pub fn change_control(finale: &Finale, calls: &[ChangeOp]) -> Vec<Violation> {
+    let Some(log) = finale.audit.values().find_map(|l| l.as_ref().ok()) else { return vec![] };
+    let mut found: Vec<String> = Vec::new();
+    let mut changes: BTreeMap<u64, ChangeSeen<'_>> = BTreeMap::new();
+    // The policy of each namespace, as the log has it so far.
+    let mut policies: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
+    // Per (namespace, key): its last flag write so far, and whether that deleted it.
+    let mut written: BTreeMap<(&str, &str), (u64, bool)> = BTreeMap::new();
+    let mut break_glass: Option<(u64, &str, &str)> = None;
+    let mut by_request: BTreeMap<&str, Vec<&pb::AuditEntry>> = BTreeMap::new();
+    for e in log {
+        let action = e.action.as_str();
+        let (ns, key) = (e.namespace.as_str(), e.key.as_str());
+        let after = after_json(e);
+        let id = after.get("change").and_then(|c| c.as_u64()).unwrap_or_default();
+        if (action.starts_with("change.") || FLAG_WRITES.contains(&action))
+            && !e.request_id.is_empty()
+            && change_of(&e.request_id).is_none()
+        {
+            let same = by_request.entry(e.request_id.as_str()).or_default();
+            if let Some(first) = same.first()
+                && first.revision != e.revision
+            {
+                found.push(format!(
+                    "request {} took effect at revisions {} and {}",
+                    e.request_id, first.revision, e.revision
+                ));
+            }
+            same.push(e);
+        }
+        match action {
+            "namespace.policy" => {
+                match &e.after {
+                    Some(_) => policies.insert(ns, after.clone()),
+                    None => policies.remove(ns),
+                };
+            }
+            "change.propose" => {
+                let c = changes.entry(id).or_default();
+                if let Some(first) = c.proposed {
+                    found.push(format!("change {id} proposed at revisions {} and {}", first.revision, e.revision));
+                }
+                c.proposed = Some(e);
+            }
+            "change.reject" | "change.cancel" => {
+                let c = changes.entry(id).or_default();
+                if c.applied.is_some() || c.closed.is_some() {
+                    found.push(format!("change {id}: {action} at revision {} after it was closed", e.revision));
+                }
+                c.closed = Some(e.revision);
+            }
+            "change.approve" => {
+                let c = changes.entry(id).or_default();
+                let at = e.revision;
+                let Some(proposed) = c.proposed else {
+                    found.push(format!("change {id} approved at revision {at} but never proposed"));
+                    continue;
+                };
+                if let Some(closed) = c.applied.or(c.closed) {
+                    found.push(format!("change {id} approved at revision {at}, after it closed at {closed}"));
+                }
+                let policy = policies.get(ns).and_then(|p| p.get("approval"));
+                let author_may = policy.and_then(|a| a.get("author_may_approve")).and_then(|b| b.as_bool());
+                if e.actor == proposed.actor && author_may != Some(true) {
+                    found.push(format!("change {id} approved at revision {at} by its author {}", e.actor));
+                }
+                if c.approvers.contains(&e.actor.as_str()) {
+                    found.push(format!("change {id} approved twice by {} (again at revision {at})", e.actor));
+                } else {
+                    c.approvers.push(&e.actor);
+                }
+                let approvals = after.get("approvals").and_then(|a| a.as_u64()).unwrap_or_default();
+                let required = after.get("required").and_then(|a| a.as_u64()).unwrap_or_default();
+                if approvals > c.approvers.len() as u64 {
+                    found.push(format!(
+                        "change {id} counts {approvals} approvals at revision {at}, but only {:?} approved it",
+                        c.approvers
+                    ));
+                }
+                if after.get("applies").and_then(|a| a.as_bool()) != Some(true) {
+                    continue;
+                }
+                if approvals < required {
+                    found
+                        .push(format!("change {id} applied at revision {at} with {approvals} of {required} approvals"));
+                }
+                if c.applied.is_none() {
+                    c.applied = Some(at);
+                }
+                // Every flag the change was based on must be as it was then (the log up to
+                // here is everything before the approval, in the same revision too).
+                let bases = after_json(proposed).get("bases").and_then(|b| b.as_array()).cloned().unwrap_or_default();
+                for base in bases {
+                    let base_key = base.get("key").and_then(|k| k.as_str()).unwrap_or_default();
+                    let then = base.get("mod_revision").and_then(|r| r.as_u64()).unwrap_or_default();
+                    // "" is the namespace's own record (a whole-document change): not audited
+                    // with revisions this checker tracks.
+                    if base_key.is_empty() {
+                        continue;
+                    }
+                    let now = match written.get(&(proposed.namespace.as_str(), base_key)) {
+                        None | Some((_, true)) => 0,
+                        Some((revision, false)) => *revision,
+                    };
+                    if now != then {
+                        found.push(format!(
+                            "change {id} applied at revision {at} although stale: it was based on flag {base_key:?} \
+                             at revision {then}, which was last written at revision {now}"
+                        ));
+                    }
+                }
+            }
+            "flag.break_glass" => break_glass = Some((e.revision, ns, key)),
+            _ if FLAG_WRITES.contains(&action) => {
+                match change_of(&e.request_id) {
+                    Some(id) => {
+                        let c = changes.entry(id).or_default();
+                        c.flag_revisions.insert(e.revision);
+                        if c.applied != Some(e.revision) {
+                            found.push(format!(
+                                "change {id} wrote {action} {ns}/{key} at revision {} without an approval applying it \
+                                 there (applied at {:?})",
+                                e.revision, c.applied
+                            ));
+                        }
+                    }
+                    None => {
+                        let covers = policies.get(ns).and_then(|p| p.get("approval")).and_then(|a| a.get("covers"));
+                        if covers.and_then(|c| c.as_str()) == Some("namespace")
+                            && break_glass != Some((e.revision, ns, key))
+                        {
+                            found.push(format!(
+                                "{action} {ns}/{key} applied at revision {} without approval (request {:?}), although \
+                                 the namespace's policy covers every flag",
+                                e.revision, e.request_id
+                            ));
+                        }
+                    }
+                }
+                written.insert((ns, key), (e.revision, action == "flag.delete"));
+            }
+            _ => {}
+        }
+    }
+    for (id, c) in &changes {
+        if c.flag_revisions.len() > 1 {
+            found.push(format!("change {id} applied at revisions {:?}", c.flag_revisions));
+        }
+    }
+
+    // What the clients were told.
+    let sent: BTreeSet<&str> = calls.iter().map(|c| c.request_id.as_str()).collect();
+    for (request_id, entries) in &by_request {
+        if entries.iter().any(|e| e.namespace == GOVERNED) && !sent.contains(request_id) {
+            found.push(format!("audit entry for a request nobody sent: {request_id}"));
+        }
+    }
+    for op in calls {
+        let Some((_, ret)) = &op.ret else { continue };
+        // Acknowledged after the audit logs were read (a call still in flight then).
+        if op.acknowledged_revision().is_some_and(|r| r > finale.revision) {
+            continue;
+        }
+        let entries = by_request.get(op.request_id.as_str()).map(Vec::as_slice).unwrap_or_default();
+        let told = |action: &str, revision: u64, change: u64| {
+            entries.iter().find(|e| {
+                e.action == action
+                    && e.revision == revision
+                    && e.actor == op.principal
+                    && after_json(e).get("change").and_then(|c| c.as_u64()) == Some(change)
+            })
+        };
+        match (ret, &op.call) {
+            (ChangeRet::Opened { change, revision }, _) if told("change.propose", *revision, *change).is_none() => {
+                found.push(format!("told it opened change {change} at revision {revision}, not audited so: {op}"));
+            }
+            (ChangeRet::Applied { revision }, _) => {
+                found.push(format!("a write applied at revision {revision} without a change request: {op}"))
+            }
+            (ChangeRet::Reviewed { status, approvals, revision }, ChangeCall::Approve { change }) => {
+                let entry = told("change.approve", *revision, *change).map(|e| after_json(e));
+                let matches = entry.is_some_and(|a| {
+                    a.get("approvals").and_then(|x| x.as_u64()) == Some(u64::from(*approvals))
+                        && a.get("applies").and_then(|x| x.as_bool()) == Some(status == "applied")
+                });
+                if !matches {
+                    found.push(format!(
+                        "told {status} with {approvals} approvals at revision {revision}, not audited so: {op}"
+                    ));
+                }
+            }
+            (ChangeRet::Refused { .. }, _) if !entries.is_empty() => {
+                found.push(format!("refused, yet audited at revision {}: {op}", entries[0].revision));
+            }
+            _ => {}
+        }
+    }
+    found.into_iter().map(|d| violation("change-control", d)).collect()
 }
 
 /// How long after it is acknowledged a write has reached every watcher, unless that watcher
@@ -571,6 +826,89 @@ mod tests {
 
         let lost = [write(0, "a", 2), write(1, "b", 3), write(2, "c", 4)];
         assert_eq!(checkers(&audit(&lost, &finale(vec![good.clone()]))), vec!["lost-write"]);
+    }
+
+    /// An entry of the governed namespace (the change-control checker reads no hashes).
+    fn governed(
+        seq: u64,
+        revision: u64,
+        actor: &str,
+        action: &str,
+        key: &str,
+        request_id: &str,
+        after: &str,
+    ) -> pb::AuditEntry {
+        pb::AuditEntry {
+            seq,
+            revision,
+            actor: actor.into(),
+            action: action.into(),
+            namespace: GOVERNED.into(),
+            key: key.into(),
+            after: (!after.is_empty()).then(|| after.to_string()),
+            request_id: request_id.into(),
+            ..Default::default()
+        }
+    }
+
+    /// The change-control findings on `log`, every request id in it sent (answer unknown).
+    fn change_checkers(log: Vec<pb::AuditEntry>) -> Vec<String> {
+        let sent: Vec<ChangeOp> = log
+            .iter()
+            .map(|e| ChangeOp {
+                client: e.actor.clone(),
+                principal: e.actor.clone(),
+                request_id: e.request_id.clone(),
+                call: ChangeCall::Approve { change: 0 },
+                nodes: vec![1],
+                invoke: 0,
+                ret: None,
+            })
+            .collect();
+        change_control(&finale(vec![log]), &sent).into_iter().map(|v| v.detail).collect()
+    }
+
+    #[test]
+    fn the_change_control_checker_accepts_a_change_applied_by_its_approvals_and_flags_a_stale_one() {
+        let policy = r#"{"approval": {"covers": "namespace", "author_may_approve": false}}"#;
+        let propose = |seq, revision, id: u64, rid: &str, base: u64| {
+            let after = format!(r#"{{"change": {id}, "bases": [{{"key": "f", "mod_revision": {base}}}]}}"#);
+            governed(seq, revision, "alice", "change.propose", "f", rid, &after)
+        };
+        let approve = |seq, revision, actor: &str, id: u64, n: u64, applies: bool| {
+            let after = format!(r#"{{"change": {id}, "approvals": {n}, "required": 2, "applies": {applies}}}"#);
+            governed(seq, revision, actor, "change.approve", "f", &format!("{actor}-{seq}"), &after)
+        };
+        let mut log = vec![
+            governed(1, 1, "admin", "namespace.policy", "", "setup", policy),
+            propose(3, 3, 1, "p-1", 0),
+            propose(4, 4, 2, "p-2", 0),
+            approve(5, 5, "bob", 1, 1, false),
+            approve(6, 6, "carol", 1, 2, true),
+            // Its entries share the request id `change/1` in one revision.
+            governed(7, 6, "alice", "flag.create", "f", "change/1", "{}"),
+        ];
+        assert_eq!(change_checkers(log.clone()), Vec::<String>::new());
+        // Change 2 was based on the absent flag too: stale once change 1 applied.
+        log.push(approve(8, 7, "bob", 2, 1, false));
+        log.push(approve(9, 8, "carol", 2, 2, true));
+        log.push(governed(10, 8, "alice", "flag.update", "f", "change/2", "{}"));
+        let found = change_checkers(log.clone());
+        assert!(found.len() == 1 && found[0].contains("although stale"), "{found:?}");
+        // A write without a request; an author's approval; a change applied again.
+        log.truncate(6);
+        log.push(governed(8, 7, "alice", "flag.update", "f", "p-3", "{}"));
+        log.push(approve(9, 8, "alice", 2, 1, false));
+        log.push(governed(10, 9, "alice", "flag.update", "f", "change/1", "{}"));
+        let found = change_checkers(log).join("\n");
+        for expected in ["without approval", "by its author", "without an approval applying it", "applied at revisions"]
+        {
+            assert!(found.contains(expected), "{expected}: {found}");
+        }
+        // The audit checker counts revisions, not entries, of one request id.
+        let first = entry(1, 2, [0; 32], "a");
+        let second = entry(2, 2, first.hash, "a");
+        assert!(audit(&[write(0, "a", 2)], &finale(vec![vec![to_proto(&first), to_proto(&second)]])).is_empty());
     }
 
     #[test]

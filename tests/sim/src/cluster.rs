@@ -66,14 +66,24 @@ pub struct NodeSetup {
     pub snapshot_logs_since_last: u64,
     pub max_in_snapshot_log_to_keep: u64,
     pub bugs: InjectedFaults,
+    /// Check bearer tokens: the first leader creates the admin token [`ADMIN_SECRET`], and every
+    /// client sends one, so callers are distinct principals. Otherwise the node runs
+    /// `--insecure` and every caller is the admin `anonymous`.
+    pub tokens: bool,
 }
 
 impl NodeSetup {
     pub fn config(&self) -> Config {
         let id = self.id;
         let mut c = Config { node_id: id, data_dir: PathBuf::from(format!("/sim/n{id}")), ..Config::default() };
-        // Simulated TCP carries no TLS; the simulation checks consensus, not credentials.
-        c.insecure = true;
+        // Simulated TCP carries no TLS. Tokens work without it: a scenario that needs distinct
+        // principals (change control) turns them on.
+        c.insecure = !self.tokens;
+        if self.tokens {
+            c.auth.bootstrap_token_file = Some(admin_token_file());
+            // The rate limiter runs on the real clock, which would make runs depend on the host.
+            c.auth.principal_requests_per_second = 0;
+        }
         c.api_advertise = api_addr(id);
         c.raft_advertise = format!("n{id}:{RAFT_PORT}");
         c.cluster.bootstrap = id <= self.voters;
@@ -96,6 +106,21 @@ impl NodeSetup {
         c.watch = WatchConfig { progress_interval_ms: PROGRESS_INTERVAL_MS, unconfirmed_max_ms: UNCONFIRMED_MAX_MS };
         c
     }
+}
+
+/// The secret of the first admin token (`admin`) of a cluster that checks tokens: fixed, so
+/// runs repeat.
+pub const ADMIN_SECRET: &str = "vexil_5133000000000000000000000000000000000000000000000000000000000001";
+
+/// A file holding [`ADMIN_SECRET`], for `auth.bootstrap_token_file` (written once per process).
+pub fn admin_token_file() -> PathBuf {
+    static FILE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let path = std::env::temp_dir().join(format!("vexil-sim-{}-admin.token", std::process::id()));
+        std::fs::write(&path, ADMIN_SECRET).expect("write the simulation's admin token file");
+        path
+    })
+    .clone()
 }
 
 /// Unix milliseconds on simulated time.

@@ -175,9 +175,14 @@ impl Recorder {
 
 /// A short hex digest of the whole history (the first 16 hex digits of a SHA-256).
 pub fn digest(ops: &[Op]) -> String {
+    digest_lines(ops.iter().map(ToString::to_string))
+}
+
+/// [`digest`] of any recorded lines (ops, then other clients' calls).
+pub fn digest_lines(lines: impl Iterator<Item = String>) -> String {
     let mut h = Sha256::new();
-    for op in ops {
-        h.update(op.to_string().as_bytes());
+    for line in lines {
+        h.update(line.as_bytes());
         h.update(b"\n");
     }
     hex::encode(&h.finalize()[..8])

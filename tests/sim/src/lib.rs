@@ -6,7 +6,8 @@
 //! - [`net`]: tonic over turmoil's simulated TCP.
 //! - [`cluster`]: a node as a turmoil host; its configuration and simulated clock.
 //! - [`workload`]: the clients (workload, operator, final reads) and what they record;
-//!   [`watchers`]: clients following the change feed.
+//!   [`watchers`]: clients following the change feed; [`changes`]: clients proposing and
+//!   approving change requests under a namespace's policy.
 //! - [`history`]: the recorded operations and their digest.
 //! - [`nemesis`]: the fault schedule.
 //! - [`scenario`]: one run, start to verdict; [`scenarios`]: the runs the test files make.
@@ -21,6 +22,7 @@
 //! `SIM_SEED=<n>` runs one seed; `SIM_SEEDS=<count>` runs seeds `1..=count`; `SIM_THREADS`
 //! bounds how many seeds run at once (default: the machine's cores).
 
+pub mod changes;
 pub mod check;
 pub mod cluster;
 pub mod history;

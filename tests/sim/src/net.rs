@@ -15,6 +15,9 @@ use std::time::Duration;
 use futures::Stream;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tonic::metadata::AsciiMetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::Connected;
 use tonic::transport::{Channel, Endpoint, Uri};
 use vexil_server::network::ChannelFactory;
@@ -87,6 +90,34 @@ pub fn channel(addr: &str, connect_timeout: Duration) -> Result<Channel, String>
         }
     });
     Ok(endpoint.connect_with_connector_lazy(connector))
+}
+
+/// A channel to a node's API that sends a bearer token with every call (when the nodes check
+/// tokens, see [`crate::cluster::NodeSetup::tokens`]).
+pub type ApiChannel = InterceptedService<Channel, Bearer>;
+
+/// Adds `authorization: Bearer <secret>` to every call, or nothing without a secret.
+#[derive(Debug, Clone, Default)]
+pub struct Bearer(Option<AsciiMetadataValue>);
+
+impl Bearer {
+    pub fn new(secret: Option<&str>) -> Bearer {
+        Bearer(secret.map(|s| format!("Bearer {s}").parse().expect("a token secret is ASCII")))
+    }
+}
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(v) = &self.0 {
+            req.metadata_mut().insert("authorization", v.clone());
+        }
+        Ok(req)
+    }
+}
+
+/// [`channel`] to a node's API, sending `secret` as the bearer token.
+pub fn api_channel(addr: &str, connect_timeout: Duration, secret: Option<&str>) -> Result<ApiChannel, String> {
+    Ok(InterceptedService::new(channel(addr, connect_timeout)?, Bearer::new(secret)))
 }
 
 /// The nodes' [`ChannelFactory`]: simulated connections to peers.

@@ -17,6 +17,7 @@ use vexil_raft_store::NodeId;
 use vexil_raft_store::mem::{Faults, MemDisk};
 use vexil_server::node::InjectedFaults;
 
+use crate::changes::{self, ChangeControl, ChangeOp, ChangePlan};
 use crate::check::{self, Violation};
 use crate::cluster::{self, EPOCH_MS, NodeSetup, READ_LEASE_MS, Registry, Stoppers, host_name};
 use crate::history::{self, Recorder};
@@ -54,6 +55,9 @@ pub struct Bugs {
     pub progress_skip: bool,
     /// An installed snapshot loses its audit history.
     pub snapshot_drops_audit: bool,
+    /// The approval that completes a change request applies it without checking that the
+    /// flags it was based on are unchanged (stale requests apply).
+    pub stale_changes_apply: bool,
 }
 
 /// What one scenario file runs.
@@ -76,6 +80,9 @@ pub struct Scenario {
     pub watchers: usize,
     /// Cut one node off around each membership step of the operator.
     pub operator_under_split: bool,
+    /// Change-control clients ([`crate::changes`]). The nodes then check bearer tokens, so
+    /// every client is a principal of its own (the harness's other clients use the admin token).
+    pub change_control: Option<ChangeControl>,
 }
 
 impl Scenario {
@@ -93,6 +100,7 @@ impl Scenario {
             fixed_faults: None,
             watchers: 0,
             operator_under_split: false,
+            change_control: None,
         }
     }
 
@@ -123,6 +131,8 @@ pub struct Report {
     pub snapshot_installed: BTreeMap<NodeId, bool>,
     /// What each watcher received.
     pub watches: Vec<watchers::WatchLog>,
+    /// The change-control clients' calls.
+    pub changes: Vec<ChangeOp>,
     pub test: &'static str,
 }
 
@@ -404,6 +414,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
     let storage_bugs = Faults {
         ack_before_sync: scenario.bugs.ack_before_sync,
         snapshot_install_drops_audit: scenario.bugs.snapshot_drops_audit,
+        stale_changes_apply: scenario.bugs.stale_changes_apply,
     };
     let server_bugs = InjectedFaults {
         lease_reads_skip_check: scenario.bugs.lease_skip,
@@ -425,6 +436,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
             snapshot_logs_since_last: since_last,
             max_in_snapshot_log_to_keep: keep,
             bugs: server_bugs,
+            tokens: scenario.change_control.is_some(),
         };
         let disk = cluster::disk(storage_bugs);
         if spare {
@@ -436,6 +448,9 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
     let rec = Recorder::default();
     let control = Rc::new(Control::default());
     *control.targets.borrow_mut() = (1..=scenario.voters).collect();
+    if scenario.change_control.is_some() {
+        *control.admin_secret.borrow_mut() = Some(cluster::ADMIN_SECRET.to_string());
+    }
     let plan = WorkloadPlan { start: WARMUP, end: workload_end, keys: scenario.keys };
     for c in 0..scenario.clients {
         let name = format!("c{}", c + 1);
@@ -449,6 +464,23 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
     if !steps.is_empty() {
         driver.sim.client("operator", workload::admin_client(seed ^ 0xad, steps, control.clone()));
         driver.hosts.push("operator".into());
+    }
+    if let Some(cc) = scenario.change_control {
+        let plan = ChangePlan { start: WARMUP, end: workload_end, control: cc };
+        let shared = Rc::new(changes::Shared::default());
+        let fut = changes::setup_client(seed ^ 0x5e7, plan.clone(), shared.clone(), control.clone());
+        driver.sim.client("setup", fut);
+        driver.hosts.push("setup".into());
+        for (i, (name, _)) in changes::principals(&cc).into_iter().enumerate() {
+            let client_seed = seed.wrapping_mul(1_000).wrapping_add(500 + i as u64);
+            let (plan, shared, control) = (plan.clone(), shared.clone(), control.clone());
+            if i < cc.proposers {
+                driver.sim.client(name.as_str(), changes::proposer(name.clone(), client_seed, plan, shared, control));
+            } else {
+                driver.sim.client(name.as_str(), changes::reviewer(name.clone(), client_seed, plan, shared, control));
+            }
+            driver.hosts.push(name);
+        }
     }
     driver.sim.client("final", workload::final_client(final_at, scenario.keys, rec.clone(), control.clone()));
     driver.hosts.push("final".into());
@@ -539,11 +571,17 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
     if scenario.watchers > 0 {
         violations.extend(check::feed(&ops, &control.watches.borrow()));
     }
+    let change_ops = control.changes.borrow().clone();
     match control.finale.borrow().as_ref() {
-        Some(finale) => violations.extend(check::audit(&ops, finale)),
+        Some(finale) => {
+            violations.extend(check::audit(&ops, finale));
+            violations.extend(check::change_control(finale, &change_ops));
+        }
         None => violations.push(Violation { checker: "recovery", detail: "the final client never finished".into() }),
     }
-    let line = format!("sim seed={seed} ops={} history={}", ops.len(), history::digest(&ops));
+    // The change-control calls are part of the history (none in other scenarios).
+    let lines = ops.iter().map(ToString::to_string).chain(change_ops.iter().map(ToString::to_string));
+    let line = format!("sim seed={seed} ops={} history={}", ops.len() + change_ops.len(), history::digest_lines(lines));
     Report {
         seed,
         line,
@@ -557,6 +595,7 @@ pub fn run(scenario: &Scenario, seed: u64) -> Report {
         admin_log: control.admin_log.borrow().clone(),
         snapshot_installed,
         watches: control.watches.borrow().clone(),
+        changes: change_ops,
         test: scenario.test,
     }
 }

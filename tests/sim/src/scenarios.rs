@@ -1,5 +1,6 @@
 //! The scenarios the test files run, in one place so a debugging tool can run them too.
 
+use crate::changes::ChangeControl;
 use crate::nemesis::FaultKind;
 use crate::scenario::{Operator, Scenario};
 
@@ -82,6 +83,46 @@ pub fn snapshot_catchup() -> Scenario {
     s
 }
 
+/// Change control under partitions and crashes: a namespace whose policy holds every write for
+/// two approvals; three proposers writing the same two flags (each write opens a request, most
+/// of them soon stale) and three reviewers approving every open request, each with a token of
+/// its own, on random nodes, retrying calls of unknown outcome with their request ids.
+pub fn change_control() -> Scenario {
+    let mut s = Scenario::new(
+        "change_control",
+        &[
+            FaultKind::IsolateLeader,
+            FaultKind::Isolate,
+            FaultKind::Split,
+            FaultKind::OneWay,
+            FaultKind::Delay,
+            FaultKind::Crash,
+            FaultKind::CrashMany,
+        ],
+    );
+    // No flag workload in `sim` (the other scenarios check it): the run's time goes to change
+    // control.
+    s.clients = 0;
+    s.change_control = Some(ChangeControl { proposers: 3, reviewers: 3, keys: 2 });
+    s
+}
+
+/// [`change_control`], short, with one node cut off for a second
+/// instead of drawn faults: requests on one flag are approved quickly and concurrently, so many
+/// go stale and are approved anyway (an approval that applies a stale one is caught here;
+/// correct ones refuse every one).
+pub fn stale_approvals() -> Scenario {
+    use crate::nemesis::{Action, Target};
+    use crate::scenario::WARMUP;
+
+    let at = |ms| WARMUP + std::time::Duration::from_millis(ms);
+    let mut s = change_control();
+    s.test = "checkers_catch_bugs";
+    s.workload = std::time::Duration::from_secs(3);
+    s.fixed_faults = Some(vec![(at(1_000), Action::Isolate(Target::Node(3))), (at(2_000), Action::HealNetwork)]);
+    s
+}
+
 /// Every kind of fault at once, with membership changes: the determinism test's scenario.
 pub fn everything() -> Scenario {
     let mut s = Scenario::new(
@@ -151,6 +192,8 @@ pub fn by_name(name: &str) -> Option<Scenario> {
         "leader_bounces" => leader_bounces(),
         "whole_cluster_crashes" => whole_cluster_crashes(),
         "long_isolations" => long_isolations(),
+        "change_control" => change_control(),
+        "stale_approvals" => stale_approvals(),
         _ => return None,
     })
 }

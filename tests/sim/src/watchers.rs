@@ -74,8 +74,8 @@ fn delivered(change: &pb::Change) -> Delivered {
     Delivered { key: change.key.clone(), value: change.flag.as_ref().map(|f| description(&f.spec_json)) }
 }
 
-async fn open(node: NodeId, after: u64) -> Result<Streaming<pb::WatchResponse>, String> {
-    let channel = net::channel(&api_addr(node), Duration::from_millis(500))?;
+async fn open(node: NodeId, after: u64, secret: Option<&str>) -> Result<Streaming<pb::WatchResponse>, String> {
+    let channel = net::api_channel(&api_addr(node), Duration::from_millis(500), secret)?;
     let req = pb::WatchRequest { namespaces: vec![NAMESPACE.into()], after_revision: after, initial_snapshot: false };
     match tokio::time::timeout(CLIENT_TIMEOUT, WatchClient::new(channel).watch(req)).await {
         Ok(Ok(resp)) => Ok(resp.into_inner()),
@@ -100,7 +100,8 @@ pub async fn watcher(
     let mut confirmed_at: Option<Duration> = None;
     while sim_now() < end {
         record(&mut log, WatchEvent::Opened { node, after: cursor });
-        let why = match open(node, cursor).await {
+        let secret = control.admin_secret.borrow().clone();
+        let why = match open(node, cursor, secret.as_deref()).await {
             Err(e) => e,
             Ok(mut stream) => {
                 let mut last_message = sim_now();

@@ -17,7 +17,6 @@ use std::time::Duration;
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 use vexil_proto::v1 as pb;
 use vexil_proto::v1::audit_client::AuditClient;
@@ -27,7 +26,7 @@ use vexil_raft_store::NodeId;
 
 use crate::cluster::{CLIENT_TIMEOUT, api_addr};
 use crate::history::{Level, OpKind, Recorder, Ret, Seen};
-use crate::net;
+use crate::net::{self, ApiChannel};
 
 /// The namespace every simulated flag lives in.
 pub const NAMESPACE: &str = "sim";
@@ -47,6 +46,10 @@ pub struct Control {
     pub unexpected: RefCell<Vec<String>>,
     /// What each watcher received, once it finished.
     pub watches: RefCell<Vec<crate::watchers::WatchLog>>,
+    /// The admin token's secret every harness client sends, when the nodes check tokens.
+    pub admin_secret: RefCell<Option<String>>,
+    /// The change-control clients' calls ([`crate::changes`]).
+    pub changes: RefCell<Vec<crate::changes::ChangeOp>>,
 }
 
 /// What the final client saw after the heal.
@@ -99,16 +102,30 @@ pub(crate) async fn sleep_until(t: Duration) {
     }
 }
 
-/// Lazily made channels to the nodes' API ports.
-#[derive(Default)]
-struct Channels(BTreeMap<NodeId, Channel>);
+/// Lazily made channels to the nodes' API ports, each call carrying one bearer token (or none).
+pub(crate) struct Channels {
+    secret: Option<String>,
+    open: BTreeMap<NodeId, ApiChannel>,
+}
 
 impl Channels {
-    fn get(&mut self, id: NodeId) -> Channel {
-        self.0
+    /// Channels that send `secret` (`None`: no token, for nodes that check none).
+    pub(crate) fn new(secret: Option<String>) -> Channels {
+        Channels { secret, open: BTreeMap::new() }
+    }
+
+    /// Channels of the harness's own clients: they send the admin token when the nodes check
+    /// tokens ([`Control::admin_secret`]).
+    pub(crate) fn admin(control: &Control) -> Channels {
+        Channels::new(control.admin_secret.borrow().clone())
+    }
+
+    pub(crate) fn get(&mut self, id: NodeId) -> ApiChannel {
+        let secret = self.secret.as_deref();
+        self.open
             .entry(id)
             .or_insert_with(|| {
-                net::channel(&api_addr(id), Duration::from_millis(500)).expect("valid simulated address")
+                net::api_channel(&api_addr(id), Duration::from_millis(500), secret).expect("valid simulated address")
             })
             .clone()
     }
@@ -197,7 +214,7 @@ const WRITE_RETRIES: usize = 2;
 
 /// Sends one write.
 async fn send_write(
-    flags: &mut FlagsClient<Channel>,
+    flags: &mut FlagsClient<ApiChannel>,
     kind: &OpKind,
     key: &str,
     options: Option<pb::WriteOptions>,
@@ -240,7 +257,7 @@ pub async fn workload_client(
 ) -> turmoil::Result {
     let mut rng = StdRng::seed_from_u64(seed);
     sleep_until(plan.start + Duration::from_millis(rng.random_range(0..50))).await;
-    let mut channels = Channels::default();
+    let mut channels = Channels::admin(&control);
     // The last version this client saw per key: what its compare-and-set expects.
     let mut versions: BTreeMap<String, u64> = BTreeMap::new();
     let mut n = 0u64;
@@ -379,7 +396,7 @@ async fn admin_call(
 /// The operator: membership changes at planned times, while faults go on.
 pub async fn admin_client(seed: u64, steps: Vec<(Duration, AdminStep)>, control: Rc<Control>) -> turmoil::Result {
     let mut rng = StdRng::seed_from_u64(seed);
-    let mut channels = Channels::default();
+    let mut channels = Channels::admin(&control);
     for (at, step) in steps {
         sleep_until(at).await;
         let result = admin_call(&control, &mut channels, &mut rng, &step, at + Duration::from_secs(6)).await;
@@ -404,7 +421,7 @@ pub async fn admin_client(seed: u64, steps: Vec<(Duration, AdminStep)>, control:
 /// every member's audit log up to a common revision.
 pub async fn final_client(start: Duration, keys: usize, rec: Recorder, control: Rc<Control>) -> turmoil::Result {
     sleep_until(start).await;
-    let mut channels = Channels::default();
+    let mut channels = Channels::admin(&control);
     let mut finale = Finale::default();
     // The membership, as the leader reports it.
     let deadline = start + Duration::from_secs(15);
@@ -461,7 +478,8 @@ pub async fn final_client(start: Duration, keys: usize, rec: Recorder, control: 
         })
         .max()
         .unwrap_or(0);
-    finale.revision = finale.revision.max(acknowledged);
+    let reviewed = control.changes.borrow().iter().filter_map(|c| c.acknowledged_revision()).max().unwrap_or(0);
+    finale.revision = finale.revision.max(acknowledged).max(reviewed);
     for &node in &finale.members {
         let mut result = Err("not attempted".to_string());
         for _ in 0..5 {

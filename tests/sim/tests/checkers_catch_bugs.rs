@@ -11,8 +11,10 @@
 //!   on a cut-off node is told it is current while changes pass it by (delivery bound).
 //! - A snapshot installed without its audit history, on a learner catching up by snapshot: its
 //!   audit log differs from the others' (audit identity).
+//! - Change requests completed without checking their bases, with reviewers approving every
+//!   open request: a request made stale by another on the same flag applies (change control).
 
-use vexil_sim::scenarios::{long_isolations, snapshot_catchup, whole_cluster_crashes};
+use vexil_sim::scenarios::{long_isolations, snapshot_catchup, stale_approvals, whole_cluster_crashes};
 use vexil_sim::{Bugs, Report, run, seeds};
 
 fn checkers(r: &Report) -> Vec<&'static str> {
@@ -135,5 +137,21 @@ fn a_snapshot_without_its_audit_history_is_caught() {
             "a snapshot without its audit history was not caught: {}",
             r.reproduce()
         );
+    }
+}
+
+#[test]
+fn stale_change_requests_that_apply_are_caught() {
+    for seed in seeds(2) {
+        let mut buggy = stale_approvals();
+        buggy.bugs = Bugs { stale_changes_apply: true, ..Bugs::default() };
+        let r = run(&buggy, seed);
+        show(&r);
+        let caught = r.violations.iter().find(|v| v.checker == "change-control" && v.detail.contains("although stale"));
+        assert!(caught.is_some(), "stale change requests that apply were not caught: {}", r.reproduce());
+        println!("  caught: {}", caught.map(|v| v.detail.as_str()).unwrap_or_default());
+        let correct = run(&stale_approvals(), seed);
+        show(&correct);
+        assert!(correct.violations.is_empty(), "the same run without the bug must be clean: {}", correct.reproduce());
     }
 }

@@ -49,8 +49,14 @@ impl FlagsApi {
         let (resp, leader) = self.node.write(request(&self.node, who, options, command)?).await?;
         match resp.outcome {
             Ok(Outcome::Flag { version }) => {
-                Ok(WriteFlagResponse { header: write_header(resp.revision, leader), version, warnings: vec![] })
+                Ok(WriteFlagResponse { header: write_header(resp.revision, leader), version, ..Default::default() })
             }
+            // The namespace's policy holds the write for approval.
+            Ok(Outcome::Change { id, .. }) => Ok(WriteFlagResponse {
+                header: write_header(resp.revision, leader),
+                change_id: id,
+                ..Default::default()
+            }),
             Ok(other) => Err(ServerError::Internal(format!("unexpected outcome {other:?} for a flag write"))),
             Err(e) => Err(ServerError::Write(e)),
         }
@@ -133,9 +139,25 @@ impl Flags for FlagsApi {
         who.check(Need::Write(&r.namespace))?;
         check_namespace(&r.namespace)?;
         check_key(&r.key)?;
-        let state = if r.enabled { FlagState::Enabled } else { FlagState::Disabled };
-        let command =
-            Command::SetFlagState { namespace: r.namespace, key: r.key, state, expected_version: r.expected_version };
+        let command = match (r.enabled, r.cascade || r.break_glass) {
+            (false, true) => Command::DisableFlag {
+                namespace: r.namespace,
+                key: r.key,
+                expected_version: r.expected_version,
+                cascade: r.cascade,
+                break_glass: r.break_glass,
+            },
+            (true, true) => {
+                let field = if r.cascade { "cascade" } else { "break_glass" };
+                return Err(ServerError::invalid(field, "applies only to a disable (`enabled` false)").into());
+            }
+            (enabled, false) => Command::SetFlagState {
+                namespace: r.namespace,
+                key: r.key,
+                state: if enabled { FlagState::Enabled } else { FlagState::Disabled },
+                expected_version: r.expected_version,
+            },
+        };
         Ok(Response::new(self.write_flag(&who, r.options, command).await?))
     }
 
@@ -296,13 +318,19 @@ impl Flags for FlagsApi {
                     ..Default::default()
                 }))
             }
+            Ok(Outcome::Change { id, .. }) => Ok(Response::new(ApplyNamespaceResponse {
+                header: write_header(resp.revision, leader),
+                change_id: id,
+                warnings,
+                ..Default::default()
+            })),
             Ok(other) => Err(ServerError::Internal(format!("unexpected outcome {other:?} for an apply")).into()),
             Err(e) => Err(ServerError::Write(e).into()),
         }
     }
 }
 
-fn dry_run_response(revision: u64, d: &vexil_model::DocumentDiff) -> ApplyNamespaceResponse {
+pub(crate) fn dry_run_response(revision: u64, d: &vexil_model::DocumentDiff) -> ApplyNamespaceResponse {
     let json = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string()).unwrap_or_default();
     let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
     let mut diff: Vec<FlagDiff> = Vec::new();
@@ -332,5 +360,6 @@ fn dry_run_response(revision: u64, d: &vexil_model::DocumentDiff) -> ApplyNamesp
         settings_changed: d.settings_changed,
         warnings: vec![],
         dry_run_revision: revision,
+        change_id: 0,
     }
 }

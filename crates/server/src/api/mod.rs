@@ -2,6 +2,7 @@
 //! barrier, then the reply. Handlers stay thin; all errors go through `crate::error`.
 
 pub mod audit;
+pub mod changes;
 pub mod cluster;
 pub mod evaluation;
 pub mod flags;

@@ -313,17 +313,19 @@ impl OpenFeature {
                 }
             };
             for e in entries.iter().filter(|e| e.namespace == namespace) {
-                touched = true;
+                // Only what changes evaluation counts: a policy, change request or approval
+                // entry of the namespace must not make providers reload it.
                 let kind = match e.action {
                     AuditAction::FlagCreate => "write",
                     AuditAction::FlagUpdate | AuditAction::FlagSetState => "update",
                     AuditAction::FlagDelete => "delete",
                     AuditAction::NamespaceUpdate | AuditAction::NamespaceSettings => {
-                        every_flag = true;
+                        (touched, every_flag) = (true, true);
                         continue;
                     }
                     _ => continue,
                 };
+                touched = true;
                 out.insert(e.key.clone(), json!({ "type": kind }));
             }
             if seen <= *cursor {
