@@ -16,9 +16,13 @@
 //! (`change.stale`: it never applies). A namespace without a policy is untouched by all of
 //! this: entries written before policies existed apply exactly as they did.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use vexil_model::access::Role;
-use vexil_model::policy::{ApprovalRule, Covers, Gate, NamespacePolicy};
+use vexil_model::audit::Hash;
+use vexil_model::policy::{ApprovalRule, Gate, NamespacePolicy};
 use vexil_model::{AuditAction, FlagSpec, FlagState};
 
 use crate::apply::{Auditor, CommandResult, execute_flag};
@@ -26,7 +30,7 @@ use crate::codec;
 use crate::error::StoreError;
 use crate::limits::CHANGES_KEPT_PER_NAMESPACE;
 use crate::schema::{
-    Approval, ChangeRecord, FlagRecord, META_CHANGE_SEQ, NamespaceRecord, PolicyRecord, Table, change_key,
+    Approval, Base, ChangeRecord, FlagRecord, META_CHANGE_SEQ, NamespaceRecord, PolicyRecord, Table, change_key,
     change_prefix, namespace_policy_key,
 };
 use crate::sm_state::SmState;
@@ -87,7 +91,7 @@ impl Undo {
 pub(crate) fn write<R: KvRead + ?Sized>(a: &mut Auditor<'_, '_, R>, command: &Command) -> CommandResult {
     match load_policy(a, command.namespace())? {
         None => execute_plain(a, command),
-        Some(Ok(policy)) => governed(a, command, &policy, false),
+        Some(Ok(policy)) => governed(a, command, &policy, None),
         Some(Err(e)) => Ok(Err(e)),
     }
 }
@@ -134,12 +138,13 @@ fn touched<R: KvRead + ?Sized>(a: &Auditor<'_, '_, R>, undo: &Undo) -> Result<(V
 }
 
 /// Executes `command` under `policy`: the rules always, the approval rule unless `approved`
-/// (the completing approval of a request) or a permitted break-glass disable.
+/// (the completing approval of a request, with the bases it was proposed on) or a permitted
+/// break-glass disable.
 fn governed<R: KvRead + ?Sized>(
     a: &mut Auditor<'_, '_, R>,
     command: &Command,
     policy: &NamespacePolicy,
-    approved: bool,
+    approved: Option<&ChangeRecord>,
 ) -> CommandResult {
     let namespace = command.namespace();
     let break_glass = matches!(command, Command::DisableFlag { break_glass: true, .. });
@@ -162,47 +167,104 @@ fn governed<R: KvRead + ?Sized>(
             return Ok(Err(e));
         }
     };
+    // A request applies only to what its reviewers saw: a flag it would now change beyond its
+    // bases (created since, or a dependent a cascade now reaches) makes it stale.
+    if let Some(record) = approved
+        && let Some(t) = touches.iter().find(|t| !record.bases.iter().any(|b| b.key == t.key))
+    {
+        undo.rollback(a);
+        let problem = format!(
+            "applying change {} now would also change flag {:?}, which it was not based on (created or enabled \
+             since); cancel it and open a new one",
+            record.id, t.key
+        );
+        return Ok(Err(violated("change.stale", namespace, &t.key, problem)));
+    }
     if let Some(refusal) = check_rules(a, namespace, policy, &touches)? {
         undo.rollback(a);
         return Ok(Err(refusal));
     }
+    // A change of the namespace's own record (`$evaluators`, which any flag may `$ref`) counts
+    // as covered whatever the rule covers.
     let covering = policy.approval.as_ref().filter(|rule| {
-        !approved
+        approved.is_none()
             && !break_glass
-            && (touches.iter().any(|t| t.before.iter().chain(t.after.iter()).any(|s| rule.covers(s)))
-                || (namespace_changed && rule.covers == Covers::Namespace))
+            && (namespace_changed
+                || touches.iter().any(|t| t.before.iter().chain(t.after.iter()).any(|s| rule.covers(s))))
     });
     if let Some(rule) = covering {
+        let keys: Vec<String> = touches.iter().map(|t| t.key.clone()).collect();
         undo.rollback(a);
-        let created: Vec<String> = touches.iter().filter(|t| t.before.is_none()).map(|t| t.key.clone()).collect();
-        return propose(a, command, rule, &created);
+        return propose(a, command, rule, &keys);
     }
     undo.release(a);
     Ok(Ok(outcome))
 }
 
-/// The enabled flags of `namespace` that list `key` in `depends_on`, in key order.
-fn enabled_dependents<R: KvRead + ?Sized>(
-    a: &Auditor<'_, '_, R>,
-    namespace: &str,
-    key: &str,
-) -> Result<Vec<String>, StoreError> {
-    let quoted = format!("\"{key}\"");
-    let mut out = Vec::new();
-    for (k, v) in a.txn.scan_prefix(Table::Flags, &codec::namespace_prefix(namespace))? {
-        let record: FlagRecord =
-            codec::decode(&v).map_err(|source| StoreError::Corrupt { table: Table::Flags, source })?;
-        // Most flags depend on nothing: skip them without parsing.
-        if !record.spec_json.contains("\"depends_on\"") || !record.spec_json.contains(&quoted) {
-            continue;
+/// A namespace's `depends_on` graph after a write, read with one scan when a rule needs it:
+/// each flag that depends on something, whether it is enabled, and what it depends on.
+struct Dependencies {
+    of: BTreeMap<String, (bool, Vec<String>)>,
+}
+
+impl Dependencies {
+    fn load<R: KvRead + ?Sized>(a: &Auditor<'_, '_, R>, namespace: &str) -> Result<Dependencies, StoreError> {
+        let mut of = BTreeMap::new();
+        for (k, v) in a.txn.scan_prefix(Table::Flags, &codec::namespace_prefix(namespace))? {
+            let record: FlagRecord =
+                codec::decode(&v).map_err(|source| StoreError::Corrupt { table: Table::Flags, source })?;
+            // Most flags depend on nothing: skip them without parsing.
+            if !record.spec_json.contains("\"depends_on\"") {
+                continue;
+            }
+            let Some((_, key)) = codec::split_flag_key(&k) else { continue };
+            let Ok(spec) = FlagSpec::from_json(key, &record.spec_json) else { continue };
+            if !spec.depends_on.is_empty() {
+                of.insert(key.to_string(), (spec.state == FlagState::Enabled, spec.depends_on));
+            }
         }
-        let Some((_, dependent)) = codec::split_flag_key(&k) else { continue };
-        let Ok(spec) = FlagSpec::from_json(dependent, &record.spec_json) else { continue };
-        if spec.state == FlagState::Enabled && spec.depends_on.iter().any(|d| d == key) {
-            out.push(dependent.to_string());
-        }
+        Ok(Dependencies { of })
     }
-    Ok(out)
+
+    /// The enabled flags that list `key` in `depends_on`, in key order.
+    fn enabled_dependents<'d>(&'d self, key: &'d str) -> impl Iterator<Item = &'d str> + 'd {
+        self.of.iter().filter(move |(_, (on, deps))| *on && deps.iter().any(|d| d == key)).map(|(k, _)| k.as_str())
+    }
+
+    /// A `depends_on` path from one of `starts` back to a flag on it, if the graph has one
+    /// reachable from them. Depth-first with three colours: every flag is visited once.
+    fn cycle_from<'d>(&'d self, starts: impl Iterator<Item = &'d str>) -> Option<Vec<String>> {
+        let mut done: BTreeSet<&str> = BTreeSet::new();
+        for start in starts {
+            let mut path: Vec<&str> = Vec::new();
+            // (flag, index of the next dependency to follow)
+            let mut stack: Vec<(&str, usize)> = vec![(start, 0)];
+            while let Some((flag, next)) = stack.pop() {
+                if next == 0 {
+                    if done.contains(flag) {
+                        continue;
+                    }
+                    if let Some(at) = path.iter().position(|p| *p == flag) {
+                        let mut cycle: Vec<String> = path[at..].iter().map(|p| p.to_string()).collect();
+                        cycle.push(flag.to_string());
+                        return Some(cycle);
+                    }
+                    path.push(flag);
+                }
+                match self.of.get(flag).and_then(|(_, deps)| deps.get(next)) {
+                    Some(dep) => {
+                        stack.push((flag, next + 1));
+                        stack.push((dep.as_str(), 0));
+                    }
+                    None => {
+                        path.pop();
+                        done.insert(flag);
+                    }
+                }
+            }
+        }
+        None
+    }
 }
 
 fn stored_spec<R: KvRead + ?Sized>(
@@ -213,20 +275,33 @@ fn stored_spec<R: KvRead + ?Sized>(
     Ok(a.get_flag(namespace, key)?.and_then(|r| FlagSpec::from_json(key, &r.spec_json).ok()))
 }
 
-/// The first rule the state after the write breaks, if any.
+/// The first rule the state after the write breaks, if any. The dependency graph is read once,
+/// and only when a rule needs it (a flag turned off or deleted, a `no_enabled_dependents`
+/// gate, a touched flag that depends on something).
 fn check_rules<R: KvRead + ?Sized>(
     a: &Auditor<'_, '_, R>,
     ns: &str,
     policy: &NamespacePolicy,
     touches: &[Touch],
 ) -> Result<Option<WriteError>, StoreError> {
+    let mut cache: Option<Dependencies> = None;
+    fn loaded<'g, R: KvRead + ?Sized>(
+        cache: &'g mut Option<Dependencies>,
+        a: &Auditor<'_, '_, R>,
+        ns: &str,
+    ) -> Result<&'g Dependencies, StoreError> {
+        if cache.is_none() {
+            *cache = Some(Dependencies::load(a, ns)?);
+        }
+        Ok(cache.get_or_insert_with(|| Dependencies { of: BTreeMap::new() }))
+    }
     let was_enabled = |t: &Touch| t.before.as_ref().is_some_and(|b| b.state == FlagState::Enabled);
     for t in touches {
         let key = t.key.as_str();
         let Some(after) = &t.after else {
             if policy.dependencies
                 && was_enabled(t)
-                && let Some(d) = enabled_dependents(a, ns, key)?.first()
+                && let Some(d) = loaded(&mut cache, a, ns)?.enabled_dependents(key).next()
             {
                 let problem = format!("enabled flag {d:?} depends on it; disable or change {d:?} first");
                 return Ok(Some(violated("dependency.enabled_dependents", ns, key, problem)));
@@ -240,8 +315,9 @@ fn check_rules<R: KvRead + ?Sized>(
             let stage = after.lifecycle.as_str();
             for gate in policy.gates(after.lifecycle) {
                 let problem = match gate {
-                    Gate::NoEnabledDependents => enabled_dependents(a, ns, key)?
-                        .first()
+                    Gate::NoEnabledDependents => loaded(&mut cache, a, ns)?
+                        .enabled_dependents(key)
+                        .next()
                         .map(|d| format!("enabled flag {d:?} depends on it, so it cannot be {stage}")),
                     g => g.unmet(after, a.time_ms).map(|p| format!("{p}, which stage {stage} requires")),
                 };
@@ -268,43 +344,19 @@ fn check_rules<R: KvRead + ?Sized>(
                 }
             }
         } else if was_enabled(t)
-            && let Some(d) = enabled_dependents(a, ns, key)?.first()
+            && let Some(d) = loaded(&mut cache, a, ns)?.enabled_dependents(key).next()
         {
             let problem = format!("enabled flag {d:?} depends on it; disable with cascade to turn both off");
             return Ok(Some(violated("dependency.enabled_dependents", ns, key, problem)));
         }
-        if let Some(path) = cycle_through(a, ns, key, after)? {
-            let problem = format!("depends_on forms a cycle: {}", path.join(" -> "));
-            return Ok(Some(violated("dependency.cycle", ns, key, problem)));
-        }
     }
-    Ok(None)
-}
-
-/// A `depends_on` path from `key` back to itself, if the stored flags (after the write) form one.
-fn cycle_through<R: KvRead + ?Sized>(
-    a: &Auditor<'_, '_, R>,
-    ns: &str,
-    key: &str,
-    spec: &FlagSpec,
-) -> Result<Option<Vec<String>>, StoreError> {
-    // Depth-first over the dependency graph, each flag visited once.
-    let mut stack: Vec<Vec<String>> = spec.depends_on.iter().map(|d| vec![key.to_string(), d.clone()]).collect();
-    let mut seen = std::collections::BTreeSet::new();
-    while let Some(path) = stack.pop() {
-        let last = path.last().expect("paths are never empty").clone();
-        if last == key {
-            return Ok(Some(path));
-        }
-        if !seen.insert(last.clone()) {
-            continue;
-        }
-        if let Some(next) = stored_spec(a, ns, &last)? {
-            for d in next.depends_on {
-                let mut longer = path.clone();
-                longer.push(d);
-                stack.push(longer);
-            }
+    let depending = touches.iter().filter(|t| t.after.as_ref().is_some_and(|s| !s.depends_on.is_empty()));
+    if policy.dependencies && depending.clone().next().is_some() {
+        let graph = loaded(&mut cache, a, ns)?;
+        if let Some(cycle) = graph.cycle_from(depending.map(|t| t.key.as_str())) {
+            let key = cycle.first().cloned().unwrap_or_default();
+            let problem = format!("depends_on forms a cycle: {}", cycle.join(" -> "));
+            return Ok(Some(violated("dependency.cycle", ns, &key, problem)));
         }
     }
     Ok(None)
@@ -348,11 +400,17 @@ fn disable<R: KvRead + ?Sized>(
         }
     };
     if *cascade {
-        // Breadth-first: each dependent is disabled when first reached, so it is not reached again.
-        let mut queue = std::collections::VecDeque::from([key.clone()]);
+        // Breadth-first over the graph as it was before the cascade: a cascade only turns flags
+        // off, so each enabled dependent is reached once.
+        let graph = Dependencies::load(a, namespace)?;
+        let mut reached: BTreeSet<&str> = BTreeSet::from([key.as_str()]);
+        let mut queue = std::collections::VecDeque::from([key.as_str()]);
         while let Some(k) = queue.pop_front() {
-            for dependent in enabled_dependents(a, namespace, &k)? {
-                if let Err(e) = execute_flag(a, &off(&dependent, None))? {
+            for dependent in graph.enabled_dependents(k) {
+                if !reached.insert(dependent) {
+                    continue;
+                }
+                if let Err(e) = execute_flag(a, &off(dependent, None))? {
                     undo.rollback(a);
                     return Ok(Err(e));
                 }
@@ -360,64 +418,76 @@ fn disable<R: KvRead + ?Sized>(
             }
         }
     }
+    // Nothing was on: no change, and no break-glass to mark.
+    if *break_glass && a.txn.audit_since(&undo.savepoint).len() == 1 {
+        undo.rollback(a);
+        return Ok(Ok(outcome));
+    }
     undo.release(a);
     Ok(Ok(outcome))
 }
 
-/// The `mod_revision` a request's base `key` has now (`""`: the namespace record's; 0: absent).
-fn base_now<R: KvRead + ?Sized>(a: &Auditor<'_, '_, R>, ns: &str, key: &str) -> Result<u64, StoreError> {
-    if key.is_empty() {
-        let record: Option<NamespaceRecord> = a.txn.get_decoded(Table::Namespaces, ns.as_bytes())?;
-        return Ok(record.map_or(0, |r| r.mod_revision));
-    }
-    Ok(a.get_flag(ns, key)?.map_or(0, |r| r.mod_revision))
+/// What a change request was based on: `key` (`""`: the namespace's own record) as stored then.
+/// `fingerprint` is the SHA-256 of its stored bytes (zero when absent), so any write moves it,
+/// even one that shares a revision with the proposal (a batched entry).
+pub fn fingerprint(stored: Option<&[u8]>) -> Hash {
+    stored.map_or([0; 32], |bytes| Sha256::digest(bytes).into())
 }
 
-/// Keeps `command` as a pending change request instead of applying it.
+fn base_of<R: KvRead + ?Sized>(a: &Auditor<'_, '_, R>, ns: &str, key: &str) -> Result<Base, StoreError> {
+    let (mod_revision, stored) = if key.is_empty() {
+        let bytes = a.txn.get(Table::Namespaces, ns.as_bytes())?;
+        let record: Option<NamespaceRecord> = a.txn.get_decoded(Table::Namespaces, ns.as_bytes())?;
+        (record.map_or(0, |r| r.mod_revision), bytes)
+    } else {
+        (a.get_flag(ns, key)?.map_or(0, |r| r.mod_revision), a.txn.get(Table::Flags, &codec::flag_key(ns, key))?)
+    };
+    Ok(Base { key: key.to_string(), mod_revision, fingerprint: fingerprint(stored.as_deref()) })
+}
+
+/// Keeps `command` as a pending change request instead of applying it; `touched` are the flags
+/// executing it touched (read before it, after the rollback).
 fn propose<R: KvRead + ?Sized>(
     a: &mut Auditor<'_, '_, R>,
     command: &Command,
     rule: &ApprovalRule,
-    created: &[String],
+    touched: &[String],
 ) -> CommandResult {
     let ns = command.namespace().to_string();
-    let (key, mut bases) = match command {
+    let mut keys: BTreeSet<String> = touched.iter().cloned().collect();
+    let key = match command {
         Command::ApplyNamespace { .. } => {
-            // A document replaces the whole namespace: every flag in it is part of the base.
-            let mut bases = vec![(String::new(), base_now(a, &ns, "")?)];
-            for (k, v) in a.txn.scan_prefix(Table::Flags, &codec::namespace_prefix(&ns))? {
-                let record: FlagRecord =
-                    codec::decode(&v).map_err(|source| StoreError::Corrupt { table: Table::Flags, source })?;
-                let key = codec::split_flag_key(&k).map(|(_, key)| key.to_string()).unwrap_or_default();
-                bases.push((key, record.mod_revision));
+            // A document replaces the whole namespace: its record and every flag in it.
+            keys.insert(String::new());
+            for (k, _) in a.txn.scan_prefix(Table::Flags, &codec::namespace_prefix(&ns))? {
+                keys.extend(codec::split_flag_key(&k).map(|(_, key)| key.to_string()));
             }
-            (String::new(), bases)
+            String::new()
         }
         Command::CreateFlag { key, .. }
         | Command::UpdateFlag { key, .. }
         | Command::SetFlagState { key, .. }
         | Command::DeleteFlag { key, .. }
-        | Command::DisableFlag { key, .. } => (key.clone(), vec![(key.clone(), base_now(a, &ns, key)?)]),
+        | Command::DisableFlag { key, .. } => {
+            keys.insert(key.clone());
+            key.clone()
+        }
         _ => return Ok(Err(WriteError::Invalid { field: "command".into(), problem: "is not a flag write".into() })),
     };
-    for k in created {
-        if !bases.iter().any(|(b, _)| b == k) {
-            bases.push((k.clone(), 0));
-        }
-    }
+    let bases = keys.iter().map(|k| base_of(a, &ns, k)).collect::<Result<Vec<_>, _>>()?;
 
     let kept = a.txn.scan_prefix(Table::Meta, &change_prefix(&ns))?;
     if kept.len() >= CHANGES_KEPT_PER_NAMESPACE {
-        let mut oldest_closed = None;
+        // The oldest one closed or expired goes (its history stays in the audit log).
+        let mut evictable = None;
         for (k, v) in &kept {
             let record: ChangeRecord = codec::decode(v)?;
-            if record.status != ChangeStatus::Pending {
-                oldest_closed = Some(k.clone());
+            if record.status != ChangeStatus::Pending || a.time_ms >= record.expires_at_ms {
+                evictable = Some(k.clone());
                 break;
             }
         }
-        match oldest_closed {
-            // Its history stays in the audit log.
+        match evictable {
             Some(k) => a.txn.delete(Table::Meta, k),
             None => {
                 return Ok(Err(WriteError::LimitReached {
@@ -451,7 +521,7 @@ fn propose<R: KvRead + ?Sized>(
     let described = json!({
         "change": id,
         "write": describe_command(command),
-        "bases": record.bases.iter().map(|(k, r)| json!({ "key": k, "mod_revision": r })).collect::<Vec<_>>(),
+        "bases": record.bases.iter().map(|b| json!({ "key": b.key, "mod_revision": b.mod_revision })).collect::<Vec<_>>(),
         "approvals_required": rule.approvals,
         "expires_at_ms": record.expires_at_ms,
     });
@@ -477,15 +547,15 @@ pub fn describe_command(command: &Command) -> Value {
     }
 }
 
-/// The first base of `record` that moved since it was proposed: (key, then, now).
+/// The first base of `record` that moved since it was proposed: (key, mod_revision then, now).
 fn moved_base<R: KvRead + ?Sized>(
     a: &Auditor<'_, '_, R>,
     record: &ChangeRecord,
 ) -> Result<Option<(String, u64, u64)>, StoreError> {
-    for (key, then) in &record.bases {
-        let now = base_now(a, &record.namespace, key)?;
-        if now != *then {
-            return Ok(Some((key.clone(), *then, now)));
+    for base in &record.bases {
+        let now = base_of(a, &record.namespace, &base.key)?;
+        if now.fingerprint != base.fingerprint {
+            return Ok(Some((base.key.clone(), base.mod_revision, now.mod_revision)));
         }
     }
     Ok(None)
@@ -601,7 +671,7 @@ pub(crate) fn review<R: KvRead + ?Sized>(
                     injected: a.injected,
                 };
                 let applied = match &policy {
-                    Some(policy) => governed(&mut author, &record.command, policy, true)?,
+                    Some(policy) => governed(&mut author, &record.command, policy, Some(&record))?,
                     None => execute_plain(&mut author, &record.command)?,
                 };
                 if let Err(e) = applied {
@@ -883,5 +953,78 @@ mod tests {
         let stored: Option<ChangeRecord> =
             Txn::new(&h.kv).get_decoded(Table::Meta, &change_key("ns", 2)).expect("read");
         assert_eq!(stored.map(|r| r.status), Some(ChangeStatus::Cancelled));
+    }
+
+    fn request(actor: &str, reason: &str, command: Command) -> crate::types::Request {
+        crate::types::Request {
+            request_id: String::new(),
+            actor: actor.into(),
+            reason: reason.into(),
+            time_ms: 1,
+            command,
+        }
+    }
+
+    #[test]
+    fn a_write_in_the_same_entry_as_the_proposal_still_makes_it_stale() {
+        let mut h = Harness::new();
+        policy(&mut h, r#"{"approval": {"covers": "namespace"}, "lifecycle": {"active": []}}"#);
+        assert!(matches!(h.run("", create("f", "")).outcome, Ok(Outcome::Change { id: 1, .. })));
+        // One batched entry: bob's approval creates f, alice proposes an update of it (based on
+        // f at this very revision), then dave pulls f's kill switch, still at this revision.
+        let update = Command::UpdateFlag {
+            namespace: "ns".into(),
+            key: "f".into(),
+            spec_json: canonical("f", &spec(r#","owner":"x""#)),
+            expected_version: None,
+        };
+        let approve =
+            Command::ReviewChange { namespace: "ns".into(), id: 1, verdict: Verdict::Approve, role: Role::Editor };
+        let batch = Command::Batch {
+            requests: vec![
+                request("bob", "", approve),
+                request("alice", "", update),
+                request("dave", "incident", disable("f", false, true)),
+            ],
+        };
+        let out = h.run("", batch);
+        let Ok(Outcome::Batch(answers)) = &out.outcome else { panic!("{out:?}") };
+        assert!(answers.iter().all(|r| r.outcome.is_ok()), "{answers:?}");
+        assert_eq!(h.flag("f").map(|r| r.mod_revision), Some(out.revision));
+        assert_eq!(state(&h, "f"), Some(FlagState::Disabled));
+        // f's mod_revision is the proposal's own, but it was written after: stale.
+        assert_eq!(rule_of(&review(&mut h, "bob", Role::Editor, 2, Verdict::Approve)), "change.stale");
+        assert_eq!(state(&h, "f"), Some(FlagState::Disabled), "the kill switch holds");
+    }
+
+    #[test]
+    fn a_document_is_stale_once_it_would_change_a_flag_it_was_not_based_on() {
+        let mut h = Harness::new();
+        policy(&mut h, r#"{"approval": {"covers": {"tags": ["critical"]}}, "lifecycle": {"active": []}}"#);
+        let doc = format!(r#"{{"flags": {{"pay": {}}}}}"#, spec(r#","tags":["critical"]"#));
+        let apply = Command::ApplyNamespace { namespace: "ns".into(), document_json: doc };
+        assert!(matches!(h.run("", apply).outcome, Ok(Outcome::Change { id: 1, .. })));
+        // Not covered: applies at once. The document would delete it.
+        assert!(h.run("", create("extra", "")).outcome.is_ok());
+        let out = review(&mut h, "bob", Role::Editor, 1, Verdict::Approve);
+        assert_eq!(rule_of(&out), "change.stale");
+        assert!(h.flag("extra").is_some() && h.flag("pay").is_none());
+        // A change of `$evaluators` alone is covered whatever the rule covers: any flag may use it.
+        let evaluators = r#"{"flags": {"extra": {"state":"ENABLED","variants":{"on":true,"off":false},"defaultVariant":"on"}},
+            "$evaluators": {"beta": {"in": ["@beta", {"var": "email"}]}}}"#;
+        let apply = Command::ApplyNamespace { namespace: "ns".into(), document_json: evaluators.into() };
+        assert!(matches!(h.run("", apply).outcome, Ok(Outcome::Change { id: 2, .. })));
+    }
+
+    #[test]
+    fn break_glass_on_a_flag_already_off_marks_nothing() {
+        let mut h = Harness::new();
+        policy(&mut h, r#"{"lifecycle": {"active": []}}"#);
+        assert!(h.run("", create("f", "")).outcome.is_ok());
+        assert!(h.run("", set_state("f", false)).outcome.is_ok());
+        let entries = h.audit().len();
+        h.reason = "incident";
+        assert!(h.run("", disable("f", false, true)).outcome.is_ok());
+        assert_eq!(h.audit().len(), entries);
     }
 }

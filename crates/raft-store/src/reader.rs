@@ -418,20 +418,14 @@ impl StateReader {
                     break;
                 }
                 let mut moved = None;
-                for (key, then) in &record.bases {
-                    let now = if key.is_empty() {
+                for base in &record.bases {
+                    let stored = if base.key.is_empty() {
                         view.get(Table::Namespaces, namespace.as_bytes())?
-                            .map(|b| decode::<NamespaceRecord>(Table::Namespaces, &b))
-                            .transpose()?
-                            .map_or(0, |r| r.mod_revision)
                     } else {
-                        view.get(Table::Flags, &codec::flag_key(namespace, key))?
-                            .map(|b| decode::<FlagRecord>(Table::Flags, &b))
-                            .transpose()?
-                            .map_or(0, |r| r.mod_revision)
+                        view.get(Table::Flags, &codec::flag_key(namespace, &base.key))?
                     };
-                    if now != *then {
-                        moved = Some(key.clone());
+                    if crate::governance::fingerprint(stored.as_deref()) != base.fingerprint {
+                        moved = Some(base.key.clone());
                         break;
                     }
                 }

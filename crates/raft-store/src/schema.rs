@@ -115,6 +115,18 @@ pub struct PolicyRecord {
     pub revision: u64,
 }
 
+/// One thing a change request was based on, as it was when proposed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Base {
+    /// A flag key; `""` for the namespace's own record.
+    pub key: String,
+    /// Its `mod_revision` then (0: absent), for people and the audit log.
+    pub mod_revision: u64,
+    /// SHA-256 of its stored bytes then (zero: absent): what staleness is judged by, since
+    /// several writes can share one revision.
+    pub fingerprint: vexil_model::audit::Hash,
+}
+
 /// One approval of a change request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Approval {
@@ -135,10 +147,11 @@ pub struct ChangeRecord {
     pub reason: String,
     /// The write as proposed; applied as it is, by the approval that completes the request.
     pub command: crate::types::Command,
-    /// What the change was based on: each flag it touches with its `mod_revision` then (0:
-    /// absent), and for a document `""` with the namespace record's. A request whose base
-    /// moved is stale and never applies.
-    pub bases: Vec<(String, u64)>,
+    /// What the change was based on: each flag it touched when proposed (a cascade's
+    /// dependents included), and for a document every flag of the namespace and `""` (the
+    /// namespace record). A request whose base moved, or that would now touch a flag beyond its
+    /// bases, is stale and never applies.
+    pub bases: Vec<Base>,
     pub proposed_revision: u64,
     pub proposed_at_ms: i64,
     pub expires_at_ms: i64,

@@ -363,8 +363,10 @@ struct ChangeSeen<'a> {
 ///   all at one revision, behind a `change.approve` of N with `applies: true` in that same
 ///   revision; nothing approves, rejects or applies a change after it applied or closed;
 /// - never stale: when change N applies, each flag it was based on (`bases` of its
-///   `change.propose`: key and `mod_revision`) was last written, before the applying approval,
-///   at exactly that revision — or, for a base of 0, never or last deleted;
+///   `change.propose`: key and `mod_revision`) was not written between the proposal and the
+///   applying approval (by audit seq: several writes can share a revision), and was last
+///   written at exactly that revision — or, for a base of 0, is absent again (never written,
+///   or last deleted);
 /// - approvals: each approval is of a proposed change, by an actor who had not approved it yet
 ///   and (unless the namespace's policy lets authors approve) is not its author; it counts no
 ///   more approvals than that, and the one that applies the change at least the required ones;
@@ -384,7 +386,8 @@ pub fn change_control(finale: &Finale, calls: &[ChangeOp]) -> Vec<Violation> {
     // The policy of each namespace, as the log has it so far.
     let mut policies: BTreeMap<&str, serde_json::Value> = BTreeMap::new();
     // Per (namespace, key): its last flag write so far, and whether that deleted it.
-    let mut written: BTreeMap<(&str, &str), (u64, bool)> = BTreeMap::new();
+    // Each flag's last write: its revision, whether it was a delete, and its audit seq.
+    let mut written: BTreeMap<(&str, &str), (u64, bool, u64)> = BTreeMap::new();
     let mut break_glass: Option<(u64, &str, &str)> = None;
     let mut by_request: BTreeMap<&str, Vec<&pb::AuditEntry>> = BTreeMap::new();
     for e in log {
@@ -477,11 +480,16 @@ pub fn change_control(finale: &Finale, calls: &[ChangeOp]) -> Vec<Violation> {
                     if base_key.is_empty() {
                         continue;
                     }
-                    let now = match written.get(&(proposed.namespace.as_str(), base_key)) {
-                        None | Some((_, true)) => 0,
-                        Some((revision, false)) => *revision,
+                    let last = written.get(&(proposed.namespace.as_str(), base_key));
+                    let now = match last {
+                        None | Some((_, true, _)) => 0,
+                        Some((revision, false, _)) => *revision,
                     };
-                    if now != then {
+                    // Exact, whatever shares a revision: no write of a flag that existed between
+                    // the proposal and this approval. A flag absent then and absent again counts
+                    // as unchanged (as a compare of etcd's mod_revision 0 does).
+                    let since = then != 0 && last.is_some_and(|(_, _, seq)| *seq > proposed.seq);
+                    if now != then || since {
                         found.push(format!(
                             "change {id} applied at revision {at} although stale: it was based on flag {base_key:?} \
                              at revision {then}, which was last written at revision {now}"
@@ -516,7 +524,7 @@ pub fn change_control(finale: &Finale, calls: &[ChangeOp]) -> Vec<Violation> {
                         }
                     }
                 }
-                written.insert((ns, key), (e.revision, action == "flag.delete"));
+                written.insert((ns, key), (e.revision, action == "flag.delete", e.seq));
             }
             _ => {}
         }

@@ -33,6 +33,11 @@ pub(crate) fn request(
             format!("is longer than {} bytes", limits::REQUEST_ID_BYTES_MAX),
         ));
     }
+    // The state machine applies an approved change under request id `change/<id>`; a client
+    // must not be able to pass its own write off as one.
+    if options.request_id.starts_with("change/") {
+        return Err(ServerError::invalid("options.request_id", "must not start with \"change/\" (reserved)"));
+    }
     if options.reason.len() > limits::REASON_BYTES_MAX {
         return Err(ServerError::invalid(
             "options.reason",
