@@ -312,7 +312,7 @@ impl<R: KvRead + ?Sized> Auditor<'_, '_, R> {
 
 /// Parses a stored spec (to change its state). A failure means a record this version cannot
 /// read (written by a newer one); it is reported, not applied, identically everywhere.
-fn parse_spec(key: &str, json: &str) -> Result<FlagSpec, WriteError> {
+pub(crate) fn parse_spec(key: &str, json: &str) -> Result<FlagSpec, WriteError> {
     FlagSpec::from_json(key, json).map_err(|e| WriteError::Invalid { field: e.field, problem: e.problem })
 }
 

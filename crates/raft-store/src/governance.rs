@@ -25,7 +25,7 @@ use vexil_model::audit::Hash;
 use vexil_model::policy::{ApprovalRule, Gate, NamespacePolicy};
 use vexil_model::{AuditAction, FlagSpec, FlagState};
 
-use crate::apply::{Auditor, CommandResult, execute_flag};
+use crate::apply::{Auditor, CommandResult, execute_flag, parse_spec};
 use crate::codec;
 use crate::error::StoreError;
 use crate::limits::CHANGES_KEPT_PER_NAMESPACE;
@@ -113,12 +113,7 @@ struct Touch {
 /// What the write since `undo` did, read from its audit entries; and whether it changed the
 /// namespace's own record (`$evaluators`, metadata).
 fn touched<R: KvRead + ?Sized>(a: &Auditor<'_, '_, R>, undo: &Undo) -> Result<(Vec<Touch>, bool), WriteError> {
-    let parse = |key: &str, json: &Option<String>| -> Result<Option<FlagSpec>, WriteError> {
-        json.as_deref()
-            .map(|j| FlagSpec::from_json(key, j))
-            .transpose()
-            .map_err(|e| WriteError::Invalid { field: e.field, problem: e.problem })
-    };
+    let parse = |key: &str, json: &Option<String>| json.as_deref().map(|j| parse_spec(key, j)).transpose();
     let mut out: Vec<Touch> = Vec::new();
     let mut namespace = false;
     for e in a.txn.audit_since(&undo.savepoint) {
@@ -434,13 +429,25 @@ pub fn fingerprint(stored: Option<&[u8]>) -> Hash {
     stored.map_or([0; 32], |bytes| Sha256::digest(bytes).into())
 }
 
+/// Where base `key` of namespace `ns` is stored: the flag, or for `""` the namespace record.
+pub fn base_location(ns: &str, key: &str) -> (Table, Vec<u8>) {
+    if key.is_empty() { (Table::Namespaces, ns.as_bytes().to_vec()) } else { (Table::Flags, codec::flag_key(ns, key)) }
+}
+
+/// Base `key` as stored now: read once, fingerprinted, and decoded for its `mod_revision`.
 fn base_of<R: KvRead + ?Sized>(a: &Auditor<'_, '_, R>, ns: &str, key: &str) -> Result<Base, StoreError> {
-    let (mod_revision, stored) = if key.is_empty() {
-        let bytes = a.txn.get(Table::Namespaces, ns.as_bytes())?;
-        let record: Option<NamespaceRecord> = a.txn.get_decoded(Table::Namespaces, ns.as_bytes())?;
-        (record.map_or(0, |r| r.mod_revision), bytes)
-    } else {
-        (a.get_flag(ns, key)?.map_or(0, |r| r.mod_revision), a.txn.get(Table::Flags, &codec::flag_key(ns, key))?)
+    let (table, at) = base_location(ns, key);
+    let stored = a.txn.get(table, &at)?;
+    let mod_revision = match (&stored, table) {
+        (None, _) => 0,
+        (Some(bytes), Table::Flags) => {
+            codec::decode::<FlagRecord>(bytes).map_err(|source| StoreError::Corrupt { table, source })?.mod_revision
+        }
+        (Some(bytes), _) => {
+            codec::decode::<NamespaceRecord>(bytes)
+                .map_err(|source| StoreError::Corrupt { table, source })?
+                .mod_revision
+        }
     };
     Ok(Base { key: key.to_string(), mod_revision, fingerprint: fingerprint(stored.as_deref()) })
 }

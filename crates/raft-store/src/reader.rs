@@ -419,11 +419,8 @@ impl StateReader {
                 }
                 let mut moved = None;
                 for base in &record.bases {
-                    let stored = if base.key.is_empty() {
-                        view.get(Table::Namespaces, namespace.as_bytes())?
-                    } else {
-                        view.get(Table::Flags, &codec::flag_key(namespace, &base.key))?
-                    };
+                    let (table, at) = crate::governance::base_location(namespace, &base.key);
+                    let stored = view.get(table, &at)?;
                     if crate::governance::fingerprint(stored.as_deref()) != base.fingerprint {
                         moved = Some(base.key.clone());
                         break;
